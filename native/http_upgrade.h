@@ -23,7 +23,8 @@ enum class Upgrade : uint8_t {
 
 struct UpgradeRequest {
   Upgrade status;
-  size_t head_len;        // bytes of the request head including the final "\r\n\r\n" (when not NeedMore)
+  size_t head_len;        // bytes of the request head including the final "\r\n\r\n" (when not NeedMore;
+                          // 0 for a head too large, which has no end)
   char accept[29];        // Sec-WebSocket-Accept value, NUL-terminated (when Ok)
   bool starling_v1;       // the client offered the subprotocol "starling.v1" (when Ok)
   const char* reason;     // short human-readable reason for an error status (static string)
@@ -31,17 +32,21 @@ struct UpgradeRequest {
 
 // Parses the request head in p[0..len). Header names are case-insensitive; the Upgrade and Connection
 // headers are comma-separated token lists (case-insensitive); the request target must equal `path`
-// exactly (a query string "?..." after the path is allowed and ignored). Never reads past p[len).
+// exactly (a query string "?..." after the path is allowed and ignored). Checks in this order, the first
+// failure deciding: request line, method, version, header syntax, Host (400); path (404); Upgrade and
+// Connection tokens, then Sec-WebSocket-Version (426); Sec-WebSocket-Key (400). So "GET /other" is 404
+// and a plain "GET /" is 426. Never reads past p[len).
 UpgradeRequest parse_upgrade(const char* p, size_t len, std::string_view path);
 
 // Writes "HTTP/1.1 101 Switching Protocols" with Upgrade, Connection, Sec-WebSocket-Accept and, when
 // the client offered it, "Sec-WebSocket-Protocol: starling.v1". Returns bytes written (< 256), or 0
-// if cap is too small.
+// if cap is too small or req.status is not Ok.
 size_t write_upgrade_response(const UpgradeRequest& req, char* out, size_t cap);
 
 // Writes a complete HTTP/1.1 error response for status (400, 404 or 426) with "Connection: close",
 // a text/plain body naming the reason, and for 426 "Upgrade: websocket" and
-// "Sec-WebSocket-Version: 13". Returns bytes written, or 0 if cap is too small (512 always suffices).
+// "Sec-WebSocket-Version: 13". Returns bytes written, or 0 if cap is too small (512 always suffices;
+// a longer reason is cut) or status is NeedMore/Ok. reason may be null (empty body line).
 size_t write_http_error(Upgrade status, const char* reason, char* out, size_t cap);
 
 // SHA-1 of data (RFC 3174) into out[20]. Used only for the accept key.

@@ -30,7 +30,8 @@ struct Command {
   std::string_view body;      // Pub: every byte after the first '\n' (may be empty)
   // Invalid: the error code to send ("bad-command", "bad-subject") and, when the command was a PUB
   // with a well-formed id, that id (so the reply can be "ERR <code> <id>"); detail is a short static
-  // text for humans.
+  // text for humans. (A PUB header that is malformed is bad-command with no id: the id is set only
+  // with bad-subject.)
   const char* error;
   const char* detail;
 };
@@ -39,9 +40,11 @@ struct Command {
 // error set. Rules (PROTOCOL.md): the header is printable ASCII (0x20-0x7E; '\r' only directly before
 // '\n'), tokens are separated by exactly one space (no leading/trailing/double spaces), the verb is
 // case-sensitive, SUB/UNSUB need at least one subject, PUB takes a subject and an optional id, PING an
-// optional token. Reserved verbs (AUTH) and everything else are bad-command. A SUB/UNSUB/PUB subject
-// that fails valid_subject() is bad-subject. Only PUB may have a body: SUB, UNSUB and PING with a
-// non-empty body are bad-command.
+// optional token. Reserved verbs (AUTH) and everything else are bad-command, and so is a SUB subject in
+// a reserved form (PROTOCOL.md: "<subject>@<epoch>:<seq>", "<subject>#<n>", i.e. a last segment ending
+// in "@<epoch>:<digits>" or "#<digits>"). A SUB/UNSUB/PUB subject that fails valid_subject() is bad-subject.
+// Only PUB may have a body: SUB, UNSUB and PING with a non-empty body are bad-command. Every
+// bad-command check comes before the bad-subject check.
 void parse_command(const uint8_t* msg, size_t len, Command* out);
 
 // PROTOCOL.md subject rule: '/' then one or more non-empty segments separated by '/', segment bytes
@@ -53,7 +56,8 @@ bool valid_subject(std::string_view s);
 std::string_view next_token(std::string_view* rest);
 
 // Writes "MSG <subject> <epoch>:<seq>\n" ending exactly at out_end (right-aligned, so the payload can
-// already sit after it in the same buffer). Returns the number of bytes written (<= kMaxMsgHeader).
+// already sit after it in the same buffer). Returns the number of bytes written (<= kMaxMsgHeader when
+// subject <= 255 and epoch <= 16 bytes, which the caller guarantees; nothing is checked).
 size_t write_msg_header_backwards(char* out_end, std::string_view subject, std::string_view epoch,
                                   uint64_t seq);
 

@@ -38,7 +38,8 @@ struct FrameHead {
 enum class FrameParse : uint8_t { NeedMore, Ok, Error };
 
 // Parses the head of one client frame from p[0..len). Returns NeedMore if the head is not complete,
-// Ok with *out filled, or Error with *close_code set:
+// Ok with *out filled, or Error with *close_code set (as soon as the bytes showing the error are
+// present, possibly before the rest of the head has arrived):
 //   1002 for RSV1-3 set, an unknown opcode (3-7, 0xB-0xF), an unmasked frame, a control frame that is
 //        fragmented or longer than 125 bytes, a 64-bit length with its top bit set (non-minimal length
 //        encodings are accepted);

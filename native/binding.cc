@@ -1,0 +1,154 @@
+// The Node-API boundary: the only file that includes napi.h. It marshals and nothing else: values are
+// checked in TypeScript (src/native.ts), copied here into plain structs, and handed to Server.
+// Nothing here runs per message or per connection.
+#include <napi.h>
+
+#include <memory>
+#include <string>
+
+#include "counters.h"
+#include "server.h"
+
+namespace starling {
+
+namespace {
+
+std::vector<std::string> counter_names() {
+  return {
+#define STARLING_NAME(name, kind, doc) #name,
+      STARLING_WORKGROUP_COUNTERS(STARLING_NAME)
+#undef STARLING_NAME
+  };
+}
+
+std::vector<std::string> server_counter_names() {
+  return {
+#define STARLING_NAME(name, kind, doc) #name,
+      STARLING_SERVER_COUNTERS(STARLING_NAME)
+#undef STARLING_NAME
+  };
+}
+
+Napi::Array to_array(Napi::Env env, const std::vector<std::string>& names) {
+  Napi::Array a = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); i++) a.Set(static_cast<uint32_t>(i), names[i]);
+  return a;
+}
+
+ServerOptions read_options(const Napi::Object& o) {
+  ServerOptions opts;
+  Napi::Array listen = o.Get("listen").As<Napi::Array>();
+  for (uint32_t i = 0; i < listen.Length(); i++) {
+    Napi::Object a = listen.Get(i).As<Napi::Object>();
+    opts.listen.push_back(ListenAddress{a.Get("host").As<Napi::String>().Utf8Value(),
+                                        static_cast<uint16_t>(a.Get("port").As<Napi::Number>().Uint32Value())});
+  }
+  opts.path = o.Get("path").As<Napi::String>().Utf8Value();
+  opts.workgroups = o.Get("workgroups").As<Napi::Number>().Uint32Value();
+  Napi::Array cpus = o.Get("cpus").As<Napi::Array>();
+  for (uint32_t i = 0; i < cpus.Length(); i++) opts.cpus.push_back(cpus.Get(i).As<Napi::Number>().Int32Value());
+  opts.benchmark_mode = o.Get("benchmarkMode").As<Napi::Boolean>().Value();
+  opts.send_buffer = o.Get("sendBuffer").As<Napi::Number>().Int32Value();
+  opts.receive_buffer = o.Get("receiveBuffer").As<Napi::Number>().Int32Value();
+  opts.max_message = static_cast<uint64_t>(o.Get("maxMessageSize").As<Napi::Number>().Int64Value());
+  opts.max_subscriptions = o.Get("maxSubscriptions").As<Napi::Number>().Uint32Value();
+  opts.max_backlog = static_cast<uint64_t>(o.Get("maxBacklog").As<Napi::Number>().Int64Value());
+  return opts;
+}
+
+// Runs Server::stop() (which blocks while connections close) off the JavaScript thread.
+class StopWorker : public Napi::AsyncWorker {
+ public:
+  StopWorker(Napi::Env env, std::shared_ptr<Server> server)
+      : Napi::AsyncWorker(env), server_(std::move(server)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  void Execute() override { server_->stop(); }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ private:
+  std::shared_ptr<Server> server_;
+  Napi::Promise::Deferred deferred_;
+};
+
+class JsServer : public Napi::ObjectWrap<JsServer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeServer",
+                       {InstanceMethod<&JsServer::JS_start>("start"),
+                        InstanceMethod<&JsServer::JS_ports>("ports"),
+                        InstanceMethod<&JsServer::JS_publish>("publish"),
+                        InstanceMethod<&JsServer::JS_counterSlots>("counterSlots"),
+                        InstanceMethod<&JsServer::JS_readCounters>("readCounters"),
+                        InstanceMethod<&JsServer::JS_stop>("stop")});
+  }
+
+  // new NativeServer(options): binds the listen addresses; throws with the reason if one fails.
+  explicit JsServer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsServer>(info) {
+    try {
+      server_ = std::make_shared<Server>(read_options(info[0].As<Napi::Object>()));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // A server dropped by JavaScript without stop() is stopped here, blocking, as the last resort.
+  ~JsServer() override = default;
+
+ private:
+  void JS_start(const Napi::CallbackInfo& info) { server_->start(); }
+
+  Napi::Value JS_ports(const Napi::CallbackInfo& info) {
+    const auto& ports = server_->ports();
+    Napi::Array a = Napi::Array::New(info.Env(), ports.size());
+    for (size_t i = 0; i < ports.size(); i++) a.Set(static_cast<uint32_t>(i), ports[i]);
+    return a;
+  }
+
+  // publish(subject: string, payload: Buffer, binary: boolean) → 0 routed, 1 no subscribers, 2 overflow
+  Napi::Value JS_publish(const Napi::CallbackInfo& info) {
+    std::string subject = info[0].As<Napi::String>().Utf8Value();
+    Napi::Buffer<uint8_t> payload = info[1].As<Napi::Buffer<uint8_t>>();
+    bool binary = info[2].As<Napi::Boolean>().Value();
+    auto r = server_->publish(subject, payload.Data(), payload.Length(), binary);
+    return Napi::Number::New(info.Env(), static_cast<int>(r));
+  }
+
+  Napi::Value JS_counterSlots(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(server_->counter_slots()));
+  }
+
+  // readCounters(out: Float64Array of counterSlots() elements): one batched snapshot.
+  void JS_readCounters(const Napi::CallbackInfo& info) {
+    Napi::Float64Array out = info[0].As<Napi::Float64Array>();
+    if (out.ElementLength() < server_->counter_slots())
+      throw Napi::RangeError::New(info.Env(), "readCounters: array too small");
+    server_->read_counters(out.Data());
+  }
+
+  // stop() → Promise resolved once every connection is closed and every thread has exited.
+  Napi::Value JS_stop(const Napi::CallbackInfo& info) {
+    auto* worker = new StopWorker(info.Env(), server_);
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
+  }
+
+  std::shared_ptr<Server> server_;
+};
+
+class Addon : public Napi::Addon<Addon> {
+ public:
+  Addon(Napi::Env env, Napi::Object exports) {
+    DefineAddon(exports, {InstanceValue("NativeServer", JsServer::Define(env), napi_enumerable),
+                          InstanceValue("workgroupCounters", to_array(env, counter_names()), napi_enumerable),
+                          InstanceValue("serverCounters", to_array(env, server_counter_names()), napi_enumerable)});
+  }
+};
+
+}  // namespace
+
+}  // namespace starling
+
+using StarlingAddon = starling::Addon;
+NODE_API_ADDON(StarlingAddon)

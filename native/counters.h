@@ -1,0 +1,51 @@
+// Per-workgroup counters: written only by their workgroup's thread (relaxed load + store, no locked
+// instruction), read by the control thread once a second in one batch (Server::read_counters).
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+namespace starling {
+
+// X(name, kind, description). The names are exported to TypeScript in this order.
+#define STARLING_WORKGROUP_COUNTERS(X)                                                          \
+  X(connections, gauge, "WebSocket and handshaking connections open")                          \
+  X(accepted, counter, "TCP connections handed to this workgroup")                              \
+  X(closed, counter, "connections closed, for any reason")                                      \
+  X(handshakes, counter, "successful WebSocket upgrades")                                       \
+  X(http_errors, counter, "requests answered with an HTTP error (400, 404, 426) or timed out") \
+  X(subscriptions, gauge, "subscriptions held by this workgroup's connections")                 \
+  X(messages_in, counter, "PUB commands accepted")                                              \
+  X(bytes_in, counter, "bytes read from sockets")                                               \
+  X(messages_out, counter, "MSG deliveries queued to subscribers")                              \
+  X(bytes_out, counter, "bytes written to sockets")                                             \
+  X(slow_consumer_closes, counter, "connections closed with 1008 for passing MaxBacklog")      \
+  X(close_1002, counter, "connections closed with 1002 (protocol error)")                      \
+  X(close_1007, counter, "connections closed with 1007 (invalid UTF-8)")                       \
+  X(close_1009, counter, "connections closed with 1009 (message too big)")                     \
+  X(err_bad_command, counter, "ERR bad-command replies")                                        \
+  X(err_bad_subject, counter, "ERR bad-subject replies")                                        \
+  X(err_too_large, counter, "ERR too-large replies")                                            \
+  X(err_limit, counter, "ERR limit replies")                                                    \
+  X(ring_overflows, counter, "messages dropped because a cross-workgroup ring was full")
+
+enum Counter : unsigned {
+#define STARLING_ENUM(name, kind, doc) k_##name,
+  STARLING_WORKGROUP_COUNTERS(STARLING_ENUM)
+#undef STARLING_ENUM
+  kCounterCount
+};
+
+struct Counters {
+  std::atomic<uint64_t> v[kCounterCount];
+
+  Counters() {
+    for (auto& x : v) x.store(0, std::memory_order_relaxed);
+  }
+  // Owner thread only.
+  void add(Counter c, uint64_t n = 1) { v[c].store(v[c].load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void sub(Counter c, uint64_t n = 1) { v[c].store(v[c].load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
+  // Any thread.
+  uint64_t get(Counter c) const { return v[c].load(std::memory_order_relaxed); }
+};
+
+}  // namespace starling

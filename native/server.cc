@@ -1,0 +1,242 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "loop.h"
+
+namespace starling {
+
+namespace {
+
+// Pending-connection queue of each listening socket; the kernel clamps it to net.core.somaxconn. The
+// capacity workloads open tens of thousands of connections in a burst.
+constexpr int kListenBacklog = 65535;
+// Connections accepted per readiness event before the acceptor wakes the workgroups it fed.
+constexpr int kAcceptBatch = 256;
+
+std::string describe(const ListenAddress& a) {
+  bool v6 = a.host.find(':') != std::string::npos;
+  return (v6 ? "[" + a.host + "]" : a.host) + ":" + std::to_string(a.port);
+}
+
+[[noreturn]] void fail_listen(const ListenAddress& a, const char* what, int err) {
+  throw std::runtime_error("listen " + describe(a) + ": " + what + ": " + std::strerror(err));
+}
+
+int open_listener(const ListenAddress& a, uint16_t* bound_port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(a.port);
+  int rc = getaddrinfo(a.host.empty() ? nullptr : a.host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) throw std::runtime_error("listen " + describe(a) + ": cannot resolve host: " + gai_strerror(rc));
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int err = errno;
+    freeaddrinfo(res);
+    fail_listen(a, "socket", err);
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    int err = errno;
+    freeaddrinfo(res);
+    close(fd);
+    fail_listen(a, "bind", err);
+  }
+  freeaddrinfo(res);
+  if (listen(fd, kListenBacklog) != 0) {
+    int err = errno;
+    close(fd);
+    fail_listen(a, "listen", err);
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  *bound_port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                               : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return fd;
+}
+
+uint64_t epoch_base() {
+  // Microseconds since the Unix epoch: every server start (and every re-creation of a subject, which
+  // takes the next value) gets an epoch no earlier run has used, unless subjects were created faster
+  // than one per microsecond for the whole previous run.
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+}  // namespace
+
+Server::Server(ServerOptions options) : options_(std::move(options)), registry_(options_.workgroups, epoch_base()) {
+  if (options_.workgroups < 1 || options_.workgroups > 64) throw std::runtime_error("workgroups must be 1..64");
+  if (options_.listen.empty()) throw std::runtime_error("no listen address");
+  try {
+    for (const ListenAddress& a : options_.listen) {
+      uint16_t port = 0;
+      listen_fds_.push_back(open_listener(a, &port));
+      ports_.push_back(port);
+    }
+    for (unsigned i = 0; i < options_.workgroups; i++) workgroups_.emplace_back(new Workgroup(*this, i));
+    acceptor_wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (acceptor_wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  } catch (...) {
+    for (int fd : listen_fds_) close(fd);
+    if (acceptor_wake_fd_ >= 0) close(acceptor_wake_fd_);
+    throw;
+  }
+}
+
+Server::~Server() {
+  stop();
+  for (int fd : listen_fds_) close(fd);
+  if (acceptor_wake_fd_ >= 0) close(acceptor_wake_fd_);
+  if (reserve_fd_ >= 0) close(reserve_fd_);
+}
+
+void Server::start() {
+  if (started_) return;
+  started_ = true;
+  for (unsigned i = 0; i < workgroups_.size(); i++) {
+    int cpu = options_.cpus.empty() ? -1 : options_.cpus[i % options_.cpus.size()];
+    workgroups_[i]->start(cpu);
+  }
+  acceptor_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "starling-accept");
+    accept_loop();
+  });
+}
+
+void Server::stop() {
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  stopping_.store(true, std::memory_order_release);
+  uint64_t one = 1;
+  ssize_t ignored = write(acceptor_wake_fd_, &one, sizeof one);
+  (void)ignored;
+  acceptor_.join();
+  for (int fd : listen_fds_) close(fd);
+  listen_fds_.clear();
+  for (auto& wg : workgroups_) wg->request_stop();
+  for (auto& wg : workgroups_) wg->join();
+}
+
+void Server::accept_loop() {
+  std::unique_ptr<Loop> loop = Loop::create();
+  loop->watch_readable(acceptor_wake_fd_, nullptr);
+  for (int& fd : listen_fds_) loop->watch_readable(fd, &fd);
+  LoopEvent events[16];
+  while (!stopping_.load(std::memory_order_acquire)) {
+    int n = loop->wait(events, 16, -1);
+    uint64_t wake_mask = 0;
+    for (int i = 0; i < n; i++)
+      if (events[i].tag) accept_ready(*static_cast<int*>(events[i].tag), &wake_mask);
+    for (; wake_mask; wake_mask &= wake_mask - 1) workgroups_[__builtin_ctzll(wake_mask)]->wake();
+  }
+}
+
+void Server::accept_ready(int listen_fd, uint64_t* wake_mask) {
+  for (int i = 0; i < kAcceptBatch; i++) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if ((errno == EMFILE || errno == ENFILE) && reserve_fd_ >= 0) {
+        // The fd table is full. Free the spare descriptor, take the connection off the queue and close
+        // it, so the listener does not stay readable forever and the client is told at once.
+        close(reserve_fd_);
+        int shed = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (shed >= 0) close(shed);
+        reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        accept_refused_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      return;  // EAGAIN, or an error the next readiness event will retry
+    }
+    int one = 1;
+    // Starling coalesces its own writes per loop iteration; Nagle would only add delay.
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (options_.send_buffer > 0)
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.send_buffer, sizeof options_.send_buffer);
+    if (options_.receive_buffer > 0)
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options_.receive_buffer, sizeof options_.receive_buffer);
+    unsigned w = pick_workgroup(peer);
+    if (!workgroups_[w]->post(producer_acceptor(), Envelope{Envelope::kNewConn, fd, nullptr, nullptr})) {
+      close(fd);
+      accept_refused_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    *wake_mask |= uint64_t{1} << w;
+  }
+}
+
+unsigned Server::pick_workgroup(const sockaddr_storage& peer) {
+  unsigned n = workgroup_count();
+  if (options_.benchmark_mode) return round_robin_++ % n;
+  // Client-IP hash: all connections from one address share a workgroup (FNV-1a over the address).
+  const uint8_t* p;
+  size_t len;
+  if (peer.ss_family == AF_INET6) {
+    p = reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr.s6_addr;
+    len = 16;
+  } else {
+    p = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr.s_addr);
+    len = 4;
+  }
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 16777619u;
+  return h % n;
+}
+
+Server::Published Server::publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary) {
+  Subject* s = registry_.find_ref(subject);
+  if (!s) return Published::kNoSubscribers;
+  Frame* f = Frame::alloc(Frame::kPublishHeadroom + len);
+  f->begin = static_cast<uint32_t>(Frame::kPublishHeadroom);
+  f->end = static_cast<uint32_t>(Frame::kPublishHeadroom + len);
+  f->opcode = binary ? kOpBinary : kOpText;
+  if (len) std::memcpy(f->bytes + f->begin, payload, len);
+  Workgroup& home = *workgroups_[s->home];
+  std::lock_guard<std::mutex> guard(control_lock_);
+  if (!home.post(producer_control(), Envelope{Envelope::kPublish, -1, s, f})) {
+    s->unref();
+    f->unref();
+    return Published::kOverflow;
+  }
+  home.wake();
+  return Published::kRouted;
+}
+
+size_t Server::counter_slots() const {
+#define STARLING_COUNT(name, kind, doc) +1
+  return workgroups_.size() * kCounterCount + (0 STARLING_SERVER_COUNTERS(STARLING_COUNT));
+#undef STARLING_COUNT
+}
+
+void Server::read_counters(double* out) const {
+  size_t k = 0;
+  for (const auto& wg : workgroups_)
+    for (unsigned c = 0; c < kCounterCount; c++) out[k++] = static_cast<double>(wg->counters().get(static_cast<Counter>(c)));
+  out[k++] = static_cast<double>(registry_.size());
+  out[k++] = static_cast<double>(accept_refused_.load(std::memory_order_relaxed));
+}
+
+}  // namespace starling

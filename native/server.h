@@ -1,0 +1,103 @@
+// Server: the listeners, the acceptor thread, the workgroups and the subject registry. Created and
+// driven by the control thread (JavaScript, through binding.cc); see THREADS.md.
+#pragma once
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "subject.h"
+#include "workgroup.h"
+
+namespace starling {
+
+struct ListenAddress {
+  std::string host;   // numeric IPv4/IPv6 or a name (resolved once, first address used)
+  uint16_t port;      // 0: ephemeral (see Server::ports)
+};
+
+// Plain copy of the validated configuration (validation happens in TypeScript, src/config).
+struct ServerOptions {
+  std::vector<ListenAddress> listen;
+  std::string path = "/";
+  unsigned workgroups = 1;
+  std::vector<int> cpus;             // workgroup i pinned to cpus[i % size]; empty: no pinning
+  bool benchmark_mode = false;       // round-robin instead of client-IP hash
+  int send_buffer = 0;               // SO_SNDBUF; 0 keeps the kernel default
+  int receive_buffer = 0;            // SO_RCVBUF; 0 keeps the kernel default
+  uint64_t max_message = 65536;      // largest PUB payload
+  uint32_t max_subscriptions = 1000; // per connection
+  uint64_t max_backlog = 1 << 20;    // bytes queued per connection before a slow-consumer close
+};
+
+// Server-wide counters, after the per-workgroup ones in read_counters().
+#define STARLING_SERVER_COUNTERS(X)                                                    \
+  X(subjects, gauge, "subjects with at least one subscriber")                          \
+  X(accept_refused, counter, "connections refused: fd table full or workgroup inbox full")
+
+class Server {
+ public:
+  // Binds every listen address. Throws std::runtime_error naming the address and the reason.
+  explicit Server(ServerOptions options);
+  ~Server();   // stops if still running
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  void start();
+  // Stops accepting, closes every connection with 1001 (waiting up to kShutdownGraceMs for the close
+  // handshakes), and joins all threads. Blocking; idempotent; call from one thread.
+  void stop();
+
+  // The bound port of each listen address, in order (resolves port 0).
+  const std::vector<uint16_t>& ports() const { return ports_; }
+
+  // Publishes from the control thread (server.publish() in TypeScript): the payload is copied once
+  // into a frame and handed to the subject's home workgroup. Returns false if nobody subscribes or the
+  // home workgroup's control ring is full (counted as a ring overflow by nobody: the caller reports it).
+  enum class Published { kRouted, kNoSubscribers, kOverflow };
+  Published publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary);
+
+  // Number of doubles read_counters() writes: workgroups * kCounterCount + server counters.
+  size_t counter_slots() const;
+  void read_counters(double* out) const;
+
+  // For workgroups.
+  const ServerOptions& options() const { return options_; }
+  Registry& registry() { return registry_; }
+  Workgroup& workgroup(unsigned i) { return *workgroups_[i]; }
+  unsigned workgroup_count() const { return options_.workgroups; }
+  // Producer ids of the rings into each workgroup: 0..N-1 the workgroups, then these two.
+  unsigned producer_acceptor() const { return workgroup_count(); }
+  unsigned producer_control() const { return workgroup_count() + 1; }
+
+  // How long stop() waits for clients to answer the 1001 close frame.
+  static constexpr int kShutdownGraceMs = 1000;
+
+ private:
+  void accept_loop();
+  void accept_ready(int listen_fd, uint64_t* wake_mask);
+  unsigned pick_workgroup(const sockaddr_storage& peer);
+
+  ServerOptions options_;
+  Registry registry_;
+  std::vector<std::unique_ptr<Workgroup>> workgroups_;
+  std::vector<int> listen_fds_;
+  std::vector<uint16_t> ports_;
+  int acceptor_wake_fd_ = -1;
+  int reserve_fd_ = -1;   // spare descriptor released to shed a connection when the fd table is full
+  std::thread acceptor_;
+  std::atomic<bool> stopping_{false};
+  bool started_ = false;
+  bool stopped_ = false;
+  unsigned round_robin_ = 0;
+  std::atomic<uint64_t> accept_refused_{0};
+  std::mutex control_lock_;   // serialises producer_control() across JavaScript threads
+};
+
+}  // namespace starling

@@ -1,0 +1,140 @@
+// Subjects: the process-wide registry (name → Subject) and the per-workgroup subscriber lists.
+//
+// Ownership and threads (see THREADS.md):
+// - A Subject is created by the first SUB for its name on any workgroup and removed from the registry
+//   when the last workgroup loses its last local subscriber. It is freed when its reference count drops
+//   to zero: the registry holds one reference; every in-flight publish/deliver envelope holds one.
+// - `home` (chosen by hash) is the one workgroup that assigns the subject's sequence numbers: `seq` is
+//   touched only by the home thread (DESIGN.md, subject ownership).
+// - `interest` has bit w set while workgroup w has at least one local subscriber; bits are set and
+//   cleared under the registry shard lock, read lock-free by the home thread when it fans out.
+// - local(w) is the list of workgroup w's subscribers; only workgroup w's thread touches it.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+namespace starling {
+
+struct Subject;
+struct Subscriber;
+
+// One entry of a subject's local subscriber list: the subscriber and the index of this subscription in
+// the subscriber's own list (so both sides can be removed in O(1) by swapping with the last entry).
+struct SubRef {
+  Subscriber* who;
+  uint32_t slot;   // index into who->subs
+};
+
+// One entry of a subscriber's list: the subject and the index of the subscriber in subject->local(wg).
+struct SubSlot {
+  Subject* subject;
+  uint32_t index;
+};
+
+// A subject's subscribers on one workgroup. Grows by doubling; never shrinks while the subject lives.
+struct SubList {
+  SubRef* items = nullptr;
+  uint32_t size = 0;
+  uint32_t cap = 0;
+};
+
+// The subscriptions of one connection. The first subscription lives inline (most connections of the
+// capacity workloads hold exactly one, and a separate allocation would cost 32 bytes each).
+struct Subscriber {
+  SubSlot* subs = &one;
+  uint32_t nsubs = 0;
+  uint32_t capsubs = 1;
+  SubSlot one{};
+
+  Subscriber() = default;
+  Subscriber(const Subscriber&) = delete;
+  Subscriber& operator=(const Subscriber&) = delete;
+  ~Subscriber();
+
+  // Index of subject in subs, or -1. Linear: bounded by MaxSubscriptionsPerConnection.
+  int find(const Subject* s) const;
+};
+
+struct Subject {
+  std::atomic<uint32_t> refs;
+  std::atomic<uint64_t> interest;  // bit w: workgroup w has local subscribers
+  uint64_t seq;                    // last sequence number assigned; home thread only
+  uint64_t epoch;                  // changes whenever seq restarts (each creation); see Registry
+  uint64_t hash;
+  uint16_t home;                   // workgroup that assigns seq
+  uint16_t nworkgroups;
+  uint16_t name_len;
+
+  std::string_view name() const { return {reinterpret_cast<const char*>(lists() + nworkgroups), name_len}; }
+  SubList& local(unsigned wg) { return lists()[wg]; }
+  SubList* lists() const { return reinterpret_cast<SubList*>(const_cast<Subject*>(this) + 1); }
+
+  void ref() { refs.fetch_add(1, std::memory_order_relaxed); }
+  // Drops a reference; frees the subject (and its lists) when it was the last.
+  void unref();
+};
+
+// Writes the epoch as a base-36 token into out (at least 13 bytes); returns its length.
+size_t format_epoch(uint64_t epoch, char* out);
+
+// Adds subscriber `who` to subject->local(wg) and subject to who's list. The caller has checked that
+// who is not already subscribed (Subscriber::find).
+void link(Subscriber* who, Subject* subject, unsigned wg);
+
+// Removes who's subscription number k (index into who->subs) from both lists. Returns the subject,
+// whose local(wg) list may now be empty (the caller then calls Registry::release).
+Subject* unlink(Subscriber* who, uint32_t k, unsigned wg);
+
+uint64_t hash_subject(std::string_view name);
+
+// The process-wide name → Subject map, sharded so that workgroups rarely contend. Every method is
+// thread-safe. Lookups happen on SUB/UNSUB and once per received publish, never per delivery.
+class Registry {
+ public:
+  Registry(unsigned nworkgroups, uint64_t epoch_base);
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Returns the subject, creating it if needed, and marks workgroup wg as interested. Called by
+  // workgroup wg's thread when it adds the first local subscriber. Does not add a reference for the
+  // caller: the subject stays registered while wg's interest bit is set.
+  Subject* acquire(std::string_view name, unsigned wg);
+
+  // Clears wg's interest bit (wg's local list is empty); unregisters and unrefs the subject when no
+  // workgroup is interested any more. Called by workgroup wg's thread only.
+  void release(Subject* s, unsigned wg);
+
+  // Returns the subject with a reference the caller must drop, or nullptr if nobody subscribes.
+  Subject* find_ref(std::string_view name);
+
+  // Number of registered subjects (approximate while other threads change it).
+  size_t size() const { return count_.load(std::memory_order_relaxed); }
+
+  unsigned home_of(uint64_t hash) const { return static_cast<unsigned>(hash % nworkgroups_); }
+
+ private:
+  // 64 shards: with 2-64 workgroups, two threads rarely want the same lock at once.
+  static constexpr unsigned kShards = 64;
+  struct Shard {
+    std::mutex lock;
+    std::vector<Subject*> slots;   // open addressing, linear probing, power-of-two size
+    size_t used = 0;
+  };
+  Shard& shard_of(uint64_t hash) { return shards_[(hash >> 58) % kShards]; }
+  static Subject** probe(Shard& sh, uint64_t hash, std::string_view name);
+  static void erase(Shard& sh, Subject* s);
+  static void grow(Shard& sh);
+  Subject* create(std::string_view name, uint64_t hash);
+
+  const unsigned nworkgroups_;
+  std::atomic<uint64_t> next_epoch_;
+  std::atomic<size_t> count_{0};
+  Shard shards_[kShards];
+};
+
+}  // namespace starling

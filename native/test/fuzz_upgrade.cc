@@ -1,0 +1,29 @@
+// libFuzzer target for http_upgrade.cc: request heads of arbitrary bytes, then the response writers.
+// Build and run with `make fuzz` (needs clang++).
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "http_upgrade.h"
+
+using namespace starling;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const UpgradeRequest r = parse_upgrade(reinterpret_cast<const char*>(data), size, "/");
+  char out[512];
+  switch (r.status) {
+    case Upgrade::NeedMore:
+      if (size >= kMaxRequestHead) abort();
+      break;
+    case Upgrade::Ok:
+      if (r.head_len > size || std::strlen(r.accept) != 28) abort();
+      if (std::memcmp(data + r.head_len - 4, "\r\n\r\n", 4) != 0) abort();
+      if (write_upgrade_response(r, out, sizeof out) == 0) abort();
+      break;
+    default:
+      if (r.head_len > size || r.reason == nullptr) abort();
+      if (write_http_error(r.status, r.reason, out, sizeof out) == 0) abort();
+      break;
+  }
+  return 0;
+}

@@ -1,0 +1,355 @@
+// Unit tests for protocol.cc: command parsing, subject validation, tokens and the MSG header writer.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "protocol.h"
+#include "rng.h"
+
+using namespace starling;
+
+namespace {
+
+// Parses from an exact-size heap copy so ASan catches any read past the end. The copy lives in
+// `storage` so the views in the result stay valid.
+struct Parsed {
+  std::vector<uint8_t> storage;
+  Command cmd;
+};
+
+Parsed parse(const std::string& s) {
+  Parsed p;
+  p.storage.assign(s.begin(), s.end());
+  parse_command(p.storage.data(), p.storage.size(), &p.cmd);
+  return p;
+}
+
+// The error code of a message, or "ok" when it parses.
+std::string error_of(const std::string& s) {
+  Parsed p = parse(s);
+  if (p.cmd.kind != Cmd::Invalid) return "ok";
+  return p.cmd.error != nullptr ? p.cmd.error : "(null)";
+}
+
+std::vector<std::string> tokens(std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) out.emplace_back(next_token(&s));
+  return out;
+}
+
+std::string repeat(char c, size_t n) { return std::string(n, c); }
+
+}  // namespace
+
+// ---- SUB / UNSUB ----
+
+TEST(parses_sub_with_several_subjects) {
+  Parsed p = parse("SUB /a/b /c");
+  CHECK_EQ(p.cmd.kind, Cmd::Sub);
+  CHECK_EQ(p.cmd.subjects, "/a/b /c");
+  CHECK(tokens(p.cmd.subjects) == (std::vector<std::string>{"/a/b", "/c"}));
+  CHECK(p.cmd.error == nullptr);
+}
+
+TEST(parses_unsub_and_allows_a_trailing_newline) {
+  Parsed p = parse("UNSUB /Stocks/NYSE/IBM /p/s1/-\r\n");
+  CHECK_EQ(p.cmd.kind, Cmd::Unsub);
+  CHECK_EQ(p.cmd.subjects, "/Stocks/NYSE/IBM /p/s1/-");
+  CHECK_EQ(error_of("SUB /a\n"), "ok");
+}
+
+TEST(rejects_sub_without_a_subject_as_bad_command) {
+  CHECK_EQ(error_of("SUB"), "bad-command");
+  CHECK_EQ(error_of("UNSUB"), "bad-command");
+  CHECK_EQ(error_of("SUB\n"), "bad-command");
+}
+
+TEST(rejects_an_invalid_subject_in_sub_as_bad_subject) {
+  CHECK_EQ(error_of("SUB /a//b"), "bad-subject");
+  CHECK_EQ(error_of("SUB /ok /a*"), "bad-subject");
+  CHECK_EQ(error_of("UNSUB a"), "bad-subject");
+}
+
+TEST(rejects_a_body_on_sub_unsub_and_ping_as_bad_command) {
+  CHECK_EQ(error_of("SUB /a\nbody"), "bad-command");
+  CHECK_EQ(error_of("UNSUB /a\r\nx"), "bad-command");
+  CHECK_EQ(error_of("PING\nx"), "bad-command");
+  CHECK_EQ(error_of("PING tok\n\n"), "bad-command");
+}
+
+TEST(rejects_the_reserved_sub_position_and_history_forms_as_bad_command) {
+  CHECK_EQ(error_of("SUB /a/b@k3x:42"), "bad-command");
+  CHECK_EQ(error_of("SUB /a /b#10"), "bad-command");
+  // Other uses of '@', ':' and '#' are ordinary subject characters.
+  CHECK_EQ(error_of("SUB /user@host"), "ok");
+  CHECK_EQ(error_of("SUB /a#b /c:1 /@:x"), "ok");
+  CHECK_EQ(error_of("PUB /a/b#10\nx"), "ok");
+}
+
+// ---- PUB ----
+
+TEST(parses_pub_with_a_body_after_the_newline) {
+  Parsed p = parse("PUB /a/b\nhello");
+  CHECK_EQ(p.cmd.kind, Cmd::Pub);
+  CHECK_EQ(p.cmd.subject, "/a/b");
+  CHECK_EQ(p.cmd.id, "");
+  CHECK_EQ(p.cmd.body, "hello");
+}
+
+TEST(parses_pub_with_an_id_and_an_empty_body) {
+  Parsed p = parse("PUB /a/b x1\r\n");
+  CHECK_EQ(p.cmd.kind, Cmd::Pub);
+  CHECK_EQ(p.cmd.subject, "/a/b");
+  CHECK_EQ(p.cmd.id, "x1");
+  CHECK_EQ(p.cmd.body, "");
+}
+
+TEST(parses_pub_without_a_newline_as_an_empty_body) {
+  Parsed p = parse("PUB /a/b");
+  CHECK_EQ(p.cmd.kind, Cmd::Pub);
+  CHECK_EQ(p.cmd.subject, "/a/b");
+  CHECK(p.cmd.body.empty());
+}
+
+TEST(keeps_a_pub_body_binary_safe) {
+  const std::string body("line1\r\nline2\n\0\xff\x80 \r", 19);
+  Parsed p = parse("PUB /bin id\r\n" + body);
+  CHECK_EQ(p.cmd.kind, Cmd::Pub);
+  CHECK_EQ(p.cmd.body, body);
+  CHECK_EQ(p.cmd.body.size(), 19u);
+}
+
+TEST(accepts_pub_ids_of_1_to_64_printable_characters) {
+  Parsed p = parse("PUB /a " + repeat('i', kMaxIdLen) + "\nx");
+  CHECK_EQ(p.cmd.kind, Cmd::Pub);
+  CHECK_EQ(p.cmd.id.size(), kMaxIdLen);
+  CHECK_EQ(error_of("PUB /a !~@#$%^&*()"), "ok");
+}
+
+TEST(rejects_a_pub_id_over_64_characters_as_bad_command) {
+  Parsed p = parse("PUB /a " + repeat('i', kMaxIdLen + 1));
+  CHECK_EQ(p.cmd.kind, Cmd::Invalid);
+  CHECK_EQ(p.cmd.error, "bad-command");
+  CHECK(p.cmd.id.empty());
+}
+
+TEST(reports_the_id_of_a_pub_with_a_bad_subject) {
+  Parsed p = parse("PUB bad id7\nx");
+  CHECK_EQ(p.cmd.kind, Cmd::Invalid);
+  CHECK_EQ(p.cmd.error, "bad-subject");
+  CHECK_EQ(p.cmd.id, "id7");
+  CHECK(p.cmd.detail != nullptr);
+  CHECK_EQ(error_of("PUB /a/\nx"), "bad-subject");
+  Parsed plain = parse("PUB /a/\nx");
+  CHECK(plain.cmd.id.empty());
+}
+
+TEST(rejects_malformed_pub_headers_as_bad_command) {
+  CHECK_EQ(error_of("PUB"), "bad-command");
+  CHECK_EQ(error_of("PUB\nbody"), "bad-command");
+  CHECK_EQ(error_of("PUB /a id extra\nx"), "bad-command");
+  CHECK_EQ(error_of("PUB /a \nx"), "bad-command");
+}
+
+TEST(accepts_the_longest_pub_header_within_kMaxPubHeader) {
+  const std::string subject = "/" + repeat('s', kMaxSubjectLen - 1);
+  const std::string header = "PUB " + subject + " " + repeat('i', kMaxIdLen) + "\r\n";
+  CHECK_EQ(header.size(), kMaxPubHeader);
+  Parsed p = parse(header + "payload");
+  CHECK_EQ(p.cmd.kind, Cmd::Pub);
+  CHECK_EQ(p.cmd.body, "payload");
+}
+
+// ---- PING ----
+
+TEST(parses_ping_with_and_without_a_token) {
+  Parsed bare = parse("PING");
+  CHECK_EQ(bare.cmd.kind, Cmd::Ping);
+  CHECK(bare.cmd.id.empty());
+  Parsed tok = parse("PING tok");
+  CHECK_EQ(tok.cmd.kind, Cmd::Ping);
+  CHECK_EQ(tok.cmd.id, "tok");
+  CHECK_EQ(error_of("PING\r\n"), "ok");
+  CHECK_EQ(error_of("PING " + repeat('t', kMaxIdLen)), "ok");
+}
+
+TEST(rejects_malformed_pings_as_bad_command) {
+  CHECK_EQ(error_of("PING " + repeat('t', kMaxIdLen + 1)), "bad-command");
+  CHECK_EQ(error_of("PING a b"), "bad-command");
+  CHECK_EQ(error_of("PING "), "bad-command");
+}
+
+// ---- the header line ----
+
+TEST(rejects_unknown_reserved_and_lowercase_verbs_as_bad_command) {
+  CHECK_EQ(error_of("AUTH x"), "bad-command");
+  CHECK_EQ(error_of("AUTH"), "bad-command");
+  CHECK_EQ(error_of("sub /a"), "bad-command");
+  CHECK_EQ(error_of("Pub /a"), "bad-command");
+  CHECK_EQ(error_of("SUBX /a"), "bad-command");
+  CHECK_EQ(error_of("MSG /a e:1"), "bad-command");
+  CHECK_EQ(error_of("PONG"), "bad-command");
+}
+
+TEST(rejects_spacing_other_than_single_spaces_as_bad_command) {
+  CHECK_EQ(error_of("SUB  /a"), "bad-command");
+  CHECK_EQ(error_of(" SUB /a"), "bad-command");
+  CHECK_EQ(error_of("SUB /a "), "bad-command");
+  CHECK_EQ(error_of("SUB /a  /b"), "bad-command");
+  CHECK_EQ(error_of("SUB\t/a"), "bad-command");
+  CHECK_EQ(error_of("PUB /a  id\nx"), "bad-command");
+  CHECK_EQ(error_of(" "), "bad-command");
+}
+
+TEST(rejects_non_printable_bytes_in_the_header_as_bad_command) {
+  CHECK_EQ(error_of("SUB /caf\xc3\xa9"), "bad-command");
+  CHECK_EQ(error_of("PUB /a \x80\nbody"), "bad-command");
+  CHECK_EQ(error_of(std::string("SUB /a\0b", 8)), "bad-command");
+  CHECK_EQ(error_of("SUB /a\x7f"), "bad-command");
+  CHECK_EQ(error_of("PING\r"), "bad-command");      // '\r' only directly before '\n'
+  CHECK_EQ(error_of("PING\r\r\n"), "bad-command");
+  CHECK_EQ(error_of("SUB /a\r/b"), "bad-command");
+}
+
+TEST(rejects_empty_messages_and_headers_as_bad_command) {
+  CHECK_EQ(error_of(""), "bad-command");
+  CHECK_EQ(error_of("\n"), "bad-command");
+  CHECK_EQ(error_of("\r\n"), "bad-command");
+  CHECK_EQ(error_of("\nPUB /a"), "bad-command");
+  Parsed p = parse("");
+  CHECK_EQ(p.cmd.kind, Cmd::Invalid);
+  CHECK(p.cmd.detail != nullptr);
+}
+
+TEST(bad_command_on_the_header_wins_over_a_bad_subject) {
+  CHECK_EQ(error_of("PUB bad " + repeat('i', kMaxIdLen + 1)), "bad-command");
+  CHECK_EQ(error_of("SUB bad\nbody"), "bad-command");
+  CHECK_EQ(error_of("SUB bad /a@e:1"), "bad-command");
+}
+
+// ---- subjects ----
+
+TEST(valid_subject_accepts_slash_separated_printable_segments) {
+  for (const char* s : {"/a", "/p/s1/-", "/Stocks/NYSE/IBM", "/a:b@c#d", "/!~", "/A/b/C/d/E/f"}) {
+    CHECK(valid_subject(s));
+  }
+  CHECK(valid_subject("/" + repeat('x', kMaxSubjectLen - 1)));
+}
+
+TEST(valid_subject_rejects_everything_else) {
+  for (const char* s : {"", "/", "a", "a/b", "//", "/a/", "//a", "/a//b", "/a b", "/a*", "/*", "/a/*/b",
+                        "/a\x7f", "/\x01", "/caf\xc3\xa9", "/a\tb"}) {
+    CHECK(!valid_subject(s));
+  }
+  CHECK(!valid_subject("/" + repeat('x', kMaxSubjectLen)));
+  CHECK(!valid_subject(std::string_view("/a\0b", 4)));
+}
+
+// ---- next_token ----
+
+TEST(next_token_splits_on_single_spaces) {
+  std::string_view rest = "a bb ccc";
+  CHECK_EQ(next_token(&rest), "a");
+  CHECK_EQ(rest, "bb ccc");
+  CHECK_EQ(next_token(&rest), "bb");
+  CHECK_EQ(next_token(&rest), "ccc");
+  CHECK(rest.empty());
+  CHECK_EQ(next_token(&rest), "");
+  CHECK(rest.empty());
+}
+
+// ---- MSG header ----
+
+TEST(writes_the_msg_header_right_aligned_before_the_payload) {
+  char buf[kMaxMsgHeader + 16];
+  std::memset(buf, '#', sizeof buf);
+  char* payload = buf + kMaxMsgHeader;
+  std::memcpy(payload, "hello", 5);
+  const size_t n = write_msg_header_backwards(payload, "/a/b", "e7", 42);
+  CHECK_EQ(std::string_view(payload - n, n + 5), "MSG /a/b e7:42\nhello");
+  CHECK_EQ(buf[kMaxMsgHeader - n - 1], '#');  // nothing written in front
+}
+
+TEST(writes_seq_zero_one_and_the_largest_uint64) {
+  char buf[kMaxMsgHeader];
+  char* end = buf + sizeof buf;
+  size_t n = write_msg_header_backwards(end, "/s", "ep", 0);
+  CHECK_EQ(std::string_view(end - n, n), "MSG /s ep:0\n");
+  n = write_msg_header_backwards(end, "/s", "ep", 1);
+  CHECK_EQ(std::string_view(end - n, n), "MSG /s ep:1\n");
+  n = write_msg_header_backwards(end, "/s", "ep", UINT64_MAX);
+  CHECK_EQ(std::string_view(end - n, n), "MSG /s ep:18446744073709551615\n");
+}
+
+TEST(the_longest_msg_header_is_kMaxMsgHeader_bytes) {
+  std::vector<char> buf(kMaxMsgHeader);  // exact size: ASan catches a write in front
+  const std::string subject = "/" + repeat('s', kMaxSubjectLen - 1);
+  const std::string epoch = repeat('e', 16);
+  const size_t n = write_msg_header_backwards(buf.data() + buf.size(), subject, epoch, UINT64_MAX);
+  CHECK_EQ(n, kMaxMsgHeader);
+  CHECK_EQ(std::string_view(buf.data(), 4), "MSG ");
+  CHECK_EQ(buf.back(), '\n');
+}
+
+TEST(a_written_msg_header_reads_back_with_next_token) {
+  char buf[kMaxMsgHeader];
+  char* end = buf + sizeof buf;
+  const size_t n = write_msg_header_backwards(end, "/x/y", "abc", 123456789);
+  std::string_view line(end - n, n - 1);
+  CHECK_EQ(next_token(&line), "MSG");
+  CHECK_EQ(next_token(&line), "/x/y");
+  CHECK_EQ(next_token(&line), "abc:123456789");
+  CHECK(line.empty());
+}
+
+// ---- hostile input ----
+
+TEST(survives_random_bytes_and_keeps_its_invariants) {
+  Rng rng(0xBADC0DE);
+  const char alphabet[] = "SUBNPIGAT /ab*#@:\r\n1";
+  const std::string seeds[] = {"SUB /a/b /c", "UNSUB /x", "PUB /a/b id1\r\nbody", "PING tok", "PUB /a\nb"};
+  for (int iter = 0; iter < 20000; iter++) {
+    std::string s;
+    if (iter % 2 == 0) {
+      s.resize(rng.below(64));
+      for (char& c : s) c = rng.below(4) ? alphabet[rng.below(sizeof alphabet - 1)] : static_cast<char>(rng.byte());
+    } else {
+      s = seeds[rng.below(5)];
+      for (size_t k = 1 + rng.below(3); k > 0 && !s.empty(); k--) {
+        const size_t at = rng.below(s.size());
+        switch (rng.below(3)) {
+          case 0: s[at] = alphabet[rng.below(sizeof alphabet - 1)]; break;
+          case 1: s.insert(s.begin() + at, static_cast<char>(rng.byte())); break;
+          default: s.erase(at, 1); break;
+        }
+      }
+    }
+    Parsed p = parse(s);
+    const Command& c = p.cmd;
+    const char* lo = reinterpret_cast<const char*>(p.storage.data());
+    const char* hi = lo + p.storage.size();
+    auto inside = [&](std::string_view v) { return v.empty() || (v.data() >= lo && v.data() + v.size() <= hi); };
+    CHECK(inside(c.subjects) && inside(c.subject) && inside(c.id) && inside(c.body));
+    switch (c.kind) {
+      case Cmd::Sub:
+      case Cmd::Unsub: {
+        CHECK(!c.subjects.empty());
+        std::string_view rest = c.subjects;
+        while (!rest.empty()) CHECK(valid_subject(next_token(&rest)));
+        break;
+      }
+      case Cmd::Pub:
+        CHECK(valid_subject(c.subject));
+        CHECK(c.id.size() <= kMaxIdLen);
+        break;
+      case Cmd::Ping:
+        CHECK(c.id.size() <= kMaxIdLen);
+        break;
+      case Cmd::Invalid:
+        CHECK(c.error != nullptr && c.detail != nullptr);
+        CHECK(std::strcmp(c.error, "bad-command") == 0 || std::strcmp(c.error, "bad-subject") == 0);
+        break;
+    }
+  }
+}

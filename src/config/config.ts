@@ -1,0 +1,317 @@
+// Loading the configuration (MigratoryData style): defaults < config file < STARLING_* environment < -DKey=value.
+// Every value, from any source, is checked against schema.ts; all problems of one load are reported together in
+// one ConfigError, each line as "<where>: <Key>: expected <what>, got <value>".
+import * as fs from 'node:fs';
+import * as util from 'node:util';
+import { SCHEMA, envName, type KeyDef, type SchemaConfig } from './schema';
+import { TYPES, typeOf, type ListenAddress } from './types';
+
+export type { ListenAddress } from './types';
+export { SCHEMA, envName } from './schema';
+
+export interface Config {
+  Listen: ListenAddress[];
+  Path: string;
+  Workgroups: number;
+  WorkgroupCpus: number[];
+  BenchmarkMode: boolean;
+  'BufferLimit.Send': number;
+  'BufferLimit.Receive': number;
+  MaxMessageSize: number;
+  MaxSubscriptionsPerConnection: number;
+  MaxBacklog: number;
+  LogLevel: 'error' | 'warn' | 'info' | 'debug';
+}
+
+// Compile-time check that Config and the schema describe the same keys with the same types.
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Assert<T extends true> = T;
+export type ConfigMatchesSchema = Assert<Equal<Config, SchemaConfig>>;
+
+export type SourceKind = 'default' | 'file' | 'environment' | 'command line' | 'api';
+/** where: "starling.conf:12", "STARLING_WORKGROUPS", "-DWorkgroups=4", "createServer()" or "default". */
+export type Source = { kind: SourceKind; where: string };
+export interface Loaded {
+  config: Config;
+  sources: Record<keyof Config, Source>;
+}
+
+/** All problems found in one load; `errors` has one line per problem, `message` joins them with "\n". */
+export class ConfigError extends Error {
+  readonly errors: string[];
+  constructor(errors: string[]) {
+    super(errors.join('\n'));
+    this.name = 'ConfigError';
+    this.errors = errors;
+  }
+}
+
+/** The environment variable that names the config file; the only STARLING_* variable that is not a key. */
+export const CONFIG_ENV = 'STARLING_CONFIG';
+
+type Key = keyof Config;
+const BY_NAME = new Map<string, KeyDef>(SCHEMA.map((d) => [d.name, d]));
+const BY_ENV = new Map<string, KeyDef>(SCHEMA.map((d) => [envName(d.name), d]));
+
+/** Collects the values of one load, later sources overriding earlier ones, and every error on the way. */
+class Loader {
+  readonly values = new Map<Key, { value: unknown; source: Source }>();
+  readonly errors: string[] = [];
+
+  constructor() {
+    for (const def of SCHEMA) {
+      const text = typeof def.default === 'function' ? def.default() : def.default;
+      const value = typeOf(def).parse(text, def);
+      if (value === undefined) throw new Error(`schema.ts: ${def.name}: default ${JSON.stringify(text)} is invalid`);
+      this.values.set(def.name, { value, source: { kind: 'default', where: 'default' } });
+    }
+  }
+
+  /** Checks `raw` (a string in config-file syntax or, from the API, a typed value) and records it. */
+  set(def: KeyDef, raw: unknown, source: Source, label: string): void {
+    const type = typeOf(def);
+    const value = typeof raw === 'string' ? type.parse(raw.trim(), def) : type.accept(raw, def);
+    if (value === undefined) {
+      const got = typeof raw === 'string' ? JSON.stringify(raw.trim()) : util.inspect(raw, { breakLength: Infinity });
+      this.errors.push(`${label}: ${def.name}: expected ${type.expected(def)}, got ${got}`);
+    } else {
+      this.values.set(def.name as Key, { value, source });
+    }
+  }
+
+  unknown(label: string, what: string, name: string, candidates: Iterable<string>): void {
+    const suggestion = suggest(name, candidates);
+    this.errors.push(`${label}: unknown ${what} "${name}"${suggestion ? ` (did you mean "${suggestion}"?)` : ''}`);
+  }
+
+  finish(): Loaded {
+    if (this.errors.length > 0) throw new ConfigError(this.errors);
+    const config: Record<string, unknown> = {};
+    const sources: Record<string, Source> = {};
+    for (const [key, { value, source }] of this.values) {
+      config[key] = value;
+      sources[key] = source;
+    }
+    return { config: config as unknown as Config, sources: sources as Loaded['sources'] };
+  }
+}
+
+/**
+ * Loads defaults, then `file` (or the file named by STARLING_CONFIG), then STARLING_* variables of `env`
+ * (default: none; the CLI passes process.env), then `defines` ("-DKey=value", the prefix is optional; the last
+ * one of a key wins). Throws ConfigError listing every problem found.
+ */
+export function loadConfig(opts: { file?: string; defines?: string[]; env?: NodeJS.ProcessEnv } = {}): Loaded {
+  const env = opts.env ?? {};
+  const loader = new Loader();
+  const file = opts.file ?? (env[CONFIG_ENV] || undefined);
+  if (file !== undefined) readFile(loader, file);
+
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith('STARLING_') || name === CONFIG_ENV) continue;
+    const def = BY_ENV.get(name);
+    if (def) loader.set(def, env[name] ?? '', { kind: 'environment', where: name }, `environment ${name}`);
+    else loader.unknown('environment', 'variable', name, BY_ENV.keys());
+  }
+
+  for (const define of opts.defines ?? []) {
+    const text = define.startsWith('-D') ? define.slice(2) : define;
+    const eq = text.indexOf('=');
+    const key = text.slice(0, eq).trim();
+    const def = BY_NAME.get(key);
+    if (eq < 0 || key === '') loader.errors.push(`${define}: expected -DKey=value, got ${JSON.stringify(define)}`);
+    else if (!def) loader.unknown(define, 'key', key, BY_NAME.keys());
+    else loader.set(def, text.slice(eq + 1), { kind: 'command line', where: define }, define);
+  }
+  return loader.finish();
+}
+
+/**
+ * Builds a configuration from defaults and `values` (keys as in the config file; undefined values are skipped).
+ * A value may be a string in config-file syntax or already typed: number, boolean, ListenAddress[] or
+ * "host:port" strings, number[]. Errors name "createServer()".
+ */
+export function resolveConfig(values: Record<string, unknown>): Loaded {
+  const where = 'createServer()';
+  const loader = new Loader();
+  for (const [key, value] of Object.entries(values)) {
+    if (value === undefined) continue;
+    const def = BY_NAME.get(key);
+    if (def) loader.set(def, value, { kind: 'api', where }, where);
+    else loader.unknown(where, 'key', key, BY_NAME.keys());
+  }
+  return loader.finish();
+}
+
+/**
+ * Config-file syntax: `Key = Value` lines; a line whose first non-blank character is '#' is a comment ('#'
+ * elsewhere is part of the value); blank lines are ignored; a line ending in '\' continues on the next line
+ * (joined with one space; errors name the first line). A key may be set only once per file.
+ */
+function readFile(loader: Loader, file: string): void {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    loader.errors.push(`${file}: cannot read the config file: ${osReason(err)}`);
+    return;
+  }
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+  const firstLine = new Map<string, number>();
+  for (let i = 0; i < lines.length; i++) {
+    const lineNo = i + 1;
+    let line = lines[i];
+    while (/\\\s*$/.test(line) && i + 1 < lines.length) {
+      line = line.replace(/\s*\\\s*$/, '') + ' ' + lines[++i].trim();
+    }
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+
+    const label = `${file}:${lineNo}`;
+    const eq = trimmed.indexOf('=');
+    const key = trimmed.slice(0, eq).trim();
+    const def = BY_NAME.get(key);
+    if (eq < 0 || key === '') {
+      loader.errors.push(`${label}: expected Key = Value, got ${JSON.stringify(trimmed)}`);
+    } else if (!def) {
+      loader.unknown(label, 'key', key, BY_NAME.keys());
+    } else if (firstLine.has(key)) {
+      loader.errors.push(`${label}: ${key}: set twice, first on line ${firstLine.get(key)} and again on line ${lineNo}`);
+    } else {
+      firstLine.set(key, lineNo);
+      loader.set(def, trimmed.slice(eq + 1), { kind: 'file', where: label }, label);
+    }
+  }
+}
+
+/** "ENOENT: no such file or directory, open 'x'" -> "no such file or directory (ENOENT)". */
+function osReason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (!e.code || !e.syscall) return String(e.message ?? err);
+  const start = e.message.startsWith(`${e.code}: `) ? e.code.length + 2 : 0;
+  const end = e.message.lastIndexOf(`, ${e.syscall}`);
+  return `${e.message.slice(start, end > start ? end : undefined)} (${e.code})`;
+}
+
+/** The candidate that matches `name` ignoring case, else the nearest within edit distance 3. */
+function suggest(name: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 4;
+  for (const candidate of candidates) {
+    if (candidate.toLowerCase() === name.toLowerCase()) return candidate;
+    const d = levenshtein(name, candidate);
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return best;
+}
+
+function levenshtein(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+function describeSource(source: Source): string {
+  switch (source.kind) {
+    case 'default':
+      return 'default';
+    case 'file':
+      return `from ${source.where}`;
+    case 'environment':
+      return `from environment ${source.where}`;
+    case 'command line':
+      return `from command line ${source.where}`;
+    case 'api':
+      return `from ${source.where}`;
+  }
+}
+
+/**
+ * For `starling config --print`: every key with its effective value, `=` aligned, each preceded by a comment
+ * saying where the value came from. The output is itself a valid config file with the same values.
+ */
+export function formatEffectiveConfig(loaded: Loaded): string {
+  const width = Math.max(...SCHEMA.map((d) => d.name.length));
+  const lines = [
+    '# Starling effective configuration: every key, its value, and where the value came from.',
+    "# (Comments stand on their own line: a '#' after a value would be part of the value.)",
+  ];
+  for (const def of SCHEMA) {
+    const value = typeOf(def).format(loaded.config[def.name]);
+    lines.push('', `# ${describeSource(loaded.sources[def.name]).replace(/[\r\n]+/g, ' ')}`);
+    lines.push(`${def.name.padEnd(width)} = ${value}`.trimEnd());
+  }
+  return lines.join('\n') + '\n';
+}
+
+const INTRO = `# Configuration
+
+<!-- Generated from src/config/schema.ts by \`node dist/src/config/gendocs.js docs/configuration.md\`; do not edit. -->
+
+Starling reads its configuration from a file (\`starling serve --config starling.conf\`, or the file named by the
+\`${CONFIG_ENV}\` environment variable), from \`STARLING_*\` environment variables and from \`-DKey=value\`
+command-line arguments. \`starling config --print\` shows the effective value of every key and where it came from.
+
+## File syntax
+
+\`\`\`
+# A line whose first non-blank character is '#' is a comment.
+Listen = *:8800, [::1]:8800
+MaxBacklog=4M
+WorkgroupCpus = 0, \\
+                2-3
+\`\`\`
+
+- One \`Key = Value\` per line; spaces around \`=\` are optional and the value is trimmed.
+- Keys are case-sensitive and may be set only once per file.
+- There are no comments after a value: a \`#\` inside a value is part of the value.
+- A line ending in \`\\\` continues on the next line; the two are joined with one space.
+- Blank lines are ignored.
+
+## Precedence
+
+default < config file < environment < command line. The environment variable of a key is \`STARLING_\` followed by
+the key in upper case with \`.\` replaced by \`_\` (\`BufferLimit.Send\` is \`STARLING_BUFFERLIMIT_SEND\`); an unknown
+\`STARLING_*\` variable is an error. On the command line, \`-DKey=value\` sets a key, as in \`-DWorkgroups=4\`; the
+last one of a key wins. Every problem in every source is reported at once, each with the file and line, variable
+or argument it came from.
+
+## Value types
+`;
+
+/** Markdown reference of every key: type, default, range, doc, environment variable, example. */
+export function renderConfigDocs(): string {
+  const out = [INTRO];
+  out.push('| Type | Syntax |', '|---|---|');
+  for (const [name, type] of Object.entries(TYPES)) out.push(`| ${name} | ${type.syntax} |`);
+  out.push('', '## Keys', '', '| Key | Type | Default | Environment variable |', '|---|---|---|---|');
+  for (const def of SCHEMA) {
+    out.push(`| [\`${def.name}\`](#${anchor(def.name)}) | ${def.type} | ${defaultDoc(def)} | \`${envName(def.name)}\` |`);
+  }
+  for (const def of SCHEMA) {
+    const range = typeOf(def).range(def);
+    out.push('', `### ${def.name}`, '', def.doc, '');
+    out.push(`- Type: ${def.type}`);
+    out.push(`- Default: ${defaultDoc(def)}`);
+    if (range) out.push(`- Range: ${range}`);
+    out.push(`- Environment: \`${envName(def.name)}\``);
+    out.push(`- Example: \`${def.name} = ${def.example}\` or \`-D${def.name}=${def.example.replace(/ /g, '')}\``);
+  }
+  return out.join('\n') + '\n';
+}
+
+function defaultDoc(def: KeyDef): string {
+  if (def.defaultDoc) return def.defaultDoc;
+  return typeof def.default === 'string' ? `\`${def.default}\`` : '';
+}
+
+/** GitHub's heading anchor: lower case, punctuation other than '-' and '_' dropped. */
+function anchor(heading: string): string {
+  return heading.toLowerCase().replace(/[^a-z0-9 _-]/g, '').replace(/ /g, '-');
+}

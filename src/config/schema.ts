@@ -1,0 +1,159 @@
+// The configuration schema: every key Starling understands, in one table. The config-file parser, the
+// environment variable names, `starling config --print` and docs/configuration.md are all derived from it.
+// To add a key: add an entry here and its field to `Config` in config.ts (the compiler checks they agree).
+import * as os from 'node:os';
+import { G, K, M, type TypeName, type TypeValues } from './types';
+
+interface KeyBase {
+  /** As written in the config file; `STARLING_<NAME>` (upper case, '.' -> '_') in the environment. */
+  name: string;
+  /** In config-file syntax, so that it reads as a user would write it; parsed and checked at load. */
+  default: string | (() => string);
+  /** Docs: the default in words, when it depends on the machine. */
+  defaultDoc?: string;
+  /** Docs and error hints: a valid value in config-file syntax. */
+  example: string;
+  /** One or two sentences: what it does, units, when to change it. */
+  doc: string;
+}
+/** One key. Numeric types carry an inclusive range, enums their choices. */
+export type KeyDef = KeyBase &
+  (
+    | { type: 'int'; min: number; max: number }
+    | { type: 'size'; min: number; max: number }
+    | { type: 'enum'; choices: readonly string[] }
+    | { type: 'bool' }
+    | { type: 'listen' }
+    | { type: 'cpulist' }
+    | { type: 'path' }
+  );
+
+/** The most workgroups a server runs; also the cap of the CPU-count default. */
+const MAX_WORKGROUPS = 64;
+
+export const SCHEMA = [
+  {
+    name: 'Listen',
+    type: 'listen',
+    default: '*:8800',
+    example: '*:8800, [::1]:8800',
+    doc:
+      'Addresses the WebSocket server listens on, as `host:port` separated by commas or spaces. ' +
+      'Add entries to listen on IPv6 or on several ports; port 0 picks a free port (useful in tests).',
+  },
+  {
+    name: 'Path',
+    type: 'path',
+    default: '/',
+    example: '/starling',
+    doc: 'The HTTP request path WebSocket clients connect to (the path in `ws://host:8800/`).',
+  },
+  {
+    name: 'Workgroups',
+    type: 'int',
+    default: () => String(Math.min(MAX_WORKGROUPS, os.availableParallelism())),
+    defaultDoc: 'the number of CPUs (`os.availableParallelism()`), at most 64',
+    min: 1,
+    max: MAX_WORKGROUPS,
+    example: '4',
+    doc:
+      'Number of workgroups: native threads, each with its own epoll loop and its own share of the connections. ' +
+      'The CPU-count default suits a dedicated server; use fewer to leave cores to other processes.',
+  },
+  {
+    name: 'WorkgroupCpus',
+    type: 'cpulist',
+    default: '',
+    defaultDoc: 'empty (no pinning)',
+    example: '0,2-3',
+    doc:
+      'CPUs to pin workgroups to: workgroup i runs on the i-th listed CPU, cycling through the list when there are ' +
+      'more workgroups than CPUs. Pin on a dedicated server, away from the CPUs that handle network interrupts.',
+  },
+  {
+    name: 'BenchmarkMode',
+    type: 'bool',
+    default: 'false',
+    example: 'true',
+    doc:
+      'Assign clients to workgroups round-robin instead of by a hash of the client IP address. ' +
+      'Turn it on for benchmarks whose clients come from a few IP addresses and would otherwise crowd few workgroups.',
+  },
+  {
+    name: 'BufferLimit.Send',
+    type: 'size',
+    default: '0',
+    min: 0,
+    max: 64 * M,
+    example: '256K',
+    doc:
+      'Kernel send buffer (SO_SNDBUF) of each client socket, in bytes; 0 keeps the kernel default ' +
+      '(`net.ipv4.tcp_wmem`). Lower it to save kernel memory with millions of connections, raise it for subscribers ' +
+      'that take high message rates.',
+  },
+  {
+    name: 'BufferLimit.Receive',
+    type: 'size',
+    default: '0',
+    min: 0,
+    max: 64 * M,
+    example: '16K',
+    doc:
+      'Kernel receive buffer (SO_RCVBUF) of each client socket, in bytes; 0 keeps the kernel default ' +
+      '(`net.ipv4.tcp_rmem`). Most clients only send small commands, so a small value saves kernel memory.',
+  },
+  {
+    name: 'MaxMessageSize',
+    type: 'size',
+    default: '64K',
+    min: 1,
+    max: 64 * M,
+    example: '1M',
+    doc:
+      'Largest PUB payload in bytes; a larger payload is answered with `ERR too-large`. A WebSocket message larger ' +
+      'than this plus the longest PUB header line closes the connection with status 1009 (message too big).',
+  },
+  {
+    name: 'MaxSubscriptionsPerConnection',
+    type: 'int',
+    default: '1000',
+    min: 1,
+    max: 1_000_000,
+    example: '10000',
+    doc: 'Most subjects one connection may be subscribed to at once; a SUB beyond it is answered with `ERR limit`.',
+  },
+  {
+    name: 'MaxBacklog',
+    type: 'size',
+    default: '1M',
+    min: 4 * K,
+    max: 1 * G,
+    example: '1M',
+    doc:
+      'Bytes queued in user space for one connection beyond what its kernel send buffer accepted. Past it the ' +
+      'client is a slow consumer and is closed with status 1008; raise it for subscribers that take bursts on slow links.',
+  },
+  {
+    name: 'LogLevel',
+    type: 'enum',
+    choices: ['error', 'warn', 'info', 'debug'],
+    default: 'info',
+    example: 'debug',
+    doc: 'Least severe level of log messages that are written; `debug` is verbose.',
+  },
+] as const satisfies readonly KeyDef[];
+
+type Def = (typeof SCHEMA)[number];
+type ValueOf<D> = D extends { type: 'enum'; choices: readonly (infer C)[] }
+  ? C
+  : D extends { type: infer T extends TypeName }
+    ? TypeValues[T]
+    : never;
+
+/** The configuration object as the schema describes it; `Config` in config.ts must equal it. */
+export type SchemaConfig = { [D in Def as D['name']]: ValueOf<D> };
+
+/** `STARLING_<NAME>`: upper case, '.' -> '_'. */
+export function envName(name: string): string {
+  return 'STARLING_' + name.toUpperCase().replace(/\./g, '_');
+}

@@ -1,0 +1,4 @@
+// Public API of the starling package.
+export { createServer, Server, type ServerStats, type WorkgroupCounters, type Rates } from './server';
+export { loadConfig, resolveConfig, formatEffectiveConfig, ConfigError, type Config, type Loaded } from './config/config';
+export { Logger, type LogLevel } from './log';

@@ -1,0 +1,43 @@
+// The addon's surface, typed. Everything native is reached through this module; arguments are already
+// validated by the caller (src/server.ts), so the binding only marshals.
+import * as path from 'node:path';
+
+export interface NativeOptions {
+  listen: { host: string; port: number }[];
+  path: string;
+  workgroups: number;
+  cpus: number[];
+  benchmarkMode: boolean;
+  sendBuffer: number;
+  receiveBuffer: number;
+  maxMessageSize: number;
+  maxSubscriptions: number;
+  maxBacklog: number;
+}
+
+/** Result of NativeServer.publish. */
+export const enum Published {
+  Routed = 0,
+  NoSubscribers = 1,
+  Overflow = 2,
+}
+
+export interface NativeServer {
+  start(): void;
+  ports(): number[];
+  publish(subject: string, payload: Buffer, binary: boolean): Published;
+  counterSlots(): number;
+  readCounters(out: Float64Array): void;
+  stop(): Promise<void>;
+}
+
+interface Addon {
+  NativeServer: new (options: NativeOptions) => NativeServer;
+  /** Names of the per-workgroup counters, in the order readCounters writes them for each workgroup. */
+  workgroupCounters: string[];
+  /** Names of the server-wide counters written after all workgroups. */
+  serverCounters: string[];
+}
+
+// dist/src/native.js → <package root>/build/Release/starling.node
+export const addon: Addon = require(path.join(__dirname, '..', '..', 'build', 'Release', 'starling.node'));
