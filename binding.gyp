@@ -5,6 +5,7 @@
       "sources": [
         "native/binding.cc",
         "native/server.cc",
+        "native/client.cc",
         "native/workgroup.cc",
         "native/subject.cc",
         "native/loop_epoll.cc",

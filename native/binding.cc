@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "client.h"
 #include "counters.h"
 #include "server.h"
 
@@ -35,14 +36,11 @@ Napi::Array to_array(Napi::Env env, const std::vector<std::string>& names) {
   return a;
 }
 
+std::vector<ListenAddress> read_addresses(const Napi::Array& list);
+
 ServerOptions read_options(const Napi::Object& o) {
   ServerOptions opts;
-  Napi::Array listen = o.Get("listen").As<Napi::Array>();
-  for (uint32_t i = 0; i < listen.Length(); i++) {
-    Napi::Object a = listen.Get(i).As<Napi::Object>();
-    opts.listen.push_back(ListenAddress{a.Get("host").As<Napi::String>().Utf8Value(),
-                                        static_cast<uint16_t>(a.Get("port").As<Napi::Number>().Uint32Value())});
-  }
+  opts.listen = read_addresses(o.Get("listen").As<Napi::Array>());
   opts.path = o.Get("path").As<Napi::String>().Utf8Value();
   opts.workgroups = o.Get("workgroups").As<Napi::Number>().Uint32Value();
   Napi::Array cpus = o.Get("cpus").As<Napi::Array>();
@@ -53,6 +51,50 @@ ServerOptions read_options(const Napi::Object& o) {
   opts.max_message = static_cast<uint64_t>(o.Get("maxMessageSize").As<Napi::Number>().Int64Value());
   opts.max_subscriptions = o.Get("maxSubscriptions").As<Napi::Number>().Uint32Value();
   opts.max_backlog = static_cast<uint64_t>(o.Get("maxBacklog").As<Napi::Number>().Int64Value());
+  return opts;
+}
+
+std::vector<std::string> client_counter_names() {
+  return {
+#define STARLING_NAME(name, doc) #name,
+      STARLING_CLIENT_COUNTERS(STARLING_NAME)
+#undef STARLING_NAME
+  };
+}
+
+std::vector<ListenAddress> read_addresses(const Napi::Array& list) {
+  std::vector<ListenAddress> out;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Object a = list.Get(i).As<Napi::Object>();
+    out.push_back(ListenAddress{a.Get("host").As<Napi::String>().Utf8Value(),
+                                static_cast<uint16_t>(a.Get("port").As<Napi::Number>().Uint32Value())});
+  }
+  return out;
+}
+
+std::vector<std::string> read_strings(const Napi::Array& list) {
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < list.Length(); i++) out.push_back(list.Get(i).As<Napi::String>().Utf8Value());
+  return out;
+}
+
+ClientOptions read_client_options(const Napi::Object& o) {
+  ClientOptions opts;
+  opts.servers = read_addresses(o.Get("servers").As<Napi::Array>());
+  opts.local_addresses = read_strings(o.Get("localAddresses").As<Napi::Array>());
+  opts.path = o.Get("path").As<Napi::String>().Utf8Value();
+  std::string dialect = o.Get("dialect").As<Napi::String>().Utf8Value();
+  opts.dialect = dialect == "plain" ? Dialect::kPlain : dialect == "nats" ? Dialect::kNats : Dialect::kStarling;
+  opts.threads = o.Get("threads").As<Napi::Number>().Uint32Value();
+  opts.connections = o.Get("connections").As<Napi::Number>().Uint32Value();
+  opts.first_index = o.Get("firstIndex").As<Napi::Number>().Uint32Value();
+  opts.subjects = read_strings(o.Get("subjects").As<Napi::Array>());
+  opts.subjects_per_client = o.Get("subjectsPerClient").As<Napi::Number>().Uint32Value();
+  opts.publisher = o.Get("publisher").As<Napi::Boolean>().Value();
+  opts.frequency = o.Get("frequency").As<Napi::Number>().DoubleValue();
+  opts.message_size = o.Get("messageSize").As<Napi::Number>().Uint32Value();
+  opts.max_connecting = o.Get("maxConnecting").As<Napi::Number>().Uint32Value();
+  opts.socket_buffer = o.Get("socketBuffer").As<Napi::Number>().Int32Value();
   return opts;
 }
 
@@ -137,12 +179,49 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
   std::shared_ptr<Server> server_;
 };
 
+// The benchmark client engine (bench/benchsub, bench/benchpub).
+class JsClient : public Napi::ObjectWrap<JsClient> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeClient",
+                       {InstanceMethod<&JsClient::JS_start>("start"), InstanceMethod<&JsClient::JS_stop>("stop"),
+                        InstanceMethod<&JsClient::JS_slots>("slots"), InstanceMethod<&JsClient::JS_read>("read")});
+  }
+
+  explicit JsClient(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsClient>(info) {
+    try {
+      engine_ = std::make_unique<ClientEngine>(read_client_options(info[0].As<Napi::Object>()));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+ private:
+  void JS_start(const Napi::CallbackInfo& info) { engine_->start(); }
+  // stop(): blocks until the client threads exit (they exit at their next tick).
+  void JS_stop(const Napi::CallbackInfo& info) { engine_->stop(); }
+  Napi::Value JS_slots(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(engine_->slots()));
+  }
+  // read(out: Float64Array of slots() elements): per thread, counters, Welford fields, histogram.
+  void JS_read(const Napi::CallbackInfo& info) {
+    Napi::Float64Array out = info[0].As<Napi::Float64Array>();
+    if (out.ElementLength() < engine_->slots()) throw Napi::RangeError::New(info.Env(), "read: array too small");
+    engine_->read(out.Data());
+  }
+
+  std::unique_ptr<ClientEngine> engine_;
+};
+
 class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports) {
     DefineAddon(exports, {InstanceValue("NativeServer", JsServer::Define(env), napi_enumerable),
                           InstanceValue("workgroupCounters", to_array(env, counter_names()), napi_enumerable),
-                          InstanceValue("serverCounters", to_array(env, server_counter_names()), napi_enumerable)});
+                          InstanceValue("serverCounters", to_array(env, server_counter_names()), napi_enumerable),
+                          InstanceValue("NativeClient", JsClient::Define(env), napi_enumerable),
+                          InstanceValue("clientCounters", to_array(env, client_counter_names()), napi_enumerable),
+                          InstanceValue("latencyBuckets", Napi::Number::New(env, kLatencyBuckets), napi_enumerable)});
   }
 };
 

@@ -82,13 +82,8 @@ bool list_contains(std::string_view list, std::string_view want, bool case_insen
   }
 }
 
-int base64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
+bool is_base64_char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
 // True if key is base64 of exactly kKeyBytes: 22 alphabet characters and "==". The 4 unused bits of
@@ -96,7 +91,7 @@ int base64_value(char c) {
 bool valid_key(std::string_view key) {
   if (key.size() != kKeyChars) return false;
   for (size_t i = 0; i < kKeyChars - kKeyPadding; i++) {
-    if (base64_value(key[i]) < 0) return false;
+    if (!is_base64_char(key[i])) return false;
   }
   return key.substr(kKeyChars - kKeyPadding) == "==";
 }

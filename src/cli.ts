@@ -6,6 +6,8 @@ import { createServer } from './server';
 
 const USAGE = `Usage:
   starling serve [--config FILE] [-DKey=value ...]    run the server
+  starling benchsub [--config FILE] [-DKey=value ...]  benchmark subscribers (statistics every 5 s, JSON/CSV at the end)
+  starling benchpub [--config FILE] [-DKey=value ...]  benchmark publishers
   starling config --print [--config FILE] [-DKey=value ...]
                                                       print the effective configuration and where each value came from
   starling --help | --version
@@ -72,11 +74,24 @@ function serve(args: Args): void {
 
 function main(argv: string[]): number {
   try {
-    const args = parseArgs(argv);
+    const args = argv[0] === 'benchsub' || argv[0] === 'benchpub' ? { command: argv[0], defines: [], print: false } : parseArgs(argv);
     switch (args.command) {
       case 'serve':
         serve(args);
         return -1;
+      case 'benchsub':
+      case 'benchpub': {
+        const tool = require(`../bench/${args.command}`);
+        tool[args.command](argv.slice(1), process.env).then(
+          () => process.exit(0),
+          (e: Error) => {
+            if (e instanceof ConfigError) process.stderr.write(`starling ${args.command}: configuration errors:\n${e.errors.map((l) => '  ' + l).join('\n')}\n`);
+            else process.stderr.write(`starling ${args.command}: ${e.message}\n`);
+            process.exit(2);
+          },
+        );
+        return -1;
+      }
       case 'config':
         if (!args.print) throw new UsageError('config: use `starling config --print`');
         process.stdout.write(formatEffectiveConfig(load(args)));

@@ -50,20 +50,32 @@ export class ConfigError extends Error {
 export const CONFIG_ENV = 'STARLING_CONFIG';
 
 type Key = keyof Config;
-const BY_NAME = new Map<string, KeyDef>(SCHEMA.map((d) => [d.name, d]));
-const BY_ENV = new Map<string, KeyDef>(SCHEMA.map((d) => [envName(d.name), d]));
+
+/** A set of keys with its environment prefix: the server's, or a benchmark tool's (bench/tools.ts). */
+export class KeySet {
+  readonly byName: Map<string, KeyDef>;
+  readonly byEnv: Map<string, KeyDef>;
+  constructor(
+    readonly defs: readonly KeyDef[],
+    readonly envPrefix: string,
+  ) {
+    this.byName = new Map(defs.map((d) => [d.name, d]));
+    this.byEnv = new Map(defs.map((d) => [envName(d.name, envPrefix), d]));
+  }
+}
+const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_');
 
 /** Collects the values of one load, later sources overriding earlier ones, and every error on the way. */
 class Loader {
   readonly values = new Map<Key, { value: unknown; source: Source }>();
   readonly errors: string[] = [];
 
-  constructor() {
-    for (const def of SCHEMA) {
+  constructor(readonly keys: KeySet) {
+    for (const def of keys.defs) {
       const text = typeof def.default === 'function' ? def.default() : def.default;
       const value = typeOf(def).parse(text, def);
       if (value === undefined) throw new Error(`schema.ts: ${def.name}: default ${JSON.stringify(text)} is invalid`);
-      this.values.set(def.name, { value, source: { kind: 'default', where: 'default' } });
+      this.values.set(def.name as Key, { value, source: { kind: 'default', where: 'default' } });
     }
   }
 
@@ -84,7 +96,7 @@ class Loader {
     this.errors.push(`${label}: unknown ${what} "${name}"${suggestion ? ` (did you mean "${suggestion}"?)` : ''}`);
   }
 
-  finish(): Loaded {
+  finish(): { config: Record<string, unknown>; sources: Record<string, Source> } {
     if (this.errors.length > 0) throw new ConfigError(this.errors);
     const config: Record<string, unknown> = {};
     const sources: Record<string, Source> = {};
@@ -92,7 +104,7 @@ class Loader {
       config[key] = value;
       sources[key] = source;
     }
-    return { config: config as unknown as Config, sources: sources as Loaded['sources'] };
+    return { config, sources };
   }
 }
 
@@ -102,25 +114,33 @@ class Loader {
  * one of a key wins). Throws ConfigError listing every problem found.
  */
 export function loadConfig(opts: { file?: string; defines?: string[]; env?: NodeJS.ProcessEnv } = {}): Loaded {
+  const file = opts.file ?? (opts.env?.[CONFIG_ENV] || undefined);
+  return loadKeys(SERVER_KEYS, { ...opts, file }) as unknown as Loaded;
+}
+
+/** loadConfig for any key set: defaults, then the file, then `<prefix>*` variables of env, then defines. */
+export function loadKeys(
+  keys: KeySet,
+  opts: { file?: string; defines?: string[]; env?: NodeJS.ProcessEnv },
+): { config: Record<string, unknown>; sources: Record<string, Source> } {
   const env = opts.env ?? {};
-  const loader = new Loader();
-  const file = opts.file ?? (env[CONFIG_ENV] || undefined);
-  if (file !== undefined) readFile(loader, file);
+  const loader = new Loader(keys);
+  if (opts.file !== undefined) readFile(loader, opts.file);
 
   for (const name of Object.keys(env).sort()) {
-    if (!name.startsWith('STARLING_') || name === CONFIG_ENV) continue;
-    const def = BY_ENV.get(name);
+    if (!name.startsWith(keys.envPrefix) || name === CONFIG_ENV) continue;
+    const def = keys.byEnv.get(name);
     if (def) loader.set(def, env[name] ?? '', { kind: 'environment', where: name }, `environment ${name}`);
-    else loader.unknown('environment', 'variable', name, BY_ENV.keys());
+    else loader.unknown('environment', 'variable', name, keys.byEnv.keys());
   }
 
   for (const define of opts.defines ?? []) {
     const text = define.startsWith('-D') ? define.slice(2) : define;
     const eq = text.indexOf('=');
     const key = text.slice(0, eq).trim();
-    const def = BY_NAME.get(key);
+    const def = keys.byName.get(key);
     if (eq < 0 || key === '') loader.errors.push(`${define}: expected -DKey=value, got ${JSON.stringify(define)}`);
-    else if (!def) loader.unknown(define, 'key', key, BY_NAME.keys());
+    else if (!def) loader.unknown(define, 'key', key, keys.byName.keys());
     else loader.set(def, text.slice(eq + 1), { kind: 'command line', where: define }, define);
   }
   return loader.finish();
@@ -133,14 +153,14 @@ export function loadConfig(opts: { file?: string; defines?: string[]; env?: Node
  */
 export function resolveConfig(values: Record<string, unknown>): Loaded {
   const where = 'createServer()';
-  const loader = new Loader();
+  const loader = new Loader(SERVER_KEYS);
   for (const [key, value] of Object.entries(values)) {
     if (value === undefined) continue;
-    const def = BY_NAME.get(key);
+    const def = SERVER_KEYS.byName.get(key);
     if (def) loader.set(def, value, { kind: 'api', where }, where);
-    else loader.unknown(where, 'key', key, BY_NAME.keys());
+    else loader.unknown(where, 'key', key, SERVER_KEYS.byName.keys());
   }
-  return loader.finish();
+  return loader.finish() as unknown as Loaded;
 }
 
 /**
@@ -170,11 +190,11 @@ function readFile(loader: Loader, file: string): void {
     const label = `${file}:${lineNo}`;
     const eq = trimmed.indexOf('=');
     const key = trimmed.slice(0, eq).trim();
-    const def = BY_NAME.get(key);
+    const def = loader.keys.byName.get(key);
     if (eq < 0 || key === '') {
       loader.errors.push(`${label}: expected Key = Value, got ${JSON.stringify(trimmed)}`);
     } else if (!def) {
-      loader.unknown(label, 'key', key, BY_NAME.keys());
+      loader.unknown(label, 'key', key, loader.keys.byName.keys());
     } else if (firstLine.has(key)) {
       loader.errors.push(`${label}: ${key}: set twice, first on line ${firstLine.get(key)} and again on line ${lineNo}`);
     } else {
@@ -289,7 +309,9 @@ or argument it came from.
 export function renderConfigDocs(): string {
   const out = [INTRO];
   out.push('| Type | Syntax |', '|---|---|');
-  for (const [name, type] of Object.entries(TYPES)) out.push(`| ${name} | ${type.syntax} |`);
+  for (const [name, type] of Object.entries(TYPES)) {
+    if (SCHEMA.some((d) => d.type === name)) out.push(`| ${name} | ${type.syntax} |`);
+  }
   out.push('', '## Keys', '', '| Key | Type | Default | Environment variable |', '|---|---|---|---|');
   for (const def of SCHEMA) {
     out.push(`| [\`${def.name}\`](#${anchor(def.name)}) | ${def.type} | ${defaultDoc(def)} | \`${envName(def.name)}\` |`);

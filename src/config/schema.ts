@@ -26,6 +26,9 @@ export type KeyDef = KeyBase &
     | { type: 'listen' }
     | { type: 'cpulist' }
     | { type: 'path' }
+    | { type: 'number'; min: number; max: number }
+    | { type: 'subjects' }
+    | { type: 'hosts' }
   );
 
 /** The most workgroups a server runs; also the cap of the CPU-count default. */
@@ -153,7 +156,7 @@ type ValueOf<D> = D extends { type: 'enum'; choices: readonly (infer C)[] }
 /** The configuration object as the schema describes it; `Config` in config.ts must equal it. */
 export type SchemaConfig = { [D in Def as D['name']]: ValueOf<D> };
 
-/** `STARLING_<NAME>`: upper case, '.' -> '_'. */
-export function envName(name: string): string {
-  return 'STARLING_' + name.toUpperCase().replace(/\./g, '_');
+/** `STARLING_<NAME>` (or another tool's prefix): upper case, '.' -> '_'. */
+export function envName(name: string, prefix = 'STARLING_'): string {
+  return prefix + name.toUpperCase().replace(/\./g, '_');
 }

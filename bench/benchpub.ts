@@ -1,0 +1,33 @@
+// benchpub: Publishers connections publishing Frequency messages per second in total, each to a random
+// subject of Subjects, with the creation time (µs) in the first 16 bytes of every payload.
+import { BENCHPUB_KEYS, Client, clientOptions, loadTool } from './tools';
+
+export async function benchpub(argv: string[], env: NodeJS.ProcessEnv, out = (l: string) => console.log(l)): Promise<{ sent: number; seconds: number }> {
+  const cfg = loadTool(BENCHPUB_KEYS, argv, env);
+  const publishers = cfg.Publishers as number;
+  const client = new Client(clientOptions(cfg, true, publishers));
+  client.start();
+  out(`benchpub: ${publishers} publishers, ${cfg.Frequency} msg/s of ${cfg.MessageSize} bytes over ${(cfg.Subjects as string[]).length} subjects (${cfg.Dialect})`);
+  let stop = false;
+  const onSignal = () => (stop = true);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+  const t0 = Date.now();
+  const duration = (cfg.Duration as number) * 1000;
+  let last = client.snapshot().counters;
+  let lastAt = t0;
+  while (!stop && (duration === 0 || Date.now() - t0 < duration)) {
+    await sleep(Math.min(5000, duration > 0 ? Math.max(1, t0 + duration - Date.now()) : 5000));
+    const c = client.snapshot().counters;
+    const secs = (Date.now() - lastAt) / 1000;
+    out(`[${((Date.now() - t0) / 1000).toFixed(0)} s] publishers ${c.connected}/${publishers} | sent ${c.messages_sent} (${((c.messages_sent - last.messages_sent) / secs).toFixed(1)}/s) | stalls ${c.send_stalls} | failures ${c.connect_failures}`);
+    last = c;
+    lastAt = Date.now();
+  }
+  const sent = client.snapshot().counters.messages_sent;
+  client.stop();
+  process.removeListener('SIGINT', onSignal);
+  process.removeListener('SIGTERM', onSignal);
+  return { sent, seconds: (Date.now() - t0) / 1000 };
+}

@@ -1,0 +1,175 @@
+// benchsub: opens Clients subscriber connections (over worker processes beyond ConnectionsPerProcess),
+// records the latency of every message, prints the seeds' statistics every ReportInterval seconds, and
+// writes a JSON summary and a CSV timeline at the end (bench/report.ts renders them).
+import { fork, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describeMachine, formatTimelineCsv, type RunSummary, type TimelineRow, writeReport } from './report';
+import { Histogram, LATENCY_BUCKETS, summarize, Welford } from './stats';
+import { BENCHSUB_KEYS, Client, clientOptions, emptySnapshot, loadTool, mergeSnapshot, netBytes, type Snapshot } from './tools';
+
+interface Source {
+  latest(): Snapshot;
+  stop(): void;
+}
+
+function inProcess(options: ReturnType<typeof clientOptions>): Source {
+  const client = new Client(options);
+  client.start();
+  return { latest: () => client.snapshot(), stop: () => client.stop() };
+}
+
+function inWorker(options: ReturnType<typeof clientOptions>): Source {
+  const child: ChildProcess = fork(path.join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let last = emptySnapshot();
+  child.on('message', (m: { counters: Record<string, number>; welford: ReturnType<Welford['toJSON']>; histogram: ReturnType<Histogram['toJSON']> }) => {
+    last = { counters: m.counters, welford: Welford.fromJSON(m.welford), histogram: Histogram.fromJSON(m.histogram) };
+  });
+  child.send(options);
+  return { latest: () => last, stop: () => child.connected && child.disconnect() };
+}
+
+const ms = (us: number | null) => (us === null ? '-' : (us / 1000).toFixed(3));
+const clock = (s: number) => new Date(s * 1000).toISOString().slice(11, 19);
+
+export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l: string) => console.log(l)): Promise<RunSummary> {
+  const cfg = loadTool(BENCHSUB_KEYS, argv, env);
+  const clients = cfg.Clients as number;
+  const subjects = cfg.Subjects as string[];
+  if (cfg.OneToOne && subjects.length < clients)
+    throw new Error(`OneToOne needs at least as many subjects as clients (${subjects.length} subjects, ${clients} clients)`);
+  const perProcess = cfg.ConnectionsPerProcess as number;
+  const processes = Math.ceil(clients / perProcess);
+  const sources: Source[] = [];
+  for (let p = 0; p < processes; p++) {
+    const first = p * perProcess;
+    const options = clientOptions(cfg, false, Math.min(perProcess, clients - first), first);
+    sources.push(processes === 1 ? inProcess(options) : inWorker(options));
+  }
+  out(`benchsub: ${clients} clients over ${processes} process${processes > 1 ? 'es' : ''} x ${cfg.Threads} thread(s) -> ${(cfg.ServerAddresses as { host: string; port: number }[]).map((a) => `${a.host}:${a.port}`).join(', ')} (${cfg.Dialect})`);
+
+  const merged = (): Snapshot => {
+    const all = emptySnapshot();
+    for (const s of sources) mergeSnapshot(all, s.latest());
+    return all;
+  };
+  let stop = false;
+  const onSignal = () => (stop = true);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+
+  // Connecting: progress once a second until every client is connected (or nothing moves for 30 s).
+  const t0 = Date.now();
+  let lastConnected = 0;
+  let stalled = 0;
+  while (!stop) {
+    await sleep(1000);
+    const c = merged().counters;
+    const rate = c.connected - lastConnected;
+    out(`connecting: ${c.connected}/${clients} open, ${c.connecting} in progress, ${c.connect_failures} failed (${rate}/s)`);
+    if (c.connected + c.connect_failures >= clients) break;
+    stalled = c.connected === lastConnected ? stalled + 1 : 0;
+    if (stalled >= 30) {
+      out('connecting: no progress for 30 s; measuring with the connections that are open');
+      break;
+    }
+    lastConnected = c.connected;
+  }
+  out(`connected: ${merged().counters.connected}/${clients} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+  // Measuring: the window starts now; statistics are over every message received in it.
+  const base = merged();
+  const started = new Date();
+  const startNet = netBytes();
+  let prev = base;
+  let prevNet = startNet;
+  let prevAt = Date.now();
+  const rows: TimelineRow[] = [];
+  const duration = (cfg.Duration as number) * 1000;
+  const interval = (cfg.ReportInterval as number) * 1000;
+  let window = { h: new Histogram(), w: new Welford(), messages: 0, bytes: 0 };
+  while (!stop) {
+    const wait = duration > 0 ? Math.min(interval, started.getTime() + duration - Date.now()) : interval;
+    if (wait <= 0) break;
+    await sleep(wait);
+    const now = Date.now();
+    const cur = merged();
+    const net = netBytes();
+    const secs = (now - prevAt) / 1000;
+    const step = difference(cur, prev);
+    window = difference(cur, base);
+    const all = summarize(window.h, window.w);
+    const part = summarize(step.h, step.w);
+    const rx = ((net.rx - prevNet.rx) * 8) / secs / 1e6;
+    const tx = ((net.tx - prevNet.tx) * 8) / secs / 1e6;
+    const t = (now - started.getTime()) / 1000;
+    rows.push({ t, connections: cur.counters.connected, messages: step.messages, rate: step.messages / secs, p50: part.p50, p90: part.p90, p99: part.p99, p999: part.p999, max: part.max, mean: part.mean, rxMbps: rx, txMbps: tx });
+    out(`[${clock(t)}] connections ${cur.counters.connected}/${clients} | messages ${window.messages} (${(step.messages / secs).toFixed(1)}/s) | disconnects ${cur.counters.disconnects}`);
+    out(`  latency ms: min ${ms(all.min)} max ${ms(all.max)} mean ${ms(all.mean)} sd ${ms(all.stddev)} | mean 90% CI [${ms(all.ci90?.[0] ?? null)}, ${ms(all.ci90?.[1] ?? null)}] 95% CI [${ms(all.ci95?.[0] ?? null)}, ${ms(all.ci95?.[1] ?? null)}]`);
+    out(`  percentiles ms (all messages): p50 ${ms(all.p50)} p90 ${ms(all.p90)} p99 ${ms(all.p99)} p99.9 ${ms(all.p999)} | bandwidth rx ${rx.toFixed(1)} Mbps tx ${tx.toFixed(1)} Mbps`);
+    prev = cur;
+    prevNet = net;
+    prevAt = now;
+  }
+  const ended = new Date();
+  for (const s of sources) s.stop();
+  process.removeListener('SIGINT', onSignal);
+  process.removeListener('SIGTERM', onSignal);
+
+  const seconds = (ended.getTime() - started.getTime()) / 1000;
+  const output = cfg.Output as string;
+  fs.mkdirSync(path.dirname(output), { recursive: true });
+  const summary: RunSummary = {
+    tool: 'benchsub',
+    started: started.toISOString(),
+    ended: ended.toISOString(),
+    command: ['starling', 'benchsub', ...argv].join(' '),
+    machine: describeMachine(),
+    config: Object.fromEntries(
+      Object.entries(cfg).map(([k, v]) => [k, Array.isArray(v) ? summarizeList(v) : typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean)]),
+    ),
+    totals: { messages: window.messages, bytes: window.bytes, connections: merged().counters.connected, seconds, ratePerSecond: seconds > 0 ? window.messages / seconds : 0 },
+    latency: summarize(window.h, window.w),
+    timelinePath: path.basename(output) + '.csv',
+  };
+  fs.writeFileSync(output + '.csv', formatTimelineCsv(rows));
+  fs.writeFileSync(output + '.json', JSON.stringify(summary, null, 2) + '\n');
+  const report = writeReport(output + '.json');
+  out(`wrote ${output}.json, ${output}.csv, ${report.md}, ${report.svg}`);
+  return summary;
+}
+
+function summarizeList(v: unknown[]): string {
+  const items = v.map((x) => (typeof x === 'object' ? JSON.stringify(x) : String(x)));
+  return items.length <= 3 ? items.join(', ') : `${items[0]} … ${items[items.length - 1]} (${items.length})`;
+}
+
+/** What happened between two cumulative snapshots: the histogram and Welford of those messages only. */
+function difference(cur: Snapshot, prev: Snapshot): { h: Histogram; w: Welford; messages: number; bytes: number } {
+  const h = new Histogram();
+  const counts = new Float64Array(LATENCY_BUCKETS);
+  for (let b = 0; b < LATENCY_BUCKETS; b++) counts[b] = cur.histogram.counts[b] - prev.histogram.counts[b];
+  h.addCounts(counts);
+  return {
+    h,
+    w: welfordMinus(cur.welford, prev.welford, h),
+    messages: cur.counters.messages_received - prev.counters.messages_received,
+    bytes: cur.counters.bytes_received - prev.counters.bytes_received,
+  };
+}
+
+/**
+ * The accumulator of the values in `total` but not in `part` (Chan's combination, inverted). Min and max of
+ * the difference are not recoverable from the parts; they come from the difference's histogram.
+ */
+function welfordMinus(total: Welford, part: Welford, h: Histogram): Welford {
+  const t = total.toJSON();
+  const p = part.toJSON();
+  const n = t.n - p.n;
+  if (n <= 0) return new Welford();
+  const mean = (t.n * t.mean - p.n * p.mean) / n;
+  const delta = mean - p.mean;
+  const m2 = Math.max(0, t.m2 - p.m2 - (delta * delta * p.n * n) / t.n);
+  return p.n === 0 ? total : Welford.fromParts(n, mean, m2, h.min, h.max);
+}

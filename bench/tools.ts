@@ -1,0 +1,270 @@
+// Shared parts of benchsub and benchpub: their configuration keys (parsed by the server's own config
+// loader), the native client engine's typed surface, and batched snapshots of its statistics.
+import * as fs from 'node:fs';
+import { KeySet, loadKeys } from '../src/config/config';
+import type { KeyDef } from '../src/config/schema';
+import type { ListenAddress } from '../src/config/types';
+import { addon } from '../src/native';
+import { Histogram, LATENCY_BUCKETS, Welford } from './stats';
+
+export type Dialect = 'starling' | 'plain' | 'nats';
+
+const COMMON: KeyDef[] = [
+  {
+    name: 'ServerAddresses',
+    type: 'listen',
+    default: '127.0.0.1:8800',
+    example: '127.0.0.1:8800, 127.0.0.1:8801',
+    doc: 'Servers to connect to; connections are spread over them round-robin.',
+  },
+  { name: 'Path', type: 'path', default: '/', example: '/', doc: 'WebSocket request path.' },
+  {
+    name: 'Dialect',
+    type: 'enum',
+    choices: ['starling', 'plain', 'nats'],
+    default: 'starling',
+    example: 'plain',
+    doc: 'Protocol: starling (this server), plain (bench/peers uws and ws), nats (nats-server over WebSocket).',
+  },
+  {
+    name: 'Subjects',
+    type: 'subjects',
+    default: '/p/s{1..1000}',
+    example: '/p/s{1..15000}/-',
+    doc: 'Subjects, with {a..b} ranges.',
+  },
+  {
+    name: 'LocalAddresses',
+    type: 'hosts',
+    default: '',
+    example: '127.0.0.{2..20}',
+    doc: 'Source addresses for the connections, round-robin (beats the ephemeral-port limit of one address).',
+  },
+  {
+    name: 'BufferSize',
+    type: 'size',
+    min: 0,
+    max: 64 * 1024 * 1024,
+    default: '0',
+    example: '16K',
+    doc: 'SO_RCVBUF and SO_SNDBUF of each connection; 0 = kernel default.',
+  },
+  { name: 'Threads', type: 'int', min: 1, max: 64, default: '1', example: '2', doc: 'Native client threads per process.' },
+  {
+    name: 'Duration',
+    type: 'int',
+    min: 0,
+    max: 86400 * 30,
+    default: '0',
+    example: '60',
+    doc: 'Seconds to run after all connections are open; 0 = until interrupted.',
+  },
+  {
+    name: 'MaxConnecting',
+    type: 'int',
+    min: 1,
+    max: 100000,
+    default: '1000',
+    example: '2000',
+    doc: 'Connection attempts in flight per thread (bounds SYN bursts).',
+  },
+];
+
+export const BENCHSUB_KEYS = new KeySet(
+  [
+    ...COMMON,
+    { name: 'Clients', type: 'int', min: 1, max: 10_000_000, default: '1000', example: '15000', doc: 'Subscriber connections.' },
+    {
+      name: 'SubjectsPerClient',
+      type: 'int',
+      min: 1,
+      max: 100000,
+      default: '1',
+      example: '10',
+      doc: 'Subjects each client subscribes to: client i takes subjects i*n .. i*n+n-1 (wrapping).',
+    },
+    {
+      name: 'OneToOne',
+      type: 'bool',
+      default: 'false',
+      example: 'true',
+      doc: 'Client i subscribes to subject i only (needs as many subjects as clients).',
+    },
+    {
+      name: 'ReportInterval',
+      type: 'int',
+      min: 1,
+      max: 3600,
+      default: '5',
+      example: '5',
+      doc: 'Seconds between statistics lines (the seeds printed every 5 s).',
+    },
+    {
+      name: 'ConnectionsPerProcess',
+      type: 'int',
+      min: 1,
+      max: 10_000_000,
+      default: '18000',
+      example: '18000',
+      doc: 'Beyond this many clients benchsub forks worker processes (each process has its own fd table).',
+    },
+    {
+      name: 'Output',
+      type: 'path',
+      default: '/tmp/benchsub',
+      example: '/tmp/w1-starling',
+      doc: 'Path prefix of the JSON summary and CSV timeline written at the end.',
+    },
+  ],
+  'BENCHSUB_',
+);
+
+export const BENCHPUB_KEYS = new KeySet(
+  [
+    ...COMMON,
+    { name: 'Publishers', type: 'int', min: 1, max: 100000, default: '4', example: '4', doc: 'Publisher connections.' },
+    {
+      name: 'Frequency',
+      type: 'number',
+      min: 0,
+      max: 10_000_000,
+      default: '1000',
+      example: '20000',
+      doc: 'Messages per second, all publishers together, each to a random subject.',
+    },
+    {
+      name: 'MessageSize',
+      type: 'size',
+      min: 16,
+      max: 64 * 1024 * 1024,
+      default: '512',
+      example: '512',
+      doc: 'Payload bytes; the first 16 are the creation timestamp (µs).',
+    },
+  ],
+  'BENCHPUB_',
+);
+
+export function loadTool(keys: KeySet, argv: string[], env: NodeJS.ProcessEnv): Record<string, unknown> {
+  let file: string | undefined;
+  const defines: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--config') file = argv[++i];
+    else if (argv[i].startsWith('-D')) defines.push(argv[i]);
+    else throw new Error(`unknown argument ${JSON.stringify(argv[i])}`);
+  }
+  return loadKeys(keys, { file, defines, env }).config;
+}
+
+export interface ClientOptions {
+  servers: ListenAddress[];
+  localAddresses: string[];
+  path: string;
+  dialect: Dialect;
+  threads: number;
+  connections: number;
+  firstIndex: number;
+  subjects: string[];
+  subjectsPerClient: number;
+  publisher: boolean;
+  frequency: number;
+  messageSize: number;
+  maxConnecting: number;
+  socketBuffer: number;
+}
+
+interface NativeClient {
+  start(): void;
+  stop(): void;
+  slots(): number;
+  read(out: Float64Array): void;
+}
+
+const NativeClient = (addon as unknown as { NativeClient: new (o: ClientOptions) => NativeClient }).NativeClient;
+const COUNTERS: string[] = (addon as unknown as { clientCounters: string[] }).clientCounters;
+
+/** A snapshot of one or more client engines: counters summed, latency merged. */
+export interface Snapshot {
+  counters: Record<string, number>;
+  welford: Welford;
+  histogram: Histogram;
+}
+
+export function emptySnapshot(): Snapshot {
+  return { counters: Object.fromEntries(COUNTERS.map((c) => [c, 0])), welford: new Welford(), histogram: new Histogram() };
+}
+
+export function mergeSnapshot(into: Snapshot, s: Snapshot): void {
+  for (const [k, v] of Object.entries(s.counters)) into.counters[k] = (into.counters[k] ?? 0) + v;
+  into.welford.merge(s.welford);
+  into.histogram.merge(s.histogram);
+}
+
+/** The native benchmark client: many connections per native thread; read() is one batched call. */
+export class Client {
+  private readonly native: NativeClient;
+  private readonly buf: Float64Array;
+  constructor(readonly options: ClientOptions) {
+    this.native = new NativeClient(options);
+    this.buf = new Float64Array(this.native.slots());
+  }
+  start(): void {
+    this.native.start();
+  }
+  stop(): void {
+    this.native.stop();
+  }
+  snapshot(): Snapshot {
+    this.native.read(this.buf);
+    const snap = emptySnapshot();
+    const per = COUNTERS.length + 5 + LATENCY_BUCKETS;
+    for (let t = 0; t < this.options.threads; t++) {
+      const base = t * per;
+      COUNTERS.forEach((name, i) => (snap.counters[name] += this.buf[base + i]));
+      const w = base + COUNTERS.length;
+      const [n, mean, m2, min, max] = this.buf.subarray(w, w + 5);
+      if (n > 0) {
+        snap.welford.merge(Welford.fromParts(n, mean, m2, min, max));
+        snap.histogram.addCounts(this.buf.subarray(w + 5, w + 5 + LATENCY_BUCKETS), { min, max });
+      }
+    }
+    return snap;
+  }
+}
+
+/** Bytes received and sent on all interfaces but loopback-less accounting: every interface in /proc/net/dev. */
+export function netBytes(): { rx: number; tx: number } {
+  let rx = 0;
+  let tx = 0;
+  try {
+    for (const line of fs.readFileSync('/proc/net/dev', 'utf8').split('\n').slice(2)) {
+      const m = /^\s*([^:]+):\s*(.*)$/.exec(line);
+      if (!m) continue;
+      const f = m[2].trim().split(/\s+/).map(Number);
+      rx += f[0];
+      tx += f[8];
+    }
+  } catch {
+    // not Linux: bandwidth is reported as 0
+  }
+  return { rx, tx };
+}
+
+export function clientOptions(cfg: Record<string, unknown>, publisher: boolean, connections: number, firstIndex = 0): ClientOptions {
+  return {
+    servers: cfg.ServerAddresses as ListenAddress[],
+    localAddresses: cfg.LocalAddresses as string[],
+    path: cfg.Path as string,
+    dialect: cfg.Dialect as Dialect,
+    threads: cfg.Threads as number,
+    connections,
+    firstIndex,
+    subjects: cfg.Subjects as string[],
+    subjectsPerClient: publisher ? 1 : cfg.OneToOne ? 1 : (cfg.SubjectsPerClient as number),
+    publisher,
+    frequency: publisher ? (cfg.Frequency as number) : 0,
+    messageSize: publisher ? (cfg.MessageSize as number) : 0,
+    maxConnecting: cfg.MaxConnecting as number,
+    socketBuffer: cfg.BufferSize as number,
+  };
+}

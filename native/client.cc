@@ -1,0 +1,550 @@
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "loop.h"
+#include "ws_frame.h"
+
+namespace starling {
+
+namespace {
+
+// The client threads' shared receive buffer: large, so one recv drains a busy subscriber socket.
+constexpr size_t kClientRxBytes = 256 * 1024;
+// Publisher pacing tick. At 20,000 msg/s over 4 connections this sends ~5 messages per connection per
+// tick, coalesced into one send each, as a real publisher batching its output would.
+constexpr int kTickMs = 1;
+// Most messages one tick may owe after a stall (100 ms worth): a stalled publisher does not then burst
+// an unbounded backlog at the server.
+constexpr double kMaxCatchUpSeconds = 0.1;
+// Bytes a publisher connection may have unsent before it skips messages (counted as send_stalls).
+constexpr size_t kMaxPendingTx = 4 * 1024 * 1024;
+// Width of the decimal microsecond timestamp that starts every benchmark payload.
+constexpr size_t kStampDigits = 16;
+
+const char kHandshakeKey[] = "dGhlIHNhbXBsZSBub25jZQ==";  // fixed: the tools do not need unpredictability
+
+uint64_t realtime_us() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// "/p/s1/-" → "p.s1.-": NATS separates tokens with dots.
+std::string nats_subject(const std::string& s) {
+  std::string out = s.size() && s[0] == '/' ? s.substr(1) : s;
+  for (char& c : out)
+    if (c == '/') c = '.';
+  return out;
+}
+
+struct Resolved {
+  sockaddr_storage addr;
+  socklen_t len;
+};
+
+Resolved resolve(const std::string& host, uint16_t port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  addrinfo* res = nullptr;
+  std::string p = std::to_string(port);
+  int rc = getaddrinfo(host.c_str(), p.c_str(), &hints, &res);
+  if (rc != 0) throw std::runtime_error("cannot resolve " + host + ": " + gai_strerror(rc));
+  Resolved r{};
+  std::memcpy(&r.addr, res->ai_addr, res->ai_addrlen);
+  r.len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return r;
+}
+
+}  // namespace
+
+struct CConn {
+  int fd = -1;
+  uint32_t index = 0;            // global connection number (subject assignment)
+  enum : uint8_t { kConnecting, kUpgrading, kOpen, kClosed } state = kConnecting;
+  std::vector<uint8_t> rx;       // partial input (HTTP response or frame)
+  std::vector<uint8_t> stream;   // NATS: protocol bytes carried across frames
+  std::string tx;                // output not yet accepted by the kernel
+  bool dirty = false;
+};
+
+class ClientThread {
+ public:
+  ClientThread(const ClientOptions& o, unsigned index, std::vector<uint32_t> mine)
+      : o_(o), index_(index), mine_(std::move(mine)) {
+    for (auto& a : o_.servers) servers_.push_back(resolve(a.host, a.port, false));
+    for (auto& l : o_.local_addresses) locals_.push_back(resolve(l, 0, true));
+    loop_ = Loop::create();
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    loop_->watch_readable(wake_fd_, nullptr);
+    rx_buf_.resize(kClientRxBytes);
+    for (auto& c : counters_) c.store(0, std::memory_order_relaxed);
+    hist_.reset(new std::atomic<uint64_t>[kLatencyBuckets]);
+    for (unsigned i = 0; i < kLatencyBuckets; i++) hist_[i].store(0, std::memory_order_relaxed);
+    for (auto& w : welford_out_) w.store(0, std::memory_order_relaxed);
+    rng_ = 0x9E3779B97F4A7C15ull ^ (uint64_t{index} << 32) ^ realtime_us();
+  }
+
+  ~ClientThread() {
+    stop();
+    for (CConn* c : conns_) {
+      if (c->fd >= 0) close(c->fd);
+      delete c;
+    }
+    close(wake_fd_);
+  }
+
+  void start() { thread_ = std::thread([this] { run(); }); }
+
+  void stop() {
+    stopping_.store(true, std::memory_order_release);
+    uint64_t one = 1;
+    ssize_t ignored = write(wake_fd_, &one, sizeof one);
+    (void)ignored;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void read(double* out) const {
+    size_t k = 0;
+    for (unsigned i = 0; i < kClientCounterCount; i++) out[k++] = static_cast<double>(counters_[i].load(std::memory_order_relaxed));
+    for (unsigned i = 0; i < 5; i++) out[k++] = welford_out_[i].load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < kLatencyBuckets; i++) out[k++] = static_cast<double>(hist_[i].load(std::memory_order_relaxed));
+  }
+
+ private:
+  void add(ClientCounter c, uint64_t n = 1) {
+    counters_[c].store(counters_[c].load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void sub(ClientCounter c) { counters_[c].store(counters_[c].load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
+
+  uint64_t next_random() {  // xorshift64*
+    rng_ ^= rng_ >> 12;
+    rng_ ^= rng_ << 25;
+    rng_ ^= rng_ >> 27;
+    return rng_ * 2685821657736338717ull;
+  }
+
+  void run() {
+    LoopEvent events[512];
+    size_t next_to_open = 0;
+    uint64_t started_ns = monotonic_ns();
+    uint64_t published = 0;
+    double rate = o_.publisher && o_.connections ? o_.frequency * static_cast<double>(mine_.size()) / o_.connections : 0;
+    while (!stopping_.load(std::memory_order_acquire)) {
+      // Open more connections while fewer than max_connecting are in flight.
+      while (next_to_open < mine_.size() && counters_[kc_connecting].load(std::memory_order_relaxed) < o_.max_connecting)
+        open(mine_[next_to_open++]);
+
+      int n = loop_->wait(events, 512, o_.publisher ? kTickMs : 100);
+      uint64_t now_us = realtime_us();
+      for (int i = 0; i < n; i++) {
+        CConn* c = static_cast<CConn*>(events[i].tag);
+        if (!c || c->state == CConn::kClosed) continue;
+        if (c->state == CConn::kConnecting) {
+          if (events[i].events & (kWritable | kHangup)) connected(c);
+          continue;
+        }
+        if (events[i].events & (kReadable | kHangup)) on_readable(c, now_us);
+        if (c->state != CConn::kClosed && (events[i].events & kWritable) && !c->tx.empty()) flush(c);
+      }
+      if (rate > 0 && !open_.empty()) {
+        double elapsed = static_cast<double>(monotonic_ns() - started_ns) / 1e9;
+        double owed = elapsed * rate - static_cast<double>(published);
+        if (owed > rate * kMaxCatchUpSeconds) {
+          published += static_cast<uint64_t>(owed - rate * kMaxCatchUpSeconds);  // skip what a stall lost
+          owed = rate * kMaxCatchUpSeconds;
+        }
+        for (; owed >= 1; owed -= 1) {
+          publish_one(open_[rr_++ % open_.size()]);
+          published++;
+        }
+      }
+      for (CConn* c : dirty_) {
+        c->dirty = false;
+        if (c->state != CConn::kClosed) flush(c);
+      }
+      dirty_.clear();
+    }
+  }
+
+  void open(uint32_t index) {
+    CConn* c = new CConn();
+    c->index = index;
+    conns_.push_back(c);
+    const Resolved& server = servers_[index % servers_.size()];
+    c->fd = socket(server.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+      fail(c);
+      return;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (o_.socket_buffer > 0) {
+      setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &o_.socket_buffer, sizeof o_.socket_buffer);
+      setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &o_.socket_buffer, sizeof o_.socket_buffer);
+    }
+    if (!locals_.empty()) {
+      // Choose the port at connect() time, per destination, so each source address serves the whole
+      // ephemeral range for every server address (the seeds' LocalAddresses).
+      setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+      const Resolved& local = locals_[index % locals_.size()];
+      if (bind(c->fd, reinterpret_cast<const sockaddr*>(&local.addr), local.len) != 0) {
+        fail(c);
+        return;
+      }
+    }
+    add(kc_connecting);
+    int rc = connect(c->fd, reinterpret_cast<const sockaddr*>(&server.addr), server.len);
+    if (rc != 0 && errno != EINPROGRESS) {
+      sub(kc_connecting);
+      fail(c);
+      return;
+    }
+    loop_->watch_stream(c->fd, c);
+  }
+
+  void connected(CConn* c) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) {
+      sub(kc_connecting);
+      fail(c);
+      return;
+    }
+    c->state = CConn::kUpgrading;
+    std::string req = "GET " + o_.path + " HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: " + std::string(kHandshakeKey) + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    c->tx += req;
+    flush(c);
+  }
+
+  void fail(CConn* c) {
+    add(kc_connect_failures);
+    drop(c);
+  }
+
+  void drop(CConn* c) {
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    if (c->state == CConn::kOpen) {
+      sub(kc_connected);
+      for (size_t i = 0; i < open_.size(); i++)
+        if (open_[i] == c) {
+          open_[i] = open_.back();
+          open_.pop_back();
+          break;
+        }
+    }
+    c->state = CConn::kClosed;
+    c->rx.clear();
+    c->rx.shrink_to_fit();
+    c->tx.clear();
+  }
+
+  // Appends one masked client frame carrying `payload` to c->tx.
+  void frame(CConn* c, uint8_t opcode, const char* p, size_t n) {
+    uint8_t head[14];
+    size_t h = 2;
+    head[0] = static_cast<uint8_t>(0x80 | opcode);
+    if (n < 126) {
+      head[1] = static_cast<uint8_t>(0x80 | n);
+    } else if (n < 65536) {
+      head[1] = 0x80 | 126;
+      head[2] = static_cast<uint8_t>(n >> 8);
+      head[3] = static_cast<uint8_t>(n);
+      h = 4;
+    } else {
+      head[1] = 0x80 | 127;
+      for (int i = 0; i < 8; i++) head[2 + i] = static_cast<uint8_t>(static_cast<uint64_t>(n) >> (56 - 8 * i));
+      h = 10;
+    }
+    uint32_t m = static_cast<uint32_t>(next_random());
+    uint8_t mask[4];
+    std::memcpy(mask, &m, 4);
+    std::memcpy(head + h, mask, 4);
+    h += 4;
+    size_t at = c->tx.size();
+    c->tx.append(reinterpret_cast<char*>(head), h);
+    c->tx.append(p, n);
+    unmask(reinterpret_cast<uint8_t*>(&c->tx[at + h]), n, mask, 0);  // XOR masks as well as unmasks
+    if (!c->dirty) {
+      c->dirty = true;
+      dirty_.push_back(c);
+    }
+  }
+
+  void on_open(CConn* c) {
+    c->state = CConn::kOpen;
+    sub(kc_connecting);
+    add(kc_connected);
+    open_.push_back(c);
+    if (o_.dialect == Dialect::kNats) {
+      static const char kConnect[] = "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n";
+      frame(c, kOpBinary, kConnect, sizeof kConnect - 1);
+    }
+    if (o_.publisher || o_.subjects.empty()) return;
+    for (uint32_t j = 0; j < o_.subjects_per_client; j++) {
+      const std::string& s = o_.subjects[(static_cast<uint64_t>(c->index) * o_.subjects_per_client + j) % o_.subjects.size()];
+      std::string cmd;
+      if (o_.dialect == Dialect::kNats) cmd = "SUB " + nats_subject(s) + " " + std::to_string(j + 1) + "\r\n";
+      else cmd = "SUB " + s;
+      frame(c, o_.dialect == Dialect::kNats ? kOpBinary : kOpText, cmd.data(), cmd.size());
+    }
+  }
+
+  void publish_one(CConn* c) {
+    if (c->tx.size() > kMaxPendingTx) {
+      add(kc_send_stalls);
+      return;
+    }
+    const std::string& s = o_.subjects[next_random() % o_.subjects.size()];
+    std::string& m = scratch_;
+    m.clear();
+    size_t size = o_.message_size < kStampDigits ? kStampDigits : o_.message_size;
+    if (o_.dialect == Dialect::kStarling) {
+      m += "PUB ";
+      m += s;
+      m += '\n';
+    } else if (o_.dialect == Dialect::kPlain) {
+      m += "PUB ";
+      m += s;
+      m += ' ';
+    } else {
+      m += "PUB " + nats_subject(s) + " " + std::to_string(size) + "\r\n";
+    }
+    char stamp[kStampDigits + 1];
+    snprintf(stamp, sizeof stamp, "%016llu", static_cast<unsigned long long>(realtime_us()));
+    m.append(stamp, kStampDigits);
+    m.append(size - kStampDigits, 'x');
+    if (o_.dialect == Dialect::kNats) m += "\r\n";
+    frame(c, o_.dialect == Dialect::kNats ? kOpBinary : kOpText, m.data(), m.size());
+    add(kc_messages_sent);
+  }
+
+  void flush(CConn* c) {
+    while (!c->tx.empty()) {
+      ssize_t w = send(c->fd, c->tx.data(), c->tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EINTR) continue;
+        if (c->state == CConn::kOpen) add(kc_disconnects);
+        drop(c);
+        return;
+      }
+      add(kc_bytes_sent, static_cast<uint64_t>(w));
+      c->tx.erase(0, static_cast<size_t>(w));
+    }
+  }
+
+  void on_readable(CConn* c, uint64_t now_us) {
+    for (;;) {
+      ssize_t n = recv(c->fd, rx_buf_.data(), rx_buf_.size(), 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        if (c->state == CConn::kOpen) add(kc_disconnects);
+        else {
+          sub(kc_connecting);
+          add(kc_connect_failures);
+        }
+        drop(c);
+        return;
+      }
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      add(kc_bytes_received, static_cast<uint64_t>(n));
+      uint8_t* p = rx_buf_.data();
+      size_t len = static_cast<size_t>(n);
+      if (!c->rx.empty()) {
+        c->rx.insert(c->rx.end(), p, p + len);
+        p = c->rx.data();
+        len = c->rx.size();
+      }
+      size_t used = consume(c, p, len, now_us);
+      if (c->state == CConn::kClosed) return;
+      if (!c->rx.empty()) c->rx.erase(c->rx.begin(), c->rx.begin() + static_cast<long>(used));
+      else if (used < len) c->rx.assign(p + used, p + len);
+      if (static_cast<size_t>(n) < rx_buf_.size()) return;
+    }
+  }
+
+  size_t consume(CConn* c, uint8_t* p, size_t len, uint64_t now_us) {
+    size_t pos = 0;
+    if (c->state == CConn::kUpgrading) {
+      const char* end = static_cast<const char*>(memmem(p, len, "\r\n\r\n", 4));
+      if (!end) return 0;
+      if (len < 12 || std::memcmp(p + 9, "101", 3) != 0) {
+        sub(kc_connecting);
+        fail(c);
+        return len;
+      }
+      pos = static_cast<size_t>(end - reinterpret_cast<const char*>(p)) + 4;
+      on_open(c);
+    }
+    while (pos + 2 <= len) {
+      uint8_t b0 = p[pos], b1 = p[pos + 1];
+      uint64_t plen = b1 & 0x7f;
+      size_t h = 2;
+      if (plen == 126) {
+        if (pos + 4 > len) break;
+        plen = (uint64_t{p[pos + 2]} << 8) | p[pos + 3];
+        h = 4;
+      } else if (plen == 127) {
+        if (pos + 10 > len) break;
+        plen = 0;
+        for (int i = 0; i < 8; i++) plen = (plen << 8) | p[pos + 2 + i];
+        h = 10;
+      }
+      if (len - pos - h < plen) break;
+      uint8_t opcode = b0 & 0x0f;
+      uint8_t* payload = p + pos + h;
+      pos += h + plen;
+      if (opcode == kOpClose) {
+        add(kc_disconnects);
+        drop(c);
+        return len;
+      }
+      if (opcode == kOpPing) {
+        frame(c, kOpPong, reinterpret_cast<char*>(payload), plen);
+        continue;
+      }
+      if (opcode == kOpPong) continue;
+      on_message(c, payload, plen, now_us);
+      if (c->state == CConn::kClosed) return len;
+    }
+    return pos;
+  }
+
+  void record(const uint8_t* stamp, size_t avail, uint64_t now_us) {
+    if (avail < kStampDigits) return;
+    uint64_t sent = 0;
+    for (size_t i = 0; i < kStampDigits; i++) {
+      if (stamp[i] < '0' || stamp[i] > '9') return;  // not a benchmark payload
+      sent = sent * 10 + (stamp[i] - '0');
+    }
+    uint64_t lat = now_us > sent ? now_us - sent : 0;
+    unsigned b = latency_bucket(lat);
+    hist_[b].store(hist_[b].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    welford_.add(static_cast<double>(lat));
+    welford_out_[0].store(welford_.n, std::memory_order_relaxed);
+    welford_out_[1].store(welford_.mean, std::memory_order_relaxed);
+    welford_out_[2].store(welford_.m2, std::memory_order_relaxed);
+    welford_out_[3].store(welford_.min, std::memory_order_relaxed);
+    welford_out_[4].store(welford_.max, std::memory_order_relaxed);
+    add(kc_messages_received);
+  }
+
+  void on_message(CConn* c, const uint8_t* p, size_t n, uint64_t now_us) {
+    switch (o_.dialect) {
+      case Dialect::kStarling: {
+        if (n < 4 || std::memcmp(p, "MSG ", 4) != 0) return;  // ACK, ERR, PONG
+        const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(p, '\n', n));
+        if (nl) record(nl + 1, n - static_cast<size_t>(nl + 1 - p), now_us);
+        return;
+      }
+      case Dialect::kPlain:
+        record(p, n, now_us);
+        return;
+      case Dialect::kNats:
+        c->stream.insert(c->stream.end(), p, p + n);
+        nats_parse(c, now_us);
+        return;
+    }
+  }
+
+  // NATS protocol lines arrive as a byte stream over WebSocket frames: INFO, +OK, -ERR, PING, PONG and
+  // MSG <subject> <sid> [reply-to] <#bytes>\r\n<payload>\r\n.
+  void nats_parse(CConn* c, uint64_t now_us) {
+    std::vector<uint8_t>& s = c->stream;
+    size_t pos = 0;
+    while (pos < s.size()) {
+      const uint8_t* line = s.data() + pos;
+      const uint8_t* eol = static_cast<const uint8_t*>(memmem(line, s.size() - pos, "\r\n", 2));
+      if (!eol) break;
+      size_t line_len = static_cast<size_t>(eol - line);
+      if (line_len >= 4 && std::memcmp(line, "MSG ", 4) == 0) {
+        const uint8_t* sp = line + line_len;
+        while (sp > line && sp[-1] != ' ') sp--;
+        uint64_t bytes = 0;
+        for (const uint8_t* d = sp; d < line + line_len; d++) bytes = bytes * 10 + (*d - '0');
+        size_t need = line_len + 2 + bytes + 2;
+        if (s.size() - pos < need) break;
+        record(line + line_len + 2, bytes, now_us);
+        pos += need;
+        continue;
+      }
+      if (line_len == 4 && std::memcmp(line, "PING", 4) == 0) frame(c, kOpBinary, "PONG\r\n", 6);
+      pos += line_len + 2;
+    }
+    s.erase(s.begin(), s.begin() + static_cast<long>(pos));
+  }
+
+  const ClientOptions& o_;
+  const unsigned index_;
+  std::vector<uint32_t> mine_;
+  std::vector<Resolved> servers_;
+  std::vector<Resolved> locals_;
+  std::unique_ptr<Loop> loop_;
+  int wake_fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::vector<CConn*> conns_;
+  std::vector<CConn*> open_;
+  std::vector<CConn*> dirty_;
+  std::vector<uint8_t> rx_buf_;
+  std::string scratch_;
+  size_t rr_ = 0;
+  uint64_t rng_;
+  std::atomic<uint64_t> counters_[kClientCounterCount];
+  std::unique_ptr<std::atomic<uint64_t>[]> hist_;
+  Welford welford_;
+  std::atomic<double> welford_out_[5];
+};
+
+ClientEngine::ClientEngine(ClientOptions options) : options_(std::move(options)) {
+  if (options_.servers.empty()) throw std::runtime_error("no server address");
+  if (options_.threads < 1) throw std::runtime_error("threads must be at least 1");
+  if (options_.subjects.empty() && options_.publisher) throw std::runtime_error("a publisher needs subjects");
+  std::vector<std::vector<uint32_t>> share(options_.threads);
+  for (uint32_t i = 0; i < options_.connections; i++) share[i % options_.threads].push_back(options_.first_index + i);
+  for (unsigned t = 0; t < options_.threads; t++)
+    threads_.emplace_back(new ClientThread(options_, t, std::move(share[t])));
+}
+
+ClientEngine::~ClientEngine() { stop(); }
+
+void ClientEngine::start() {
+  for (auto& t : threads_) t->start();
+}
+
+void ClientEngine::stop() {
+  for (auto& t : threads_) t->stop();
+}
+
+void ClientEngine::read(double* out) const {
+  for (size_t t = 0; t < threads_.size(); t++) threads_[t]->read(out + t * kClientSlotsPerThread);
+}
+
+}  // namespace starling
