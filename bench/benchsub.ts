@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeMachine, formatTimelineCsv, type RunSummary, type TimelineRow, writeReport } from './report';
 import { Histogram, LATENCY_BUCKETS, summarize, Welford } from './stats';
-import { BENCHSUB_KEYS, Client, clientOptions, emptySnapshot, loadTool, mergeSnapshot, netBytes, type Snapshot } from './tools';
+import { BENCHSUB_KEYS, Client, clientOptions, cpuSeconds, emptySnapshot, loadTool, mergeSnapshot, netBytes, type Snapshot } from './tools';
 
 interface Source {
   latest(): Snapshot;
@@ -78,7 +78,15 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
   }
   out(`connected: ${merged().counters.connected}/${clients} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
+  const warmup = (cfg.Warmup as number) * 1000;
+  if (warmup > 0 && !stop) {
+    out(`warming up for ${warmup / 1000} s`);
+    await sleep(warmup);
+  }
+
   // Measuring: the window starts now; statistics are over every message received in it.
+  const serverPid = cfg.ServerPid as number;
+  const cpuStart = serverPid ? cpuSeconds(serverPid) : NaN;
   const base = merged();
   const started = new Date();
   const startNet = netBytes();
@@ -105,7 +113,8 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     const tx = ((net.tx - prevNet.tx) * 8) / secs / 1e6;
     const t = (now - started.getTime()) / 1000;
     rows.push({ t, connections: cur.counters.connected, messages: step.messages, rate: step.messages / secs, p50: part.p50, p90: part.p90, p99: part.p99, p999: part.p999, max: part.max, mean: part.mean, rxMbps: rx, txMbps: tx });
-    out(`[${clock(t)}] connections ${cur.counters.connected}/${clients} | messages ${window.messages} (${(step.messages / secs).toFixed(1)}/s) | disconnects ${cur.counters.disconnects}`);
+    const cpu = serverPid ? ` | server CPU ${(((cpuSeconds(serverPid) - cpuStart) * 1e6) / Math.max(1, window.messages)).toFixed(2)} µs/msg` : '';
+    out(`[${clock(t)}] connections ${cur.counters.connected}/${clients} | messages ${window.messages} (${(step.messages / secs).toFixed(1)}/s) | disconnects ${cur.counters.disconnects}${cpu}`);
     out(`  latency ms: min ${ms(all.min)} max ${ms(all.max)} mean ${ms(all.mean)} sd ${ms(all.stddev)} | mean 90% CI [${ms(all.ci90?.[0] ?? null)}, ${ms(all.ci90?.[1] ?? null)}] 95% CI [${ms(all.ci95?.[0] ?? null)}, ${ms(all.ci95?.[1] ?? null)}]`);
     out(`  percentiles ms (all messages): p50 ${ms(all.p50)} p90 ${ms(all.p90)} p99 ${ms(all.p99)} p99.9 ${ms(all.p999)} | bandwidth rx ${rx.toFixed(1)} Mbps tx ${tx.toFixed(1)} Mbps`);
     prev = cur;
@@ -113,6 +122,7 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     prevAt = now;
   }
   const ended = new Date();
+  const serverCpu = serverPid ? cpuSeconds(serverPid) - cpuStart : NaN;
   for (const s of sources) s.stop();
   process.removeListener('SIGINT', onSignal);
   process.removeListener('SIGTERM', onSignal);
@@ -129,7 +139,15 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     config: Object.fromEntries(
       Object.entries(cfg).map(([k, v]) => [k, Array.isArray(v) ? summarizeList(v) : typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean)]),
     ),
-    totals: { messages: window.messages, bytes: window.bytes, connections: merged().counters.connected, seconds, ratePerSecond: seconds > 0 ? window.messages / seconds : 0 },
+    totals: {
+      messages: window.messages,
+      bytes: window.bytes,
+      connections: merged().counters.connected,
+      seconds,
+      ratePerSecond: seconds > 0 ? window.messages / seconds : 0,
+      disconnects: merged().counters.disconnects - base.counters.disconnects,
+      ...(serverPid ? { serverCpuSeconds: serverCpu, serverCpuMicrosPerMessage: window.messages > 0 ? (serverCpu * 1e6) / window.messages : null } : {}),
+    },
     latency: summarize(window.h, window.w),
     timelinePath: path.basename(output) + '.csv',
   };

@@ -70,7 +70,18 @@ export interface RunSummary {
   command: string;
   machine: MachineInfo;
   config: Record<string, string | number | boolean | null>;
-  totals: { messages: number; bytes: number; connections: number; seconds: number; ratePerSecond: number };
+  totals: {
+    messages: number;
+    bytes: number;
+    connections: number;
+    seconds: number;
+    ratePerSecond: number;
+    /** Subscriber connections the server closed during the window. */
+    disconnects?: number;
+    /** With benchsub's ServerPid: the server's CPU time over the window, and per message delivered. */
+    serverCpuSeconds?: number;
+    serverCpuMicrosPerMessage?: number | null;
+  };
   latency: Summary;
   timelinePath: string;
 }

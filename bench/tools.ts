@@ -109,6 +109,24 @@ export const BENCHSUB_KEYS = new KeySet(
       doc: 'Beyond this many clients benchsub forks worker processes (each process has its own fd table).',
     },
     {
+      name: 'Warmup',
+      type: 'int',
+      min: 0,
+      max: 3600,
+      default: '0',
+      example: '5',
+      doc: 'Seconds between all clients being connected and the start of the measured window.',
+    },
+    {
+      name: 'ServerPid',
+      type: 'int',
+      min: 0,
+      max: 4194304,
+      default: '0',
+      example: '12345',
+      doc: 'Process id of the server (same machine): its CPU time over the window gives CPU µs per message. 0 = not measured.',
+    },
+    {
       name: 'Output',
       type: 'path',
       default: '/tmp/benchsub',
@@ -267,4 +285,29 @@ export function clientOptions(cfg: Record<string, unknown>, publisher: boolean, 
     maxConnecting: cfg.MaxConnecting as number,
     socketBuffer: cfg.BufferSize as number,
   };
+}
+
+/** utime + stime of a process in seconds (/proc/<pid>/stat), or NaN if it cannot be read. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[11] and fields[12] are utime and stime (fields 14 and 15 of proc(5)), in clock ticks.
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
+/** sysconf(_SC_CLK_TCK): 100 on every Linux architecture Node supports. */
+const CLOCK_TICKS = 100;
+
+/** Resident set size of a process in bytes (/proc/<pid>/status VmRSS), or NaN. */
+export function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
 }

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -41,6 +42,8 @@ constexpr uint64_t kHandshakeTimeoutMs = 10000;
 constexpr uint64_t kCloseTimeoutMs = 5000;
 // How often deadlines are checked when the loop is otherwise idle.
 constexpr int kSweepIntervalMs = 250;
+// Room added for the rest of a request head that arrived in pieces (heads are bounded by kMaxRequestHead).
+constexpr size_t kHandshakeGrowth = 1024;
 // Smallest receive buffer a connection with a partial frame keeps.
 constexpr size_t kMinRxCap = 256;
 
@@ -192,7 +195,7 @@ void Workgroup::run() {
       resume.swap(rx_pending_);
       for (Conn* c : resume) {
         c->flags &= ~kRxPending;
-        if (c->state != kDead) on_readable(c);
+        if (c->state != kDead) on_readable(c, false);
       }
     }
     for (int i = 0; i < n; i++) {
@@ -205,7 +208,7 @@ void Workgroup::run() {
       }
       Conn* c = static_cast<Conn*>(events[i].tag);
       if (c->state == kDead) continue;
-      if (events[i].events & (kReadable | kHangup)) on_readable(c);
+      if (events[i].events & (kReadable | kHangup)) on_readable(c, events[i].events & kHangup);
       if (c->state != kDead && (events[i].events & kWritable)) flush(c);
     }
     drain_inbox();
@@ -307,7 +310,7 @@ void Workgroup::adopt(int fd) {
   arm_timer(handshake_timers_, c, kHandshakeTimeoutMs);
 }
 
-void Workgroup::on_readable(Conn* c) {
+void Workgroup::on_readable(Conn* c, bool hangup) {
   for (int round = 0; round < kMaxReadsPerWakeup; round++) {
     uint8_t* dst;
     size_t room;
@@ -315,13 +318,21 @@ void Workgroup::on_readable(Conn* c) {
       dst = rx_buf_;
       room = kSharedRxBytes;
     } else {
+      if (c->rx->len == c->rx->cap) {  // full yet incomplete (a request head growing toward its bound)
+        Rx* grown = static_cast<Rx*>(std::realloc(c->rx, offsetof(Rx, data) + c->rx->cap * 2));
+        if (!grown) throw std::bad_alloc();
+        grown->cap *= 2;
+        c->rx = grown;
+      }
       dst = c->rx->data + c->rx->len;
       room = c->rx->cap - c->rx->len;
     }
     ssize_t n = recv(c->fd, dst, room, 0);
     if (n == 0) {
-      // EOF. A clean end after our close frame or HTTP error; otherwise the peer vanished.
-      close_now(c);
+      // EOF: the peer will send nothing more, but may still read. Hand the kernel what we owe it (replies
+      // to its last commands) before closing; nothing is unread, so the close sends FIN, not RST.
+      flush(c);
+      if (c->state != kDead) close_now(c);
       return;
     }
     if (n < 0) {
@@ -367,7 +378,9 @@ void Workgroup::on_readable(Conn* c) {
         }
       }
     }
-    if (static_cast<size_t>(n) < room) return;  // drained: edge-triggered readiness will tell us more
+    // A short read means the socket is drained and the next edge will tell us more, unless the peer also
+    // hung up: then its EOF comes with no further edge, so read on until recv returns 0.
+    if (static_cast<size_t>(n) < room && !hangup) return;
   }
   if (!(c->flags & kRxPending)) {
     c->flags |= kRxPending;
@@ -382,7 +395,10 @@ size_t Workgroup::consume(Conn* c, uint8_t* p, size_t len, size_t* need) {
   *need = 0;
   if (c->state == kHandshake) {
     UpgradeRequest req = parse_upgrade(reinterpret_cast<const char*>(p), len, server_.options().path);
-    if (req.status == Upgrade::NeedMore) return 0;
+    if (req.status == Upgrade::NeedMore) {
+      *need = len + kHandshakeGrowth;
+      return 0;
+    }
     char out[512];
     if (req.status != Upgrade::Ok) {
       counters_.add(k_http_errors);
@@ -545,23 +561,23 @@ void Workgroup::on_message(Conn* c, uint8_t opcode, uint8_t* p, size_t len) {
 }
 
 void Workgroup::on_sub(Conn* c, std::string_view subjects) {
-  // All or nothing: count the new subjects first so a SUB past the limit changes nothing.
+  // All or nothing: count the subjects new to this connection (a name repeated in one SUB counts once)
+  // so that a SUB past the limit changes nothing.
+  std::vector<std::string_view>& fresh = scratch_names_;
+  fresh.clear();
   std::string_view rest = subjects;
-  uint32_t fresh = 0;
   for (std::string_view s = next_token(&rest); !s.empty(); s = next_token(&rest)) {
     bool have = false;
     for (uint32_t i = 0; i < c->nsubs && !have; i++) have = c->subs[i].subject->name() == s;
-    if (!have) fresh++;
+    if (!have) fresh.push_back(s);
   }
-  if (c->nsubs + fresh > server_.options().max_subscriptions) {
+  std::sort(fresh.begin(), fresh.end());
+  fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
+  if (c->nsubs + fresh.size() > server_.options().max_subscriptions) {
     reply_err(c, "limit", {}, "MaxSubscriptionsPerConnection reached");
     return;
   }
-  rest = subjects;
-  for (std::string_view s = next_token(&rest); !s.empty(); s = next_token(&rest)) {
-    bool have = false;
-    for (uint32_t i = 0; i < c->nsubs && !have; i++) have = c->subs[i].subject->name() == s;
-    if (have) continue;  // subscribing twice is a no-op (also for a name repeated in one SUB)
+  for (std::string_view s : fresh) {
     Subject* subject = server_.registry().acquire(s, index_);
     link(c, subject, index_);
     counters_.add(k_subscriptions);

@@ -71,7 +71,7 @@ class Workgroup {
 
   // Connections.
   void adopt(int fd);
-  void on_readable(Conn* c);
+  void on_readable(Conn* c, bool hangup);
   size_t consume(Conn* c, uint8_t* p, size_t len, size_t* need);
   bool on_frame(Conn* c, uint8_t opcode, bool fin, uint8_t* payload, size_t len);
   void on_message(Conn* c, uint8_t opcode, uint8_t* p, size_t len);
@@ -117,6 +117,7 @@ class Workgroup {
   uint8_t* rx_buf_ = nullptr;         // the loop's shared receive buffer
   uint32_t next_serial_ = 1;
   uint64_t now_ms_ = 0;
+  std::vector<std::string_view> scratch_names_;  // on_sub's working list, kept to reuse its memory
 };
 
 }  // namespace starling

@@ -351,12 +351,36 @@ describe('slow and stalled clients', SUITE, () => {
   it('forgets a client that vanishes in the middle of a frame', async () => {
     const s = startServer({ Workgroups: 1 });
     const raw = await Raw.open(s);
+    const bytesIn = s.stats().total.bytesIn;
     raw.command('SUB /vanish');
-    raw.write(frame(OP.text, 'PUB /vanish\nhalf a message').subarray(0, 12));
+    const half = frame(OP.text, 'PUB /vanish\nhalf a message').subarray(0, 12);
+    raw.write(half);
+    await waitFor('the server to read the SUB and the half frame', () => s.stats().total.bytesIn >= bytesIn + 17 + half.length);
     raw.destroy();
     await waitFor('the connection to be gone', () => s.stats().total.connections === 0, () => s.stats().total);
     assert.equal(s.stats().total.subscriptions, 0);
     assert.equal(s.publish('/vanish', 'x'), false);
+    await assertServes(s);
+    await s.close();
+  });
+
+  it('closes connections whose last bytes and FIN arrive together', async () => {
+    // Each client sends its whole life at once: upgrade, SUB, PING, then FIN (socket.end). The server
+    // answers and, having read the FIN, must close the connection. Rounds of twenty clients, so that
+    // the data and the FIN reach the server in one readiness event for some of them.
+    const s = startServer({ Workgroups: 1 });
+    for (let round = 0; round < 10; round++) {
+      const clients = Array.from({ length: 20 }, (_, i) =>
+        Raw.sendAndEnd(s, Buffer.concat([Buffer.from(upgradeRequest()), frame(OP.text, `SUB /fin/${i}`), frame(OP.text, `PING last-${i}`)])),
+      );
+      for (const [i, raw] of clients.entries()) {
+        assert.equal((await raw.response()).status, 101);
+        assert.equal(await raw.nextText(), `PONG last-${i}`);
+      }
+      await waitFor(`every connection of round ${round} to be closed`, () => s.stats().total.connections === 0, () => s.stats().total);
+      for (const raw of clients) await raw.ended;
+    }
+    assert.equal(s.stats().total.subscriptions, 0);
     await assertServes(s);
     await s.close();
   });

@@ -367,6 +367,18 @@ export class Raw {
     return new Raw(socket);
   }
 
+  /**
+   * Connects and, without waiting for the connection to be established, sends `bytes` followed by a
+   * FIN (socket.end): a client whose whole life reaches the server at once.
+   */
+  static sendAndEnd(server: Server, bytes: Buffer): Raw {
+    const { host, port } = server.addresses[0];
+    const socket = net.connect({ host, port });
+    sockets.add(socket);
+    socket.end(bytes);
+    return new Raw(socket);
+  }
+
   /** Connects and completes a WebSocket handshake; fails unless the server answers 101. */
   static async open(server: Server): Promise<Raw> {
     const raw = await Raw.connect(server);
