@@ -66,6 +66,7 @@ class Workgroup {
   void run();
   void drain_inbox();
   void flush_dirty();
+  void wake_peers();   // wakes the workgroups this one posted to since the last call
   void sweep(uint64_t now_ms);
   void begin_shutdown();
 
