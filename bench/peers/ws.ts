@@ -4,7 +4,7 @@
 //
 //   node dist/bench/peers/ws.js --port <p> [--host 127.0.0.1]       → prints `ready <port>`
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { announceReady, onTerminate, peerArgs } from './cli';
 
 const SPACE = 0x20;
@@ -34,7 +34,7 @@ function main(): void {
         if (!set) return;
         const payload = data.subarray(sp + 1);
         const options = { binary: isBinary };
-        for (const sub of set) sub.send(payload, options);
+        for (const sub of set) if (sub.readyState === WebSocket.OPEN) sub.send(payload, options);
       }
     });
     ws.on('close', () => {
