@@ -110,9 +110,12 @@ async function startServer(name: string): Promise<ServerHandle> {
   return { name, dialect: name === 'nats' ? 'nats' : 'plain', pid: peer.pid, port: peer.port, stop: () => peer.stop() };
 }
 
-function tool(name: 'benchsub' | 'benchpub', defines: Record<string, string | number | boolean>): ChildProcess {
+/** A load tool as a child process, with a promise of its exit code taken before anything can race it. */
+function tool(name: 'benchsub' | 'benchpub', defines: Record<string, string | number | boolean>): ChildProcess & { done: Promise<number | null> } {
   const args = [CLI, name, ...Object.entries(defines).map(([k, v]) => `-D${k}=${v}`)];
-  return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const done = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return Object.assign(child, { done });
 }
 
 /** Subscribers connect; then publishers start; benchsub measures its window and writes its summary. */
@@ -139,7 +142,7 @@ async function measure(
   subscriber.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   await waitForLine(subscriber, 'stdout', /^connected:/, 180_000);
   const publisher = pub ? tool('benchpub', { ...common, Duration: 0, ...pub }) : null;
-  const code = await new Promise<number | null>((resolve) => subscriber.once('exit', resolve));
+  const code = await subscriber.done;
   if (publisher) await stopChild(publisher);
   fs.writeFileSync(out + '.log', log);
   if (code !== 0) throw new Error(`benchsub failed (${code}): ${log.slice(-800)}`);
@@ -200,7 +203,7 @@ async function w3(server: ServerHandle, dir: string, clients: number): Promise<R
   await waitForLine(subscriber, 'stdout', /^connected:/, 180_000);
   await sleep(2000); // let the subscriptions settle
   const after = rssBytes(server.pid);
-  await new Promise((resolve) => subscriber.once('exit', resolve));
+  await subscriber.done;
   return { server: server.name, workload: 'W3', connections: clients, bytesPerConnection: Math.round((after - before) / clients) };
 }
 

@@ -4,8 +4,10 @@
 // - A Subject is created by the first SUB for its name on any workgroup and removed from the registry
 //   when the last workgroup loses its last local subscriber. It is freed when its reference count drops
 //   to zero: the registry holds one reference; every in-flight publish/deliver envelope holds one.
-// - `home` (chosen by hash) is the one workgroup that assigns the subject's sequence numbers: `seq` is
-//   touched only by the home thread (DESIGN.md, subject ownership).
+// - `home` is the one workgroup that assigns the subject's sequence numbers: `seq` is touched only by the
+//   home thread (DESIGN.md, subject ownership). It is the workgroup of the subject's first subscriber, so
+//   that a subject whose subscribers share one workgroup (every one-to-one subject) is sequenced where it
+//   is delivered: a publish then crosses at most one thread, not two.
 // - `interest` has bit w set while workgroup w has at least one local subscriber; bits are set and
 //   cleared under the registry shard lock, read lock-free by the home thread when it fans out.
 // - local(w) is the list of workgroup w's subscribers; only workgroup w's thread touches it.
@@ -100,7 +102,7 @@ class Registry {
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  // Returns the subject, creating it if needed, and marks workgroup wg as interested. Called by
+  // Returns the subject, creating it (with home wg) if needed, and marks workgroup wg as interested. Called by
   // workgroup wg's thread when it adds the first local subscriber. Does not add a reference for the
   // caller: the subject stays registered while wg's interest bit is set.
   Subject* acquire(std::string_view name, unsigned wg);
@@ -115,7 +117,6 @@ class Registry {
   // Number of registered subjects (approximate while other threads change it).
   size_t size() const { return count_.load(std::memory_order_relaxed); }
 
-  unsigned home_of(uint64_t hash) const { return static_cast<unsigned>(hash % nworkgroups_); }
 
  private:
   // 64 shards: with 2-64 workgroups, two threads rarely want the same lock at once.
@@ -129,7 +130,7 @@ class Registry {
   static Subject** probe(Shard& sh, uint64_t hash, std::string_view name);
   static void erase(Shard& sh, Subject* s);
   static void grow(Shard& sh);
-  Subject* create(std::string_view name, uint64_t hash);
+  Subject* create(std::string_view name, uint64_t hash, unsigned home);
 
   const unsigned nworkgroups_;
   std::atomic<uint64_t> next_epoch_;
