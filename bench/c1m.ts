@@ -1,0 +1,138 @@
+// W3/W4 at scale (BENCHMARKS.md): as many idle subscribed connections as this machine lets one Starling
+// process hold, then the C1M message pattern on them (one message per subscriber per minute). Before it
+// starts, it checks every limit that bounds the scale and says exactly which one binds and how to lift it.
+//
+//   node dist/bench/c1m.js [--target 1000000] [--minutes 1] [--out bench/results]
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describeMachine, type RunSummary } from './report';
+import { rssBytes } from './tools';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+const PORT = 8820;
+// Descriptors a server process keeps for itself (listeners, epoll, eventfds, node's own) below its limit.
+const FD_RESERVE = 200;
+// Source addresses for the subscribers: each gives ~28,000 ephemeral ports toward one server port.
+const LOCAL_ADDRESSES = 100;
+// benchsub forks a worker per this many connections (each worker has its own fd table).
+const PER_PROCESS = 15000;
+// Kernel memory per idle TCP socket measured on these machines (tuning issue: ~3.8 KB); both ends are local.
+const KERNEL_BYTES_PER_SOCKET = 3800;
+
+interface Limit {
+  name: string;
+  allows: number;
+  fix: string;
+}
+
+function read(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function hardNoFile(): number {
+  const m = /Max open files\s+\d+\s+(\d+|unlimited)/.exec(read('/proc/self/limits'));
+  return m ? (m[1] === 'unlimited' ? Infinity : Number(m[1])) : NaN;
+}
+
+/** Every limit on the number of connections one server process can hold here, with its fix. */
+export function limits(): Limit[] {
+  const out: Limit[] = [];
+  const hard = hardNoFile();
+  out.push({
+    name: `RLIMIT_NOFILE hard limit of a process (${hard})`,
+    allows: hard - FD_RESERVE,
+    fix: 'raise it (LimitNOFILE= in the systemd unit, or /etc/security/limits.conf) — needs CAP_SYS_RESOURCE; or an io_uring backend with direct descriptors (not built yet)',
+  });
+  const nrOpen = Number(read('/proc/sys/fs/nr_open'));
+  out.push({ name: `fs.nr_open (${nrOpen})`, allows: nrOpen - FD_RESERVE, fix: 'sysctl -w fs.nr_open=2100000' });
+  const fileMax = Number(read('/proc/sys/fs/file-max'));
+  out.push({ name: `fs.file-max (${fileMax}), for both ends on this machine`, allows: Math.floor(fileMax / 2), fix: 'sysctl -w fs.file-max=4200000' });
+  const [lo, hi] = read('/proc/sys/net/ipv4/ip_local_port_range').split(/\s+/).map(Number);
+  out.push({
+    name: `ephemeral ports ${lo}-${hi} × ${LOCAL_ADDRESSES} source addresses`,
+    allows: (hi - lo + 1) * LOCAL_ADDRESSES,
+    fix: 'sysctl -w net.ipv4.ip_local_port_range="1024 65535", or more source addresses',
+  });
+  const memKb = Number(/MemAvailable:\s+(\d+)/.exec(read('/proc/meminfo'))?.[1] ?? NaN);
+  out.push({
+    name: `available memory (${Math.round(memKb / 1024)} MiB) at ~${(2 * KERNEL_BYTES_PER_SOCKET) / 1000} KB of kernel memory per connection (both ends) plus Starling's ~0.3 KB`,
+    allows: Math.floor((memKb * 1024) / (2 * KERNEL_BYTES_PER_SOCKET + 300)),
+    fix: 'more memory, or smaller socket buffers (net.ipv4.tcp_rmem/tcp_wmem = 1024 4096 16384)',
+  });
+  return out;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const opt = (name: string, dflt: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : dflt;
+  };
+  const target = Number(opt('--target', '1000000'));
+  const minutes = Number(opt('--minutes', '1'));
+  const outDir = opt('--out', path.join(ROOT, 'bench', 'results'));
+
+  const all = limits();
+  const binding = all.reduce((a, b) => (b.allows < a.allows ? b : a));
+  const clients = Math.max(1, Math.min(target, binding.allows));
+  const lines = [`# C1M scaled (W3 + W4) ${new Date().toISOString().slice(0, 10)}`, ''];
+  const m = describeMachine();
+  lines.push(`- Machine: ${m.host}, ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB; kernel ${m.kernel}; Node ${m.node}`);
+  lines.push(`- Command: \`node dist/bench/c1m.js ${args.join(' ')}\``, '', '## Limits on one server process', '');
+  lines.push('| limit | allows | how to lift it |', '|---|---|---|');
+  for (const l of all) lines.push(`| ${l.name} | ${Number.isFinite(l.allows) ? l.allows : '∞'} | ${l.fix} |`);
+  lines.push('', `Target ${target}; the binding limit is **${binding.name}**, so this run holds ${clients} connections.`);
+  console.log(lines.join('\n'));
+
+  const server = spawn(process.execPath, [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn'], { stdio: 'ignore' });
+  await sleep(1000);
+  const before = rssBytes(server.pid!);
+  const rate = clients / 60;
+  const output = path.join(fs.mkdtempSync('/tmp/starling-c1m-'), 'w4');
+  const sub = spawn(
+    process.execPath,
+    [CLI, 'benchsub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DClients=${clients}`, `-DSubjects=/p/s{1..${clients}}`, '-DOneToOne=true',
+      `-DLocalAddresses=127.0.0.{2..${LOCAL_ADDRESSES + 1}}`, `-DConnectionsPerProcess=${PER_PROCESS}`, `-DDuration=${minutes * 60}`,
+      '-DReportInterval=10', `-DServerPid=${server.pid}`, `-DOutput=${output}`],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let connectedAt = 0;
+  sub.stdout!.on('data', (d: Buffer) => {
+    process.stdout.write(d);
+    if (!connectedAt && /^connected:/m.test(d.toString())) connectedAt = Date.now();
+  });
+  const subDone = new Promise((r) => sub.once('exit', r));
+  while (!connectedAt) await sleep(500);
+  await sleep(2000);
+  const after = rssBytes(server.pid!);
+  const pub = spawn(process.execPath, [CLI, 'benchpub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DSubjects=/p/s{1..${clients}}`, '-DPublishers=4', `-DFrequency=${rate.toFixed(1)}`], { stdio: 'ignore' });
+  await subDone;
+  pub.kill('SIGTERM');
+  server.kill('SIGTERM');
+  const run = JSON.parse(fs.readFileSync(output + '.json', 'utf8')) as RunSummary;
+  lines.push('', '## Result', '');
+  lines.push(`- Connections held: ${run.totals.connections} of ${clients} (disconnects during the window: ${run.totals.disconnects ?? 0})`);
+  lines.push(`- Server memory per idle subscribed connection: ${Math.round((after - before) / clients)} bytes (RSS delta)`);
+  lines.push(`- W4 pattern: ${rate.toFixed(1)} msg/s offered (one per subscriber per minute), ${run.totals.ratePerSecond.toFixed(1)} delivered/s`);
+  lines.push(`- Latency ms: p50 ${(run.latency.p50 ?? NaN) / 1000}, p99 ${(run.latency.p99 ?? NaN) / 1000}, max ${(run.latency.max ?? NaN) / 1000}`);
+  lines.push(`- Server CPU per message: ${run.totals.serverCpuMicrosPerMessage?.toFixed(1) ?? '–'} µs`);
+  fs.mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `c1m-${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}.md`);
+  fs.writeFileSync(file, lines.join('\n') + '\n');
+  console.log(`wrote ${file}`);
+}
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}
