@@ -1,6 +1,6 @@
 // benchpub: Publishers connections publishing Frequency messages per second in total, each to a random
 // subject of Subjects, with the creation time (µs) in the first 16 bytes of every payload.
-import { BENCHPUB_KEYS, Client, clientOptions, loadTool } from './tools';
+import { BENCHPUB_KEYS, Client, clientOptions, interruption, loadTool, sleep } from './tools';
 
 export async function benchpub(argv: string[], env: NodeJS.ProcessEnv, out = (l: string) => console.log(l)): Promise<{ sent: number; seconds: number }> {
   const cfg = loadTool(BENCHPUB_KEYS, argv, env);
@@ -8,16 +8,12 @@ export async function benchpub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
   const client = new Client(clientOptions(cfg, true, publishers));
   client.start();
   out(`benchpub: ${publishers} publishers, ${cfg.Frequency} msg/s of ${cfg.MessageSize} bytes over ${(cfg.Subjects as string[]).length} subjects (${cfg.Dialect})`);
-  let stop = false;
-  const onSignal = () => (stop = true);
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+  const run = interruption();
   const t0 = Date.now();
   const duration = (cfg.Duration as number) * 1000;
   let last = client.snapshot().counters;
   let lastAt = t0;
-  while (!stop && (duration === 0 || Date.now() - t0 < duration)) {
+  while (!run.interrupted && (duration === 0 || Date.now() - t0 < duration)) {
     await sleep(Math.min(5000, duration > 0 ? Math.max(1, t0 + duration - Date.now()) : 5000));
     const c = client.snapshot().counters;
     const secs = (Date.now() - lastAt) / 1000;
@@ -27,7 +23,6 @@ export async function benchpub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
   }
   const sent = client.snapshot().counters.messages_sent;
   client.stop();
-  process.removeListener('SIGINT', onSignal);
-  process.removeListener('SIGTERM', onSignal);
+  run.dispose();
   return { sent, seconds: (Date.now() - t0) / 1000 };
 }

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeMachine, formatTimelineCsv, type RunSummary, type TimelineRow, writeReport } from './report';
 import { Histogram, LATENCY_BUCKETS, summarize, Welford } from './stats';
-import { BENCHSUB_KEYS, Client, clientOptions, cpuSeconds, emptySnapshot, loadTool, mergeSnapshot, netBytes, type Snapshot } from './tools';
+import { BENCHSUB_KEYS, Client, clientOptions, cpuSeconds, emptySnapshot, interruption, loadTool, mergeSnapshot, netBytes, sleep, type Snapshot } from './tools';
 
 interface Source {
   latest(): Snapshot;
@@ -53,17 +53,13 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     for (const s of sources) mergeSnapshot(all, s.latest());
     return all;
   };
-  let stop = false;
-  const onSignal = () => (stop = true);
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+  const run = interruption();
 
   // Connecting: progress once a second until every client is connected (or nothing moves for 30 s).
   const t0 = Date.now();
   let lastConnected = 0;
   let stalled = 0;
-  while (!stop) {
+  while (!run.interrupted) {
     await sleep(1000);
     const c = merged().counters;
     const rate = c.connected - lastConnected;
@@ -79,7 +75,7 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
   out(`connected: ${merged().counters.connected}/${clients} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   const warmup = (cfg.Warmup as number) * 1000;
-  if (warmup > 0 && !stop) {
+  if (warmup > 0 && !run.interrupted) {
     out(`warming up for ${warmup / 1000} s`);
     await sleep(warmup);
   }
@@ -97,7 +93,7 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
   const duration = (cfg.Duration as number) * 1000;
   const interval = (cfg.ReportInterval as number) * 1000;
   let window = { h: new Histogram(), w: new Welford(), messages: 0, bytes: 0 };
-  while (!stop) {
+  while (!run.interrupted) {
     const wait = duration > 0 ? Math.min(interval, started.getTime() + duration - Date.now()) : interval;
     if (wait <= 0) break;
     await sleep(wait);
@@ -124,8 +120,7 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
   const ended = new Date();
   const serverCpu = serverPid ? cpuSeconds(serverPid) - cpuStart : NaN;
   for (const s of sources) s.stop();
-  process.removeListener('SIGINT', onSignal);
-  process.removeListener('SIGTERM', onSignal);
+  run.dispose();
 
   const seconds = (ended.getTime() - started.getTime()) / 1000;
   const output = cfg.Output as string;

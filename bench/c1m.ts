@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeMachine, type RunSummary } from './report';
-import { rssBytes } from './tools';
+import { rssBytes, sleep } from './tools';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
@@ -67,8 +67,6 @@ export function limits(): Limit[] {
   });
   return out;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

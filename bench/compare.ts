@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describeMachine, type RunSummary } from './report';
-import { rssBytes, type Dialect } from './tools';
+import { rssBytes, sleep, type Dialect } from './tools';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
@@ -44,8 +44,6 @@ interface Row {
   disconnects?: number;
   note?: string;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', re: RegExp, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -311,3 +311,18 @@ export function rssBytes(pid: number): number {
     return NaN;
   }
 }
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** A tool's run loop ends on SIGINT/SIGTERM: `interrupted` turns true; dispose() removes the handlers. */
+export function interruption(): { readonly interrupted: boolean; dispose(): void } {
+  const state = { interrupted: false, dispose: () => {} };
+  const on = () => (state.interrupted = true);
+  process.once('SIGINT', on);
+  process.once('SIGTERM', on);
+  state.dispose = () => {
+    process.removeListener('SIGINT', on);
+    process.removeListener('SIGTERM', on);
+  };
+  return state;
+}
