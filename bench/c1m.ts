@@ -98,7 +98,7 @@ async function main(): Promise<void> {
   const sub = spawn(
     process.execPath,
     [CLI, 'benchsub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DClients=${clients}`, `-DSubjects=/p/s{1..${clients}}`, '-DOneToOne=true',
-      `-DLocalAddresses=127.0.0.{2..${LOCAL_ADDRESSES + 1}}`, `-DConnectionsPerProcess=${PER_PROCESS}`, `-DDuration=${minutes * 60}`,
+      `-DLocalAddresses=127.0.0.{2..${LOCAL_ADDRESSES + 1}}`, `-DConnectionsPerProcess=${PER_PROCESS}`, '-DWarmup=5', `-DDuration=${minutes * 60}`,
       '-DReportInterval=10', `-DServerPid=${server.pid}`, `-DOutput=${output}`],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
