@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   lines.push('', `Target ${target}; the binding limit is **${binding.name}**, so this run holds ${clients} connections.`);
   console.log(lines.join('\n'));
 
-  const server = spawn(process.execPath, [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn'], { stdio: 'ignore' });
+  const server = spawn(process.execPath, [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor='], { stdio: 'ignore' });
   await sleep(1000);
   const before = rssBytes(server.pid!);
   const rate = clients / 60;

@@ -77,7 +77,7 @@ function stopChild(child: ChildProcess): Promise<void> {
 }
 
 async function startStarling(): Promise<ServerHandle> {
-  const child = spawn(process.execPath, [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn'], {
+  const child = spawn(process.execPath, [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor='], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   // At warn level the server prints nothing on start: wait until the port answers.

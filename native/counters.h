@@ -26,6 +26,7 @@ namespace starling {
   X(err_bad_subject, counter, "ERR bad-subject replies")                                        \
   X(err_too_large, counter, "ERR too-large replies")                                            \
   X(err_limit, counter, "ERR limit replies")                                                    \
+  X(err_forbidden, counter, "ERR forbidden replies (PUB to a server-only subject)")              \
   X(ring_overflows, counter, "messages dropped because a cross-workgroup ring was full")
 
 enum Counter : unsigned {

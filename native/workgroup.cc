@@ -36,6 +36,9 @@ constexpr int kMaxIov = 64;
 // looks about every millisecond: often enough to coalesce a broadcast that arrives mid-flush, rarely
 // enough that the look costs nothing.
 constexpr size_t kFlushDrainStride = 256;
+// Subjects the server itself publishes on (PUSH monitoring, /__starling__/stats); clients may subscribe
+// to them but not publish, so nobody can spoof the server's indicators.
+constexpr std::string_view kReservedPrefix = "/__starling__/";
 // Initial slots of a connection's output queue (grows by doubling).
 constexpr uint32_t kFirstQueueCap = 8;
 // Output queues kept for reuse per workgroup, so that a message to an idle connection costs no malloc.
@@ -611,6 +614,10 @@ void Workgroup::on_pub(Conn* c, uint8_t opcode, std::string_view subject, std::s
     reply_err(c, "too-large", id, "payload over MaxMessageSize");
     return;
   }
+  if (subject.compare(0, kReservedPrefix.size(), kReservedPrefix) == 0) {
+    reply_err(c, "forbidden", id, "subjects under /__starling__/ are published by the server only");
+    return;
+  }
   counters_.add(k_messages_in);
   Subject* s = server_.registry().find_ref(subject);
   if (s) {
@@ -644,6 +651,7 @@ void Workgroup::reply_err(Conn* c, const char* code, std::string_view id, const 
   else if (!std::strcmp(code, "bad-subject")) counters_.add(k_err_bad_subject);
   else if (!std::strcmp(code, "too-large")) counters_.add(k_err_too_large);
   else if (!std::strcmp(code, "limit")) counters_.add(k_err_limit);
+  else if (!std::strcmp(code, "forbidden")) counters_.add(k_err_forbidden);
   std::string text = "ERR ";
   text += code;
   if (!id.empty()) {

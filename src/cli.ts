@@ -1,8 +1,11 @@
 #!/usr/bin/env node
-// The `starling` command: `serve` runs a server; `config --print` shows the effective configuration.
+// The `starling` command: `serve` runs a server; `config --print` shows the effective configuration;
+// `doctor` and `tune` check and tune the kernel for a number of connections (src/doctor.ts, src/tune.ts).
 import { ConfigError, formatEffectiveConfig, loadConfig, type Loaded } from './config/config';
+import { doctor, DoctorUsageError } from './doctor';
 import { Logger } from './log';
 import { createServer } from './server';
+import { ProfileError, tune, TuneUsageError } from './tune';
 
 const USAGE = `Usage:
   starling serve [--config FILE] [-DKey=value ...]    run the server
@@ -10,10 +13,16 @@ const USAGE = `Usage:
   starling benchpub [--config FILE] [-DKey=value ...]  benchmark publishers
   starling config --print [--config FILE] [-DKey=value ...]
                                                       print the effective configuration and where each value came from
+  starling doctor --connections N [--role server|client] [--server HOST] [--json]
+                                                      check whether this machine holds N connections, item by item,
+                                                      with the command that fixes each shortfall (exit 1 if not)
+  starling tune --print | --apply [--role server|client] [--profile FILE]
+                                                      print or apply (as root) the kernel profile tuning/sysctl-<role>.conf
   starling --help | --version
 
 The config file may also be named by STARLING_CONFIG. STARLING_<KEY> environment variables override the
-file, and -DKey=value arguments override both. Keys: docs/configuration.md.`;
+file, and -DKey=value arguments override both. Keys: docs/configuration.md. Kernel tuning: docs/tuning.md;
+deployment (systemd, package): docs/deploy.md.`;
 
 interface Args {
   command: string;
@@ -74,6 +83,8 @@ function serve(args: Args): void {
 
 function main(argv: string[]): number {
   try {
+    if (argv[0] === 'doctor') return doctor(argv.slice(1));
+    if (argv[0] === 'tune') return tune(argv.slice(1));
     const args = argv[0] === 'benchsub' || argv[0] === 'benchpub' ? { command: argv[0], defines: [], print: false } : parseArgs(argv);
     switch (args.command) {
       case 'serve':
@@ -112,8 +123,12 @@ function main(argv: string[]): number {
       process.stderr.write(`starling: configuration error${e.errors.length > 1 ? 's' : ''}:\n${e.errors.map((l) => '  ' + l).join('\n')}\n`);
       return 2;
     }
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof DoctorUsageError || e instanceof TuneUsageError) {
       process.stderr.write(`starling: ${e.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    if (e instanceof ProfileError) {
+      process.stderr.write(`starling tune: bad profile: ${e.message}\n`);
       return 2;
     }
     process.stderr.write(`starling: ${(e as Error).message}\n`);

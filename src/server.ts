@@ -1,8 +1,10 @@
 // The control plane of one Starling server: validates configuration, starts the native workgroups,
-// samples their counters once a second, publishes on behalf of the application, and shuts down cleanly.
-// Published messages from clients never pass through here (DESIGN.md, the one rule).
+// samples their counters once a second (and hands each sample to the monitor), publishes on behalf of the
+// application, and shuts down cleanly. Published messages from clients never pass through here (DESIGN.md,
+// the one rule).
 import { type Config, type Loaded, resolveConfig } from './config/config';
 import { Logger } from './log';
+import { Monitor } from './monitor/monitor';
 import { addon, type NativeServer, Published } from './native';
 
 /** Counters of one workgroup (native relaxed atomics, read in one batch). */
@@ -25,6 +27,7 @@ export interface WorkgroupCounters {
   errBadSubject: number;
   errTooLarge: number;
   errLimit: number;
+  errForbidden: number;
   ringOverflows: number;
 }
 
@@ -65,6 +68,8 @@ export class Server {
   /** Where each configuration value came from. */
   readonly sources: Loaded['sources'];
   readonly log: Logger;
+  /** The monitor (HTTP endpoints, stats log, PUSH stats), or null when `Monitor` is empty. */
+  readonly monitor: Monitor | null;
   private readonly native: NativeServer;
   private readonly counters: Float64Array;
   private readonly names = addon.workgroupCounters.map(camel);
@@ -94,8 +99,18 @@ export class Server {
     });
     this.counters = new Float64Array(this.native.counterSlots());
     this.native.start();
+    // The first sample is the baseline, so that the first tick already has rates.
+    this.native.readCounters(this.counters);
+    this.previous = { at: Date.now(), values: Float64Array.from(this.counters) };
     this.sampler = setInterval(() => this.sample(), SAMPLE_INTERVAL_MS);
     this.sampler.unref();
+    try {
+      this.monitor = c.Monitor.length > 0 ? new Monitor(this, this.build(this.previous.values)) : null;
+    } catch (e) {
+      clearInterval(this.sampler);
+      void this.native.stop();
+      throw e;
+    }
   }
 
   /** The listen addresses with their bound ports (port 0 in the config is resolved here). */
@@ -136,6 +151,23 @@ export class Server {
   /** Current counters (one batched native read) and the rates of the last second. */
   stats(): ServerStats {
     this.native.readCounters(this.counters);
+    return this.build(this.counters);
+  }
+
+  /**
+   * Stops accepting, closes every connection with 1001 (Going Away), waits for the close handshakes
+   * (at most a second) and stops the native threads and the monitor. Idempotent.
+   */
+  close(): Promise<void> {
+    if (!this.closing) {
+      if (this.sampler) clearInterval(this.sampler);
+      this.closing = Promise.all([this.native.stop(), this.monitor?.close()]).then(() => undefined);
+    }
+    return this.closing;
+  }
+
+  /** ServerStats from one batch of counter values (as readCounters wrote them) and the last rates. */
+  private build(values: Float64Array): ServerStats {
     const k = this.names.length;
     const n = this.config.Workgroups;
     const workgroups = [];
@@ -144,12 +176,12 @@ export class Server {
     for (let w = 0; w < n; w++) {
       const wg = { workgroup: w } as Record<string, number>;
       this.names.forEach((name, i) => {
-        wg[name] = this.counters[w * k + i];
+        wg[name] = values[w * k + i];
         total[name] += wg[name];
       });
       workgroups.push({ ...(wg as unknown as WorkgroupCounters), workgroup: w, rates: this.lastRates[w] ?? zeroRates() });
     }
-    const server = this.counters.subarray(n * k);
+    const server = values.subarray(n * k);
     const names = addon.serverCounters;
     return {
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
@@ -162,24 +194,14 @@ export class Server {
     };
   }
 
-  /**
-   * Stops accepting, closes every connection with 1001 (Going Away), waits for the close handshakes
-   * (at most a second) and stops the native threads. Idempotent.
-   */
-  close(): Promise<void> {
-    if (!this.closing) {
-      if (this.sampler) clearInterval(this.sampler);
-      this.closing = this.native.stop();
-    }
-    return this.closing;
-  }
-
+  /** Once a second: one batched native read, the rates since the previous sample, then the monitor. */
   private sample(): void {
     const now = Date.now();
     this.native.readCounters(this.counters);
     const values = Float64Array.from(this.counters);
+    let dt = 0;
     if (this.previous) {
-      const dt = (now - this.previous.at) / 1000;
+      dt = (now - this.previous.at) / 1000;
       const k = this.names.length;
       const idx = (name: string) => this.names.indexOf(name);
       const rate = (w: number, name: string) => (values[w * k + idx(name)] - this.previous!.values[w * k + idx(name)]) / dt;
@@ -196,6 +218,7 @@ export class Server {
       }
     }
     this.previous = { at: now, values };
+    this.monitor?.sampled(this.build(values), now, dt);
   }
 }
 

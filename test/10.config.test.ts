@@ -61,6 +61,12 @@ const DEFAULTS: Config = {
   MaxSubscriptionsPerConnection: 1000,
   MaxBacklog: 1048576,
   LogLevel: 'info',
+  Monitor: ['HTTP', 'PROMETHEUS'],
+  'MonitorHTTP.Listen': [{ host: '127.0.0.1', port: 8900 }],
+  'MonitorHTTP.Authentication': false,
+  MonitorUsername: '',
+  MonitorPassword: '',
+  'Stats.LogInterval': 60,
 };
 
 describe('defaults', () => {
@@ -210,6 +216,85 @@ describe('value types', () => {
           `got ${JSON.stringify(bad)}`,
       );
     }
+  });
+});
+
+describe('monitoring keys', () => {
+  it('enumlist accepts the choices in any case, separated by commas or spaces, each once; empty is none', () => {
+    assert.deepEqual(parsed('Monitor', 'HTTP, PROMETHEUS'), ['HTTP', 'PROMETHEUS']);
+    assert.deepEqual(parsed('Monitor', 'prometheus http'), ['PROMETHEUS', 'HTTP']);
+    assert.deepEqual(parsed('Monitor', 'Http,http'), ['HTTP']);
+    assert.deepEqual(parsed('Monitor', ''), []);
+    assert.deepEqual(resolveConfig({ Monitor: ['prometheus'] }).config.Monitor, ['PROMETHEUS']);
+    assert.deepEqual(resolveConfig({ Monitor: [] }).config.Monitor, []);
+  });
+
+  it('enumlist refuses unknown words', () => {
+    for (const bad of ['JMX', 'HTTP, JMX', 'HTTP;PROMETHEUS']) {
+      assert.equal(
+        rejected('Monitor', bad),
+        `-DMonitor=${bad}: Monitor: expected a list of HTTP, PROMETHEUS separated by commas or spaces, or nothing, got ${JSON.stringify(bad)}`,
+      );
+    }
+  });
+
+  it('MonitorHTTP.Listen takes exactly one address', () => {
+    assert.deepEqual(parsed('MonitorHTTP.Listen', '*:8900'), [{ host: '0.0.0.0', port: 8900 }]);
+    assert.deepEqual(parsed('MonitorHTTP.Listen', '[::1]:0'), [{ host: '::1', port: 0 }]);
+    for (const bad of ['127.0.0.1:8900, 127.0.0.2:8900', '', 'localhost']) {
+      assert.equal(
+        rejected('MonitorHTTP.Listen', bad),
+        `-DMonitorHTTP.Listen=${bad}: MonitorHTTP.Listen: expected one host:port, port 0 to 65535 (e.g. 127.0.0.1:8900), got ${JSON.stringify(bad)}`,
+      );
+    }
+    assert.throws(() => resolveConfig({ 'MonitorHTTP.Listen': ['127.0.0.1:1', '127.0.0.1:2'] }), ConfigError);
+  });
+
+  it('string takes any text without control characters', () => {
+    assert.equal(parsed('MonitorPassword', 'p#ss w:rd é'), 'p#ss w:rd é');
+    assert.equal(parsed('MonitorUsername', ''), '');
+    assert.equal(resolveConfig({ MonitorPassword: 'a\\b' }).config.MonitorPassword, 'a\\b');
+    for (const bad of ['a\tb', 'a\u0000b']) {
+      assert.equal(rejected('MonitorPassword', bad), `-DMonitorPassword=${bad}: MonitorPassword: expected text without control characters, got ${JSON.stringify(bad)}`);
+    }
+    assert.throws(() => resolveConfig({ MonitorPassword: 'line\nbreak' }), ConfigError);
+    assert.equal(resolveConfig({ MonitorPassword: ' padded ' }).config.MonitorPassword, 'padded', 'trimmed like the file');
+    assert.throws(() => resolveConfig({ MonitorPassword: 'ends in \\' }), ConfigError);
+    assert.throws(() => resolveConfig({ MonitorPassword: 42 }), ConfigError);
+  });
+
+  it('Stats.LogInterval is at least 5 seconds', () => {
+    assert.equal(parsed('Stats.LogInterval', '5'), 5);
+    assert.match(rejected('Stats.LogInterval', '4'), /expected an integer between 5 and 86400, got "4"$/);
+  });
+
+  it('MonitorHTTP.Authentication = true needs both credentials, naming where it was set', () => {
+    const file = confFile('MonitorHTTP.Authentication = true', 'MonitorUsername = ops');
+    assert.deepEqual(configError(() => loadConfig({ file })).errors, [
+      `${file}:1: MonitorHTTP.Authentication: expected MonitorUsername and MonitorPassword to be set when true, got MonitorPassword empty`,
+    ]);
+    assert.deepEqual(configError(() => loadConfig({ env: { STARLING_MONITORHTTP_AUTHENTICATION: 'true' } })).errors, [
+      'environment STARLING_MONITORHTTP_AUTHENTICATION: MonitorHTTP.Authentication: expected MonitorUsername and MonitorPassword ' +
+        'to be set when true, got MonitorUsername and MonitorPassword empty',
+    ]);
+    const ok = loadConfig({ file, defines: ['-DMonitorPassword=secret'] }).config;
+    assert.deepEqual([ok['MonitorHTTP.Authentication'], ok.MonitorUsername, ok.MonitorPassword], [true, 'ops', 'secret']);
+  });
+
+  it('MonitorHTTP.Listen may not share the client port unless monitoring is off', () => {
+    assert.deepEqual(configError(() => loadConfig({ defines: ['-DMonitorHTTP.Listen=127.0.0.1:8800'] })).errors, [
+      '-DMonitorHTTP.Listen=127.0.0.1:8800: MonitorHTTP.Listen: expected a port other than the client port (Listen), got 8800',
+    ]);
+    assert.throws(() => resolveConfig({ Listen: '127.0.0.1:9000', 'MonitorHTTP.Listen': '*:9000' }), ConfigError);
+    // Different addresses, port 0 (any free port), or monitoring off: no clash.
+    assert.equal(resolveConfig({ Listen: '127.0.0.1:9000', 'MonitorHTTP.Listen': '127.0.0.2:9000' }).config.Monitor.length, 2);
+    assert.equal(resolveConfig({ Listen: '127.0.0.1:0', 'MonitorHTTP.Listen': '127.0.0.1:0' }).config.Monitor.length, 2);
+    assert.deepEqual(resolveConfig({ Monitor: '', 'MonitorHTTP.Listen': '127.0.0.1:8800' }).config.Monitor, []);
+  });
+
+  it('reports other errors without the credentials rule, which needs valid values to judge', () => {
+    const err = configError(() => loadConfig({ defines: ['-DMonitorHTTP.Authentication=true', '-DWorkgroups=0'] }));
+    assert.deepEqual(err.errors, ['-DWorkgroups=0: Workgroups: expected an integer between 1 and 64, got "0"']);
   });
 });
 

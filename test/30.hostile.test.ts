@@ -240,6 +240,7 @@ describe('protocol garbage', SUITE, () => {
     [`SUB /${'x'.repeat(255)}`, 'bad-subject'], // 256 bytes
     ['UNSUB /a//b', 'bad-subject'],
     ['PUB /a//b p7\nx', 'bad-subject', 'p7'],
+    ['PUB /__starling__/stats f1\n{"ConnectedSessions":0}', 'forbidden', 'f1'], // server-only subjects
   ];
 
   for (const [command, code, id] of cases) {

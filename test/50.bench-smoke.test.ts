@@ -10,7 +10,7 @@ import { benchsub } from '../bench/benchsub';
 import { createServer } from '../src/index';
 
 describe('benchmark tools (smoke)', () => {
-  const server = createServer({ Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn' });
+  const server = createServer({ Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn', Monitor: '' });
   after(() => server.close());
   const port = server.addresses[0].port;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-smoke-'));

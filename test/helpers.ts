@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import WebSocket from 'ws';
-import { createServer, type Server, type WorkgroupCounters } from '../src/index';
+import { createServer, type Logger, type Server, type WorkgroupCounters } from '../src/index';
 
 /** How long any single wait may take before the test fails. Generous: CI machines have 2 cores. */
 export const TIMEOUT_MS = 15_000;
@@ -23,12 +23,18 @@ after(async () => {
   await Promise.all([...servers].map((s) => s.close()));
 });
 
-/** Defaults for tests: loopback, an ephemeral port, two workgroups assigned round-robin, quiet logs. */
-export const TEST_CONFIG = { Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn' };
+/**
+ * Defaults for tests: loopback, an ephemeral port, two workgroups assigned round-robin, quiet logs, and no
+ * monitor (its default port 8900 would be shared by every server; test/60.monitor.test.ts turns it on).
+ */
+export const TEST_CONFIG = { Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn', Monitor: '' };
 
-/** Starts a server with TEST_CONFIG plus `overrides`; it is closed when the test file ends (or earlier by the test). */
-export function startServer(overrides: Record<string, unknown> = {}): Server {
-  const server = createServer({ ...TEST_CONFIG, ...overrides });
+/**
+ * Starts a server with TEST_CONFIG plus `overrides` (and `log`, to capture its log lines); it is closed when the
+ * test file ends (or earlier by the test).
+ */
+export function startServer(overrides: Record<string, unknown> = {}, log?: Logger): Server {
+  const server = createServer({ ...TEST_CONFIG, ...overrides }, log);
   servers.add(server);
   return server;
 }

@@ -21,6 +21,13 @@ export interface Config {
   MaxSubscriptionsPerConnection: number;
   MaxBacklog: number;
   LogLevel: 'error' | 'warn' | 'info' | 'debug';
+  Monitor: ('HTTP' | 'PROMETHEUS')[];
+  /** Exactly one address. */
+  'MonitorHTTP.Listen': ListenAddress[];
+  'MonitorHTTP.Authentication': boolean;
+  MonitorUsername: string;
+  MonitorPassword: string;
+  'Stats.LogInterval': number;
 }
 
 // Compile-time check that Config and the schema describe the same keys with the same types.
@@ -51,6 +58,12 @@ export const CONFIG_ENV = 'STARLING_CONFIG';
 
 type Key = keyof Config;
 
+/**
+ * A rule between keys, checked once every value is loaded: returns error lines in the usual format, each
+ * labelled with where the offending value came from.
+ */
+export type CrossCheck = (values: ReadonlyMap<string, { value: unknown; source: Source }>) => string[];
+
 /** A set of keys with its environment prefix: the server's, or a benchmark tool's (bench/tools.ts). */
 export class KeySet {
   readonly byName: Map<string, KeyDef>;
@@ -58,12 +71,40 @@ export class KeySet {
   constructor(
     readonly defs: readonly KeyDef[],
     readonly envPrefix: string,
+    readonly checks: readonly CrossCheck[] = [],
   ) {
     this.byName = new Map(defs.map((d) => [d.name, d]));
     this.byEnv = new Map(defs.map((d) => [envName(d.name, envPrefix), d]));
   }
 }
-const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_');
+
+/** MonitorHTTP.Authentication = true needs both credentials: an open monitor by mistake is worse than no start. */
+const monitorCredentials: CrossCheck = (values) => {
+  const auth = values.get('MonitorHTTP.Authentication')!;
+  if (auth.value !== true) return [];
+  const missing = ['MonitorUsername', 'MonitorPassword'].filter((k) => values.get(k)!.value === '');
+  if (missing.length === 0) return [];
+  return [
+    `${sourceLabel(auth.source)}: MonitorHTTP.Authentication: expected MonitorUsername and MonitorPassword to be set ` +
+      `when true, got ${missing.join(' and ')} empty`,
+  ];
+};
+
+/** The monitor has a port of its own: the same port as a client listener (on an overlapping address) cannot work. */
+const monitorPort: CrossCheck = (values) => {
+  if ((values.get('Monitor')!.value as string[]).length === 0) return [];
+  const monitor = values.get('MonitorHTTP.Listen')!;
+  const m = (monitor.value as ListenAddress[])[0];
+  const wildcard = (host: string) => host === '0.0.0.0' || host === '::';
+  const clash = (values.get('Listen')!.value as ListenAddress[]).some(
+    (a) => m.port !== 0 && a.port === m.port && (a.host === m.host || wildcard(a.host) || wildcard(m.host)),
+  );
+  return clash
+    ? [`${sourceLabel(monitor.source)}: MonitorHTTP.Listen: expected a port other than the client port (Listen), got ${m.port}`]
+    : [];
+};
+
+const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [monitorCredentials, monitorPort]);
 
 /** Collects the values of one load, later sources overriding earlier ones, and every error on the way. */
 class Loader {
@@ -97,6 +138,8 @@ class Loader {
   }
 
   finish(): { config: Record<string, unknown>; sources: Record<string, Source> } {
+    // Rules between keys only make sense once every value is valid.
+    if (this.errors.length === 0) for (const check of this.keys.checks) this.errors.push(...check(this.values));
     if (this.errors.length > 0) throw new ConfigError(this.errors);
     const config: Record<string, unknown> = {};
     const sources: Record<string, Source> = {};
@@ -235,6 +278,11 @@ function levenshtein(a: string, b: string): number {
     prev = row;
   }
   return prev[b.length];
+}
+
+/** The label error lines use for a source: "starling.conf:12", "environment STARLING_X", "-DKey=v", "createServer()". */
+function sourceLabel(source: Source): string {
+  return source.kind === 'environment' ? `environment ${source.where}` : source.where;
 }
 
 function describeSource(source: Source): string {

@@ -22,13 +22,16 @@ export type KeyDef = KeyBase &
     | { type: 'int'; min: number; max: number }
     | { type: 'size'; min: number; max: number }
     | { type: 'enum'; choices: readonly string[] }
+    | { type: 'enumlist'; choices: readonly string[] }
     | { type: 'bool' }
-    | { type: 'listen' }
+    /** `single`: exactly one address. */
+    | { type: 'listen'; single?: boolean }
     | { type: 'cpulist' }
     | { type: 'path' }
     | { type: 'number'; min: number; max: number }
     | { type: 'subjects' }
     | { type: 'hosts' }
+    | { type: 'string' }
   );
 
 /** The most workgroups a server runs; also the cap of the CPU-count default. */
@@ -144,14 +147,77 @@ export const SCHEMA = [
     example: 'debug',
     doc: 'Least severe level of log messages that are written; `debug` is verbose.',
   },
+  {
+    name: 'Monitor',
+    type: 'enumlist',
+    choices: ['HTTP', 'PROMETHEUS'],
+    default: 'HTTP, PROMETHEUS',
+    example: 'PROMETHEUS',
+    doc:
+      'Monitoring interfaces, served on `MonitorHTTP.Listen`: `HTTP` is the live dashboard at `/` and the indicators ' +
+      'as JSON at `/stats`; `PROMETHEUS` is `/metrics` in the Prometheus text format. Empty turns monitoring off: no ' +
+      'port, no stats log and no PUSH stats. Indicators are read from native counters once a second and cost nothing ' +
+      'on the message path. See docs/monitoring.md.',
+  },
+  {
+    name: 'MonitorHTTP.Listen',
+    type: 'listen',
+    single: true,
+    default: '127.0.0.1:8900',
+    example: '*:8900',
+    doc:
+      'The one address the monitoring endpoints listen on: a port of its own (the client port is refused). The loopback ' +
+      'default keeps them private to the machine; to expose them, listen on another address and turn on ' +
+      '`MonitorHTTP.Authentication`.',
+  },
+  {
+    name: 'MonitorHTTP.Authentication',
+    type: 'bool',
+    default: 'false',
+    example: 'true',
+    doc:
+      'Require HTTP Basic authentication with `MonitorUsername` and `MonitorPassword` on every monitoring endpoint; ' +
+      'wrong or missing credentials get 401 and no data. When true, both must be set.',
+  },
+  {
+    name: 'MonitorUsername',
+    type: 'string',
+    default: '',
+    defaultDoc: 'empty',
+    example: 'admin',
+    doc: 'User name for `MonitorHTTP.Authentication`.',
+  },
+  {
+    name: 'MonitorPassword',
+    type: 'string',
+    default: '',
+    defaultDoc: 'empty',
+    example: 's3cret-Pa55',
+    doc:
+      'Password for `MonitorHTTP.Authentication`. Basic authentication sends it in the clear: outside a trusted ' +
+      'network, put the monitor behind a TLS proxy. Keep the config file readable by the server\'s user only.',
+  },
+  {
+    name: 'Stats.LogInterval',
+    type: 'int',
+    default: '60',
+    min: 5,
+    max: 86_400,
+    example: '300',
+    doc:
+      'Seconds between two stats log lines (one `key=value` line of the main indicators, averaged over the interval) ' +
+      'and between two PUSH stats messages on `/__starling__/stats`. Needs `Monitor` to be non-empty.',
+  },
 ] as const satisfies readonly KeyDef[];
 
 type Def = (typeof SCHEMA)[number];
 type ValueOf<D> = D extends { type: 'enum'; choices: readonly (infer C)[] }
   ? C
-  : D extends { type: infer T extends TypeName }
-    ? TypeValues[T]
-    : never;
+  : D extends { type: 'enumlist'; choices: readonly (infer C)[] }
+    ? C[]
+    : D extends { type: infer T extends TypeName }
+      ? TypeValues[T]
+      : never;
 
 /** The configuration object as the schema describes it; `Config` in config.ts must equal it. */
 export type SchemaConfig = { [D in Def as D['name']]: ValueOf<D> };

@@ -13,12 +13,14 @@ export interface TypeValues {
   size: number;
   bool: boolean;
   enum: string;
+  enumlist: string[];
   listen: ListenAddress[];
   cpulist: number[];
   path: string;
   number: number;
   subjects: string[];
   hosts: string[];
+  string: string;
 }
 export type TypeName = keyof TypeValues;
 
@@ -143,15 +145,28 @@ export const TYPES: { [N in TypeName]: ValueType<N> } = {
     syntax: 'One of the listed words, in any case.',
     range: (def) => def.choices.map((c) => `\`${c}\``).join(', '),
   },
+  enumlist: {
+    expected: (def) => `a list of ${def.choices.join(', ')} separated by commas or spaces, or nothing`,
+    parse: (text, def) => parseChoices(text.split(/[\s,]+/).filter((t) => t !== ''), def.choices),
+    accept: (value, def) =>
+      Array.isArray(value) && value.every((v) => typeof v === 'string') ? parseChoices(value as string[], def.choices) : undefined,
+    format: (list) => list.join(', '),
+    syntax: 'Some of the listed words, separated by commas and/or spaces, in any case; each counts once. Empty means none.',
+    range: (def) => def.choices.map((c) => `\`${c}\``).join(', '),
+  },
   listen: {
-    expected: () => 'a list of host:port separated by commas or spaces, port 0 to 65535 (e.g. *:8800, [::1]:8800)',
-    parse(text) {
+    expected: (def) =>
+      def.single
+        ? 'one host:port, port 0 to 65535 (e.g. 127.0.0.1:8900)'
+        : 'a list of host:port separated by commas or spaces, port 0 to 65535 (e.g. *:8800, [::1]:8800)',
+    parse(text, def) {
       const tokens = text.split(/[\s,]+/).filter((t) => t !== '');
       const addresses = tokens.map(parseHostPort);
+      if (def.single && tokens.length > 1) return undefined;
       return tokens.length > 0 && addresses.every((a) => a !== undefined) ? (addresses as ListenAddress[]) : undefined;
     },
-    accept(value) {
-      if (!Array.isArray(value) || value.length === 0) return undefined;
+    accept(value, def) {
+      if (!Array.isArray(value) || value.length === 0 || (def.single && value.length > 1)) return undefined;
       const addresses = value.map((v) =>
         typeof v === 'string'
           ? parseHostPort(v.trim())
@@ -165,7 +180,7 @@ export const TYPES: { [N in TypeName]: ValueType<N> } = {
     syntax:
       'One or more `host:port`, separated by commas and/or spaces. `*` is every IPv4 interface (0.0.0.0), IPv6 ' +
       'addresses go in brackets (`[::1]:8800`), host names are resolved at startup, port 0 picks a free port.',
-    range: () => 'ports 0 to 65535',
+    range: (def) => (def.single ? 'one address, port 0 to 65535' : 'ports 0 to 65535'),
   },
   cpulist: {
     expected: () => `a CPU list such as 0,2-3 (CPUs 0 to ${MAX_CPU}), or nothing for no pinning`,
@@ -216,7 +231,30 @@ export const TYPES: { [N in TypeName]: ValueType<N> } = {
     syntax: 'Addresses or host names, with `{a..b}` ranges: `127.0.0.{2..20}`. Empty means none.',
     range: () => '',
   },
+  string: {
+    expected: () => 'text without control characters',
+    parse: (text) => (TEXT.test(text) ? text : undefined),
+    accept: () => undefined,
+    format: String,
+    syntax: 'Any text without control characters; spaces around it are dropped. Empty means none.',
+    range: () => '',
+  },
 };
+
+// Text values: no control characters (a newline would end the config line), and no trailing backslash (it
+// would continue the line in a config file).
+const TEXT = /^(?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\\])?$/;
+
+/** Tokens -> the matching choices in their schema spelling, each once, in the order given; undefined if one is unknown. */
+function parseChoices(tokens: string[], choices: readonly string[]): string[] | undefined {
+  const out: string[] = [];
+  for (const token of tokens) {
+    const choice = choices.find((c) => c.toLowerCase() === token.trim().toLowerCase());
+    if (choice === undefined) return undefined;
+    if (!out.includes(choice)) out.push(choice);
+  }
+  return out;
+}
 
 /**
  * Expands the range syntax of the benchmark tools (the seeds' notation): `/p/s{1..3}/-` is `/p/s1/-`, `/p/s2/-`,

@@ -1,0 +1,228 @@
+// The monitor: turns the server's once-a-second counter sample into a snapshot of every indicator, and serves
+// it — /stats (JSON), /metrics (Prometheus), / (the live dashboard) on its own port, a stats log line and a
+// PUSH stats message on /__starling__/stats every Stats.LogInterval seconds. It adds no native read of its
+// own: endpoints serve the latest snapshot; PUSH is one control-plane publish per interval.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import type { Config } from '../config/config';
+import type { Logger } from '../log';
+import type { ServerStats } from '../server';
+import { MonitorHttp, type Route } from './http';
+import {
+  ProcessSampler,
+  protocolErrorCount,
+  serverIndicators,
+  type ServerIndicators,
+  type Snapshot,
+} from './indicators';
+import { PrometheusExporter } from './prometheus';
+
+/** The subject PUSH stats are published on. */
+export const STATS_SUBJECT = '/__starling__/stats';
+
+/** What the monitor needs of its server. */
+export interface Monitored {
+  readonly config: Config;
+  readonly log: Logger;
+  publish(subject: string, payload: string): boolean;
+}
+
+// <package root>/src/monitor/dashboard.html, from dist/src/monitor/monitor.js (like native.ts finds the addon).
+const ROOT = path.join(__dirname, '..', '..', '..');
+const DASHBOARD = path.join(ROOT, 'src', 'monitor', 'dashboard.html');
+let dashboardHtml: Buffer | null = null;
+
+/**
+ * The dashboard's Content-Security-Policy: everything it needs is inline, and it may only fetch from this
+ * origin, so a page that tried to load a script or a font from elsewhere would fail in tests, not in the field.
+ */
+const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:";
+
+export class Monitor {
+  /**
+   * Resolves once the monitoring endpoints listen on MonitorHTTP.Listen; rejects when the port cannot be
+   * bound. The failure is also logged, and the server goes on serving clients without its endpoints.
+   */
+  readonly ready: Promise<void>;
+  private readonly http: MonitorHttp;
+  private readonly process = new ProcessSampler();
+  private latest: Snapshot;
+  private latestJson: string | null = null;
+  private seq = 0;
+  /** Where the current stats-log interval started, and the event-loop delays seen during it. */
+  private interval: { at: number; samples: number; server: ServerIndicators; cpuSeconds: number; loopMeans: number; loopMax: number };
+  private pushTooLarge = false;
+  private closed = false;
+
+  constructor(
+    private readonly server: Monitored,
+    first: ServerStats,
+  ) {
+    const c = server.config;
+    const now = Date.now();
+    this.latest = { seq: 0, time: new Date(now).toISOString(), intervalSeconds: 0, ...serverIndicators(first), process: this.process.sample() };
+    this.interval = this.intervalStart(now);
+
+    const routes: Record<string, Route> = {};
+    if (c.Monitor.includes('HTTP')) {
+      // Read once, at start: a broken install shows in the log at once, and / answers 500 rather than the
+      // server refusing to start over a monitoring asset.
+      let html: Buffer | Error;
+      try {
+        html = dashboardHtml ??= fs.readFileSync(DASHBOARD);
+      } catch (e) {
+        html = new Error(`the dashboard page cannot be read: ${(e as Error).message}`);
+        server.log.error(`monitor: ${html.message}`);
+      }
+      routes['/'] = () => {
+        if (html instanceof Error) throw html;
+        return { type: 'text/html; charset=utf-8', body: html, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
+      };
+      routes['/stats'] = () => ({ type: 'application/json; charset=utf-8', body: this.json() });
+    }
+    if (c.Monitor.includes('PROMETHEUS')) {
+      const prometheus = new PrometheusExporter(require(path.join(ROOT, 'package.json')).version);
+      routes['/metrics'] = async () => ({ type: prometheus.contentType, body: await prometheus.render(this.latest) });
+    }
+
+    const { host, port } = c['MonitorHTTP.Listen'][0];
+    const auth = c['MonitorHTTP.Authentication'];
+    this.http = new MonitorHttp({
+      host,
+      port,
+      credentials: auth ? { username: c.MonitorUsername, password: c.MonitorPassword } : null,
+      routes,
+      onError: (e) => server.log.error(`monitor: ${e.stack ?? e.message}`),
+    });
+    this.ready = this.http.listening.then(
+      () => {
+        const where = Object.keys(routes).map((r) => (r === '/' ? 'dashboard /' : r)).join(', ');
+        server.log.info(`monitor: ${this.url} (${where}${auth ? ', Basic authentication' : ''})`);
+        if (!auth && !isLoopback(host))
+          server.log.warn(
+            `monitor: MonitorHTTP.Listen ${host.includes(':') ? `[${host}]` : host}:${this.http.address?.port ?? port} ` +
+              'is reachable from other machines and MonitorHTTP.Authentication is false',
+          );
+      },
+      (e: Error) => {
+        server.log.error(`${e.message}; serving without monitoring endpoints`);
+        throw e;
+      },
+    );
+    // Logged above; a caller that does not await `ready` must not get an unhandled rejection.
+    this.ready.catch(() => {});
+  }
+
+  /** The latest snapshot of every indicator (what /stats serves). */
+  get snapshot(): Snapshot {
+    return this.latest;
+  }
+
+  /** http://host:port/ of the endpoints once listening (a wildcard host becomes loopback); null before. */
+  get url(): string | null {
+    const a = this.http.address;
+    if (!a) return null;
+    const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '[::1]' : a.host.includes(':') ? `[${a.host}]` : a.host;
+    return `http://${host}:${a.port}/`;
+  }
+
+  /**
+   * Called by the server with each once-a-second sample, taken at `now` (epoch ms), its rates measured over
+   * `intervalSeconds`. Never throws: monitoring must not stop the sampler.
+   */
+  sampled(stats: ServerStats, now: number, intervalSeconds: number): void {
+    if (this.closed) return;
+    try {
+      this.latest = {
+        seq: ++this.seq,
+        time: new Date(now).toISOString(),
+        intervalSeconds,
+        ...serverIndicators(stats),
+        process: this.process.sample(),
+      };
+      this.latestJson = null;
+      const i = this.interval;
+      i.samples++;
+      i.loopMeans += this.latest.process.EventLoopDelayMs;
+      i.loopMax = Math.max(i.loopMax, this.latest.process.EventLoopDelayMaxMs);
+      if (i.samples >= this.server.config['Stats.LogInterval']) {
+        this.server.log.info(this.statsLine(now));
+        this.push();
+        this.interval = this.intervalStart(now);
+      }
+    } catch (e) {
+      this.server.log.error(`monitor: ${(e as Error).stack ?? e}`);
+    }
+  }
+
+  /** Stops the endpoints and the event-loop delay timer. Idempotent. */
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.process.stop();
+    }
+    return this.http.close();
+  }
+
+  /** The latest snapshot as JSON, serialised at most once per sample. */
+  private json(): string {
+    return (this.latestJson ??= JSON.stringify(this.latest));
+  }
+
+  private intervalStart(at: number): Monitor['interval'] {
+    return { at, samples: 0, server: this.latest.server, cpuSeconds: this.latest.process.CpuSecondsTotal, loopMeans: 0, loopMax: 0 };
+  }
+
+  /**
+   * One line of the main indicators as key=value: gauges as they are now, rates and CPU averaged over the
+   * whole interval (not just its last second), event-loop delay as the mean and max of the interval.
+   */
+  private statsLine(now: number): string {
+    const i = this.interval;
+    const seconds = (now - i.at) / 1000;
+    const s = this.latest.server;
+    const p = this.latest.process;
+    const rate = (key: keyof ServerIndicators) => round2(((s[key] as number) - (i.server[key] as number)) / seconds);
+    const fields: [string, number][] = [
+      ['ConnectedSessions', s.ConnectedSessions],
+      ['ConnectionsPerSecond', rate('ConnectionsTotal')],
+      ['DisconnectionsPerSecond', rate('DisconnectionsTotal')],
+      ['Subjects', s.Subjects],
+      ['Subscriptions', s.Subscriptions],
+      ['InPublishMessagesPerSecond', rate('InPublishMessagesTotal')],
+      ['OutPublishMessagesPerSecond', rate('OutPublishMessagesTotal')],
+      ['InBytesPerSecond', rate('InBytesTotal')],
+      ['OutBytesPerSecond', rate('OutBytesTotal')],
+      ['SlowConsumerDisconnects', s.SlowConsumerDisconnects],
+      ['ProtocolErrors', protocolErrorCount(s.ProtocolErrors)],
+      ['CpuPercent', Math.round(((p.CpuSecondsTotal - i.cpuSeconds) / seconds) * 1000) / 10],
+      ['RssBytes', p.RssBytes],
+      ['HeapUsedBytes', p.HeapUsedBytes],
+      ['EventLoopDelayMs', round2(i.loopMeans / Math.max(1, i.samples))],
+      ['EventLoopDelayMaxMs', i.loopMax],
+      ['UptimeSeconds', s.UptimeSeconds],
+    ];
+    return `stats ${fields.map(([k, v]) => `${k}=${v}`).join(' ')}`;
+  }
+
+  /** PUSH stats: the snapshot to subscribers of STATS_SUBJECT; one native crossing, nothing when nobody subscribes. */
+  private push(): void {
+    try {
+      this.server.publish(STATS_SUBJECT, this.json());
+    } catch (e) {
+      if (e instanceof RangeError) {
+        if (!this.pushTooLarge) this.server.log.warn(`monitor: PUSH stats not published on ${STATS_SUBJECT}: ${e.message}`);
+        this.pushTooLarge = true;
+      } else {
+        this.server.log.warn(`monitor: PUSH stats not published on ${STATS_SUBJECT}: ${(e as Error).message}`);
+      }
+    }
+  }
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (net.isIPv4(host) && host.startsWith('127.'));
+}
