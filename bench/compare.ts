@@ -2,6 +2,7 @@
 // server at a time, in one run, with the same load tools. Writes bench/results/<date>.md (and .json).
 //
 //   node dist/bench/compare.js [--servers starling,uws,ws,nats] [--workloads W3,W1,W2,W1max]
+//                              (a Starling variant: --servers starling:Workgroups=1,uws)
 //                              [--clients 15000] [--seconds 20] [--rates 20000,30000,...]
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -76,13 +77,14 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-async function startStarling(): Promise<ServerHandle> {
-  const child = spawn(process.execPath, [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor='], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** `starling` or a variant such as `starling:Workgroups=1` (config overrides after the colon, comma-separated). */
+async function startStarling(name: string): Promise<ServerHandle> {
+  const overrides = name.includes(':') ? name.slice(name.indexOf(':') + 1).split(',').map((kv) => `-D${kv}`) : [];
+  const args = [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor=', ...overrides];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   // At warn level the server prints nothing on start: wait until the port answers.
   await waitForPort(PORT);
-  return { name: 'starling', dialect: 'starling', pid: child.pid!, port: PORT, stop: () => stopChild(child) };
+  return { name, dialect: 'starling', pid: child.pid!, port: PORT, stop: () => stopChild(child) };
 }
 
 async function waitForPort(port: number): Promise<void> {
@@ -102,7 +104,7 @@ async function waitForPort(port: number): Promise<void> {
 }
 
 async function startServer(name: string): Promise<ServerHandle> {
-  if (name === 'starling') return startStarling();
+  if (name === 'starling' || name.startsWith('starling:')) return startStarling(name);
   const { startPeer } = await import('./peers/index');
   const peer = await startPeer(name, PORT);
   return { name, dialect: name === 'nats' ? 'nats' : 'plain', pid: peer.pid, port: peer.port, stop: () => peer.stop() };
@@ -218,12 +220,12 @@ function parseArgs(argv: string[]) {
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
-      case '--servers': opts.servers = v.split(','); i++; break;
+      case '--servers': opts.servers = v.split(/,(?![A-Za-z.]+=)/); i++; break;
       case '--workloads': opts.workloads = v.split(','); i++; break;
       case '--clients': opts.clients = Number(v); i++; break;
       case '--seconds': opts.seconds = Number(v); i++; break;
       case '--rates': opts.rates = v.split(',').map(Number); i++; break;
-      case '--w1max-servers': opts.w1maxServers = v.split(','); i++; break;
+      case '--w1max-servers': opts.w1maxServers = v.split(/,(?![A-Za-z.]+=)/); i++; break;
       case '--out': opts.out = v; i++; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
