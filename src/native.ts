@@ -39,5 +39,8 @@ interface Addon {
   serverCounters: string[];
 }
 
+/** Names another build of the addon (e.g. the sanitized one of `npm run test:asan`). */
+export const ADDON_ENV = 'STARLING_ADDON';
+
 // dist/src/native.js → <package root>/build/Release/starling.node
-export const addon: Addon = require(path.join(__dirname, '..', '..', 'build', 'Release', 'starling.node'));
+export const addon: Addon = require(process.env[ADDON_ENV] || path.join(__dirname, '..', '..', 'build', 'Release', 'starling.node'));

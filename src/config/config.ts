@@ -55,6 +55,8 @@ export class ConfigError extends Error {
 
 /** The environment variable that names the config file; the only STARLING_* variable that is not a key. */
 export const CONFIG_ENV = 'STARLING_CONFIG';
+/** Not a key either: the path of another build of the addon (src/native.ts). */
+const ADDON_ENV = 'STARLING_ADDON';
 
 type Key = keyof Config;
 
@@ -171,7 +173,7 @@ export function loadKeys(
   if (opts.file !== undefined) readFile(loader, opts.file);
 
   for (const name of Object.keys(env).sort()) {
-    if (!name.startsWith(keys.envPrefix) || name === CONFIG_ENV) continue;
+    if (!name.startsWith(keys.envPrefix) || name === CONFIG_ENV || name === ADDON_ENV) continue;
     const def = keys.byEnv.get(name);
     if (def) loader.set(def, env[name] ?? '', { kind: 'environment', where: name }, `environment ${name}`);
     else loader.unknown('environment', 'variable', name, keys.byEnv.keys());
