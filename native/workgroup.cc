@@ -69,6 +69,17 @@ enum Flags : uint8_t {
   kCloseWhenFlushed = 1 << 3, // close the socket once the output queue is empty
 };
 
+// Receive buffer for a partial unit of `need` bytes of which `have` arrived: what is needed, but never more
+// than twice what arrived (and at least the shared buffer's size), so a peer that announces a large frame
+// and trickles it holds memory in proportion to what it actually sent. A full buffer doubles on the next
+// read (on_readable).
+size_t rx_capacity(size_t need, size_t have) {
+  size_t cap = need > have ? need : have;
+  size_t earned = have * 2 > kSharedRxBytes ? have * 2 : kSharedRxBytes;
+  if (cap > earned) cap = earned;
+  return cap < kMinRxCap ? kMinRxCap : cap;
+}
+
 uint64_t monotonic_ms() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -360,8 +371,7 @@ void Workgroup::on_readable(Conn* c, bool hangup) {
       if (c->state == kDead) return;
       size_t left = static_cast<size_t>(n) - used;
       if (left) {
-        size_t cap = need > left ? need : left;
-        if (cap < kMinRxCap) cap = kMinRxCap;
+        size_t cap = rx_capacity(need, left);
         c->rx = static_cast<Rx*>(std::malloc(offsetof(Rx, data) + cap));
         if (!c->rx) throw std::bad_alloc();
         c->rx->len = left;
@@ -381,10 +391,11 @@ void Workgroup::on_readable(Conn* c, bool hangup) {
       } else {
         if (used) std::memmove(rx->data, rx->data + used, left);
         rx->len = left;
-        if (need > rx->cap) {
-          Rx* grown = static_cast<Rx*>(std::realloc(rx, offsetof(Rx, data) + need));
+        size_t cap = rx_capacity(need, left);
+        if (cap > rx->cap) {
+          Rx* grown = static_cast<Rx*>(std::realloc(rx, offsetof(Rx, data) + cap));
           if (!grown) throw std::bad_alloc();
-          grown->cap = need;
+          grown->cap = cap;
           c->rx = grown;
         }
       }
