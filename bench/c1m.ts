@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeMachine, type RunSummary } from './report';
+import { startServer } from './servers';
 import { rssBytes, sleep } from './tools';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -90,8 +91,8 @@ async function main(): Promise<void> {
   lines.push('', `Target ${target}; the binding limit is **${binding.name}**, so this run holds ${clients} connections.`);
   console.log(lines.join('\n'));
 
-  const server = spawn(process.execPath, [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor='], { stdio: 'ignore' });
-  await sleep(1000);
+  const server = await startServer('starling', PORT);
+  await sleep(1000); // let the fresh process settle before the RSS baseline
   const before = rssBytes(server.pid!);
   const rate = clients / 60;
   const output = path.join(fs.mkdtempSync('/tmp/starling-c1m-'), 'w4');
@@ -114,7 +115,7 @@ async function main(): Promise<void> {
   const pub = spawn(process.execPath, [CLI, 'benchpub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DSubjects=/p/s{1..${clients}}`, '-DPublishers=4', `-DFrequency=${rate.toFixed(1)}`], { stdio: 'ignore' });
   await subDone;
   pub.kill('SIGTERM');
-  server.kill('SIGTERM');
+  await server.stop();
   const run = JSON.parse(fs.readFileSync(output + '.json', 'utf8')) as RunSummary;
   lines.push('', '## Result', '');
   lines.push(`- Connections held: ${run.totals.connections} of ${clients} (disconnects during the window: ${run.totals.disconnects ?? 0})`);

@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describeMachine, type RunSummary } from './report';
-import { rssBytes, sleep, type Dialect } from './tools';
+import { startServer, stopChild, type ServerHandle } from './servers';
+import { rssBytes, sleep } from './tools';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
@@ -22,14 +23,6 @@ const WARMUP_SECONDS = 3;
 // p99 ≤ 10 ms).
 const W1MAX_DELIVERED = 0.99;
 const W1MAX_P99_US = 10_000;
-
-interface ServerHandle {
-  name: string;
-  dialect: Dialect;
-  pid: number;
-  port: number;
-  stop(): Promise<void>;
-}
 
 interface Row {
   server: string;
@@ -63,51 +56,6 @@ function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', re: RegEx
       reject(new Error(`exited with ${code} before ${re}: ${buf.slice(-500)}`));
     });
   });
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const kill = setTimeout(() => child.kill('SIGKILL'), 5000);
-    child.once('exit', () => {
-      clearTimeout(kill);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
-
-/** `starling` or a variant such as `starling:Workgroups=1` (config overrides after the colon, comma-separated). */
-async function startStarling(name: string): Promise<ServerHandle> {
-  const overrides = name.includes(':') ? name.slice(name.indexOf(':') + 1).split(',').map((kv) => `-D${kv}`) : [];
-  const args = [CLI, 'serve', `-DListen=127.0.0.1:${PORT}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor=', ...overrides];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  // At warn level the server prints nothing on start: wait until the port answers.
-  await waitForPort(PORT);
-  return { name, dialect: 'starling', pid: child.pid!, port: PORT, stop: () => stopChild(child) };
-}
-
-async function waitForPort(port: number): Promise<void> {
-  const net = await import('node:net');
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`nothing listens on port ${port}`);
-}
-
-async function startServer(name: string): Promise<ServerHandle> {
-  if (name === 'starling' || name.startsWith('starling:')) return startStarling(name);
-  const { startPeer } = await import('./peers/index');
-  const peer = await startPeer(name, PORT);
-  return { name, dialect: name === 'nats' ? 'nats' : 'plain', pid: peer.pid, port: peer.port, stop: () => peer.stop() };
 }
 
 /** A load tool as a child process, with a promise of its exit code taken before anything can race it. */
@@ -287,7 +235,7 @@ async function main(): Promise<void> {
   const run = async (name: string, workload: string, body: (s: ServerHandle) => Promise<Row | Row[]>) => {
     let server: ServerHandle | null = null;
     try {
-      server = await startServer(name);
+      server = await startServer(name, PORT);
       log(`${name} ${workload} (pid ${server.pid})`);
       const r = await body(server);
       for (const row of Array.isArray(r) ? r : [r]) {
