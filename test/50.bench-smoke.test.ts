@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { benchpub } from '../bench/benchpub';
 import { benchsub } from '../bench/benchsub';
+import { BENCHPUB_KEYS, BENCHSUB_KEYS, loadTool } from '../bench/tools';
 import { createServer } from '../src/index';
 
 describe('benchmark tools (smoke)', () => {
@@ -51,5 +52,26 @@ describe('benchmark tools (smoke)', () => {
     await assert.rejects(benchsub(['-DClients=many'], {}, () => {}), /Clients: expected an integer/);
     await assert.rejects(benchsub(['-DClient=5'], {}, () => {}), /unknown key "Client" \(did you mean "Clients"\?\)/);
     await assert.rejects(benchsub(['-DClients=10', '-DSubjects=/a{1..3}', '-DOneToOne=true'], {}, () => {}), /OneToOne needs at least as many subjects/);
+  });
+
+  it('expands the range syntax of Subjects and LocalAddresses', () => {
+    const cfg = loadTool(BENCHSUB_KEYS, ['-DSubjects=/p/s{1..3}/-, /q/{1..2}/{7..8}', '-DLocalAddresses=127.0.0.{2..4}'], {});
+    assert.deepEqual(cfg.Subjects, ['/p/s1/-', '/p/s2/-', '/p/s3/-', '/q/1/7', '/q/1/8', '/q/2/7', '/q/2/8']);
+    assert.deepEqual(cfg.LocalAddresses, ['127.0.0.2', '127.0.0.3', '127.0.0.4']);
+  });
+
+  it('rejects malformed ranges, subjects, addresses and numbers, naming the key and where it came from', () => {
+    const bad: [string[], RegExp][] = [
+      [['-DSubjects=/p/s{3..1}'], /-DSubjects=\/p\/s\{3\.\.1\}: Subjects: expected subjects/],
+      [['-DSubjects=/p/s{1..x}'], /Subjects: expected subjects/],
+      [['-DSubjects=/p//s{1..2}'], /Subjects: expected subjects/],
+      [['-DLocalAddresses=127.0.0.{2..4'], /LocalAddresses: expected host names or addresses/],
+      [['-DLocalAddresses=not a host!'], /LocalAddresses: expected host names or addresses/],
+    ];
+    for (const [argv, message] of bad) assert.throws(() => loadTool(BENCHSUB_KEYS, argv, {}), message, argv.join(' '));
+    assert.throws(() => loadTool(BENCHPUB_KEYS, ['-DFrequency=-5'], {}), /Frequency: expected a number between 0 and/);
+    assert.throws(() => loadTool(BENCHPUB_KEYS, ['-DFrequency=1e3'], {}), /Frequency: expected a number/);
+    assert.throws(() => loadTool(BENCHPUB_KEYS, [], { BENCHPUB_FREQUENCYY: '5' }), /unknown variable "BENCHPUB_FREQUENCYY" \(did you mean "BENCHPUB_FREQUENCY"\?\)/);
+    assert.throws(() => loadTool(BENCHSUB_KEYS, ['--bogus'], {}), /unknown argument "--bogus"/);
   });
 });
