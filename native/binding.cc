@@ -6,9 +6,9 @@
 #include <memory>
 #include <string>
 
-#include "client.h"
-#include "counters.h"
-#include "server.h"
+#include "client/client.h"
+#include "runtime/counters.h"
+#include "runtime/server.h"
 
 namespace starling {
 

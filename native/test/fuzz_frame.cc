@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-#include "ws_frame.h"
+#include "transport/ws_frame.h"
 
 using namespace starling;
 

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "protocol.h"
+#include "pubsub/protocol.h"
 
 using namespace starling;
 

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "http_upgrade.h"
+#include "transport/http_upgrade.h"
 
 using namespace starling;
 

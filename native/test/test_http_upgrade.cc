@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "check.h"
-#include "http_upgrade.h"
+#include "transport/http_upgrade.h"
 #include "rng.h"
 
 using namespace starling;

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "check.h"
-#include "protocol.h"
+#include "pubsub/protocol.h"
 #include "rng.h"
 
 using namespace starling;

@@ -14,7 +14,7 @@
 
 #include "check.h"
 #include "rng.h"
-#include "subject.h"
+#include "pubsub/subject.h"
 
 using namespace starling;
 

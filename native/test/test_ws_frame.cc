@@ -4,7 +4,7 @@
 
 #include "check.h"
 #include "rng.h"
-#include "ws_frame.h"
+#include "transport/ws_frame.h"
 
 using namespace starling;
 

@@ -1,5 +1,5 @@
 // HTTP/1.1 → WebSocket upgrade. See http_upgrade.h for the contracts.
-#include "http_upgrade.h"
+#include "transport/http_upgrade.h"
 
 #include <cstring>
 

@@ -1,4 +1,4 @@
-#include "client.h"
+#include "client/client.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -14,8 +14,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "loop.h"
-#include "ws_frame.h"
+#include "io/poller.h"
+#include "transport/ws_frame.h"
 
 namespace starling {
 
@@ -95,7 +95,7 @@ class ClientThread {
       : o_(o), index_(index), mine_(std::move(mine)) {
     for (auto& a : o_.servers) servers_.push_back(resolve(a.host, a.port, false));
     for (auto& l : o_.local_addresses) locals_.push_back(resolve(l, 0, true));
-    loop_ = Loop::create();
+    loop_ = Poller::create();
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop_->watch_readable(wake_fd_, nullptr);
     rx_buf_.resize(kClientRxBytes);
@@ -146,7 +146,7 @@ class ClientThread {
   }
 
   void run() {
-    LoopEvent events[512];
+    PollEvent events[512];
     size_t next_to_open = 0;
     uint64_t started_ns = monotonic_ns();
     uint64_t published = 0;
@@ -506,7 +506,7 @@ class ClientThread {
   std::vector<uint32_t> mine_;
   std::vector<Resolved> servers_;
   std::vector<Resolved> locals_;
-  std::unique_ptr<Loop> loop_;
+  std::unique_ptr<Poller> loop_;
   int wake_fd_ = -1;
   std::thread thread_;
   std::atomic<bool> stopping_{false};

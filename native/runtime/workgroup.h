@@ -11,11 +11,11 @@
 #include <thread>
 #include <vector>
 
-#include "counters.h"
-#include "frame.h"
-#include "loop.h"
-#include "ring.h"
-#include "subject.h"
+#include "runtime/counters.h"
+#include "io/frame.h"
+#include "io/poller.h"
+#include "runtime/ring.h"
+#include "pubsub/subject.h"
 
 namespace starling {
 
@@ -97,7 +97,7 @@ class Workgroup {
 
   Server& server_;
   const unsigned index_;
-  std::unique_ptr<Loop> loop_;
+  std::unique_ptr<Poller> loop_;
   int wake_fd_ = -1;
   std::atomic<bool> wake_pending_{false};
   std::atomic<bool> stop_requested_{false};

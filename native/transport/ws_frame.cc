@@ -1,5 +1,5 @@
 // RFC 6455 framing. See ws_frame.h for the contracts.
-#include "ws_frame.h"
+#include "transport/ws_frame.h"
 
 #include <cstring>
 

@@ -1,27 +1,27 @@
 // The event-loop interface. One implementation per file (loop_epoll.cc; an io_uring backend is to come)
-// and Loop::create() chooses in one place. A Loop belongs to one thread: no method is thread-safe.
+// and Poller::create() chooses in one place. A Loop belongs to one thread: no method is thread-safe.
 #pragma once
 #include <cstdint>
 #include <memory>
 
 namespace starling {
 
-// LoopEvent::events bits.
+// PollEvent::events bits.
 constexpr uint32_t kReadable = 1u << 0;
 constexpr uint32_t kWritable = 1u << 1;
 constexpr uint32_t kHangup = 1u << 2;  // peer closed or socket error; the owner reads to find out which
 
-struct LoopEvent {
+struct PollEvent {
   void* tag;        // what was passed to watch()
   uint32_t events;  // kReadable | kWritable | kHangup
 };
 
-class Loop {
+class Poller {
  public:
-  virtual ~Loop() = default;
+  virtual ~Poller() = default;
 
   // Creates the backend for this machine (epoll). Throws std::runtime_error if it cannot.
-  static std::unique_ptr<Loop> create();
+  static std::unique_ptr<Poller> create();
 
   // Watches a connection socket for readability and writability, edge-triggered: the owner must read
   // until a short read or EAGAIN, and is told about writability only after a write hit EAGAIN. Costs
@@ -35,7 +35,7 @@ class Loop {
 
   // Waits up to timeout_ms (-1: forever) and fills at most max events. Returns how many (0 on
   // timeout or EINTR).
-  virtual int wait(LoopEvent* out, int max, int timeout_ms) = 0;
+  virtual int wait(PollEvent* out, int max, int timeout_ms) = 0;
 };
 
 }  // namespace starling

@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "subject.h"
-#include "workgroup.h"
+#include "pubsub/subject.h"
+#include "runtime/workgroup.h"
 
 namespace starling {
 

@@ -10,8 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include "latency.h"
-#include "server.h"
+#include "client/latency.h"
+#include "runtime/server.h"
 
 namespace starling {
 

@@ -8,18 +8,18 @@
 #include <string>
 #include <vector>
 
-#include "loop.h"
+#include "io/poller.h"
 
 namespace starling {
 
 namespace {
 
-class EpollLoop final : public Loop {
+class EpollPoller final : public Poller {
  public:
-  EpollLoop() : epfd_(epoll_create1(EPOLL_CLOEXEC)) {
+  EpollPoller() : epfd_(epoll_create1(EPOLL_CLOEXEC)) {
     if (epfd_ < 0) throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
   }
-  ~EpollLoop() override { close(epfd_); }
+  ~EpollPoller() override { close(epfd_); }
 
   bool watch_stream(int fd, void* tag) override {
     return add(fd, tag, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
@@ -27,7 +27,7 @@ class EpollLoop final : public Loop {
   bool watch_readable(int fd, void* tag) override { return add(fd, tag, EPOLLIN); }
   void unwatch(int fd) override { epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
 
-  int wait(LoopEvent* out, int max, int timeout_ms) override {
+  int wait(PollEvent* out, int max, int timeout_ms) override {
     if (static_cast<int>(buf_.size()) < max) buf_.resize(max);
     int n = epoll_wait(epfd_, buf_.data(), max, timeout_ms);
     if (n < 0) return 0;  // EINTR: the caller loops anyway
@@ -54,6 +54,6 @@ class EpollLoop final : public Loop {
 
 }  // namespace
 
-std::unique_ptr<Loop> Loop::create() { return std::make_unique<EpollLoop>(); }
+std::unique_ptr<Poller> Poller::create() { return std::make_unique<EpollPoller>(); }
 
 }  // namespace starling

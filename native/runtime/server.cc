@@ -1,4 +1,4 @@
-#include "server.h"
+#include "runtime/server.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "loop.h"
+#include "io/poller.h"
 
 namespace starling {
 
@@ -139,10 +139,10 @@ void Server::stop() {
 }
 
 void Server::accept_loop() {
-  std::unique_ptr<Loop> loop = Loop::create();
+  std::unique_ptr<Poller> loop = Poller::create();
   loop->watch_readable(acceptor_wake_fd_, nullptr);
   for (int& fd : listen_fds_) loop->watch_readable(fd, &fd);
-  LoopEvent events[16];
+  PollEvent events[16];
   while (!stopping_.load(std::memory_order_acquire)) {
     int n = loop->wait(events, 16, -1);
     uint64_t wake_mask = 0;

@@ -9,8 +9,8 @@
 #include <cstring>
 #include <new>
 
-#include "protocol.h"
-#include "ws_frame.h"
+#include "pubsub/protocol.h"
+#include "transport/ws_frame.h"
 
 namespace starling {
 

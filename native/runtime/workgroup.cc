@@ -1,4 +1,4 @@
-#include "workgroup.h"
+#include "runtime/workgroup.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -14,10 +14,10 @@
 #include <stdexcept>
 #include <string>
 
-#include "http_upgrade.h"
-#include "protocol.h"
-#include "server.h"
-#include "ws_frame.h"
+#include "transport/http_upgrade.h"
+#include "pubsub/protocol.h"
+#include "runtime/server.h"
+#include "transport/ws_frame.h"
 
 namespace starling {
 
@@ -128,7 +128,7 @@ struct Conn : Subscriber {
 };
 
 Workgroup::Workgroup(Server& server, unsigned index) : server_(server), index_(index) {
-  loop_ = Loop::create();
+  loop_ = Poller::create();
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
   loop_->watch_readable(wake_fd_, nullptr);  // tag nullptr: the wake fd
@@ -201,7 +201,7 @@ void Workgroup::wake() {
 // The loop
 
 void Workgroup::run() {
-  LoopEvent events[kMaxEvents];
+  PollEvent events[kMaxEvents];
   uint64_t next_sweep = 0;
   for (;;) {
     int timeout = rx_pending_.empty() ? kSweepIntervalMs : 0;

@@ -1,5 +1,5 @@
 // Starling protocol v1. See protocol.h and PROTOCOL.md for the rules.
-#include "protocol.h"
+#include "pubsub/protocol.h"
 
 #include <cstring>
 

@@ -1,4 +1,4 @@
-#include "subject.h"
+#include "pubsub/subject.h"
 
 #include <cstdlib>
 #include <cstring>
