@@ -14,20 +14,42 @@ namespace starling {
 
 namespace {
 
-std::vector<std::string> counter_names() {
-  return {
-#define STARLING_NAME(name, kind, doc) #name,
-      STARLING_WORKGROUP_COUNTERS(STARLING_NAME)
-#undef STARLING_NAME
+// One counter as TypeScript sees it: the X-macro's name, kind and description, so that the names in
+// /stats, Prometheus and the dashboard all come from counters.h.
+struct CounterInfo {
+  const char* name;
+  const char* kind;
+  const char* doc;
+};
+
+const std::vector<CounterInfo>& workgroup_counters() {
+  static const std::vector<CounterInfo> list = {
+#define STARLING_INFO(name, kind, doc) {#name, #kind, doc},
+      STARLING_WORKGROUP_COUNTERS(STARLING_INFO)
+#undef STARLING_INFO
   };
+  return list;
 }
 
-std::vector<std::string> server_counter_names() {
-  return {
-#define STARLING_NAME(name, kind, doc) #name,
-      STARLING_SERVER_COUNTERS(STARLING_NAME)
-#undef STARLING_NAME
+const std::vector<CounterInfo>& server_counters() {
+  static const std::vector<CounterInfo> list = {
+#define STARLING_INFO(name, kind, doc) {#name, #kind, doc},
+      STARLING_SERVER_COUNTERS(STARLING_INFO)
+#undef STARLING_INFO
   };
+  return list;
+}
+
+Napi::Array to_array(Napi::Env env, const std::vector<CounterInfo>& list) {
+  Napi::Array a = Napi::Array::New(env, list.size());
+  for (size_t i = 0; i < list.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", list[i].name);
+    o.Set("kind", list[i].kind);
+    o.Set("doc", list[i].doc);
+    a.Set(static_cast<uint32_t>(i), o);
+  }
+  return a;
 }
 
 Napi::Array to_array(Napi::Env env, const std::vector<std::string>& names) {
@@ -51,6 +73,10 @@ ServerOptions read_options(const Napi::Object& o) {
   opts.max_message = static_cast<uint64_t>(o.Get("maxMessageSize").As<Napi::Number>().Int64Value());
   opts.max_subscriptions = o.Get("maxSubscriptions").As<Napi::Number>().Uint32Value();
   opts.max_backlog = static_cast<uint64_t>(o.Get("maxBacklog").As<Napi::Number>().Int64Value());
+  opts.max_backlog_ms = static_cast<uint32_t>(o.Get("maxBacklogTime").As<Napi::Number>().Uint32Value());
+  opts.memory = static_cast<uint64_t>(o.Get("memory").As<Napi::Number>().Int64Value());
+  opts.keepalive_s = o.Get("keepAlive").As<Napi::Number>().Uint32Value();
+  opts.max_connections = o.Get("maxConnections").As<Napi::Number>().Uint32Value();
   return opts;
 }
 
@@ -217,8 +243,8 @@ class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports) {
     DefineAddon(exports, {InstanceValue("NativeServer", JsServer::Define(env), napi_enumerable),
-                          InstanceValue("workgroupCounters", to_array(env, counter_names()), napi_enumerable),
-                          InstanceValue("serverCounters", to_array(env, server_counter_names()), napi_enumerable),
+                          InstanceValue("workgroupCounters", to_array(env, workgroup_counters()), napi_enumerable),
+                          InstanceValue("serverCounters", to_array(env, server_counters()), napi_enumerable),
                           InstanceValue("NativeClient", JsClient::Define(env), napi_enumerable),
                           InstanceValue("clientCounters", to_array(env, client_counter_names()), napi_enumerable),
                           InstanceValue("latencyBuckets", Napi::Number::New(env, kLatencyBuckets), napi_enumerable)});

@@ -33,7 +33,11 @@ struct ServerOptions {
   int receive_buffer = 0;            // SO_RCVBUF; 0 keeps the kernel default
   uint64_t max_message = 65536;      // largest PUB payload
   uint32_t max_subscriptions = 1000; // per connection
-  uint64_t max_backlog = 1 << 20;    // bytes queued per connection before a slow-consumer close
+  uint64_t max_backlog = 1 << 20;    // bytes a connection's socket may refuse (see MaxBacklog)
+  uint32_t max_backlog_ms = 2000;    // ... for this long before it is a slow consumer (MaxBacklogTime)
+  uint64_t memory = 0;               // server-wide budget in bytes (Memory); 0: none
+  uint32_t keepalive_s = 30;         // silence after which a connection is pinged, then closed; 0: off
+  uint32_t max_connections = 0;      // open client connections; 0: RLIMIT_NOFILE less a reserve
 };
 
 // Server-wide counters, after the per-workgroup ones in read_counters().
