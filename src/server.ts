@@ -72,7 +72,7 @@ export class Server {
   readonly monitor: Monitor | null;
   private readonly native: NativeServer;
   private readonly counters: Float64Array;
-  private readonly names = addon.workgroupCounters.map(camel);
+  private readonly names = (addon.workgroupCounters as any[]).map((c) => camel(c.name ?? c)); // TEMP until wip-ts lands
   private readonly started = Date.now();
   private previous: { at: number; values: Float64Array } | null = null;
   private lastRates: Rates[] = [];
@@ -96,6 +96,8 @@ export class Server {
       maxMessageSize: c.MaxMessageSize,
       maxSubscriptions: c.MaxSubscriptionsPerConnection,
       maxBacklog: c.MaxBacklog,
+      // TEMP until wip-ts lands
+      ...({ maxBacklogTime: (c as any).MaxBacklogTime ?? 2000, memory: (c as any).Memory ?? 0, keepAlive: (c as any).KeepAlive ?? 30, maxConnections: (c as any).MaxConnections ?? 0 } as any),
     });
     this.counters = new Float64Array(this.native.counterSlots());
     this.native.start();
@@ -182,7 +184,7 @@ export class Server {
       workgroups.push({ ...(wg as unknown as WorkgroupCounters), workgroup: w, rates: this.lastRates[w] ?? zeroRates() });
     }
     const server = values.subarray(n * k);
-    const names = addon.serverCounters;
+    const names = (addon.serverCounters as any[]).map((c) => c.name ?? c); // TEMP until wip-ts lands
     return {
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
       subjects: server[names.indexOf('subjects')],

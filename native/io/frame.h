@@ -1,15 +1,14 @@
-// Frame: refcounted bytes of one outgoing WebSocket frame. A published message is framed once (by its
-// subject's home workgroup) and the same Frame is queued to every subscriber on every workgroup; the
-// last connection to write it frees it. Immutable once shared; `refs` is the only field that changes.
+// Frame: refcounted bytes of one outgoing message (a WebSocket frame, an HTTP response). A published
+// message is framed once (by its subject's home workgroup) and the same Frame is queued to every
+// subscriber on every workgroup; the last holder frees it. Immutable once shared; `refs` is the only
+// field that changes. Every frame is charged to the memory account (io/memory.h) while it lives.
 #pragma once
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
-#include "pubsub/protocol.h"
+#include "io/memory.h"
 #include "transport/ws_frame.h"
 
 namespace starling {
@@ -18,43 +17,55 @@ struct Frame {
   std::atomic<uint32_t> refs;
   uint32_t begin;   // offset of the first byte to send
   uint32_t end;     // offset one past the last byte
+  uint32_t cost;    // bytes charged to the memory account (allocation plus malloc's overhead)
   uint8_t opcode;   // kOpText or kOpBinary: the publisher's frame type, kept for the subscribers
   uint8_t bytes[1];
 
-  // Room a publish payload is placed behind, so the home workgroup can write the MSG header and the
-  // WebSocket head in front of it without copying the payload again.
-  static constexpr size_t kPublishHeadroom = kMaxServerFrameHead + kMaxMsgHeader;
-
-  // Allocates a frame of `capacity` bytes with one reference; begin = end = 0. Throws bad_alloc.
+  // A frame of `capacity` bytes with one reference; begin = end = 0. nullptr when memory is exhausted
+  // (never throws: the caller sheds the client that asked, see DESIGN.md rule 3).
   static Frame* alloc(size_t capacity) {
-    void* mem = std::malloc(offsetof(Frame, bytes) + (capacity ? capacity : 1));
-    if (!mem) throw std::bad_alloc();
+    size_t n = offsetof(Frame, bytes) + (capacity ? capacity : 1);
+    void* mem = mem::alloc(n);
+    if (!mem) return nullptr;
     Frame* f = static_cast<Frame*>(mem);
     new (&f->refs) std::atomic<uint32_t>(1);
     f->begin = f->end = 0;
+    f->cost = static_cast<uint32_t>(n + mem::kMallocOverhead);
     f->opcode = kOpText;
     return f;
   }
 
-  // A complete server frame carrying `len` bytes of `text` with the given opcode (replies, close).
-  static Frame* make(uint8_t op, const void* text, size_t len);
+  // A frame holding exactly these bytes (an HTTP response). nullptr when out of memory.
+  static Frame* copy(const void* p, size_t len) {
+    Frame* f = alloc(len);
+    if (!f) return nullptr;
+    if (len) std::memcpy(f->bytes, p, len);
+    f->end = static_cast<uint32_t>(len);
+    return f;
+  }
+
+  // A complete server WebSocket frame carrying `len` bytes of `text` with the given opcode (replies,
+  // pings, close frames). nullptr when out of memory.
+  static Frame* make(uint8_t op, const void* text, size_t len) {
+    size_t head = server_head_size(len);
+    Frame* f = alloc(head + len);
+    if (!f) return nullptr;
+    write_server_head(f->bytes, op, len);
+    if (len) std::memcpy(f->bytes + head, text, len);
+    f->end = static_cast<uint32_t>(head + len);
+    f->opcode = op;
+    return f;
+  }
 
   const uint8_t* data() const { return bytes + begin; }
   size_t size() const { return end - begin; }
   void ref(uint32_t n = 1) { refs.fetch_add(n, std::memory_order_relaxed); }
   void unref() {
-    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) std::free(this);
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      size_t n = cost - mem::kMallocOverhead;
+      mem::free(this, n);
+    }
   }
 };
-
-inline Frame* Frame::make(uint8_t op, const void* text, size_t len) {
-  size_t head = server_head_size(len);
-  Frame* f = alloc(head + len);
-  write_server_head(f->bytes, op, len);
-  if (len) std::memcpy(f->bytes + head, text, len);
-  f->end = static_cast<uint32_t>(head + len);
-  f->opcode = op;
-  return f;
-}
 
 }  // namespace starling

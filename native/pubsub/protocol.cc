@@ -8,8 +8,8 @@ namespace starling {
 namespace {
 
 // Error codes of PROTOCOL.md that parsing can produce.
-constexpr const char* kBadCommand = "bad-command";
-constexpr const char* kBadSubject = "bad-subject";
+constexpr ErrCode kBadCommand = ErrCode::kBadCommand;
+constexpr ErrCode kBadSubject = ErrCode::kBadSubject;
 
 // Printable ASCII, the only bytes a header line may hold; a token excludes the space.
 constexpr char kFirstPrintable = 0x20;
@@ -18,7 +18,7 @@ constexpr char kLastPrintable = 0x7E;
 // A uint64_t has at most 20 decimal digits.
 constexpr size_t kMaxSeqDigits = 20;
 
-void fail(Command* out, const char* error, const char* detail) {
+void fail(Command* out, ErrCode error, const char* detail) {
   out->kind = Cmd::Invalid;
   out->error = error;
   out->detail = detail;
@@ -89,6 +89,18 @@ void parse_ping(std::string_view args, std::string_view body, Command* out) {
 }
 
 }  // namespace
+
+const char* err_name(ErrCode code) {
+  switch (code) {
+    case ErrCode::kNone: return "";
+    case ErrCode::kBadCommand: return "bad-command";
+    case ErrCode::kBadSubject: return "bad-subject";
+    case ErrCode::kTooLarge: return "too-large";
+    case ErrCode::kLimit: return "limit";
+    case ErrCode::kForbidden: return "forbidden";
+  }
+  return "";
+}
 
 void parse_command(const uint8_t* msg, size_t len, Command* out) {
   *out = Command{};

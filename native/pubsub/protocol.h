@@ -20,6 +20,11 @@ constexpr size_t kMaxMsgHeader = 4 + kMaxSubjectLen + 1 + 16 + 1 + 20 + 1;
 
 enum class Cmd : uint8_t { Sub, Unsub, Pub, Ping, Invalid };
 
+// The `ERR <code>` codes of PROTOCOL.md. kNone: no error.
+enum class ErrCode : uint8_t { kNone, kBadCommand, kBadSubject, kTooLarge, kLimit, kForbidden };
+// The code as written on the wire ("bad-command", ...); "" for kNone.
+const char* err_name(ErrCode code);
+
 struct Command {
   Cmd kind;
   // Sub/Unsub: the subjects, space-separated exactly as sent (iterate with next_token). Every one has
@@ -28,11 +33,11 @@ struct Command {
   std::string_view subject;   // Pub
   std::string_view id;        // Pub: the optional id (empty if none); Ping: the optional token
   std::string_view body;      // Pub: every byte after the first '\n' (may be empty)
-  // Invalid: the error code to send ("bad-command", "bad-subject") and, when the command was a PUB
+  // Invalid: the error code to send (kBadCommand, kBadSubject) and, when the command was a PUB
   // with a well-formed id, that id (so the reply can be "ERR <code> <id>"); detail is a short static
   // text for humans. (A PUB header that is malformed is bad-command with no id: the id is set only
   // with bad-subject.)
-  const char* error;
+  ErrCode error;
   const char* detail;
 };
 

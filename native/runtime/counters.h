@@ -7,27 +7,31 @@
 namespace starling {
 
 // X(name, kind, description). The names are exported to TypeScript in this order.
-#define STARLING_WORKGROUP_COUNTERS(X)                                                          \
-  X(connections, gauge, "WebSocket and handshaking connections open")                          \
-  X(accepted, counter, "TCP connections handed to this workgroup")                              \
-  X(closed, counter, "connections closed, for any reason")                                      \
-  X(handshakes, counter, "successful WebSocket upgrades")                                       \
-  X(http_errors, counter, "requests answered with an HTTP error (400, 404, 426) or timed out") \
-  X(subscriptions, gauge, "subscriptions held by this workgroup's connections")                 \
-  X(messages_in, counter, "PUB commands accepted")                                              \
-  X(bytes_in, counter, "bytes read from sockets")                                               \
-  X(messages_out, counter, "MSG deliveries queued to subscribers")                              \
-  X(bytes_out, counter, "bytes written to sockets")                                             \
-  X(slow_consumer_closes, counter, "connections closed with 1008 for passing MaxBacklog")      \
-  X(close_1002, counter, "connections closed with 1002 (protocol error)")                      \
-  X(close_1007, counter, "connections closed with 1007 (invalid UTF-8)")                       \
-  X(close_1009, counter, "connections closed with 1009 (message too big)")                     \
-  X(err_bad_command, counter, "ERR bad-command replies")                                        \
-  X(err_bad_subject, counter, "ERR bad-subject replies")                                        \
-  X(err_too_large, counter, "ERR too-large replies")                                            \
-  X(err_limit, counter, "ERR limit replies")                                                    \
-  X(err_forbidden, counter, "ERR forbidden replies (PUB to a server-only subject)")              \
-  X(ring_overflows, counter, "messages dropped because a cross-workgroup ring was full")
+#define STARLING_WORKGROUP_COUNTERS(X)                                                                     \
+  X(connections, gauge, "WebSocket and handshaking connections open (closing ones included)")             \
+  X(accepted, counter, "TCP connections handed to this workgroup")                                         \
+  X(closed, counter, "connections closed, for any reason")                                                 \
+  X(handshakes, counter, "successful WebSocket upgrades")                                                  \
+  X(http_errors, counter, "requests answered with an HTTP error (400, 404, 426) or timed out")            \
+  X(subscriptions, gauge, "subscriptions held by this workgroup's connections")                            \
+  X(messages_in, counter, "PUB commands accepted (handed to the subject's home)")                          \
+  X(bytes_in, counter, "bytes read from sockets")                                                          \
+  X(messages_out, counter, "MSG deliveries queued to subscribers")                                         \
+  X(bytes_out, counter, "bytes written to sockets")                                                        \
+  X(slow_consumer_closes, counter, "connections cut for refusing more than MaxBacklog for MaxBacklogTime") \
+  X(memory_cuts, counter, "connections cut because the server was over its Memory budget")                 \
+  X(keepalive_closes, counter, "connections closed for answering no keepalive ping (dead peers)")           \
+  X(close_1002, counter, "connections closed with 1002 (protocol error)")                                 \
+  X(close_1007, counter, "connections closed with 1007 (invalid UTF-8)")                                  \
+  X(close_1009, counter, "connections closed with 1009 (message too big)")                                \
+  X(err_bad_command, counter, "ERR bad-command replies")                                                   \
+  X(err_bad_subject, counter, "ERR bad-subject replies")                                                   \
+  X(err_too_large, counter, "ERR too-large replies")                                                       \
+  X(err_limit, counter, "ERR limit replies")                                                               \
+  X(err_forbidden, counter, "ERR forbidden replies (PUB to a server-only subject)")                         \
+  X(publish_pauses, counter, "publishes held (their connection paused) because the home could not take them") \
+  X(deliveries_deferred, counter, "deliveries held back because a workgroup's inbox was full")             \
+  X(alloc_failures, counter, "allocations refused (out of memory); the client that asked was shed")
 
 enum Counter : unsigned {
 #define STARLING_ENUM(name, kind, doc) k_##name,
@@ -44,6 +48,7 @@ struct Counters {
   }
   // Owner thread only.
   void add(Counter c, uint64_t n = 1) { v[c].store(v[c].load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void set(Counter c, uint64_t n) { v[c].store(n, std::memory_order_relaxed); }
   void sub(Counter c, uint64_t n = 1) { v[c].store(v[c].load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
   // Any thread.
   uint64_t get(Counter c) const { return v[c].load(std::memory_order_relaxed); }

@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -26,6 +27,13 @@ namespace {
 constexpr int kListenBacklog = 65535;
 // Connections accepted per readiness event before the acceptor wakes the workgroups it fed.
 constexpr int kAcceptBatch = 256;
+// Descriptors kept free for everything that is not a client connection (listeners, eventfds, epoll fds,
+// the monitor port and its MonitorHTTP.MaxConnections, Node's own, log files): the default
+// MaxConnections is the open-file limit less this, so clients alone never fill the fd table.
+constexpr uint64_t kReservedFds = 256;
+// With the fd table full and no spare descriptor to shed a connection, the acceptor stops watching the
+// listeners for this long instead of spinning on a readable listener it cannot serve.
+constexpr int kAcceptRetryMs = 100;
 
 std::string describe(const ListenAddress& a) {
   bool v6 = a.host.find(':') != std::string::npos;
@@ -97,6 +105,13 @@ Server::Server(ServerOptions options) : options_(std::move(options)), registry_(
     acceptor_wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (acceptor_wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    max_connections_ = options_.max_connections;
+    if (!max_connections_) {
+      rlimit rl{};
+      getrlimit(RLIMIT_NOFILE, &rl);
+      uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : rl.rlim_cur;
+      max_connections_ = limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
+    }
   } catch (...) {
     for (int fd : listen_fds_) close(fd);
     if (acceptor_wake_fd_ >= 0) close(acceptor_wake_fd_);
@@ -139,37 +154,64 @@ void Server::stop() {
 }
 
 void Server::accept_loop() {
-  std::unique_ptr<Poller> loop = Poller::create();
-  loop->watch_readable(acceptor_wake_fd_, nullptr);
-  for (int& fd : listen_fds_) loop->watch_readable(fd, &fd);
+  std::unique_ptr<Poller> poller = Poller::create();
+  poller->watch_readable(acceptor_wake_fd_, nullptr);
+  for (int& fd : listen_fds_) poller->watch_readable(fd, &fd);
   PollEvent events[16];
   while (!stopping_.load(std::memory_order_acquire)) {
-    int n = loop->wait(events, 16, -1);
+    int n = poller->wait(events, 16, listening_paused_ ? kAcceptRetryMs : -1);
+    if (listening_paused_) {
+      // Try to get the spare back; watch the listeners again either way (the next EMFILE pauses again).
+      if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      listening_paused_ = false;
+      for (int& fd : listen_fds_) poller->watch_readable(fd, &fd);
+      continue;
+    }
     uint64_t wake_mask = 0;
     for (int i = 0; i < n; i++)
-      if (events[i].tag) accept_ready(*static_cast<int*>(events[i].tag), &wake_mask);
+      if (events[i].tag) accept_ready(*static_cast<int*>(events[i].tag), &wake_mask, *poller);
     for (; wake_mask; wake_mask &= wake_mask - 1) workgroups_[__builtin_ctzll(wake_mask)]->wake();
   }
 }
 
-void Server::accept_ready(int listen_fd, uint64_t* wake_mask) {
-  for (int i = 0; i < kAcceptBatch; i++) {
+// Refuses an accepted connection at once: a reset tells the client immediately (no hanging connect).
+void Server::refuse(int fd) {
+  linger l{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  close(fd);
+  accept_refused_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Server::accept_ready(int listen_fd, uint64_t* wake_mask, Poller& poller) {
+  for (int i = 0; i < kAcceptBatch && !listening_paused_; i++) {
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if ((errno == EMFILE || errno == ENFILE) && reserve_fd_ >= 0) {
-        // The fd table is full. Free the spare descriptor, take the connection off the queue and close
-        // it, so the listener does not stay readable forever and the client is told at once.
-        close(reserve_fd_);
-        int shed = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (shed >= 0) close(shed);
-        reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        accept_refused_.fetch_add(1, std::memory_order_relaxed);
-        continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        // The fd table is full (something besides our clients took the reserve). Free the spare
+        // descriptor, take the connection off the queue and reset it, so the client is told at once.
+        if (reserve_fd_ >= 0) {
+          close(reserve_fd_);
+          reserve_fd_ = -1;
+          int shed = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (shed >= 0) refuse(shed);
+          reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+          if (shed >= 0 && reserve_fd_ >= 0) continue;
+        }
+        // Another thread took the freed descriptor: no spare. Stop watching the listeners for a while
+        // rather than spin on them (the kernel keeps the pending clients in the listen queue).
+        listening_paused_ = true;
+        for (int lfd : listen_fds_) poller.unwatch(lfd);
+        return;
       }
       return;  // EAGAIN, or an error the next readiness event will retry
+    }
+    if (open_connections_.load(std::memory_order_relaxed) >= static_cast<int64_t>(max_connections_) ||
+        (options_.memory && mem::total(workgroup_count()) > static_cast<int64_t>(options_.memory))) {
+      refuse(fd);  // MaxConnections, or over the Memory budget
+      continue;
     }
     int one = 1;
     // Starling coalesces its own writes per loop iteration; Nagle would only add delay.
@@ -179,11 +221,11 @@ void Server::accept_ready(int listen_fd, uint64_t* wake_mask) {
     if (options_.receive_buffer > 0)
       setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options_.receive_buffer, sizeof options_.receive_buffer);
     unsigned w = pick_workgroup(peer);
-    if (!workgroups_[w]->post(producer_acceptor(), Envelope{Envelope::kNewConn, fd, nullptr, nullptr})) {
-      close(fd);
-      accept_refused_.fetch_add(1, std::memory_order_relaxed);
+    if (!workgroups_[w]->push_conn(fd)) {
+      refuse(fd);
       continue;
     }
+    open_connections_.fetch_add(1, std::memory_order_relaxed);
     *wake_mask |= uint64_t{1} << w;
   }
 }
@@ -209,14 +251,14 @@ unsigned Server::pick_workgroup(const sockaddr_storage& peer) {
 Server::Published Server::publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary) {
   Subject* s = registry_.find_ref(subject);
   if (!s) return Published::kNoSubscribers;
-  Frame* f = Frame::alloc(Frame::kPublishHeadroom + len);
-  f->begin = static_cast<uint32_t>(Frame::kPublishHeadroom);
-  f->end = static_cast<uint32_t>(Frame::kPublishHeadroom + len);
-  f->opcode = binary ? kOpBinary : kOpText;
-  if (len) std::memcpy(f->bytes + f->begin, payload, len);
+  Frame* f = publish_frame(subject, payload, len, binary ? kOpBinary : kOpText);
+  if (!f) {
+    s->unref();
+    return Published::kOverflow;
+  }
   Workgroup& home = *workgroups_[s->home];
   std::lock_guard<std::mutex> guard(control_lock_);
-  if (!home.post(producer_control(), Envelope{Envelope::kPublish, -1, s, f})) {
+  if (!home.push_publish(producer_control(), s, f)) {
     s->unref();
     f->unref();
     return Published::kOverflow;
@@ -237,6 +279,7 @@ void Server::read_counters(double* out) const {
     for (unsigned c = 0; c < kCounterCount; c++) out[k++] = static_cast<double>(wg->counters().get(static_cast<Counter>(c)));
   out[k++] = static_cast<double>(registry_.size());
   out[k++] = static_cast<double>(accept_refused_.load(std::memory_order_relaxed));
+  out[k++] = static_cast<double>(mem::total(workgroup_count()));
 }
 
 }  // namespace starling

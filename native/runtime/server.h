@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/poller.h"
 #include "pubsub/subject.h"
 #include "runtime/workgroup.h"
 
@@ -41,9 +42,10 @@ struct ServerOptions {
 };
 
 // Server-wide counters, after the per-workgroup ones in read_counters().
-#define STARLING_SERVER_COUNTERS(X)                                                    \
-  X(subjects, gauge, "subjects with at least one subscriber")                          \
-  X(accept_refused, counter, "connections refused: fd table full or workgroup inbox full")
+#define STARLING_SERVER_COUNTERS(X)                                                                       \
+  X(subjects, gauge, "subjects with at least one subscriber")                                             \
+  X(accept_refused, counter, "connections refused at once (reset): MaxConnections, Memory, fd table or inbox full") \
+  X(memory_bytes, gauge, "bytes clients make the server hold (queues, partial input, connections), against Memory")
 
 class Server {
  public:
@@ -61,6 +63,11 @@ class Server {
   // The bound port of each listen address, in order (resolves port 0).
   const std::vector<uint16_t>& ports() const { return ports_; }
 
+  // Workgroups: a connection handed over by the acceptor is gone (MaxConnections accounting).
+  void connection_closed() { open_connections_.fetch_sub(1, std::memory_order_relaxed); }
+  // The connection cap in effect (MaxConnections, or the open-file limit less kReservedFds).
+  uint64_t max_connections() const { return max_connections_; }
+
   // Publishes from the control thread (server.publish() in TypeScript): the payload is copied once
   // into a frame and handed to the subject's home workgroup. Returns false if nobody subscribes or the
   // home workgroup's control ring is full (counted as a ring overflow by nobody: the caller reports it).
@@ -76,16 +83,16 @@ class Server {
   Registry& registry() { return registry_; }
   Workgroup& workgroup(unsigned i) { return *workgroups_[i]; }
   unsigned workgroup_count() const { return options_.workgroups; }
-  // Producer ids of the rings into each workgroup: 0..N-1 the workgroups, then these two.
-  unsigned producer_acceptor() const { return workgroup_count(); }
-  unsigned producer_control() const { return workgroup_count() + 1; }
+  // Producer id of the control thread's publish ring into each workgroup (0..N-1 are the workgroups).
+  unsigned producer_control() const { return workgroup_count(); }
 
   // How long stop() waits for clients to answer the 1001 close frame.
   static constexpr int kShutdownGraceMs = 1000;
 
  private:
   void accept_loop();
-  void accept_ready(int listen_fd, uint64_t* wake_mask);
+  void accept_ready(int listen_fd, uint64_t* wake_mask, Poller& poller);
+  void refuse(int fd);
   unsigned pick_workgroup(const sockaddr_storage& peer);
 
   ServerOptions options_;
@@ -101,6 +108,9 @@ class Server {
   bool stopped_ = false;
   unsigned round_robin_ = 0;
   std::atomic<uint64_t> accept_refused_{0};
+  std::atomic<int64_t> open_connections_{0};
+  uint64_t max_connections_ = 0;
+  bool listening_paused_ = false;   // the fd table is full and no spare descriptor is left: retry later
   std::mutex control_lock_;   // serialises producer_control() across JavaScript threads
 };
 

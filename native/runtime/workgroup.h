@@ -1,21 +1,21 @@
-// Workgroup: one native thread with its own event loop, owning a disjoint set of connections, their
-// subscriptions (the workgroup's column of every Subject's local lists), and the sequence numbers of the
-// subjects it is home of. See THREADS.md for what crosses threads.
+// Workgroup: one native thread that ties the layers together for a disjoint set of connections — its
+// event loop (io/loop.h) carries their bytes, a WebSocket session (transport/ws_session.h) per connection
+// frames them, and its Broker (pubsub/broker.h) handles their commands, their subscriptions (the
+// workgroup's column of every Subject's lists) and the sequencing of the subjects it is home of.
+// See THREADS.md for what crosses threads.
 #pragma once
-#include <sys/uio.h>
-
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <thread>
 #include <vector>
 
-#include "runtime/counters.h"
-#include "io/frame.h"
-#include "io/poller.h"
-#include "runtime/ring.h"
+#include "io/loop.h"
+#include "pubsub/broker.h"
 #include "pubsub/subject.h"
+#include "runtime/counters.h"
+#include "runtime/ring.h"
+#include "transport/ws_session.h"
 
 namespace starling {
 
@@ -24,27 +24,17 @@ class Server;
 // What crosses from one thread to a workgroup. Subject and Frame pointers carry one reference each,
 // which the receiving workgroup drops.
 struct Envelope {
-  enum Kind : uint8_t { kNewConn, kPublish, kDeliver } kind;
-  int fd;             // kNewConn: an accepted, non-blocking socket the workgroup now owns
-  Subject* subject;   // kPublish (to the home workgroup: assign seq, frame, fan out), kDeliver
-  Frame* frame;       // kPublish: payload behind Frame::kPublishHeadroom; kDeliver: the framed MSG
+  int fd = -1;               // new connection: an accepted, non-blocking socket the workgroup now owns
+  Subject* subject = nullptr;
+  Frame* frame = nullptr;    // publish: the payload behind publish_headroom(); delivery: the framed MSG
 };
 
 struct Conn;
-struct OutQueue;
 
-// A connection deadline (handshake, close handshake). Refers to the connection by fd and serial so a
-// timer that outlives its connection (or whose fd was reused) is recognised and ignored.
-struct Timer {
-  int fd;
-  uint32_t serial;
-  uint64_t deadline_ms;
-};
-
-class Workgroup {
+class Workgroup final : public StreamEvents, public SessionHost, public BrokerHost {
  public:
   Workgroup(Server& server, unsigned index);
-  ~Workgroup();
+  ~Workgroup() override;
   Workgroup(const Workgroup&) = delete;
   Workgroup& operator=(const Workgroup&) = delete;
 
@@ -52,9 +42,11 @@ class Workgroup {
   void request_stop();   // any thread; the workgroup closes its connections with 1001 and exits
   void join();
 
-  // Any thread, but each producer id from one thread at a time (ids: see Server::producer_*).
-  // False when that producer's ring is full; the envelope's references stay with the caller.
-  bool post(unsigned producer, const Envelope& e) { return inbox_[producer]->push(e); }
+  // Rings into this workgroup, each with one producer thread (THREADS.md). False when full: the
+  // envelope's references stay with the caller, who pushes back (never drops).
+  bool push_conn(int fd) { return accept_ring_.push(Envelope{fd, nullptr, nullptr}); }
+  bool push_publish(unsigned producer, Subject* s, Frame* f) { return publish_[producer]->push(Envelope{-1, s, f}); }
+  bool push_deliver(unsigned producer, Subject* s, Frame* f) { return deliver_[producer]->push(Envelope{-1, s, f}); }
   // Any thread: makes the workgroup drain its inbox soon. Costs one eventfd write only when the
   // workgroup may be asleep (it has not drained since the last wake).
   void wake();
@@ -65,60 +57,55 @@ class Workgroup {
  private:
   void run();
   void drain_inbox();
-  void flush_dirty();
   void wake_peers();   // wakes the workgroups this one posted to since the last call
-  void sweep(uint64_t now_ms);
+  void pass();         // once a second: handshake timeouts, keepalive
+  void enforce_memory();
   void begin_shutdown();
-
-  // Connections.
   void adopt(int fd);
-  void on_readable(Conn* c, bool hangup);
-  size_t consume(Conn* c, uint8_t* p, size_t len, size_t* need);
-  bool on_frame(Conn* c, uint8_t opcode, bool fin, uint8_t* payload, size_t len);
-  void on_message(Conn* c, uint8_t opcode, uint8_t* p, size_t len);
-  void on_sub(Conn* c, std::string_view subjects);
-  void on_unsub(Conn* c, std::string_view subjects);
-  void on_pub(Conn* c, uint8_t opcode, std::string_view subject, std::string_view id, std::string_view body);
-  void reply_err(Conn* c, const char* code, std::string_view id, const char* detail);
-  void send_text(Conn* c, const char* p, size_t n);
-  void enqueue(Conn* c, Frame* f);     // takes one reference to f
-  void flush(Conn* c);
-  void fail(Conn* c, uint16_t code);   // send a close frame, then wait for the peer's close (or timeout)
-  void close_now(Conn* c);
-  void drop_subscriptions(Conn* c);
-  void arm_timer(std::deque<Timer>& timers, Conn* c, uint64_t after_ms);
+  void abort_pending();
 
-  // Publishing.
-  void publish_home(Subject* s, Frame* f);   // consumes one reference to each
-  void deliver(Subject* s, Frame* f);        // borrows both
-
-  OutQueue* new_queue();
-  void free_queue(OutQueue* q);
+  // StreamEvents (io)
+  void on_data(Stream* s, uint8_t* data, size_t len) override;
+  void on_hangup(Stream* s) override;
+  void on_slow(Stream* s) override;
+  void on_closed(Stream* s) override;
+  void on_wake() override;
+  void on_flush_stride() override;
+  // SessionHost (transport)
+  bool send(WsSession* s, Frame* f) override;
+  void close(WsSession* s, CloseMode mode) override;
+  void on_open(WsSession* s) override;
+  Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) override;
+  void on_leave(WsSession* s, uint16_t code) override;
+  void on_http_error(WsSession* s) override;
+  void on_nomem(WsSession* s) override;
+  // BrokerHost (pubsub)
+  bool post_publish(unsigned home, Subject* s, Frame* f) override;
+  bool post_deliver(unsigned w, Subject* s, Frame* f) override;
+  void send(Subscriber* c, Frame* f) override;
+  void resume(Subscriber* c) override;
 
   Server& server_;
   const unsigned index_;
-  std::unique_ptr<Poller> loop_;
-  int wake_fd_ = -1;
+  Counters counters_;
+  WsEngine engine_;
+  std::unique_ptr<Loop> loop_;
+  std::unique_ptr<Broker> broker_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<bool> stop_requested_{false};
   bool draining_ = false;
   uint64_t drain_deadline_ = 0;
-  std::thread thread_;
-  Counters counters_;
-
-  std::vector<std::unique_ptr<SpscRing<Envelope>>> inbox_;  // one per producer id
-  std::vector<Conn*> conns_;          // by fd
-  std::vector<Conn*> dirty_;          // connections with output queued this iteration
-  std::vector<Conn*> rx_pending_;     // connections with input left to read (fairness cap hit)
-  std::vector<Conn*> graveyard_;      // closed this iteration; freed at its end
-  std::deque<Timer> handshake_timers_;
-  std::deque<Timer> closing_timers_;
-  uint64_t wake_mask_ = 0;            // workgroups to wake at the end of this iteration
-  std::vector<OutQueue*> queue_pool_;
-  uint8_t* rx_buf_ = nullptr;         // the loop's shared receive buffer
-  uint32_t next_serial_ = 1;
   uint64_t now_ms_ = 0;
-  std::vector<std::string_view> scratch_names_;  // on_sub's working list, kept to reuse its memory
+  uint64_t trimmed_at_ = 0;          // accounted bytes after the last malloc_trim (workgroup 0)
+  uint64_t high_water_ = 0;          // most accounted bytes since then
+  std::thread thread_;
+
+  SpscRing<Envelope> accept_ring_;
+  std::vector<std::unique_ptr<SpscRing<Envelope>>> publish_;  // by producer: workgroups, then control
+  std::vector<std::unique_ptr<SpscRing<Envelope>>> deliver_;  // by producer workgroup
+  std::vector<Conn*> conns_;         // every connection, for the passes (Conn::index)
+  std::vector<Conn*> to_abort_;      // connections that could not take output (out of memory)
+  uint64_t wake_mask_ = 0;           // workgroups to wake at the end of this iteration
 };
 
 }  // namespace starling

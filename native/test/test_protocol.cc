@@ -29,7 +29,7 @@ Parsed parse(const std::string& s) {
 std::string error_of(const std::string& s) {
   Parsed p = parse(s);
   if (p.cmd.kind != Cmd::Invalid) return "ok";
-  return p.cmd.error != nullptr ? p.cmd.error : "(null)";
+  return p.cmd.error != ErrCode::kNone ? err_name(p.cmd.error) : "(null)";
 }
 
 std::vector<std::string> tokens(std::string_view s) {
@@ -49,7 +49,7 @@ TEST(parses_sub_with_several_subjects) {
   CHECK_EQ(p.cmd.kind, Cmd::Sub);
   CHECK_EQ(p.cmd.subjects, "/a/b /c");
   CHECK(tokens(p.cmd.subjects) == (std::vector<std::string>{"/a/b", "/c"}));
-  CHECK(p.cmd.error == nullptr);
+  CHECK(p.cmd.error == ErrCode::kNone);
 }
 
 TEST(parses_unsub_and_allows_a_trailing_newline) {

@@ -1,0 +1,129 @@
+// The stream-level event loop: one per workgroup thread. The backend owns every system call on a
+// connection — receive, send, shutdown, close — and its output queue; the protocol code above sees
+// only bytes in (StreamEvents::on_data) and frames out (Loop::send). This is the shape a completion
+// backend needs too (io_uring: multishot recv into provided buffers, sends in flight that pin their
+// frames, cancellation), so it sits beside epoll without touching the protocol code. One backend per
+// file (loop_epoll.cc), chosen in Loop::create(). Nothing here is thread-safe except Loop::wake().
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "io/frame.h"
+
+namespace starling {
+
+struct OutQueue;   // backend-private: frames waiting to be written to one stream
+
+// One connection's transport endpoint. The owner embeds it in its connection object (so that an idle
+// connection is a single allocation) and must keep that object alive until StreamEvents::on_closed.
+// Every field is the backend's; the owner never reads or writes them.
+struct Stream {
+  int fd = -1;
+  uint16_t io_flags = 0;
+  OutQueue* out = nullptr;   // non-null only while output is queued (an idle stream holds no buffer)
+};
+
+enum class CloseMode : uint8_t {
+  // Write what is queued, then half-close (FIN), then read and discard until the peer closes or
+  // kLingerMs pass, so that the peer reads everything we sent (a close frame, an HTTP error) instead of
+  // a reset. If the output cannot be written within kLingerMs the stream is aborted.
+  kGraceful,
+  // Reset now (RST): the kernel drops the unsent data at once. For slow consumers and dead peers.
+  kAbort,
+};
+
+// Backpressure and slow-consumer rules, from the config.
+struct LoopOptions {
+  // A stream whose socket has refused more than this many bytes (its backlog, charged by frame cost)
+  // is not read until the backlog is back under it: a client that does not read its replies cannot
+  // make the server queue more for it.
+  uint64_t max_backlog = 1 << 20;
+  // A stream whose backlog stays over max_backlog this long without its socket taking max_backlog bytes
+  // meanwhile is a slow consumer (StreamEvents::on_slow). Time the server itself was busy does not
+  // count against it: the backlog is judged only right after a write attempt.
+  uint32_t max_backlog_ms = 2000;
+};
+
+// A stream whose backlog reaches this multiple of max_backlog is a slow consumer at once, whatever the
+// time: the per-connection memory bound (DESIGN.md rule 3) under a flood faster than any grace period.
+constexpr uint64_t kHardBacklogFactor = 4;
+// How long a gracefully closing stream may take to write its last bytes and see the peer's FIN.
+// Long enough for a close frame to cross a slow link; short enough that closing connections cannot
+// pile up (defect: a malformed close once kept the connection 5 s).
+constexpr uint32_t kLingerMs = 2000;
+
+// What the backend tells its owner. Called only on the loop's thread, from inside Loop::wait() and
+// Loop::flush(). A callback may call any Loop method, including close() on the stream it was given.
+class StreamEvents {
+ public:
+  virtual ~StreamEvents() = default;
+  // Bytes received on s. `data` is valid only during the call: the owner copies what it keeps.
+  virtual void on_data(Stream* s, uint8_t* data, size_t len) = 0;
+  // The peer will send nothing more (FIN), or the connection failed. Called once per stream, after its
+  // last on_data. The owner decides how to close (normally close(kGraceful), so queued replies leave).
+  virtual void on_hangup(Stream* s) = 0;
+  // s is a slow consumer (see LoopOptions). The owner closes it (usually kAbort) and counts it.
+  virtual void on_slow(Stream* s) = 0;
+  // The socket is closed and its output dropped; the owner may free s now. Nothing else about s follows.
+  virtual void on_closed(Stream* s) = 0;
+  // Loop::wake() was called on another thread.
+  virtual void on_wake() = 0;
+  // Called every few hundred streams during a long flush (a broadcast to thousands), so the owner can
+  // take in messages that arrived meanwhile and have them leave with this flush.
+  virtual void on_flush_stride() {}
+};
+
+class Loop {
+ public:
+  virtual ~Loop() = default;
+
+  // The backend for this machine (epoll). Throws std::runtime_error naming what failed.
+  static std::unique_ptr<Loop> create(StreamEvents& events, const LoopOptions& options);
+
+  // Takes ownership of a connected, non-blocking socket. False if it cannot be watched (the socket is
+  // then closed and no callback follows).
+  virtual bool adopt(Stream* s, int fd) = 0;
+
+  // Queues f for s, taking one reference. Written at the next flush(), coalesced with everything else
+  // queued to s. False when s is closing or the queue could not grow (out of memory): the reference is
+  // dropped and the owner should abort s.
+  virtual bool send(Stream* s, Frame* f) = 0;
+
+  // Bytes queued for s and not yet taken by its socket (frame costs).
+  virtual uint64_t backlog(const Stream* s) const = 0;
+
+  // Stops / restarts delivering s's input. While paused, data stays in the kernel (TCP pushes back on the
+  // peer); a hang-up is reported only once input is resumed and drained.
+  virtual void pause(Stream* s) = 0;
+  virtual void resume(Stream* s) = 0;
+
+  // Closes s (see CloseMode). After this no on_data or on_hangup follows for s; on_closed follows later,
+  // never from inside this call. Closing an already closing stream with kAbort makes it abort now.
+  virtual void close(Stream* s, CloseMode mode) = 0;
+
+  // Waits up to timeout_ms (0 when input is pending) for events and dispatches them.
+  virtual void wait(int timeout_ms) = 0;
+
+  // Writes what was queued since the last flush, judges slow consumers, finishes closes and calls
+  // on_closed for streams that are done.
+  virtual void flush() = 0;
+
+  // Time-based work: slow-consumer deadlines of streams that stopped getting output, linger timeouts.
+  // now_ms is the owner's monotonic clock, passed to every call that needs time.
+  virtual void tick(uint64_t now_ms) = 0;
+  virtual void set_now(uint64_t now_ms) = 0;
+
+  // The stream with the largest backlog, or nullptr (memory budget enforcement).
+  virtual Stream* largest_backlog() = 0;
+
+  // Open streams, closing ones included.
+  virtual size_t size() const = 0;
+
+  // Bytes written to sockets since the loop was created.
+  virtual uint64_t bytes_written() const = 0;
+
+  // Any thread: makes wait() return and call on_wake() soon.
+  virtual void wake() = 0;
+};
+
+}  // namespace starling

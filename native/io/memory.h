@@ -1,0 +1,56 @@
+// Memory accounting (DESIGN.md rule 3): the bytes clients make the server hold — frames, output queues,
+// partial input, connection state — counted per thread so the hot path touches no shared cache line, and
+// summed by whoever checks the budget (Memory in the config). Process-wide: several servers in one
+// process share one account.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+namespace starling::mem {
+
+// Slots 0..63 belong to workgroup threads; kSharedSlot is used (atomically) by every other thread.
+constexpr unsigned kSlots = 65;
+constexpr unsigned kSharedSlot = 64;
+// malloc's own bookkeeping per block on glibc (the size word, rounded to 16 bytes): counted so that
+// many small blocks are not undercounted.
+constexpr size_t kMallocOverhead = 16;
+
+struct alignas(64) Slot {
+  std::atomic<int64_t> bytes{0};
+};
+extern Slot g_slots[kSlots];
+extern thread_local Slot* t_slot __attribute__((tls_model("initial-exec")));
+
+// Binds the calling thread to its own slot (workgroup threads, at start).
+inline void bind_thread(unsigned slot) { t_slot = &g_slots[slot < kSharedSlot ? slot : kSharedSlot]; }
+inline void charge(size_t n) { t_slot->bytes.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed); }
+inline void release(size_t n) { t_slot->bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed); }
+
+// Bytes held now (a sum over the slots; slightly stale while other threads work). `used_slots` bounds the
+// scan to the workgroups that exist.
+int64_t total(unsigned used_slots = kSharedSlot);
+
+// malloc/realloc/free that charge the account and never throw: nullptr means out of memory, and every
+// caller has a documented way to shed the client that asked for the memory instead of aborting.
+inline void* alloc(size_t n) {
+  void* p = std::malloc(n);
+  if (p) charge(n + kMallocOverhead);
+  return p;
+}
+inline void* grow(void* p, size_t old_n, size_t n) {
+  void* q = std::realloc(p, n);
+  if (q) {
+    if (p) release(old_n + kMallocOverhead);
+    charge(n + kMallocOverhead);
+  }
+  return q;
+}
+inline void free(void* p, size_t n) {
+  if (!p) return;
+  std::free(p);
+  release(n + kMallocOverhead);
+}
+
+}  // namespace starling::mem

@@ -1,0 +1,161 @@
+// Client commands (PROTOCOL.md): SUB, UNSUB, PUB, PING, and their replies.
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "pubsub/broker.h"
+
+namespace starling {
+
+namespace {
+
+// Subjects the server itself publishes on (PUSH monitoring, /__starling__/stats); clients may subscribe
+// to them but not publish, so nobody can spoof the server's indicators.
+constexpr std::string_view kReservedPrefix = "/__starling__/";
+
+Counter err_counter(ErrCode code) {
+  switch (code) {
+    case ErrCode::kBadSubject: return k_err_bad_subject;
+    case ErrCode::kTooLarge: return k_err_too_large;
+    case ErrCode::kLimit: return k_err_limit;
+    case ErrCode::kForbidden: return k_err_forbidden;
+    default: return k_err_bad_command;
+  }
+}
+
+}  // namespace
+
+bool Broker::on_command(Subscriber* c, uint8_t opcode, uint8_t* p, size_t len) {
+  Command cmd;
+  parse_command(p, len, &cmd);
+  switch (cmd.kind) {
+    case Cmd::Sub:
+      on_sub(c, cmd.subjects);
+      return true;
+    case Cmd::Unsub:
+      on_unsub(c, cmd.subjects);
+      return true;
+    case Cmd::Pub:
+      return on_pub(c, opcode, cmd.subject, cmd.id, cmd.body);
+    case Cmd::Ping: {
+      char out[5 + kMaxIdLen];
+      size_t n = 4;
+      std::memcpy(out, "PONG", 4);
+      if (!cmd.id.empty()) {
+        out[n++] = ' ';
+        std::memcpy(out + n, cmd.id.data(), cmd.id.size());
+        n += cmd.id.size();
+      }
+      reply(c, out, n);
+      return true;
+    }
+    case Cmd::Invalid:
+      reply_err(c, cmd.error, cmd.id, cmd.detail ? cmd.detail : "");
+      return true;
+  }
+  return true;
+}
+
+void Broker::on_sub(Subscriber* c, std::string_view subjects) {
+  // All or nothing: count the subjects new to this connection (a name repeated in one SUB counts once)
+  // so that a SUB past the limit changes nothing. Cost: the names in the message, each found in O(1).
+  std::vector<std::string_view>& fresh = scratch_;
+  fresh.clear();
+  std::string_view rest = subjects;
+  for (std::string_view s = next_token(&rest); !s.empty(); s = next_token(&rest))
+    if (find(c, s) < 0) fresh.push_back(s);
+  std::sort(fresh.begin(), fresh.end());
+  fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
+  if (c->nsubs + fresh.size() > opt_.max_subscriptions) {
+    std::string detail = "MaxSubscriptionsPerConnection (" + std::to_string(opt_.max_subscriptions) +
+                         ") reached: the connection holds " + std::to_string(c->nsubs) + " and asked for " +
+                         std::to_string(fresh.size()) + " more";
+    reply_err(c, ErrCode::kLimit, {}, detail);
+    return;
+  }
+  for (std::string_view name : fresh) {
+    try {
+      subscribe(c, registry_.acquire(name, wg_));
+    } catch (const std::bad_alloc&) {
+      counters_.add(k_alloc_failures);
+      reply_err(c, ErrCode::kLimit, {}, std::string(name) + ": server out of memory");
+      return;
+    }
+  }
+}
+
+void Broker::on_unsub(Subscriber* c, std::string_view subjects) {
+  std::string_view rest = subjects;
+  for (std::string_view s = next_token(&rest); !s.empty(); s = next_token(&rest)) {
+    int k = find(c, s);
+    if (k >= 0) unsubscribe(c, static_cast<uint32_t>(k));
+  }
+}
+
+bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id,
+                    std::string_view body) {
+  if (body.size() > opt_.max_message) {
+    reply_err(c, ErrCode::kTooLarge, id,
+              "payload of " + std::to_string(body.size()) + " bytes is over MaxMessageSize (" +
+                  std::to_string(opt_.max_message) + ")");
+    return true;
+  }
+  if (subject.compare(0, kReservedPrefix.size(), kReservedPrefix) == 0) {
+    reply_err(c, ErrCode::kForbidden, id, "subjects under /__starling__/ are published by the server only");
+    return true;
+  }
+  Subject* s = registry_.find_ref(subject);
+  if (!s) {  // nobody subscribes: the message goes nowhere (PROTOCOL.md v1)
+    counters_.add(k_messages_in);
+    if (!id.empty()) ack(c, id);
+    return true;
+  }
+  Frame* f = publish_frame(subject, body.data(), body.size(), opcode);
+  if (!f) {
+    s->unref();
+    counters_.add(k_alloc_failures);
+    reply_err(c, ErrCode::kLimit, id, "server out of memory; publish again later");
+    return true;
+  }
+  if (!route(s, f)) {
+    // The home cannot take it now: hold it, pause this connection, retry every loop iteration.
+    counters_.add(k_publish_pauses);
+    held_.push_back(Held{c, s, f, std::string(id)});
+    return false;
+  }
+  counters_.add(k_messages_in);
+  if (!id.empty()) ack(c, id);
+  return true;
+}
+
+void Broker::ack(Subscriber* c, std::string_view id) {
+  if (id.empty()) return;
+  char out[4 + kMaxIdLen];
+  std::memcpy(out, "ACK ", 4);
+  std::memcpy(out + 4, id.data(), id.size());
+  reply(c, out, 4 + id.size());
+}
+
+void Broker::reply_err(Subscriber* c, ErrCode code, std::string_view id, std::string_view detail) {
+  counters_.add(err_counter(code));
+  std::string text = "ERR ";
+  text += err_name(code);
+  if (!id.empty()) {
+    text += ' ';
+    text.append(id.data(), id.size());
+  }
+  if (!detail.empty()) {
+    text += ' ';
+    text.append(detail.data(), detail.size());
+  }
+  reply(c, text.data(), text.size());
+}
+
+void Broker::reply(Subscriber* c, const char* p, size_t n) {
+  Frame* f = Frame::make(kOpText, p, n);
+  if (!f) counters_.add(k_alloc_failures);
+  host_.send(c, f);  // nullptr: the host closes the connection (a reply it was owed cannot be made)
+}
+
+}  // namespace starling

@@ -1,0 +1,356 @@
+#include "transport/ws_session.h"
+
+#include <cstring>
+
+#include "pubsub/protocol.h"
+#include "transport/http_upgrade.h"
+#include "transport/ws_frame.h"
+
+namespace starling {
+
+namespace {
+
+// Room added for the rest of a request head that arrived in pieces (heads are bounded by kMaxRequestHead).
+constexpr size_t kHandshakeGrowth = 1024;
+// Smallest buffer kept for a partial unit: most partial frames are small commands split by TCP.
+constexpr size_t kMinPartial = 256;
+// Passes (one a second, see Workgroup) a client has to finish its HTTP upgrade: the slowloris bound.
+constexpr unsigned kHandshakePasses = 10;
+
+enum SessionFlags : uint8_t {
+  kHeard = 1 << 0,   // input arrived since the last keepalive pass
+  kPinged = 1 << 1,  // a keepalive ping is unanswered
+};
+
+}  // namespace
+
+struct WsPartial {
+  size_t len;
+  size_t cap;
+  uint8_t data[1];
+};
+
+struct WsFragments {
+  uint8_t opcode;
+  size_t len;
+  size_t cap;
+  uint8_t data[1];
+};
+
+static size_t partial_bytes(size_t cap) { return offsetof(WsPartial, data) + cap; }
+static size_t fragments_bytes(size_t cap) { return offsetof(WsFragments, data) + cap; }
+
+WsEngine::WsEngine(SessionOptions options) : opt_(std::move(options)) {}
+
+void WsEngine::feed(WsSession* s, SessionHost& host, uint8_t* p, size_t len) const {
+  if (s->ws_state != WsState::kHandshake && s->ws_state != WsState::kOpen) return;
+  s->ws_flags |= kHeard;
+  WsPartial* rx = s->rx;
+  if (!rx) {
+    parse(s, host, p, len, false);
+    return;
+  }
+  if (rx->len + len > rx->cap) {
+    // Grow to what arrived, at least doubling: memory in proportion to what the peer actually sent, not
+    // to what a frame head announced.
+    size_t cap = rx->cap * 2 > rx->len + len ? rx->cap * 2 : rx->len + len;
+    WsPartial* grown = static_cast<WsPartial*>(mem::grow(rx, partial_bytes(rx->cap), partial_bytes(cap)));
+    if (!grown) {
+      host.on_nomem(s);
+      abort(s, host, 0);
+      return;
+    }
+    grown->cap = cap;
+    s->rx = rx = grown;
+  }
+  std::memcpy(rx->data + rx->len, p, len);
+  rx->len += len;
+  parse(s, host, rx->data, rx->len, true);
+}
+
+void WsEngine::resume(WsSession* s, SessionHost& host) const {
+  if (s->rx && (s->ws_state == WsState::kOpen || s->ws_state == WsState::kHandshake))
+    parse(s, host, s->rx->data, s->rx->len, true);
+}
+
+// Parses p[0..len); `owned` says p is s->rx's buffer. Keeps the unparsed rest in s->rx.
+void WsEngine::parse(WsSession* s, SessionHost& host, uint8_t* p, size_t len, bool owned) const {
+  size_t need = 0;
+  bool paused = false;
+  size_t used = consume(s, host, p, len, &need, &paused);
+  if (s->ws_state != WsState::kOpen && s->ws_state != WsState::kHandshake) return;  // buffers dropped
+  size_t left = len - used;
+  if (owned) {
+    if (!left) {
+      mem::free(s->rx, partial_bytes(s->rx->cap));
+      s->rx = nullptr;
+    } else if (used) {
+      std::memmove(s->rx->data, s->rx->data + used, left);
+      s->rx->len = left;
+    }
+    return;
+  }
+  if (!left) return;
+  // Keep the rest: what is needed to complete the unit, but never more than twice what arrived (a peer
+  // that announces a large frame and trickles it holds memory in proportion to what it sent).
+  size_t cap = need > left ? need : left;
+  if (cap > 2 * left && cap > 64 * 1024) cap = 2 * left > 64 * 1024 ? 2 * left : 64 * 1024;
+  if (cap < kMinPartial) cap = kMinPartial;
+  WsPartial* rx = static_cast<WsPartial*>(mem::alloc(partial_bytes(cap)));
+  if (!rx) {
+    host.on_nomem(s);
+    abort(s, host, 0);
+    return;
+  }
+  rx->len = left;
+  rx->cap = cap;
+  std::memcpy(rx->data, p + used, left);
+  s->rx = rx;
+  (void)paused;
+}
+
+// Handles the complete units in p[0..len). Returns the bytes consumed; *need is the size of the
+// incomplete unit at p[consumed] when known; *paused when a handler answered kPause.
+size_t WsEngine::consume(WsSession* s, SessionHost& host, uint8_t* p, size_t len, size_t* need,
+                         bool* paused) const {
+  size_t pos = 0;
+  if (s->ws_state == WsState::kHandshake) {
+    UpgradeRequest req = parse_upgrade(reinterpret_cast<const char*>(p), len, opt_.path);
+    if (req.status == Upgrade::NeedMore) {
+      *need = len + kHandshakeGrowth;
+      return 0;
+    }
+    char out[512];
+    if (req.status != Upgrade::Ok) {
+      host.on_http_error(s);
+      size_t n = write_http_error(req.status, req.reason, out, sizeof out);
+      s->ws_state = WsState::kClosing;
+      drop_buffers(s);
+      Frame* f = Frame::copy(out, n);
+      if (!f || !host.send(s, f)) {
+        s->ws_state = WsState::kDone;
+        host.close(s, CloseMode::kAbort);
+        return len;
+      }
+      host.close(s, CloseMode::kGraceful);  // the client reads the answer, then our FIN
+      return len;
+    }
+    size_t n = write_upgrade_response(req, out, sizeof out);
+    Frame* f = Frame::copy(out, n);
+    if (!f || !host.send(s, f)) {
+      host.on_nomem(s);
+      abort(s, host, 0);
+      return len;
+    }
+    s->ws_state = WsState::kOpen;
+    host.on_open(s);
+    pos = req.head_len;
+  }
+
+  const uint64_t limit = opt_.max_message + kMaxPubHeader;
+  while (pos < len && s->ws_state == WsState::kOpen) {
+    FrameHead head;
+    uint16_t code = 0;
+    FrameParse r = parse_frame_head(p + pos, len - pos, limit, &head, &code);
+    if (r == FrameParse::NeedMore) {
+      *need = kMaxClientFrameHead;
+      break;
+    }
+    if (r == FrameParse::Error) {
+      fail(s, host, code);  // the rest of the input is dropped: it cannot be framed any more
+      return len;
+    }
+    uint64_t total = head.head_len + head.payload_len;
+    if (len - pos < total) {
+      *need = static_cast<size_t>(total);
+      break;
+    }
+    uint8_t* payload = p + pos + head.head_len;
+    unmask(payload, head.payload_len, head.mask, 0);
+    pos += total;
+    if (!on_frame(s, host, head.opcode, head.fin, payload, head.payload_len, paused)) {
+      return s->ws_state == WsState::kOpen ? pos : len;
+    }
+  }
+  return pos;
+}
+
+// One complete frame. Returns false when parsing must stop (closed, or paused).
+bool WsEngine::on_frame(WsSession* s, SessionHost& host, uint8_t opcode, bool fin, uint8_t* payload, size_t len,
+                        bool* paused) const {
+  if (opcode == kOpClose) {
+    uint16_t bad = check_close_payload(payload, len);
+    if (bad) {
+      fail(s, host, bad);
+      return false;
+    }
+    // Echo the peer's code (or none), then close gracefully: the peer reads our close frame and FIN.
+    uint16_t code = len >= 2 ? static_cast<uint16_t>(payload[0] << 8 | payload[1]) : 0;
+    Frame* f = Frame::make(kOpClose, payload, len >= 2 ? 2 : 0);  // before the buffers (and payload) go
+    drop_buffers(s);
+    s->ws_state = WsState::kClosing;
+    host.on_leave(s, code);
+    if (!f || !host.send(s, f)) {
+      s->ws_state = WsState::kDone;
+      host.close(s, CloseMode::kAbort);
+      return false;
+    }
+    host.close(s, CloseMode::kGraceful);
+    return false;
+  }
+  if (opcode == kOpPing) {
+    Frame* f = Frame::make(kOpPong, payload, len);
+    if (!f || !host.send(s, f)) {
+      host.on_nomem(s);
+      abort(s, host, 0);
+      return false;
+    }
+    return true;
+  }
+  if (opcode == kOpPong) {
+    s->ws_flags &= ~kPinged;
+    return true;
+  }
+
+  if (opcode == kOpCont) {
+    WsFragments* fr = s->frag;
+    if (!fr) {
+      fail(s, host, kCloseProtocol);
+      return false;
+    }
+    if (fr->len + len > opt_.max_message + kMaxPubHeader) {
+      fail(s, host, kCloseTooBig);
+      return false;
+    }
+    if (fr->len + len > fr->cap) {
+      size_t cap = fr->cap * 2 > fr->len + len ? fr->cap * 2 : fr->len + len;
+      WsFragments* grown =
+          static_cast<WsFragments*>(mem::grow(fr, fragments_bytes(fr->cap), fragments_bytes(cap)));
+      if (!grown) {
+        host.on_nomem(s);
+        abort(s, host, 0);
+        return false;
+      }
+      grown->cap = cap;
+      s->frag = fr = grown;
+    }
+    std::memcpy(fr->data + fr->len, payload, len);
+    fr->len += len;
+    if (!fin) return true;
+    s->frag = nullptr;
+    bool go = message(s, host, fr->opcode, fr->data, fr->len, paused);
+    mem::free(fr, fragments_bytes(fr->cap));
+    return go;
+  }
+
+  // A text or binary frame starts a message.
+  if (s->frag) {
+    fail(s, host, kCloseProtocol);  // a new message before the fragmented one finished
+    return false;
+  }
+  if (fin) return message(s, host, opcode, payload, len, paused);
+  size_t cap = len > kMinPartial ? len : kMinPartial;
+  WsFragments* fr = static_cast<WsFragments*>(mem::alloc(fragments_bytes(cap)));
+  if (!fr) {
+    host.on_nomem(s);
+    abort(s, host, 0);
+    return false;
+  }
+  fr->opcode = opcode;
+  fr->len = len;
+  fr->cap = cap;
+  std::memcpy(fr->data, payload, len);
+  s->frag = fr;
+  return true;
+}
+
+bool WsEngine::message(WsSession* s, SessionHost& host, uint8_t opcode, uint8_t* p, size_t len, bool* paused) const {
+  if (opcode == kOpText && !utf8_valid(p, len)) {
+    fail(s, host, kCloseInvalidData);
+    return false;
+  }
+  Verdict v = host.on_message(s, opcode, p, len);
+  if (s->ws_state != WsState::kOpen) return false;
+  if (v == Verdict::kPause) {
+    *paused = true;
+    return false;
+  }
+  return true;
+}
+
+void WsEngine::hangup(WsSession* s, SessionHost& host) const {
+  if (s->ws_state == WsState::kOpen) host.on_leave(s, 0);
+  if (s->ws_state == WsState::kOpen || s->ws_state == WsState::kHandshake) {
+    s->ws_state = WsState::kClosing;
+    drop_buffers(s);
+    host.close(s, CloseMode::kGraceful);
+  }
+}
+
+void WsEngine::fail(WsSession* s, SessionHost& host, uint16_t code) const {
+  if (s->ws_state == WsState::kHandshake) {
+    s->ws_state = WsState::kClosing;
+    drop_buffers(s);
+    host.close(s, CloseMode::kGraceful);
+    return;
+  }
+  if (s->ws_state != WsState::kOpen) return;
+  s->ws_state = WsState::kClosing;
+  drop_buffers(s);
+  host.on_leave(s, code);
+  uint8_t body[2] = {static_cast<uint8_t>(code >> 8), static_cast<uint8_t>(code & 0xff)};
+  Frame* f = Frame::make(kOpClose, body, sizeof body);
+  if (!f || !host.send(s, f)) {
+    s->ws_state = WsState::kDone;
+    host.close(s, CloseMode::kAbort);
+    return;
+  }
+  host.close(s, CloseMode::kGraceful);
+}
+
+void WsEngine::abort(WsSession* s, SessionHost& host, uint16_t code) const {
+  if (s->ws_state == WsState::kDone) return;
+  if (s->ws_state == WsState::kOpen) host.on_leave(s, code);
+  s->ws_state = WsState::kDone;
+  drop_buffers(s);
+  host.close(s, CloseMode::kAbort);
+}
+
+void WsEngine::release(WsSession* s) const {
+  drop_buffers(s);
+  s->ws_state = WsState::kDone;
+}
+
+void WsEngine::drop_buffers(WsSession* s) const {
+  if (s->rx) mem::free(s->rx, partial_bytes(s->rx->cap));
+  if (s->frag) mem::free(s->frag, fragments_bytes(s->frag->cap));
+  s->rx = nullptr;
+  s->frag = nullptr;
+}
+
+WsEngine::Keepalive WsEngine::keepalive_pass(WsSession* s, SessionHost& host, unsigned passes_per_interval) const {
+  if (s->ws_state != WsState::kOpen) return Keepalive::kFine;
+  if (s->ws_flags & kHeard) {
+    s->ws_flags &= ~(kHeard | kPinged);
+    s->silent_passes = 0;
+    return Keepalive::kFine;
+  }
+  if (++s->silent_passes < passes_per_interval) return Keepalive::kFine;
+  s->silent_passes = 0;
+  if (s->ws_flags & kPinged) return Keepalive::kDead;
+  s->ws_flags |= kPinged;
+  Frame* f = Frame::make(kOpPing, nullptr, 0);
+  if (!f || !host.send(s, f)) return Keepalive::kDead;
+  return Keepalive::kPinged;
+}
+
+bool WsEngine::handshake_expired(WsSession* s) {
+  if (s->ws_state != WsState::kHandshake) return false;
+  return ++s->silent_passes >= kHandshakePasses;
+}
+
+size_t WsEngine::buffered(const WsSession* s) {
+  return (s->rx ? s->rx->cap : 0) + (s->frag ? s->frag->cap : 0);
+}
+
+}  // namespace starling
