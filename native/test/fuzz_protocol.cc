@@ -46,7 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (c.id.size() > kMaxIdLen) abort();
       break;
     case Cmd::Invalid:
-      if (c.error == nullptr || c.detail == nullptr) abort();
+      if (c.error == ErrCode::kNone || c.detail == nullptr) abort();
       break;
   }
   return 0;

@@ -130,14 +130,14 @@ TEST(accepts_pub_ids_of_1_to_64_printable_characters) {
 TEST(rejects_a_pub_id_over_64_characters_as_bad_command) {
   Parsed p = parse("PUB /a " + repeat('i', kMaxIdLen + 1));
   CHECK_EQ(p.cmd.kind, Cmd::Invalid);
-  CHECK_EQ(p.cmd.error, "bad-command");
+  CHECK_EQ(std::string(err_name(p.cmd.error)), "bad-command");
   CHECK(p.cmd.id.empty());
 }
 
 TEST(reports_the_id_of_a_pub_with_a_bad_subject) {
   Parsed p = parse("PUB bad id7\nx");
   CHECK_EQ(p.cmd.kind, Cmd::Invalid);
-  CHECK_EQ(p.cmd.error, "bad-subject");
+  CHECK_EQ(std::string(err_name(p.cmd.error)), "bad-subject");
   CHECK_EQ(p.cmd.id, "id7");
   CHECK(p.cmd.detail != nullptr);
   CHECK_EQ(error_of("PUB /a/\nx"), "bad-subject");
@@ -347,8 +347,8 @@ TEST(survives_random_bytes_and_keeps_its_invariants) {
         CHECK(c.id.size() <= kMaxIdLen);
         break;
       case Cmd::Invalid:
-        CHECK(c.error != nullptr && c.detail != nullptr);
-        CHECK(std::strcmp(c.error, "bad-command") == 0 || std::strcmp(c.error, "bad-subject") == 0);
+        CHECK(c.error != ErrCode::kNone && c.detail != nullptr);
+        CHECK(c.error == ErrCode::kBadCommand || c.error == ErrCode::kBadSubject);
         break;
     }
   }
