@@ -8,16 +8,28 @@
 
 using namespace starling;
 
+namespace {
+
+// True if data[0..n) has a '\n' not preceded by '\r': the parser must never wait on such a head.
+bool has_bare_lf(const uint8_t* data, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) return true;
+  return false;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const UpgradeRequest r = parse_upgrade(reinterpret_cast<const char*>(data), size, "/");
   char out[512];
   switch (r.status) {
     case Upgrade::NeedMore:
-      if (size >= kMaxRequestHead) abort();
+      if (size >= kMaxRequestHead || has_bare_lf(data, size)) abort();
       break;
     case Upgrade::Ok:
       if (r.head_len > size || std::strlen(r.accept) != 28) abort();
       if (std::memcmp(data + r.head_len - 4, "\r\n\r\n", 4) != 0) abort();
+      if (has_bare_lf(data, r.head_len)) abort();
       if (write_upgrade_response(r, out, sizeof out) == 0) abort();
       break;
     default:

@@ -40,6 +40,13 @@ std::string with(const std::string& from, const std::string& to) {
   return s;
 }
 
+// True if s[0..n) has a '\n' not preceded by '\r'.
+bool has_bare_lf(const std::string& s, size_t n) {
+  for (size_t i = 0; i < n && i < s.size(); i++)
+    if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) return true;
+  return false;
+}
+
 std::string hex(const uint8_t* p, size_t n) {
   static const char digits[] = "0123456789abcdef";
   std::string s;
@@ -212,7 +219,7 @@ TEST(answers_400_to_control_characters_in_headers) {
   CHECK_EQ(status(kRequestLine + kHeaders + "X-A: a\x01z\r\n\r\n"), Upgrade::BadRequest);
   CHECK_EQ(status(kRequestLine + kHeaders + "X-A: a\x7fz\r\n\r\n"), Upgrade::BadRequest);
   CHECK_EQ(status(kRequestLine + kHeaders + std::string("X-A: a\0z\r\n\r\n", 12)), Upgrade::BadRequest);
-  CHECK_EQ(status(kRequestLine + kHeaders + "X-A: a\nz\r\n\r\n"), Upgrade::BadRequest);   // bare LF
+  CHECK_EQ(status(kRequestLine + kHeaders + "X-A: a\nz\r\n\r\n"), Upgrade::BadRequest);   // bare LF (see below)
   CHECK_EQ(status(kRequestLine + kHeaders + "X-A: a\rz\r\n\r\n"), Upgrade::BadRequest);   // bare CR
   CHECK_EQ(status(kRequestLine + kHeaders + "X-A: a\r\r\n\r\n"), Upgrade::BadRequest);
 }
@@ -244,6 +251,109 @@ TEST(answers_400_to_a_key_that_is_not_base64_of_16_bytes) {
   CHECK_EQ(status(with(std::string("Sec-WebSocket-Key: ") + kRfcKey + "\r\n", "")), Upgrade::BadRequest);
   CHECK_EQ(status(kRequestLine + kHeaders + "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n"),
            Upgrade::BadRequest);  // two keys
+}
+
+// ---- bare LF: refused at once, complete head or not ----
+
+namespace {
+
+constexpr const char* kBareLfReason = "bare LF in request head; lines must end with CRLF";
+
+// The valid request with the CR of its line ending number `line` (0: the request line; the last is the
+// blank line) removed, so that its LF is bare. Sets *lf to that LF's offset. Empty if there is no such line.
+std::string with_bare_lf(size_t line, size_t* lf) {
+  size_t at = 0;
+  for (size_t k = 0;; k++) {
+    at = kValid.find("\r\n", at);
+    if (at == std::string::npos) return "";
+    if (k == line) break;
+    at += 2;
+  }
+  *lf = at;
+  return kValid.substr(0, at) + kValid.substr(at + 1);
+}
+
+}  // namespace
+
+TEST(answers_400_at_once_to_the_audit_request_with_bare_lf_line_endings) {
+  const std::string audit = "GET / HTTP/1.1\nHost: x\n\n";
+  UpgradeRequest r = parse(audit);
+  CHECK_EQ(r.status, Upgrade::BadRequest);
+  CHECK_EQ(r.reason, kBareLfReason);
+  CHECK_EQ(r.head_len, 0u);  // the head never ended with "\r\n\r\n"
+  // Answered as soon as the first line has arrived: nothing waits for the handshake timeout.
+  CHECK_EQ(parse("GET / HTTP/1.1\n").status, Upgrade::BadRequest);
+  CHECK_EQ(parse("GET / HTTP/1.1\n").reason, kBareLfReason);
+  CHECK_EQ(status("GET / HTTP/1.1"), Upgrade::NeedMore);
+}
+
+TEST(answers_400_to_a_bare_lf_at_any_line_end_of_a_head_split_at_every_byte) {
+  // Each line end of the valid request in turn loses its CR; the head arrives in two pieces split at
+  // every position, parsed after each as the server does. Up to the bare LF it is a prefix of a valid
+  // request (NeedMore); once the LF is in, it is refused, whatever follows.
+  size_t lines = 0;
+  for (size_t line = 0;; line++) {
+    size_t lf = 0;
+    const std::string s = with_bare_lf(line, &lf);
+    if (s.empty()) break;
+    lines++;
+    for (size_t split = 0; split <= s.size(); split++) {
+      const UpgradeRequest first = parse(s.substr(0, split));
+      if (split <= lf) {
+        CHECK_EQ(first.status, Upgrade::NeedMore);
+      } else {
+        CHECK_EQ(first.status, Upgrade::BadRequest);
+        CHECK_EQ(first.reason, kBareLfReason);
+      }
+      const UpgradeRequest both = parse(s);
+      CHECK_EQ(both.status, Upgrade::BadRequest);
+      CHECK_EQ(both.reason, kBareLfReason);
+    }
+  }
+  CHECK_EQ(lines, 7u);  // request line, five headers, blank line
+}
+
+TEST(answers_400_to_bare_lf_anywhere_in_the_head) {
+  const std::string cases[] = {
+      "\n",                                              // the very first byte
+      "\n\n",
+      "GET\n",                                           // inside the request line
+      "GET / HTTP/1.1\r\n\n",                            // a bare LF as the blank line
+      "GET / HTTP/1.1\r\nHost: x\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\n\n\r\n",             // CR LF LF CR LF: no CRLFCRLF
+      kRequestLine + kHeaders + "X-A: a\nz\r\n\r\n",     // inside a header value, complete head
+      kRequestLine + "X-A: a\nz",                        // the same, incomplete
+      kRequestLine + kHeaders + "\n\r\n",                // LF CR LF before the blank line
+      kRequestLine + "X-A: \r\r\n" + "\n",               // after a stray CR
+  };
+  for (const std::string& c : cases) {
+    const UpgradeRequest r = parse(c);
+    CHECK_EQ(r.status, Upgrade::BadRequest);
+    CHECK_EQ(r.reason, kBareLfReason);
+    CHECK(r.head_len <= c.size());
+  }
+  // A complete head with a bare LF inside: head_len still names its end.
+  const std::string complete = kRequestLine + kHeaders + "X-A: a\nz\r\n\r\n";
+  CHECK_EQ(parse(complete).head_len, complete.size());
+  // The bare LF decides before any other fault of the head (here: POST, no Host).
+  CHECK_EQ(parse("POST / HTTP/1.0\r\nX: y\n").reason, kBareLfReason);
+  // A bare LF past kMaxRequestHead is never looked at: the head is too large first.
+  const std::string big = kRequestLine + "X-Fill: " + std::string(kMaxRequestHead, 'f') + "\n";
+  const UpgradeRequest r = parse(big);
+  CHECK_EQ(r.status, Upgrade::BadRequest);
+  CHECK(r.reason != nullptr && std::string(r.reason) != kBareLfReason);
+}
+
+TEST(does_not_mistake_crlf_split_between_reads_or_frame_bytes_for_a_bare_lf) {
+  // A CR at the end of what has arrived is an unfinished CRLF, not an error.
+  CHECK_EQ(status("GET / HTTP/1.1\r"), Upgrade::NeedMore);
+  CHECK_EQ(status(kRequestLine + "Host: x\r\n\r"), Upgrade::NeedMore);
+  // Bytes after a complete head belong to WebSocket frames and may hold any byte, LF included.
+  UpgradeRequest r = parse(kValid + "\n\n\x81\x0a");
+  CHECK_EQ(r.status, Upgrade::Ok);
+  CHECK_EQ(r.head_len, kValid.size());
+  r = parse(std::string("GET /x HTTP/1.1\r\nHost: x\r\n\r\n") + "\n");
+  CHECK_EQ(r.status, Upgrade::NotFound);
 }
 
 // ---- 404 and 426, and their order ----
@@ -359,7 +469,8 @@ TEST(writes_well_formed_error_responses) {
 TEST(error_content_length_matches_the_body_for_every_parser_reason) {
   const std::string requests[] = {"POST / HTTP/1.1\r\n\r\n", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
                                   "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET / HTTP/1.0\r\n\r\n",
-                                  with("Sec-WebSocket-Version: 13\r\n", ""), std::string(kMaxRequestHead, 'x')};
+                                  with("Sec-WebSocket-Version: 13\r\n", ""), std::string(kMaxRequestHead, 'x'),
+                                  "GET / HTTP/1.1\nHost: x\n\n"};
   for (const std::string& req : requests) {
     UpgradeRequest r = parse(req);
     char out[512];
@@ -454,8 +565,10 @@ TEST(survives_random_bytes_and_mutated_requests) {
     UpgradeRequest r = parse(s);
     if (r.status == Upgrade::NeedMore) {
       CHECK(s.size() < kMaxRequestHead);
+      CHECK(!has_bare_lf(s, s.size()));  // a bare LF is never left waiting
       continue;
     }
+    if (r.status == Upgrade::Ok) CHECK(!has_bare_lf(s, r.head_len));
     CHECK(r.reason != nullptr);
     CHECK(r.head_len <= s.size() && r.head_len <= kMaxRequestHead);
     char out[512];

@@ -17,6 +17,7 @@ constexpr size_t kSha1Bytes = 20;
 constexpr size_t kAcceptChars = 4 * ((kSha1Bytes + 2) / 3);  // 28, the base64 of a SHA-1 digest
 constexpr std::string_view kHeadEnd = "\r\n\r\n";
 constexpr std::string_view kSubprotocol = "starling.v1";
+constexpr const char* kBareLf = "bare LF in request head; lines must end with CRLF";
 // Longest reason echoed in an error body; our reasons are short static strings, this keeps any
 // reason within the 512 bytes write_http_error promises.
 constexpr size_t kMaxReasonChars = 200;
@@ -237,6 +238,14 @@ UpgradeRequest parse_upgrade(const char* p, size_t len, std::string_view path) {
   // Find the end of the head within the first kMaxRequestHead bytes.
   const std::string_view window(p, len < kMaxRequestHead ? len : kMaxRequestHead);
   const size_t end = window.find(kHeadEnd);
+  // A bare LF is refused as soon as it arrives: a client that ends its lines with "\n" alone would
+  // otherwise never send "\r\n\r\n" and wait for the handshake timeout. Only the head is scanned
+  // (up to its end, or all of the window while it is incomplete); bytes after it are WebSocket frames.
+  const size_t scanned = end == std::string_view::npos ? window.size() : end + kHeadEnd.size();
+  for (size_t lf = window.find('\n'); lf < scanned; lf = window.find('\n', lf + 1)) {
+    if (lf == 0 || window[lf - 1] != '\r')
+      return fail(Upgrade::BadRequest, end == std::string_view::npos ? 0 : scanned, kBareLf);
+  }
   if (end == std::string_view::npos) {
     if (len >= kMaxRequestHead) return fail(Upgrade::BadRequest, 0, "request head too large");
     UpgradeRequest r{};

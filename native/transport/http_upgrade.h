@@ -12,10 +12,11 @@ namespace starling {
 constexpr size_t kMaxRequestHead = 8192;
 
 enum class Upgrade : uint8_t {
-  NeedMore,         // no "\r\n\r\n" yet and fewer than kMaxRequestHead bytes
+  NeedMore,         // no "\r\n\r\n" yet, no bare LF so far and fewer than kMaxRequestHead bytes
   Ok,               // a valid upgrade for `path`
-  BadRequest,       // 400: malformed request line/headers, not GET, not HTTP/1.1+, missing/invalid
-                    //      Sec-WebSocket-Key (must be base64 of 16 bytes), head too large
+  BadRequest,       // 400: a bare LF in the head (even an incomplete one), malformed request
+                    //      line/headers, not GET, not HTTP/1.1+, missing/invalid Sec-WebSocket-Key
+                    //      (must be base64 of 16 bytes), head too large
   NotFound,         // 404: a well-formed request for another path
   UpgradeRequired,  // 426: a plain HTTP request (no "Upgrade: websocket" / "Connection: upgrade"
                     //      tokens) or Sec-WebSocket-Version other than 13
@@ -24,18 +25,22 @@ enum class Upgrade : uint8_t {
 struct UpgradeRequest {
   Upgrade status;
   size_t head_len;        // bytes of the request head including the final "\r\n\r\n" (when not NeedMore;
-                          // 0 for a head too large, which has no end)
+                          // 0 when the head has no end yet: too large, or refused for a bare LF
+                          // before its "\r\n\r\n" arrived)
   char accept[29];        // Sec-WebSocket-Accept value, NUL-terminated (when Ok)
   bool starling_v1;       // the client offered the subprotocol "starling.v1" (when Ok)
   const char* reason;     // short human-readable reason for an error status (static string)
 };
 
-// Parses the request head in p[0..len). Header names are case-insensitive; the Upgrade and Connection
+// Parses the request head in p[0..len). Every line must end with CRLF: a bare LF ('\n' not preceded by
+// '\r') anywhere in the head is answered 400 as soon as it is in p, before the head is complete, so a
+// client using "\n" line endings is refused at once instead of waiting for the handshake timeout (bytes
+// after a complete head are not looked at). Header names are case-insensitive; the Upgrade and Connection
 // headers are comma-separated token lists (case-insensitive); the request target must equal `path`
 // exactly (a query string "?..." after the path is allowed and ignored). Checks in this order, the first
-// failure deciding: request line, method, version, header syntax, Host (400); path (404); Upgrade and
-// Connection tokens, then Sec-WebSocket-Version (426); Sec-WebSocket-Key (400). So "GET /other" is 404
-// and a plain "GET /" is 426. Never reads past p[len).
+// failure deciding: bare LF, head too large (400); request line, method, version, header syntax, Host
+// (400); path (404); Upgrade and Connection tokens, then Sec-WebSocket-Version (426); Sec-WebSocket-Key
+// (400). So "GET /other" is 404 and a plain "GET /" is 426. Never reads past p[len).
 UpgradeRequest parse_upgrade(const char* p, size_t len, std::string_view path);
 
 // Writes "HTTP/1.1 101 Switching Protocols" with Upgrade, Connection, Sec-WebSocket-Accept and, when
