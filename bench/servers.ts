@@ -27,10 +27,17 @@ export function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-/** `starling` or a variant such as `starling:Workgroups=1` (config overrides after the colon, comma-separated). */
+/**
+ * `starling` or a variant: `starling:Workgroups=1` (config overrides after the colon, comma-separated), or
+ * `starling@/path/to/other/checkout` (another build of Starling, e.g. the previous commit, so that a change is
+ * measured before and after in the same run; overrides may follow: `starling@/path:Workgroups=1`).
+ */
 async function startStarling(name: string, port: number): Promise<ServerHandle> {
-  const overrides = name.includes(':') ? name.slice(name.indexOf(':') + 1).split(',').map((kv) => `-D${kv}`) : [];
-  const args = [CLI, 'serve', `-DListen=127.0.0.1:${port}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor=', ...overrides];
+  const colon = name.indexOf(':');
+  const overrides = colon >= 0 ? name.slice(colon + 1).split(',').map((kv) => `-D${kv}`) : [];
+  const head = colon >= 0 ? name.slice(0, colon) : name;
+  const cli = head.startsWith('starling@') ? path.join(head.slice('starling@'.length), 'dist', 'src', 'cli.js') : CLI;
+  const args = [cli, 'serve', `-DListen=127.0.0.1:${port}`, '-DBenchmarkMode=true', '-DLogLevel=warn', '-DMonitor=', ...overrides];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   // At warn level the server prints nothing on start: wait until the port answers.
   await waitForPort(port);
@@ -54,7 +61,7 @@ async function waitForPort(port: number): Promise<void> {
 
 /** Starts `starling` (or a variant `starling:Key=value,...`) or a peer of bench/peers on `port`. */
 export async function startServer(name: string, port: number): Promise<ServerHandle> {
-  if (name === 'starling' || name.startsWith('starling:')) return startStarling(name, port);
+  if (name === 'starling' || name.startsWith('starling:') || name.startsWith('starling@')) return startStarling(name, port);
   const { startPeer } = await import('./peers/index');
   const peer = await startPeer(name, port);
   return { name, dialect: name === 'nats' ? 'nats' : 'plain', pid: peer.pid, port: peer.port, stop: () => peer.stop() };
