@@ -275,6 +275,12 @@ class EpollLoop final : public Loop {
       ssize_t n = recv(s->fd, rx_, kSharedRxBytes, 0);
       if (n > 0) {
         ev_.on_data(s, rx_, static_cast<size_t>(n));
+        // Replies count against the backlog too: a client that does not read them is not read either.
+        if (s->out && s->out->bytes > opt_.max_backlog && !(fl & (kDead | kClosing | kOver))) {
+          fl |= kOver;
+          s->out->over_since = now_;
+          s->out->progress = 0;
+        }
         if (fl & (kDead | kClosing | kPaused | kOver)) {
           if ((fl & kClosing) && !(fl & kDead)) make_ready(s);  // go on discarding next iteration
           return;

@@ -124,10 +124,10 @@ void Workgroup::run() {
   uint64_t next_pass = monotonic_ms() + kPassMs;
   for (;;) {
     bool backpressure = broker_->held_publishes() || !broker_->accepting();
-    loop_->wait(backpressure ? kBackpressurePollMs : kTickMs);
-    now_ms_ = monotonic_ms();
-    loop_->set_now(now_ms_);
     try {
+      loop_->wait(backpressure ? kBackpressurePollMs : kTickMs);
+      now_ms_ = monotonic_ms();
+      loop_->set_now(now_ms_);
       drain_inbox();
       broker_->retry();
       abort_pending();
