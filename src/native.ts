@@ -12,7 +12,16 @@ export interface NativeOptions {
   receiveBuffer: number;
   maxMessageSize: number;
   maxSubscriptions: number;
+  /** Bytes the socket may refuse (MaxBacklog). */
   maxBacklog: number;
+  /** Milliseconds over maxBacklog before a slow-consumer close (MaxBacklogTime). */
+  maxBacklogTime: number;
+  /** Server-wide budget in bytes (Memory). */
+  memory: number;
+  /** Seconds of silence before a ping, and again before a close; 0: off (KeepAlive). */
+  keepAlive: number;
+  /** Client connections held at once; 0: RLIMIT_NOFILE less 256 (MaxConnections). */
+  maxConnections: number;
 }
 
 /** Result of NativeServer.publish. */

@@ -96,6 +96,10 @@ export class Server {
       maxMessageSize: c.MaxMessageSize,
       maxSubscriptions: c.MaxSubscriptionsPerConnection,
       maxBacklog: c.MaxBacklog,
+      maxBacklogTime: c.MaxBacklogTime,
+      memory: c.Memory,
+      keepAlive: c.KeepAlive,
+      maxConnections: c.MaxConnections,
     });
     this.counters = new Float64Array(this.native.counterSlots());
     this.native.start();

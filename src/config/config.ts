@@ -20,11 +20,20 @@ export interface Config {
   MaxMessageSize: number;
   MaxSubscriptionsPerConnection: number;
   MaxBacklog: number;
+  /** Milliseconds. */
+  MaxBacklogTime: number;
+  /** Bytes. */
+  Memory: number;
+  /** 0: the open-file limit less 256. */
+  MaxConnections: number;
+  /** Seconds; 0: off. */
+  KeepAlive: number;
   LogLevel: 'error' | 'warn' | 'info' | 'debug';
   Monitor: ('HTTP' | 'PROMETHEUS')[];
   /** Exactly one address. */
   'MonitorHTTP.Listen': ListenAddress[];
   'MonitorHTTP.Authentication': boolean;
+  'MonitorHTTP.MaxConnections': number;
   MonitorUsername: string;
   MonitorPassword: string;
   'Stats.LogInterval': number;
