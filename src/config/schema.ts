@@ -2,37 +2,7 @@
 // environment variable names, `starling config --print` and docs/configuration.md are all derived from it.
 // To add a key: add an entry here and its field to `Config` in config.ts (the compiler checks they agree).
 import * as os from 'node:os';
-import { G, K, M, type TypeName, type TypeValues } from './types';
-
-interface KeyBase {
-  /** As written in the config file; `STARLING_<NAME>` (upper case, '.' -> '_') in the environment. */
-  name: string;
-  /** In config-file syntax, so that it reads as a user would write it; parsed and checked at load. */
-  default: string | (() => string);
-  /** Docs: the default in words, when it depends on the machine. */
-  defaultDoc?: string;
-  /** Docs and error hints: a valid value in config-file syntax. */
-  example: string;
-  /** One or two sentences: what it does, units, when to change it. */
-  doc: string;
-}
-/** One key. Numeric types carry an inclusive range, enums their choices. */
-export type KeyDef = KeyBase &
-  (
-    | { type: 'int'; min: number; max: number }
-    | { type: 'size'; min: number; max: number }
-    | { type: 'enum'; choices: readonly string[] }
-    | { type: 'enumlist'; choices: readonly string[] }
-    | { type: 'bool' }
-    /** `single`: exactly one address. */
-    | { type: 'listen'; single?: boolean }
-    | { type: 'cpulist' }
-    | { type: 'path' }
-    | { type: 'number'; min: number; max: number }
-    | { type: 'subjects' }
-    | { type: 'hosts' }
-    | { type: 'string' }
-  );
+import { G, K, M, type KeyDef, type TypeName, type TypeValues } from './types';
 
 /** The most workgroups a server runs; also the cap of the CPU-count default. */
 const MAX_WORKGROUPS = 64;
