@@ -12,6 +12,9 @@ import { MonitorHttp, type Route } from './http';
 import { DEFAULT_INDICATORS, ProcessSampler, statsLineFields, type IndicatorSet, type IntervalStart, type Snapshot } from './indicators';
 import { PrometheusExporter } from './prometheus';
 
+/** The least time between two log lines about refused monitoring connections. */
+const DROP_LOG_INTERVAL_MS = 60_000;
+
 /** The subject PUSH stats are published on. */
 export const STATS_SUBJECT = '/__starling__/stats';
 
@@ -48,6 +51,7 @@ export class Monitor {
   private interval: IntervalStart;
   private pushTooLarge = false;
   private closed = false;
+  private lastDropLog = -Infinity;
 
   constructor(
     private readonly server: Monitored,
@@ -89,6 +93,16 @@ export class Monitor {
       credentials: auth ? { username: c.MonitorUsername, password: c.MonitorPassword } : null,
       routes,
       onError: (e) => server.log.error(`monitor: ${e.stack ?? e.message}`),
+      maxConnections: c['MonitorHTTP.MaxConnections'],
+      onDrop: () => {
+        // At most one line a minute, however many connections are refused.
+        const now = Date.now();
+        if (now - this.lastDropLog < DROP_LOG_INTERVAL_MS) return;
+        this.lastDropLog = now;
+        server.log.warn(
+          `monitor: ${c['MonitorHTTP.MaxConnections']} connections open on the monitoring port (MonitorHTTP.MaxConnections); closing new ones`,
+        );
+      },
     });
     this.ready = this.http.listening.then(
       () => {
@@ -149,6 +163,11 @@ export class Monitor {
     } catch (e) {
       this.server.log.error(`monitor: ${(e as Error).stack ?? e}`);
     }
+  }
+
+  /** Connections open now on the monitoring port (at most MonitorHTTP.MaxConnections). */
+  connections(): Promise<number> {
+    return this.http.connections();
   }
 
   /** Stops the endpoints and the event-loop delay timer. Idempotent. */
