@@ -2,14 +2,14 @@
 // playwright-core. While clients publish, the page must chart and show the same values /stats served for the
 // same sample, per workgroup too, and must never make a request outside the monitor's origin. Basic
 // authentication is on, as the browser would meet it. No timing assertions: every wait is on a condition.
-import { describe, it, before, after } from 'node:test';
+import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { INDICATORS, type Snapshot } from '../src/index';
-import { Client, TIMEOUT_MS, startServer } from './helpers';
+import { Client, TIMEOUT_MS, describeWith, startServer } from './helpers';
 
 /** Debian's chromium package; STARLING_CHROMIUM names another build. Nothing here downloads a browser. */
 const CHROMIUM = process.env.STARLING_CHROMIUM || '/usr/bin/chromium';
@@ -92,7 +92,9 @@ async function launch(credentials: { username: string; password: string } | unde
   };
 }
 
-describe('live dashboard in headless Chromium', SUITE, () => {
+const NEEDS = { program: 'chromium', path: fs.existsSync(CHROMIUM) ? CHROMIUM : null, install: 'apt-get install chromium' };
+
+describeWith(NEEDS, 'live dashboard in headless Chromium', SUITE, () => {
   const server = startServer({
     Monitor: 'HTTP, PROMETHEUS',
     'MonitorHTTP.Listen': '127.0.0.1:0',
@@ -136,7 +138,6 @@ describe('live dashboard in headless Chromium', SUITE, () => {
   }
 
   before(async () => {
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium), as .ci/run does`);
     await server.monitor!.ready;
     // Traffic: three subscribers, one publisher sending 20 messages every 20 ms.
     for (let i = 0; i < 3; i++) clients.push(await Client.open(server));
