@@ -2,14 +2,14 @@
 // loader), the native client engine's typed surface, and batched snapshots of its statistics.
 import * as fs from 'node:fs';
 import { KeySet, loadKeys } from '../src/config/config';
-import type { KeyDef } from '../src/config/schema';
 import type { ListenAddress } from '../src/config/types';
+import { TOOL_TYPES, type ToolKeyDef } from './config';
 import { addon } from '../src/native';
 import { Histogram, LATENCY_BUCKETS, Welford } from './stats';
 
 export type Dialect = 'starling' | 'plain' | 'nats';
 
-const COMMON: KeyDef[] = [
+const COMMON: ToolKeyDef[] = [
   {
     name: 'ServerAddresses',
     type: 'listen',
@@ -135,6 +135,8 @@ export const BENCHSUB_KEYS = new KeySet(
     },
   ],
   'BENCHSUB_',
+  [],
+  TOOL_TYPES,
 );
 
 export const BENCHPUB_KEYS = new KeySet(
@@ -161,9 +163,11 @@ export const BENCHPUB_KEYS = new KeySet(
     },
   ],
   'BENCHPUB_',
+  [],
+  TOOL_TYPES,
 );
 
-export function loadTool(keys: KeySet, argv: string[], env: NodeJS.ProcessEnv): Record<string, unknown> {
+export function loadTool(keys: KeySet<ToolKeyDef>, argv: string[], env: NodeJS.ProcessEnv): Record<string, unknown> {
   let file: string | undefined;
   const defines: string[] = [];
   for (let i = 0; i < argv.length; i++) {

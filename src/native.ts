@@ -12,7 +12,16 @@ export interface NativeOptions {
   receiveBuffer: number;
   maxMessageSize: number;
   maxSubscriptions: number;
+  /** Bytes the socket may refuse (MaxBacklog). */
   maxBacklog: number;
+  /** Milliseconds over maxBacklog before a slow-consumer close (MaxBacklogTime). */
+  maxBacklogTime: number;
+  /** Server-wide budget in bytes (Memory). */
+  memory: number;
+  /** Seconds of silence before a ping, and again before a close; 0: off (KeepAlive). */
+  keepAlive: number;
+  /** Client connections held at once; 0: RLIMIT_NOFILE less 256 (MaxConnections). */
+  maxConnections: number;
 }
 
 /** Result of NativeServer.publish. */
@@ -31,12 +40,26 @@ export interface NativeServer {
   stop(): Promise<void>;
 }
 
+/**
+ * One native counter, as the X-macros of native/runtime/counters.h and native/runtime/server.h declare it. Its
+ * name is the one name it has everywhere: in server.stats(), in /stats, in the stats log and (as
+ * `starling_<name>`, `_total` for counters) in Prometheus. Nothing in TypeScript lists counter names again.
+ */
+export interface CounterInfo {
+  /** snake_case, as in C++. */
+  readonly name: string;
+  /** `gauge`: a level (goes up and down); `counter`: a total since start (only grows). */
+  readonly kind: 'gauge' | 'counter';
+  /** What it counts, in a few words. */
+  readonly doc: string;
+}
+
 interface Addon {
   NativeServer: new (options: NativeOptions) => NativeServer;
-  /** Names of the per-workgroup counters, in the order readCounters writes them for each workgroup. */
-  workgroupCounters: string[];
-  /** Names of the server-wide counters written after all workgroups. */
-  serverCounters: string[];
+  /** The per-workgroup counters, in the order readCounters writes them for each workgroup. */
+  workgroupCounters: readonly CounterInfo[];
+  /** The server-wide counters, written after all workgroups. */
+  serverCounters: readonly CounterInfo[];
 }
 
 /** Names another build of the addon (e.g. the sanitized one of `npm run test:asan`). */

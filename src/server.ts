@@ -6,53 +6,9 @@ import { type Config, type Loaded, resolveConfig } from './config/config';
 import { Logger } from './log';
 import { Monitor } from './monitor/monitor';
 import { addon, type NativeServer, Published } from './native';
+import { CounterLayout, type ServerStats } from './stats';
 
-/** Counters of one workgroup (native relaxed atomics, read in one batch). */
-export interface WorkgroupCounters {
-  connections: number;
-  accepted: number;
-  closed: number;
-  handshakes: number;
-  httpErrors: number;
-  subscriptions: number;
-  messagesIn: number;
-  bytesIn: number;
-  messagesOut: number;
-  bytesOut: number;
-  slowConsumerCloses: number;
-  close1002: number;
-  close1007: number;
-  close1009: number;
-  errBadCommand: number;
-  errBadSubject: number;
-  errTooLarge: number;
-  errLimit: number;
-  errForbidden: number;
-  ringOverflows: number;
-}
-
-export interface Rates {
-  connectionsPerSecond: number;
-  disconnectionsPerSecond: number;
-  messagesInPerSecond: number;
-  messagesOutPerSecond: number;
-  bytesInPerSecond: number;
-  bytesOutPerSecond: number;
-}
-
-export interface ServerStats {
-  uptimeSeconds: number;
-  /** Subjects with at least one subscriber. */
-  subjects: number;
-  /** Connections refused because the fd table or a workgroup inbox was full. */
-  acceptRefused: number;
-  /** Application publishes dropped because the home workgroup's control ring was full. */
-  publishOverflows: number;
-  total: WorkgroupCounters;
-  workgroups: (WorkgroupCounters & { workgroup: number; rates: Rates })[];
-  /** Per-second rates over the last sampling interval (one second). */
-  rates: Rates;
-}
+export type { Counters, ServerStats, WorkgroupStats } from './stats';
 
 /** How often counters are sampled for rates: MigratoryData's and Prometheus' natural resolution. */
 const SAMPLE_INTERVAL_MS = 1000;
@@ -60,8 +16,6 @@ const SAMPLE_INTERVAL_MS = 1000;
 // PROTOCOL.md subject rule, checked before anything crosses into native code.
 const SUBJECT_RE = /^(\/[\x21-\x29\x2b-\x2e\x30-\x7e]+)+$/;
 const MAX_SUBJECT_BYTES = 255;
-
-const camel = (name: string): string => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
 export class Server {
   readonly config: Config;
@@ -71,11 +25,12 @@ export class Server {
   /** The monitor (HTTP endpoints, stats log, PUSH stats), or null when `Monitor` is empty. */
   readonly monitor: Monitor | null;
   private readonly native: NativeServer;
+  private readonly layout: CounterLayout;
   private readonly counters: Float64Array;
-  private readonly names = (addon.workgroupCounters as any[]).map((c) => camel(c.name ?? c)); // TEMP until wip-ts lands
   private readonly started = Date.now();
   private previous: { at: number; values: Float64Array } | null = null;
-  private lastRates: Rates[] = [];
+  /** Per-slot rates of the last sampling interval (null before the first one). */
+  private lastRates: Float64Array | null = null;
   private publishOverflows = 0;
   private sampler: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
@@ -96,10 +51,16 @@ export class Server {
       maxMessageSize: c.MaxMessageSize,
       maxSubscriptions: c.MaxSubscriptionsPerConnection,
       maxBacklog: c.MaxBacklog,
-      // TEMP until wip-ts lands
-      ...({ maxBacklogTime: (c as any).MaxBacklogTime ?? 2000, memory: (c as any).Memory ?? 0, keepAlive: (c as any).KeepAlive ?? 30, maxConnections: (c as any).MaxConnections ?? 0 } as any),
+      maxBacklogTime: c.MaxBacklogTime,
+      memory: c.Memory,
+      keepAlive: c.KeepAlive,
+      maxConnections: c.MaxConnections,
     });
-    this.counters = new Float64Array(this.native.counterSlots());
+    this.layout = new CounterLayout(c.Workgroups, addon.workgroupCounters, addon.serverCounters);
+    const slots = this.native.counterSlots();
+    if (slots !== this.layout.slots)
+      throw new Error(`the addon reports ${slots} counter slots, its counter lists describe ${this.layout.slots}`);
+    this.counters = new Float64Array(slots);
     this.native.start();
     // The first sample is the baseline, so that the first tick already has rates.
     this.native.readCounters(this.counters);
@@ -170,30 +131,10 @@ export class Server {
 
   /** ServerStats from one batch of counter values (as readCounters wrote them) and the last rates. */
   private build(values: Float64Array): ServerStats {
-    const k = this.names.length;
-    const n = this.config.Workgroups;
-    const workgroups = [];
-    const total = {} as Record<string, number>;
-    for (const name of this.names) total[name] = 0;
-    for (let w = 0; w < n; w++) {
-      const wg = { workgroup: w } as Record<string, number>;
-      this.names.forEach((name, i) => {
-        wg[name] = values[w * k + i];
-        total[name] += wg[name];
-      });
-      workgroups.push({ ...(wg as unknown as WorkgroupCounters), workgroup: w, rates: this.lastRates[w] ?? zeroRates() });
-    }
-    const server = values.subarray(n * k);
-    const names = (addon.serverCounters as any[]).map((c) => c.name ?? c); // TEMP until wip-ts lands
-    return {
+    return this.layout.decode(values, this.lastRates, {
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
-      subjects: server[names.indexOf('subjects')],
-      acceptRefused: server[names.indexOf('accept_refused')],
       publishOverflows: this.publishOverflows,
-      total: total as unknown as WorkgroupCounters,
-      workgroups,
-      rates: sumRates(this.lastRates),
-    };
+    });
   }
 
   /** Once a second: one batched native read, the rates since the previous sample, then the monitor. */
@@ -204,41 +145,11 @@ export class Server {
     let dt = 0;
     if (this.previous) {
       dt = (now - this.previous.at) / 1000;
-      const k = this.names.length;
-      const idx = (name: string) => this.names.indexOf(name);
-      const rate = (w: number, name: string) => (values[w * k + idx(name)] - this.previous!.values[w * k + idx(name)]) / dt;
-      this.lastRates = [];
-      for (let w = 0; w < this.config.Workgroups; w++) {
-        this.lastRates.push({
-          connectionsPerSecond: rate(w, 'accepted'),
-          disconnectionsPerSecond: rate(w, 'closed'),
-          messagesInPerSecond: rate(w, 'messagesIn'),
-          messagesOutPerSecond: rate(w, 'messagesOut'),
-          bytesInPerSecond: rate(w, 'bytesIn'),
-          bytesOutPerSecond: rate(w, 'bytesOut'),
-        });
-      }
+      this.lastRates = this.layout.rates(this.previous.values, values, dt);
     }
     this.previous = { at: now, values };
     this.monitor?.sampled(this.build(values), now, dt);
   }
-}
-
-function zeroRates(): Rates {
-  return {
-    connectionsPerSecond: 0,
-    disconnectionsPerSecond: 0,
-    messagesInPerSecond: 0,
-    messagesOutPerSecond: 0,
-    bytesInPerSecond: 0,
-    bytesOutPerSecond: 0,
-  };
-}
-
-function sumRates(list: Rates[]): Rates {
-  const sum = zeroRates();
-  for (const r of list) for (const key of Object.keys(sum) as (keyof Rates)[]) sum[key] += r[key];
-  return sum;
 }
 
 /**

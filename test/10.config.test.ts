@@ -60,10 +60,15 @@ const DEFAULTS: Config = {
   MaxMessageSize: 65536,
   MaxSubscriptionsPerConnection: 1000,
   MaxBacklog: 1048576,
+  MaxBacklogTime: 2000,
+  Memory: Math.max(64 * 1048576, Math.floor(os.totalmem() / 2 / 1048576) * 1048576),
+  MaxConnections: 0,
+  KeepAlive: 30,
   LogLevel: 'info',
   Monitor: ['HTTP', 'PROMETHEUS'],
   'MonitorHTTP.Listen': [{ host: '127.0.0.1', port: 8900 }],
   'MonitorHTTP.Authentication': false,
+  'MonitorHTTP.MaxConnections': 64,
   MonitorUsername: '',
   MonitorPassword: '',
   'Stats.LogInterval': 60,
@@ -216,6 +221,34 @@ describe('value types', () => {
           `got ${JSON.stringify(bad)}`,
       );
     }
+  });
+});
+
+describe('resource limits', () => {
+  it('MaxBacklogTime is milliseconds from 0 to 10 minutes', () => {
+    assert.equal(parsed('MaxBacklogTime', '0'), 0);
+    assert.equal(parsed('MaxBacklogTime', '600000'), 600_000);
+    assert.equal(rejected('MaxBacklogTime', '600001'), '-DMaxBacklogTime=600001: MaxBacklogTime: expected an integer between 0 and 600000, got "600001"');
+  });
+
+  it('Memory is a size of at least 64M', () => {
+    assert.equal(parsed('Memory', '64M'), 64 * 1048576);
+    assert.equal(parsed('Memory', '12G'), 12 * 1073741824);
+    assert.match(rejected('Memory', '63M'), /^-DMemory=63M: Memory: expected a size in bytes between 67108864 and \d+ \(e\.g\. 8G\), got "63M"$/);
+  });
+
+  it('MaxConnections is 0 (derived from the open-file limit) to 10 million; KeepAlive 0 (off) to an hour', () => {
+    assert.equal(parsed('MaxConnections', '0'), 0);
+    assert.equal(parsed('MaxConnections', '10000000'), 10_000_000);
+    assert.match(rejected('MaxConnections', '10000001'), /expected an integer between 0 and 10000000/);
+    assert.equal(parsed('KeepAlive', '0'), 0);
+    assert.equal(parsed('KeepAlive', '3600'), 3600);
+    assert.match(rejected('KeepAlive', '3601'), /expected an integer between 0 and 3600/);
+  });
+
+  it('MonitorHTTP.MaxConnections is 1 to 10000', () => {
+    assert.equal(parsed('MonitorHTTP.MaxConnections', '1'), 1);
+    assert.match(rejected('MonitorHTTP.MaxConnections', '0'), /expected an integer between 1 and 10000/);
   });
 });
 

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import WebSocket from 'ws';
 import { startPeer, type RunningPeer } from '../bench/peers/index';
 import { natsServerPath } from '../bench/peers/nats';
+import { describeWith } from './helpers';
 
 interface Frame {
   data: Buffer;
@@ -157,11 +158,10 @@ for (const name of ['uws', 'ws']) {
   });
 }
 
-const nats = natsServerPath();
-describe('peer nats (nats-server over WebSocket)', () => {
+const NATS = { program: 'nats-server', path: natsServerPath(), install: 'apt-get install nats-server' };
+describeWith(NATS, 'peer nats (nats-server over WebSocket)', {}, () => {
   it(
     'delivers a PUB to a subscriber on another connection as MSG, in binary frames, and stops cleanly',
-    { skip: nats ? false : 'nats-server is not installed (apt-get install -y nats-server)' },
     async () => {
       const peer = await start('nats');
       assert.equal(peer.dialect, 'nats');

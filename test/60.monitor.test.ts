@@ -8,7 +8,10 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { ConfigError } from '../src/config/config';
-import { INDICATORS, Logger, PROTOCOL_ERROR_CODES, STATS_SUBJECT, type Server, type Snapshot } from '../src/index';
+import { INDICATORS, IndicatorSet, Logger, STATS_SUBJECT, metricName, rateName, type CounterInfo, type Server, type Snapshot } from '../src/index';
+import { PrometheusExporter } from '../src/monitor/prometheus';
+import { DEFAULT_INDICATORS, renderIndicatorDocs, statsLineFields } from '../src/monitor/indicators';
+import { CounterLayout } from '../src/stats';
 import { Client, TIMEOUT_MS, assertServes, parseErr, parseMsg, startServer, within } from './helpers';
 
 // The module object itself (an `import * as` namespace would be a copy): the monitor looks the function up on it.
@@ -109,7 +112,9 @@ function sample(p: PromText, name: string, labels: Record<string, string> = {}):
 }
 
 const WORKGROUP_KEYS = INDICATORS.filter((d) => d.scope === 'workgroup').map((d) => d.name);
-const COUNTER_KEYS = INDICATORS.filter((d) => d.scope === 'workgroup' && d.type === 'counter' && d.name !== 'ProtocolErrors').map((d) => d.name);
+const NATIVE_WORKGROUP_KEYS = INDICATORS.filter((d) => d.scope === 'workgroup' && d.source === 'native').map((d) => d.name);
+/** The protocol-error counters, as the addon names them. */
+const PROTOCOL_ERROR_KEYS = DEFAULT_INDICATORS.protocolErrors;
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -128,14 +133,21 @@ describe('indicators over HTTP', SUITE, () => {
     }
     for (const key of WORKGROUP_KEYS) {
       for (const w of s.workgroups) assert.ok(key in w, `workgroups[${w.workgroup}].${key} missing`);
-      if (key === 'ProtocolErrors') continue;
-      const sum = s.workgroups.reduce((a, w) => a + (w[key as keyof typeof w] as number), 0);
-      assert.ok(Math.abs(sum - (s.server[key as keyof typeof s.server] as number)) < 0.02, `server.${key} is the sum of the workgroups`);
+      const sum = s.workgroups.reduce((a, w) => a + w[key], 0);
+      assert.ok(Math.abs(sum - s.server[key]) < 0.02, `server.${key} is the sum of the workgroups`);
     }
-    assert.deepEqual(Object.keys(s.server.ProtocolErrors).sort(), [...PROTOCOL_ERROR_CODES].sort());
-    assert.equal(s.server.Workgroups, 2);
-    assert.equal(s.process.Cpus >= 1, true);
-    assert.equal(s.process.RssBytes > 0 && s.process.HeapUsedBytes > 0, true);
+    // Nothing but the table: no key that the table does not describe.
+    const names = new Set(INDICATORS.map((d) => d.name));
+    for (const key of Object.keys(s.server)) assert.ok(names.has(key), `server.${key} is in INDICATORS`);
+    for (const key of Object.keys(s.process)) assert.ok(names.has(key), `process.${key} is in INDICATORS`);
+    // One name everywhere: every native counter is in server.stats().total under the name /stats uses.
+    const total = server.stats().total;
+    for (const key of NATIVE_WORKGROUP_KEYS) assert.ok(key in total, `server.stats().total.${key}`);
+    assert.ok(PROTOCOL_ERROR_KEYS.length >= 1 && PROTOCOL_ERROR_KEYS.every((k) => k in total), PROTOCOL_ERROR_KEYS.join());
+    assert.equal(s.server.protocol_errors, PROTOCOL_ERROR_KEYS.reduce((a, k) => a + s.server[k], 0));
+    assert.equal(s.server.workgroups, 2);
+    assert.equal(s.process.cpus >= 1, true);
+    assert.equal(s.process.rss_bytes > 0 && s.process.heap_used_bytes > 0, true);
   });
 
   it('counts the sessions, subscriptions and messages that clients make', async () => {
@@ -149,17 +161,17 @@ describe('indicators over HTTP', SUITE, () => {
     const s = await statsWhen(
       server,
       '/stats to show the 20 messages in and 60 out',
-      (s) => s.server.InPublishMessagesTotal === before.total.messagesIn + 20 && s.server.OutPublishMessagesTotal === before.total.messagesOut + 60,
+      (s) => s.server.messages_in === before.total.messages_in + 20 && s.server.messages_out === before.total.messages_out + 60,
     );
-    assert.equal(s.server.ConnectedSessions, before.total.connections + 4);
-    assert.equal(s.server.Subscriptions, before.total.subscriptions + 3);
-    assert.equal(s.server.Subjects >= 1, true);
-    assert.equal(s.server.Handshakes, before.total.handshakes + 4);
-    assert.equal(s.server.ConnectionsTotal, before.total.accepted + 4);
+    assert.equal(s.server.connections, before.total.connections + 4);
+    assert.equal(s.server.subscriptions, before.total.subscriptions + 3);
+    assert.equal(s.server.subjects >= 1, true);
+    assert.equal(s.server.handshakes, before.total.handshakes + 4);
+    assert.equal(s.server.accepted, before.total.accepted + 4);
     // Round-robin placement: both workgroups hold some of the four connections.
-    assert.deepEqual(s.workgroups.map((w) => w.ConnectedSessions > 0), [true, true]);
+    assert.deepEqual(s.workgroups.map((w) => w.connections > 0), [true, true]);
     await Promise.all([...subs, pub].map((c) => c.close()));
-    await statsWhen(server, 'the disconnections to be counted', (s) => s.server.DisconnectionsTotal === before.total.closed + 4);
+    await statsWhen(server, 'the disconnections to be counted', (s) => s.server.closed === before.total.closed + 4);
   });
 
   it('gives rates over the last second that agree with the totals of consecutive samples', async () => {
@@ -176,14 +188,12 @@ describe('indicators over HTTP', SUITE, () => {
         const s = await stats(server);
         seen.set(s.seq, s);
         const p = seen.get(s.seq - 1);
-        return p && s.server.OutPublishMessagesPerSecond > 0 && p.server.OutPublishMessagesTotal > 0 ? [p, s] : undefined;
+        return p && s.server.messages_out_per_second > 0 && p.server.messages_out > 0 ? [p, s] : undefined;
       });
-      for (const [total, perSecond] of [
-        ['InPublishMessagesTotal', 'InPublishMessagesPerSecond'],
-        ['OutPublishMessagesTotal', 'OutPublishMessagesPerSecond'],
-        ['InBytesTotal', 'InBytesPerSecond'],
-        ['OutBytesTotal', 'OutBytesPerSecond'],
-      ] as const) {
+      // Every rate in the table, of native and derived counters alike.
+      const pairs = INDICATORS.filter((d) => d.source === 'rate' && d.scope === 'workgroup').map((d) => [d.of!, d.name] as const);
+      assert.ok(pairs.some(([total]) => total === 'messages_out'));
+      for (const [total, perSecond] of pairs) {
         const expected = (cur.server[total] - prev.server[total]) / cur.intervalSeconds;
         assert.ok(Math.abs(cur.server[perSecond] - expected) <= 0.0051, `${perSecond} ${cur.server[perSecond]} vs ${expected}`);
         for (let w = 0; w < 2; w++) {
@@ -198,8 +208,8 @@ describe('indicators over HTTP', SUITE, () => {
     await Promise.all([sub.close(), pub.close()]);
   });
 
-  it('counts protocol errors by ERR code and by close code', async () => {
-    const before = (await stats(server)).server.ProtocolErrors;
+  it('counts protocol errors by ERR code and by close code, and their sum', async () => {
+    const before = (await stats(server)).server;
     const c = await Client.open(server);
     c.send('HELLO');
     assert.equal(parseErr(await c.next()).code, 'bad-command');
@@ -210,29 +220,32 @@ describe('indicators over HTTP', SUITE, () => {
     c.send('x'.repeat(4096)); // far over MaxMessageSize + the longest header: closed with 1009
     assert.equal((await within(c.closed, 'the 1009 close')).code, 1009);
 
-    const s = await statsWhen(server, 'the four protocol errors', (s) => s.server.ProtocolErrors['1009'] === before['1009'] + 1);
-    for (const code of ['bad-command', 'bad-subject', 'too-large', '1009'] as const) assert.equal(s.server.ProtocolErrors[code], before[code] + 1, code);
-    for (const code of ['1002', '1007', 'limit'] as const) assert.equal(s.server.ProtocolErrors[code], before[code], code);
+    const s = await statsWhen(server, 'the four protocol errors', (s) => s.server.close_1009 === before.close_1009 + 1);
+    for (const key of ['err_bad_command', 'err_bad_subject', 'err_too_large', 'close_1009']) assert.equal(s.server[key], before[key] + 1, key);
+    for (const key of ['close_1002', 'close_1007', 'err_limit']) assert.equal(s.server[key], before[key], key);
+    assert.equal(s.server.protocol_errors, before.protocol_errors + 4);
 
     const prom = parsePrometheus((await request(server, '/metrics')).text);
-    for (const code of PROTOCOL_ERROR_CODES) {
-      const total = s.workgroups.reduce((a, w) => a + sample(prom, 'starling_protocol_errors_total', { workgroup: String(w.workgroup), code }), 0);
-      assert.equal(total, s.server.ProtocolErrors[code], `starling_protocol_errors_total{code="${code}"}`);
+    for (const key of [...PROTOCOL_ERROR_KEYS, 'protocol_errors']) {
+      const metric = metricName(key, 'workgroup', 'counter');
+      const total = s.workgroups.reduce((a, w) => a + sample(prom, metric, { workgroup: String(w.workgroup) }), 0);
+      assert.equal(total, s.server[key], metric);
     }
   });
 
   it('exposes every indicator to Prometheus at /metrics: starling_* names, workgroup labels, counters and gauges', async () => {
     // Idle: totals no longer move, so /metrics and /stats must agree on them whichever second each was served.
-    const idle = await statsWhen(server, 'an idle second', (s) => s.server.InPublishMessagesPerSecond === 0 && s.server.ConnectionsPerSecond === 0);
+    const idle = await statsWhen(server, 'an idle second', (s) => s.server.messages_in_per_second === 0 && s.server.accepted_per_second === 0);
     const r = await request(server, '/metrics');
     assert.equal(r.status, 200);
     assert.match(r.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
     const prom = parsePrometheus(r.text);
     for (const s of prom.samples) assert.match(s.name, /^starling_/);
     for (const def of INDICATORS) {
-      assert.equal(prom.types.get(def.metric), def.type, `# TYPE ${def.metric}`);
+      assert.equal(def.metric, metricName(def.name, def.scope, def.kind), `${def.name}: one name, one rule`);
+      assert.equal(prom.types.get(def.metric), def.kind, `# TYPE ${def.metric}`);
       assert.ok(prom.help.get(def.metric), `# HELP ${def.metric}`);
-      if (def.type === 'counter') assert.match(def.metric, /_total$/);
+      if (def.kind === 'counter') assert.match(def.metric, /_total$/);
       const series = prom.samples.filter((s) => s.name === def.metric);
       if (def.scope === 'workgroup') {
         const wgs = [...new Set(series.map((s) => s.labels.workgroup))].sort();
@@ -242,15 +255,17 @@ describe('indicators over HTTP', SUITE, () => {
         assert.deepEqual(series[0].labels, {});
       }
     }
-    for (const key of [...COUNTER_KEYS, 'ConnectedSessions', 'Subscriptions'] as const) {
-      const def = INDICATORS.find((d) => d.name === key)!;
+    // Totals and levels (not rates, which are of whichever second each request saw) agree with /stats.
+    for (const def of INDICATORS.filter((d) => d.scope === 'workgroup' && d.source !== 'rate')) {
       for (const w of idle.workgroups)
-        assert.equal(sample(prom, def.metric, { workgroup: String(w.workgroup) }), w[key as keyof typeof w], `${def.metric}{workgroup="${w.workgroup}"}`);
+        assert.equal(sample(prom, def.metric, { workgroup: String(w.workgroup) }), w[def.name], `${def.metric}{workgroup="${w.workgroup}"}`);
     }
-    assert.equal(sample(prom, 'starling_subjects'), idle.server.Subjects);
+    assert.equal(sample(prom, 'starling_connections', { workgroup: '0' }), idle.workgroups[0].connections);
+    assert.equal(sample(prom, 'starling_messages_out_total', { workgroup: '1' }), idle.workgroups[1].messages_out);
+    assert.equal(sample(prom, 'starling_subjects'), idle.server.subjects);
     assert.equal(sample(prom, 'starling_workgroups'), 2);
     assert.equal(sample(prom, 'starling_info', { version: require(path.join(ROOT, 'package.json')).version }), 1);
-    assert.ok(sample(prom, 'starling_process_resident_memory_bytes') > 0);
+    assert.ok(sample(prom, 'starling_process_rss_bytes') > 0);
   });
 
   it('answers 404 to unknown paths and 405 to methods other than GET and HEAD', async () => {
@@ -408,8 +423,8 @@ describe('stats log and PUSH stats', SUITE, () => {
     const a = JSON.parse(first.payload.toString()) as Snapshot;
     const b = JSON.parse(second.payload.toString()) as Snapshot;
     assert.equal(b.seq - a.seq, INTERVAL, 'one message every Stats.LogInterval samples');
-    assert.equal(a.server.ConnectedSessions >= 1, true, 'the subscriber itself is connected');
-    assert.equal(a.server.Subscriptions >= 1, true);
+    assert.equal(a.server.connections >= 1, true, 'the subscriber itself is connected');
+    assert.equal(a.server.subscriptions >= 1, true);
     assert.equal(a.workgroups.length, 2);
     // The same document /stats serves.
     const s = await stats(server);
@@ -429,23 +444,104 @@ describe('stats log and PUSH stats', SUITE, () => {
     const line = statsLines()[1];
     assert.match(line, /^\d{4}-\d\d-\d\dT\S+Z INFO  stats (\w+=-?[\d.]+ ?)+$/, line);
     const fields = Object.fromEntries(line.split(' stats ')[1].split(' ').map((kv) => kv.split('=')));
-    assert.deepEqual(Object.keys(fields), [
-      'ConnectedSessions', 'ConnectionsPerSecond', 'DisconnectionsPerSecond', 'Subjects', 'Subscriptions',
-      'InPublishMessagesPerSecond', 'OutPublishMessagesPerSecond', 'InBytesPerSecond', 'OutBytesPerSecond',
-      'SlowConsumerDisconnects', 'ProtocolErrors', 'CpuPercent', 'RssBytes', 'HeapUsedBytes',
-      'EventLoopDelayMs', 'EventLoopDelayMaxMs', 'UptimeSeconds',
-    ]);
-    assert.equal(Number(fields.ConnectedSessions), server.stats().total.connections);
-    assert.equal(Number(fields.Subscriptions), 1);
-    assert.equal(Number(fields.RssBytes) > 0, true);
-    assert.equal(Number(fields.UptimeSeconds) >= 2 * INTERVAL, true);
+    // Table order: gauges by name, counters with a rate as that rate, the rest by name; then the process.
+    const rated = new Set(INDICATORS.filter((d) => d.source === 'rate').map((d) => d.of));
+    const expected = INDICATORS.filter((d) => d.scope !== 'process' && d.source !== 'rate').map((d) =>
+      d.kind === 'counter' && rated.has(d.name) ? rateName(d.name) : d.name,
+    );
+    expected.push('cpu_percent', 'rss_bytes', 'heap_used_bytes', 'event_loop_delay_seconds', 'event_loop_delay_max_seconds');
+    assert.deepEqual(Object.keys(fields), expected);
+    for (const key of ['connections', 'messages_in_per_second', 'messages_out_per_second', 'subjects', 'uptime_seconds'])
+      assert.ok(key in fields, key);
+    assert.equal(Number(fields.connections), server.stats().total.connections);
+    assert.equal(Number(fields.subscriptions), 1);
+    assert.equal(Number(fields.rss_bytes) > 0, true);
+    assert.equal(Number(fields.uptime_seconds) >= 2 * INTERVAL, true);
     await Promise.all(clients.map((c) => c.close()));
   });
 });
 
+describe('counters the addon adds', () => {
+  // What a later build of the addon might declare: new counters of both kinds in both scopes, and a new ERR code.
+  const WORKGROUP: CounterInfo[] = [
+    { name: 'connections', kind: 'gauge', doc: 'connections open' },
+    { name: 'messages_out', kind: 'counter', doc: 'MSG deliveries queued to subscribers' },
+    { name: 'publish_pauses', kind: 'counter', doc: 'times a publisher was paused' },
+    { name: 'memory_cuts', kind: 'counter', doc: 'connections cut because Memory was used up' },
+    { name: 'queued_bytes', kind: 'gauge', doc: 'bytes queued to sockets that refused them' },
+    { name: 'close_1002', kind: 'counter', doc: 'connections closed with 1002' },
+    { name: 'close_1008', kind: 'counter', doc: 'connections closed with 1008' },
+    { name: 'err_memory', kind: 'counter', doc: 'ERR memory replies' },
+  ];
+  const SERVER: CounterInfo[] = [
+    { name: 'subjects', kind: 'gauge', doc: 'subjects with at least one subscriber' },
+    { name: 'connections_refused', kind: 'counter', doc: 'connections refused past MaxConnections' },
+  ];
+  const set = new IndicatorSet(WORKGROUP, SERVER);
+  const layout = new CounterLayout(2, WORKGROUP, SERVER);
+  // Workgroup w's counter i is 10 * (w + 1) + i; the server counters are 7 and 9. One second later, each counter
+  // grew by its index + 1; the server counters stayed.
+  const batch = (grown: boolean) =>
+    Float64Array.from({ length: layout.slots }, (_, slot) => {
+      const k = WORKGROUP.length;
+      const base = slot < 2 * k ? 10 * (Math.floor(slot / k) + 1) + (slot % k) : [7, 9][slot - 2 * k];
+      return base + (grown && slot < 2 * k ? (slot % k) + 1 : 0);
+    });
+
+  it('are in server.stats(), /stats, /metrics and the stats log under their own names, with rates', async () => {
+    const before = batch(false);
+    const after = batch(true);
+    const stats = layout.decode(after, layout.rates(before, after, 1), { uptimeSeconds: 5, publishOverflows: 0 });
+    assert.equal(stats.total.memory_cuts, 17 + 27);
+    assert.equal(stats.total.connections_refused, 9, 'server counters decode after the workgroups');
+    assert.equal(stats.workgroups[1].counters.publish_pauses, 22 + 3);
+    assert.equal(stats.rates.memory_cuts_per_second, 8, 'rates of counters');
+    assert.equal(stats.rates.connections_refused_per_second, 0);
+    assert.ok(!('queued_bytes_per_second' in stats.rates), 'no rate of a gauge');
+
+    const names = set.defs.map((d) => d.name);
+    for (const name of ['publish_pauses', 'publish_pauses_per_second', 'memory_cuts', 'queued_bytes', 'connections_refused', 'connections_refused_per_second'])
+      assert.ok(names.includes(name), name);
+    assert.deepEqual(set.protocolErrors, ['close_1002', 'err_memory'], 'a new err_ counter is a protocol error; 1008 is not');
+    const def = set.defs.find((d) => d.name === 'memory_cuts')!;
+    assert.deepEqual([def.metric, def.kind, def.scope, def.help], ['starling_memory_cuts_total', 'counter', 'workgroup', 'Connections cut because Memory was used up.']);
+    assert.equal(set.defs.find((d) => d.name === 'queued_bytes')!.metric, 'starling_queued_bytes');
+
+    const process = { cpu_percent: 1, cpu_seconds: 2, cpus: 2, rss_bytes: 3, heap_used_bytes: 4, heap_total_bytes: 5,
+      event_loop_delay_seconds: 0, event_loop_delay_p99_seconds: 0, event_loop_delay_max_seconds: 0 };
+    const snapshot: Snapshot = { seq: 1, time: new Date().toISOString(), intervalSeconds: 1, ...set.indicators(stats), process };
+    assert.equal(snapshot.server.publish_pauses, 15 + 25);
+    assert.equal(snapshot.workgroups[0].memory_cuts, 13 + 4);
+    assert.equal(snapshot.server.protocol_errors, stats.total.close_1002 + stats.total.err_memory);
+    assert.equal(snapshot.server.connections_refused, 9);
+
+    const prom = parsePrometheus(await new PrometheusExporter('0.0.0', set).render(snapshot));
+    assert.equal(sample(prom, 'starling_memory_cuts_total', { workgroup: '1' }), 27);
+    assert.equal(prom.types.get('starling_publish_pauses_total'), 'counter');
+    assert.equal(sample(prom, 'starling_connections_refused_total'), 9);
+    assert.equal(sample(prom, 'starling_queued_bytes', { workgroup: '0' }), 14 + 5);
+
+    const start = { at: 0, server: set.indicators(layout.decode(before, null, { uptimeSeconds: 0, publishOverflows: 0 })).server,
+      cpuSeconds: 0, samples: 1, loopMeans: 0, loopMax: 0 };
+    const fields = Object.fromEntries(statsLineFields(set, start, 2000, snapshot));
+    assert.equal(fields.memory_cuts_per_second, 4, 'averaged over the two seconds of the interval');
+    assert.equal(fields.queued_bytes, 19 + 29);
+    assert.equal(fields.connections_refused_per_second, 0);
+
+    assert.match(renderIndicatorDocs(set), /\| `publish_pauses` \| counter \| `starling_publish_pauses_total` \| native \| Times a publisher was paused\. \|/);
+  });
+
+  it('may not take a name the control plane derives', () => {
+    assert.throws(() => new IndicatorSet([{ name: 'uptime_seconds', kind: 'gauge', doc: '' }], []), /uptime_seconds is defined twice/);
+    assert.throws(() => new IndicatorSet([{ name: 'a', kind: 'counter', doc: '' }, { name: 'a_per_second', kind: 'gauge', doc: '' }], []), /defined twice/);
+    assert.throws(() => new CounterLayout(1, [{ name: 'a', kind: 'counter', doc: '' }], [{ name: 'a', kind: 'gauge', doc: '' }]), /declared twice/);
+  });
+});
+
 describe('documentation', () => {
-  it('docs/monitoring.md lists every indicator with its JSON key and Prometheus metric', () => {
+  it('docs/monitoring.md lists every indicator of this addon, as renderIndicatorDocs() writes them', () => {
     const doc = fs.readFileSync(path.join(ROOT, 'docs/monitoring.md'), 'utf8');
+    assert.ok(doc.includes(renderIndicatorDocs()), 'regenerate with: node dist/src/monitor/gendocs.js docs/monitoring.md');
     for (const def of INDICATORS) {
       assert.ok(doc.includes(`\`${def.name}\``), `${def.name} in docs/monitoring.md`);
       assert.ok(doc.includes(`\`${def.metric}\``), `${def.metric} in docs/monitoring.md`);
@@ -463,7 +559,7 @@ describe('documentation', () => {
     walk(dashboard.panels);
     assert.ok(exprs.length >= 8, 'has panels with queries');
     for (const e of exprs) for (const m of e.match(/starling_[a-z0-9_]+/g) ?? []) assert.ok(metrics.has(m), `${m} in ${e}`);
-    for (const needed of ['starling_connected_sessions', 'starling_out_publish_messages_per_second', 'starling_process_cpu_percent'])
+    for (const needed of ['starling_connections', 'starling_messages_out_per_second', 'starling_process_cpu_percent'])
       assert.ok(exprs.some((e) => e.includes(needed)), `a panel shows ${needed}`);
   });
 });

@@ -2,14 +2,14 @@
 // playwright-core. While clients publish, the page must chart and show the same values /stats served for the
 // same sample, per workgroup too, and must never make a request outside the monitor's origin. Basic
 // authentication is on, as the browser would meet it. No timing assertions: every wait is on a condition.
-import { describe, it, before, after } from 'node:test';
+import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import type { Snapshot } from '../src/index';
-import { Client, TIMEOUT_MS, startServer } from './helpers';
+import { INDICATORS, type Snapshot } from '../src/index';
+import { Client, TIMEOUT_MS, describeWith, startServer } from './helpers';
 
 /** Debian's chromium package; STARLING_CHROMIUM names another build. Nothing here downloads a browser. */
 const CHROMIUM = process.env.STARLING_CHROMIUM || '/usr/bin/chromium';
@@ -92,7 +92,9 @@ async function launch(credentials: { username: string; password: string } | unde
   };
 }
 
-describe('live dashboard in headless Chromium', SUITE, () => {
+const NEEDS = { program: 'chromium', path: fs.existsSync(CHROMIUM) ? CHROMIUM : null, install: 'apt-get install chromium' };
+
+describeWith(NEEDS, 'live dashboard in headless Chromium', SUITE, () => {
   const server = startServer({
     Monitor: 'HTTP, PROMETHEUS',
     'MonitorHTTP.Listen': '127.0.0.1:0',
@@ -136,7 +138,6 @@ describe('live dashboard in headless Chromium', SUITE, () => {
   }
 
   before(async () => {
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium), as .ci/run does`);
     await server.monitor!.ready;
     // Traffic: three subscribers, one publisher sending 20 messages every 20 ms.
     for (let i = 0; i < 3; i++) clients.push(await Client.open(server));
@@ -170,18 +171,18 @@ describe('live dashboard in headless Chromium', SUITE, () => {
   });
 
   it('charts and shows the values /stats served for the same sample while clients publish', async () => {
-    const { view, s } = await sameSample('a sample with messages flowing', (s) => s.server.OutPublishMessagesPerSecond > 0 && s.server.InPublishMessagesPerSecond > 0);
+    const { view, s } = await sameSample('a sample with messages flowing', (s) => s.server.messages_out_per_second > 0 && s.server.messages_in_per_second > 0);
     // The numbers.
-    assert.equal(view.tiles.ConnectedSessions, s.server.ConnectedSessions);
-    assert.equal(view.tiles.Subjects, s.server.Subjects);
-    assert.equal(view.tiles.Subscriptions, s.server.Subscriptions);
-    assert.equal(view.tiles.InPublishMessagesPerSecond, s.server.InPublishMessagesPerSecond);
-    assert.equal(view.tiles.OutPublishMessagesPerSecond, s.server.OutPublishMessagesPerSecond);
-    assert.equal(view.tiles.InBytesPerSecond, s.server.InBytesPerSecond);
-    assert.equal(view.tiles.OutBytesPerSecond, s.server.OutBytesPerSecond);
-    assert.equal(view.tiles.CpuPercent, s.process.CpuPercent);
-    assert.equal(view.tiles.RssBytes, s.process.RssBytes);
-    assert.equal(view.tiles.HeapUsedBytes, s.process.HeapUsedBytes);
+    assert.equal(view.tiles.connections, s.server.connections);
+    assert.equal(view.tiles.subjects, s.server.subjects);
+    assert.equal(view.tiles.subscriptions, s.server.subscriptions);
+    assert.equal(view.tiles.messages_in_per_second, s.server.messages_in_per_second);
+    assert.equal(view.tiles.messages_out_per_second, s.server.messages_out_per_second);
+    assert.equal(view.tiles.bytes_in_per_second, s.server.bytes_in_per_second);
+    assert.equal(view.tiles.bytes_out_per_second, s.server.bytes_out_per_second);
+    assert.equal(view.tiles.cpu_percent, s.process.cpu_percent);
+    assert.equal(view.tiles.rss_bytes, s.process.rss_bytes);
+    assert.equal(view.tiles.heap_used_bytes, s.process.heap_used_bytes);
     // The charts' latest points are that sample.
     const last = (chart: string, series: number) => {
       const points = view.charts[chart][series].points;
@@ -189,22 +190,25 @@ describe('live dashboard in headless Chromium', SUITE, () => {
       assert.equal(p.seq, s.seq, `${chart} ends at the page's sample`);
       return p.value;
     };
-    assert.equal(last('connections', 0), s.server.ConnectedSessions);
-    assert.equal(last('messages', 0), s.server.InPublishMessagesPerSecond);
-    assert.equal(last('messages', 1), s.server.OutPublishMessagesPerSecond);
-    assert.equal(last('bytes', 0), s.server.InBytesPerSecond);
-    assert.equal(last('bytes', 1), s.server.OutBytesPerSecond);
-    assert.equal(last('churn', 0), s.server.ConnectionsPerSecond);
-    assert.equal(last('cpu', 0), s.process.CpuPercent);
-    assert.equal(last('memory', 0), s.process.RssBytes);
-    assert.equal(last('memory', 1), s.process.HeapUsedBytes);
+    assert.equal(last('connections', 0), s.server.connections);
+    assert.equal(last('messages', 0), s.server.messages_in_per_second);
+    assert.equal(last('messages', 1), s.server.messages_out_per_second);
+    assert.equal(last('bytes', 0), s.server.bytes_in_per_second);
+    assert.equal(last('bytes', 1), s.server.bytes_out_per_second);
+    assert.equal(last('churn', 0), s.server.accepted_per_second);
+    assert.equal(last('cpu', 0), s.process.cpu_percent);
+    assert.equal(last('memory', 0), s.process.rss_bytes);
+    assert.equal(last('memory', 1), s.process.heap_used_bytes);
     // Every earlier point the test also fetched agrees with what /stats served for it.
     for (const p of view.charts.messages[1].points) {
       const earlier = served.get(p.seq);
-      if (earlier) assert.equal(p.value, earlier.server.OutPublishMessagesPerSecond, `messages out at seq ${p.seq}`);
+      if (earlier) assert.equal(p.value, earlier.server.messages_out_per_second, `messages out at seq ${p.seq}`);
     }
-    // And the workgroup table has one row per workgroup plus the total.
-    assert.equal(await page.locator('#workgroups tbody tr').count(), s.workgroups.length + 1);
+    // And the table of all indicators has a row for each server and workgroup indicator of the server's
+    // table (a counter and its rate share one), with a column for the server and one per workgroup.
+    const rows = INDICATORS.filter((d) => d.scope !== 'process' && d.source !== 'rate').map((d) => d.name);
+    assert.deepEqual(await page.evaluate(`[...document.querySelectorAll('#indicators-table tbody tr')].map((tr) => tr.dataset.indicatorRow)`), rows);
+    assert.equal(await page.locator('#indicators-table thead th').count(), 2 + s.workgroups.length);
   });
 
   it('draws the series on the canvas', async () => {
@@ -220,13 +224,13 @@ describe('live dashboard in headless Chromium', SUITE, () => {
   it('shows one workgroup when the scope is set to it', async () => {
     for (const w of [0, 1]) {
       await setScope(page, String(w));
-      const { view, s } = await sameSample(`a sample of workgroup ${w} with messages flowing`, (s) => s.workgroups[w].OutPublishMessagesPerSecond > 0);
-      assert.equal(view.tiles.ConnectedSessions, s.workgroups[w].ConnectedSessions);
-      assert.equal(view.tiles.OutPublishMessagesPerSecond, s.workgroups[w].OutPublishMessagesPerSecond);
+      const { view, s } = await sameSample(`a sample of workgroup ${w} with messages flowing`, (s) => s.workgroups[w].messages_out_per_second > 0);
+      assert.equal(view.tiles.connections, s.workgroups[w].connections);
+      assert.equal(view.tiles.messages_out_per_second, s.workgroups[w].messages_out_per_second);
       const out = view.charts.messages[1].points;
-      assert.equal(out[out.length - 1].value, s.workgroups[w].OutPublishMessagesPerSecond);
+      assert.equal(out[out.length - 1].value, s.workgroups[w].messages_out_per_second);
       const sessions = view.charts.connections[0].points;
-      assert.equal(sessions[sessions.length - 1].value, s.workgroups[w].ConnectedSessions);
+      assert.equal(sessions[sessions.length - 1].value, s.workgroups[w].connections);
     }
     await setScope(page, 'server');
   });

@@ -2,15 +2,46 @@
 // are closed when the test file ends, and a raw TCP client that sends arbitrary bytes (hand-built
 // frames, broken HTTP) and reads what the server answers. Everything waits on events with a generous
 // timeout that fails with a description of what was awaited; nothing sleeps to let the server "catch up".
-import { after } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import WebSocket from 'ws';
-import { createServer, type Logger, type Server, type WorkgroupCounters } from '../src/index';
+import { createServer, type Logger, type Server } from '../src/index';
 
 /** How long any single wait may take before the test fails. Generous: CI machines have 2 cores. */
 export const TIMEOUT_MS = 15_000;
+
+// ---------------------------------------------------------------------------------------------------
+// Optional programs
+
+/** True in CI: .ci/run exports CI=true, and there every optional program is required. */
+export const IN_CI = process.env.CI === 'true';
+
+/** A program some suite needs that a developer's machine may lack. */
+export interface NeededProgram {
+  /** Its name, as the line says it: `chromium`, `nats-server`. */
+  program: string;
+  /** Where it was found, or null when it was not. */
+  path: string | null | undefined;
+  /** The command that installs it: `apt-get install chromium`. */
+  install: string;
+}
+
+/**
+ * describe() for a suite that needs an optional program. When it is missing, outside CI the suite is skipped
+ * with one line saying what to install; in CI (CI=true) the program is required: the suite is replaced by one
+ * failing test with that line.
+ */
+export function describeWith(need: NeededProgram, name: string, options: { timeout?: number }, fn: () => void): void {
+  if (need.path) {
+    describe(name, options, fn);
+    return;
+  }
+  const line = `${need.program} is not installed (${need.install})`;
+  if (!IN_CI) describe(name, { ...options, skip: line }, fn);
+  else describe(name, options, () => it(`needs ${need.program}`, () => assert.fail(`${line}; it is required when CI=true`)));
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Servers
@@ -61,8 +92,10 @@ export async function waitFor(what: string, probe: () => boolean, describe: () =
 }
 
 /** Per-workgroup value of one counter, e.g. perWorkgroup(server, 'connections') → [1, 0]. */
-export function perWorkgroup(server: Server, counter: keyof WorkgroupCounters): number[] {
-  return server.stats().workgroups.map((w) => w[counter]);
+export function perWorkgroup(server: Server, counter: string): number[] {
+  const stats = server.stats();
+  if (!(counter in stats.total)) throw new Error(`the addon has no counter named ${counter}`);
+  return stats.workgroups.map((w) => w.counters[counter]);
 }
 
 // ---------------------------------------------------------------------------------------------------

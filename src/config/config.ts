@@ -3,10 +3,10 @@
 // one ConfigError, each line as "<where>: <Key>: expected <what>, got <value>".
 import * as fs from 'node:fs';
 import * as util from 'node:util';
-import { SCHEMA, envName, type KeyDef, type SchemaConfig } from './schema';
-import { TYPES, typeOf, type ListenAddress } from './types';
+import { SCHEMA, envName, type SchemaConfig } from './schema';
+import { TYPES, typeOf, type KeyBase, type KeyDef, type ListenAddress, type SomeValueType, type TypeTable } from './types';
 
-export type { ListenAddress } from './types';
+export type { KeyBase, KeyDef, ListenAddress, TypeTable, ValueType } from './types';
 export { SCHEMA, envName } from './schema';
 
 export interface Config {
@@ -20,11 +20,20 @@ export interface Config {
   MaxMessageSize: number;
   MaxSubscriptionsPerConnection: number;
   MaxBacklog: number;
+  /** Milliseconds. */
+  MaxBacklogTime: number;
+  /** Bytes. */
+  Memory: number;
+  /** 0: the open-file limit less 256. */
+  MaxConnections: number;
+  /** Seconds; 0: off. */
+  KeepAlive: number;
   LogLevel: 'error' | 'warn' | 'info' | 'debug';
   Monitor: ('HTTP' | 'PROMETHEUS')[];
   /** Exactly one address. */
   'MonitorHTTP.Listen': ListenAddress[];
   'MonitorHTTP.Authentication': boolean;
+  'MonitorHTTP.MaxConnections': number;
   MonitorUsername: string;
   MonitorPassword: string;
   'Stats.LogInterval': number;
@@ -66,17 +75,30 @@ type Key = keyof Config;
  */
 export type CrossCheck = (values: ReadonlyMap<string, { value: unknown; source: Source }>) => string[];
 
-/** A set of keys with its environment prefix: the server's, or a benchmark tool's (bench/tools.ts). */
-export class KeySet {
-  readonly byName: Map<string, KeyDef>;
-  readonly byEnv: Map<string, KeyDef>;
+/** A key definition of any key set: the server's (KeyDef) or a benchmark tool's, with types of its own. */
+type AnyKeyDef = KeyBase & { type: string };
+
+/**
+ * A set of keys with its environment prefix and its value types: the server's, or a benchmark tool's
+ * (bench/tools.ts, whose types add to TYPES in bench/config.ts).
+ */
+export class KeySet<D extends AnyKeyDef = KeyDef> {
+  readonly byName: Map<string, D>;
+  readonly byEnv: Map<string, D>;
   constructor(
-    readonly defs: readonly KeyDef[],
+    readonly defs: readonly D[],
     readonly envPrefix: string,
     readonly checks: readonly CrossCheck[] = [],
+    private readonly types: TypeTable<D> = TYPES as unknown as TypeTable<D>,
   ) {
     this.byName = new Map(defs.map((d) => [d.name, d]));
     this.byEnv = new Map(defs.map((d) => [envName(d.name, envPrefix), d]));
+    for (const d of defs) if (!Object.hasOwn(this.types, d.type)) throw new Error(`${d.name}: no value type ${d.type}`);
+  }
+
+  /** The value type of one of the keys. */
+  typeOf(def: D): SomeValueType {
+    return (this.types as Record<string, unknown>)[def.type] as SomeValueType;
   }
 }
 
@@ -109,22 +131,22 @@ const monitorPort: CrossCheck = (values) => {
 const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [monitorCredentials, monitorPort]);
 
 /** Collects the values of one load, later sources overriding earlier ones, and every error on the way. */
-class Loader {
+class Loader<D extends AnyKeyDef> {
   readonly values = new Map<Key, { value: unknown; source: Source }>();
   readonly errors: string[] = [];
 
-  constructor(readonly keys: KeySet) {
+  constructor(readonly keys: KeySet<D>) {
     for (const def of keys.defs) {
       const text = typeof def.default === 'function' ? def.default() : def.default;
-      const value = typeOf(def).parse(text, def);
+      const value = keys.typeOf(def).parse(text, def);
       if (value === undefined) throw new Error(`schema.ts: ${def.name}: default ${JSON.stringify(text)} is invalid`);
       this.values.set(def.name as Key, { value, source: { kind: 'default', where: 'default' } });
     }
   }
 
   /** Checks `raw` (a string in config-file syntax or, from the API, a typed value) and records it. */
-  set(def: KeyDef, raw: unknown, source: Source, label: string): void {
-    const type = typeOf(def);
+  set(def: D, raw: unknown, source: Source, label: string): void {
+    const type = this.keys.typeOf(def);
     const value = typeof raw === 'string' ? type.parse(raw.trim(), def) : type.accept(raw, def);
     if (value === undefined) {
       const got = typeof raw === 'string' ? JSON.stringify(raw.trim()) : util.inspect(raw, { breakLength: Infinity });
@@ -164,8 +186,8 @@ export function loadConfig(opts: { file?: string; defines?: string[]; env?: Node
 }
 
 /** loadConfig for any key set: defaults, then the file, then `<prefix>*` variables of env, then defines. */
-export function loadKeys(
-  keys: KeySet,
+export function loadKeys<D extends AnyKeyDef>(
+  keys: KeySet<D>,
   opts: { file?: string; defines?: string[]; env?: NodeJS.ProcessEnv },
 ): { config: Record<string, unknown>; sources: Record<string, Source> } {
   const env = opts.env ?? {};
@@ -213,7 +235,7 @@ export function resolveConfig(values: Record<string, unknown>): Loaded {
  * elsewhere is part of the value); blank lines are ignored; a line ending in '\' continues on the next line
  * (joined with one space; errors name the first line). A key may be set only once per file.
  */
-function readFile(loader: Loader, file: string): void {
+function readFile<D extends AnyKeyDef>(loader: Loader<D>, file: string): void {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');

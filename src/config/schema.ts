@@ -2,40 +2,12 @@
 // environment variable names, `starling config --print` and docs/configuration.md are all derived from it.
 // To add a key: add an entry here and its field to `Config` in config.ts (the compiler checks they agree).
 import * as os from 'node:os';
-import { G, K, M, type TypeName, type TypeValues } from './types';
-
-interface KeyBase {
-  /** As written in the config file; `STARLING_<NAME>` (upper case, '.' -> '_') in the environment. */
-  name: string;
-  /** In config-file syntax, so that it reads as a user would write it; parsed and checked at load. */
-  default: string | (() => string);
-  /** Docs: the default in words, when it depends on the machine. */
-  defaultDoc?: string;
-  /** Docs and error hints: a valid value in config-file syntax. */
-  example: string;
-  /** One or two sentences: what it does, units, when to change it. */
-  doc: string;
-}
-/** One key. Numeric types carry an inclusive range, enums their choices. */
-export type KeyDef = KeyBase &
-  (
-    | { type: 'int'; min: number; max: number }
-    | { type: 'size'; min: number; max: number }
-    | { type: 'enum'; choices: readonly string[] }
-    | { type: 'enumlist'; choices: readonly string[] }
-    | { type: 'bool' }
-    /** `single`: exactly one address. */
-    | { type: 'listen'; single?: boolean }
-    | { type: 'cpulist' }
-    | { type: 'path' }
-    | { type: 'number'; min: number; max: number }
-    | { type: 'subjects' }
-    | { type: 'hosts' }
-    | { type: 'string' }
-  );
+import { G, K, M, type KeyDef, type TypeName, type TypeValues } from './types';
 
 /** The most workgroups a server runs; also the cap of the CPU-count default. */
 const MAX_WORKGROUPS = 64;
+/** The largest Memory budget: 16 TiB. */
+const MAX_MEMORY = 16 * 1024 * G;
 
 export const SCHEMA = [
   {
@@ -136,8 +108,63 @@ export const SCHEMA = [
     max: 1 * G,
     example: '1M',
     doc:
-      'Bytes queued in user space for one connection beyond what its kernel send buffer accepted. Past it the ' +
-      'client is a slow consumer and is closed with status 1008; raise it for subscribers that take bursts on slow links.',
+      'Bytes of output the client\'s socket refused to take (its kernel send buffer was full), per connection. ' +
+      'Output that queued only while the server itself was busy does not count. While a connection is over it, ' +
+      'the server stops reading that client\'s commands; if it stays over it for `MaxBacklogTime` without its socket ' +
+      'taking MaxBacklog bytes meanwhile, the client is a slow consumer and is reset (TCP RST: its full socket would ' +
+      'not take a close frame, and the kernel frees what it held); at 4 × MaxBacklog it is reset at once. Raise it ' +
+      'for subscribers that take bursts on slow links. See docs/limits.md.',
+  },
+  {
+    name: 'MaxBacklogTime',
+    type: 'int',
+    default: '2000',
+    min: 0,
+    max: 600_000,
+    example: '5000',
+    doc:
+      'Milliseconds a connection may stay over `MaxBacklog` (its socket refusing more than that many bytes) before ' +
+      'it is a slow consumer and is reset. A socket that takes `MaxBacklog` bytes meanwhile restarts the clock (it is ' +
+      'reading, only slower than a burst came). 0 cuts it as soon as it passes `MaxBacklog`.',
+  },
+  {
+    name: 'Memory',
+    type: 'size',
+    default: () => String(Math.max(64 * M, Math.floor(os.totalmem() / 2 / M) * M)),
+    defaultDoc: 'half of the machine\'s memory (`os.totalmem()` / 2, rounded down to a whole M), at least 64M',
+    min: 64 * M,
+    max: MAX_MEMORY,
+    example: '8G',
+    doc:
+      'Server-wide budget for everything clients make the server hold: output queues (control replies included), ' +
+      'partial input and per-connection state. Past it, new connections are refused and the connections with the ' +
+      'largest backlogs are reset, one per workgroup per loop iteration, until it is back under. Kernel socket buffers are not part of it ' +
+      '(see `BufferLimit.Send`, `BufferLimit.Receive` and docs/tuning.md).',
+  },
+  {
+    name: 'MaxConnections',
+    type: 'int',
+    default: '0',
+    defaultDoc: '`0`: the open-file limit (RLIMIT_NOFILE) less 256 descriptors reserved for the process',
+    min: 0,
+    max: 10_000_000,
+    example: '1000000',
+    doc:
+      'Most client connections held at once (WebSocket sessions and connections still in the HTTP upgrade). Past ' +
+      'it, new connections are refused at once (TCP reset). 0 derives it from the open-file limit, keeping 256 ' +
+      'descriptors for the process itself (the monitor port, logs, the Node.js runtime).',
+  },
+  {
+    name: 'KeepAlive',
+    type: 'int',
+    default: '30',
+    min: 0,
+    max: 3600,
+    example: '60',
+    doc:
+      'Seconds of silence after which a connection gets a WebSocket ping; a connection that stays silent for ' +
+      'another KeepAlive seconds is closed. This bounds how long a dead peer (unplugged, or behind a NAT that ' +
+      'forgot it) holds its connection and its memory. 0 turns it off.',
   },
   {
     name: 'LogLevel',
@@ -178,6 +205,18 @@ export const SCHEMA = [
     doc:
       'Require HTTP Basic authentication with `MonitorUsername` and `MonitorPassword` on every monitoring endpoint; ' +
       'wrong or missing credentials get 401 and no data. When true, both must be set.',
+  },
+  {
+    name: 'MonitorHTTP.MaxConnections',
+    type: 'int',
+    default: '64',
+    min: 1,
+    max: 10_000,
+    example: '256',
+    doc:
+      'Most connections the monitoring port holds open at once; past it, new ones are closed as they arrive. ' +
+      'It keeps the monitor from using up descriptors that client connections need. Requests must send their ' +
+      'headers within 10 seconds, and idle keep-alive connections are closed after 5 seconds.',
   },
   {
     name: 'MonitorUsername',

@@ -1,8 +1,36 @@
-// The value types of configuration keys: how each is written, parsed, checked and printed.
-// One entry per type; schema.ts says which key has which type. Parsers return undefined for an invalid
-// value and the caller reports it as "<where>: <Key>: expected <expected()>, got <value>".
+// The value types of configuration keys: how each is written, parsed, checked and printed, and the shape of
+// a key's definition. One entry per type; schema.ts says which key has which type. Parsers return undefined
+// for an invalid value and the caller reports it as "<where>: <Key>: expected <expected()>, got <value>".
+// (The benchmark tools add types of their own in bench/config.ts.)
 import * as net from 'node:net';
-import type { KeyDef } from './schema';
+
+/** What every key definition has, whatever its type. */
+export interface KeyBase {
+  /** As written in the config file; `STARLING_<NAME>` (upper case, '.' -> '_') in the environment. */
+  name: string;
+  /** In config-file syntax, so that it reads as a user would write it; parsed and checked at load. */
+  default: string | (() => string);
+  /** Docs: the default in words, when it depends on the machine. */
+  defaultDoc?: string;
+  /** Docs and error hints: a valid value in config-file syntax. */
+  example: string;
+  /** One or two sentences: what it does, units, when to change it. */
+  doc: string;
+}
+/** One key of the server. Numeric types carry an inclusive range, enums their choices. */
+export type KeyDef = KeyBase &
+  (
+    | { type: 'int'; min: number; max: number }
+    | { type: 'size'; min: number; max: number }
+    | { type: 'enum'; choices: readonly string[] }
+    | { type: 'enumlist'; choices: readonly string[] }
+    | { type: 'bool' }
+    /** `single`: exactly one address. */
+    | { type: 'listen'; single?: boolean }
+    | { type: 'cpulist' }
+    | { type: 'path' }
+    | { type: 'string' }
+  );
 
 /** A listening address. `host` as written: "0.0.0.0" for "*", IPv6 without brackets, host names unresolved. */
 export type ListenAddress = { host: string; port: number };
@@ -17,9 +45,6 @@ export interface TypeValues {
   listen: ListenAddress[];
   cpulist: number[];
   path: string;
-  number: number;
-  subjects: string[];
-  hosts: string[];
   string: string;
 }
 export type TypeName = keyof TypeValues;
@@ -32,22 +57,28 @@ export const G = 1024 * M;
 /** Linux CPU_SETSIZE: sched_setaffinity with a default cpu_set_t cannot name a CPU past 1023. */
 const MAX_CPU = 1023;
 
-interface ValueType<N extends TypeName> {
+/** A value type: values V, for keys defined as D. */
+export interface ValueType<V, D extends KeyBase> {
   /** Completes "expected ...". */
-  expected(def: Extract<KeyDef, { type: N }>): string;
+  expected(def: D): string;
   /** Parses config-file syntax (already trimmed). */
-  parse(text: string, def: Extract<KeyDef, { type: N }>): TypeValues[N] | undefined;
+  parse(text: string, def: D): V | undefined;
   /** Accepts an already-typed value given through the API (strings go through parse instead). */
-  accept(value: unknown, def: Extract<KeyDef, { type: N }>): TypeValues[N] | undefined;
+  accept(value: unknown, def: D): V | undefined;
   /** Config-file syntax; parse(format(v)) equals v. */
-  format(value: TypeValues[N]): string;
+  format(value: V): string;
   /** Docs: how a value of this type is written. */
   syntax: string;
   /** Docs: the allowed range of one key, or '' when the type says it all. */
-  range(def: Extract<KeyDef, { type: N }>): string;
+  range(def: D): string;
 }
+/** Any value type, as the loader uses it (it pairs each key with its own type, which TypeScript cannot follow). */
+export type SomeValueType = ValueType<unknown, KeyBase>;
 
-const inRange = (n: number, def: { min: number; max: number }) =>
+/** The value types of a key set: one per type name its keys use. */
+export type TypeTable<D extends KeyBase & { type: string }> = { [N in D['type']]: ValueType<unknown, Extract<D, { type: N }>> };
+
+export const inRange = (n: number, def: { min: number; max: number }) =>
   Number.isSafeInteger(n) && n >= def.min && n <= def.max ? n : undefined;
 
 /** 1048576 -> "1M"; sizes that are not a whole number of K stay in bytes. */
@@ -58,7 +89,7 @@ export function formatSize(n: number): string {
   return String(n);
 }
 
-const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+export const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
 /** "*:8800" | "1.2.3.4:8800" | "[::1]:8800" | "name:8800" -> ListenAddress. */
 function parseHostPort(token: string): ListenAddress | undefined {
@@ -105,7 +136,7 @@ function formatCpuList(cpus: number[]): string {
 // URL path, and at the end of a config line it would mean "continued on the next line".
 const PATH = /^\/[\x21-\x5b\x5d-\x7e]*$/;
 
-export const TYPES: { [N in TypeName]: ValueType<N> } = {
+export const TYPES: { [N in TypeName]: ValueType<TypeValues[N], Extract<KeyDef, { type: N }>> } = {
   int: {
     expected: (def) => `an integer between ${def.min} and ${def.max}`,
     parse: (text, def) => (/^-?\d+$/.test(text) ? inRange(Number(text), def) : undefined),
@@ -201,36 +232,6 @@ export const TYPES: { [N in TypeName]: ValueType<N> } = {
     syntax: 'Starts with `/`; printable ASCII without spaces or backslashes.',
     range: () => '',
   },
-  number: {
-    expected: (def) => `a number between ${def.min} and ${def.max}`,
-    parse: (text, def) => (/^\d+(\.\d+)?$/.test(text) && Number(text) >= def.min && Number(text) <= def.max ? Number(text) : undefined),
-    accept: (value, def) => (typeof value === 'number' && value >= def.min && value <= def.max ? value : undefined),
-    format: String,
-    syntax: 'A decimal number, e.g. `20000` or `0.5`.',
-    range: (def) => `${def.min} to ${def.max}`,
-  },
-  subjects: {
-    expected: () => 'subjects such as /p/s{1..15000}/- (range syntax; commas or spaces between items)',
-    parse: (text) => {
-      const list = expandRanges(text);
-      return list && list.length > 0 && list.every((s) => SUBJECT.test(s) && s.length <= 255) ? list : undefined;
-    },
-    accept: (value) => (Array.isArray(value) && value.length > 0 && value.every((s) => typeof s === 'string' && SUBJECT.test(s)) ? [...value] : undefined),
-    format: (list) => list.join(', '),
-    syntax: 'Subjects, with `{a..b}` ranges: `/p/s{1..15000}/-` is 15,000 subjects.',
-    range: () => '',
-  },
-  hosts: {
-    expected: () => 'host names or addresses such as 127.0.0.{2..20} (range syntax), or nothing',
-    parse: (text) => {
-      const list = expandRanges(text);
-      return list && list.every((h) => net.isIP(h) !== 0 || HOSTNAME.test(h)) ? list : undefined;
-    },
-    accept: (value) => (Array.isArray(value) && value.every((s) => typeof s === 'string') ? [...value] : undefined),
-    format: (list) => list.join(', '),
-    syntax: 'Addresses or host names, with `{a..b}` ranges: `127.0.0.{2..20}`. Empty means none.',
-    range: () => '',
-  },
   string: {
     expected: () => 'text without control characters',
     parse: (text) => (TEXT.test(text) ? text : undefined),
@@ -256,37 +257,7 @@ function parseChoices(tokens: string[], choices: readonly string[]): string[] | 
   return out;
 }
 
-/**
- * Expands the range syntax of the benchmark tools (the seeds' notation): `/p/s{1..3}/-` is `/p/s1/-`, `/p/s2/-`,
- * `/p/s3/-`; several `{a..b}` in one item multiply out; items are separated by commas or spaces. Returns
- * undefined for a malformed range or more than `limit` items.
- */
-export function expandRanges(text: string, limit = 10_000_000): string[] | undefined {
-  const out: string[] = [];
-  for (const item of text.split(/[\s,]+/).filter((t) => t !== '')) {
-    let parts = [''];
-    const re = /\{(\d+)\.\.(\d+)\}/g;
-    let last = 0;
-    for (let m = re.exec(item); m; m = re.exec(item)) {
-      const [lo, hi] = [Number(m[1]), Number(m[2])];
-      if (hi < lo || parts.length * (hi - lo + 1) + out.length > limit) return undefined;
-      const prefix = item.slice(last, m.index);
-      const next: string[] = [];
-      for (const p of parts) for (let i = lo; i <= hi; i++) next.push(p + prefix + i);
-      parts = next;
-      last = m.index + m[0].length;
-    }
-    const suffix = item.slice(last);
-    if (/[{}]/.test(suffix)) return undefined;
-    for (const p of parts) out.push(p + suffix);
-    if (out.length > limit) return undefined;
-  }
-  return out;
-}
-
-const SUBJECT = /^(\/[\x21-\x29\x2b-\x2e\x30-\x7e]+)+$/;
-
 /** TYPES[def.type] with the key's own type (TypeScript cannot correlate the two through the union). */
-export function typeOf(def: KeyDef): ValueType<TypeName> {
-  return TYPES[def.type] as unknown as ValueType<TypeName>;
+export function typeOf(def: KeyDef): SomeValueType {
+  return TYPES[def.type] as unknown as SomeValueType;
 }

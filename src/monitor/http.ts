@@ -1,6 +1,10 @@
 // The monitoring HTTP listener: its own port (MonitorHTTP.Listen), HTTP Basic authentication checked before
 // anything else, and three read-only routes. Handlers serve the latest once-a-second snapshot; no request
-// reaches native code.
+// reaches native code. It shares the process' descriptor table with the client connections, so it is bounded:
+// at most MonitorHTTP.MaxConnections open connections (more are closed as they arrive), and every connection
+// must send its request headers within 10 s, its whole request within 10 s, and not idle past 5 s between
+// requests or 30 s in the middle of one; these are enforced within a second, not at Node's default
+// 30-second sweep, so unauthenticated half-sent requests cannot pile up.
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +21,36 @@ export interface HttpOptions {
   routes: Record<string, Route>;
   /** Called with a handler's error (the client gets 500). */
   onError: (e: Error) => void;
+  /** Most connections open at once (MonitorHTTP.MaxConnections); more are closed on arrival. */
+  maxConnections: number;
+  /** Called when a connection was closed on arrival because maxConnections were open. */
+  onDrop?: () => void;
+  /** Overrides of LIMITS (tests). */
+  limits?: Partial<HttpLimits>;
 }
+
+/** How long a monitoring connection may take, in milliseconds. */
+export interface HttpLimits {
+  /** From the connection's start (or the previous response) to the end of the request headers. */
+  headersTimeout: number;
+  /** From the same point to the end of the whole request. */
+  requestTimeout: number;
+  /** Idle between two requests of a keep-alive connection. */
+  keepAliveTimeout: number;
+  /** No byte either way in the middle of a request or a response. */
+  idleTimeout: number;
+  /** How often the header and request deadlines are checked: the precision of the two above. */
+  checkInterval: number;
+}
+
+/** A scrape is small and quick: no client needs more. */
+export const LIMITS: Readonly<HttpLimits> = {
+  headersTimeout: 10_000,
+  requestTimeout: 10_000,
+  keepAliveTimeout: 5_000,
+  idleTimeout: 30_000,
+  checkInterval: 1_000,
+};
 
 /** Realm shown by browsers in their login prompt. */
 const REALM = 'Starling monitor';
@@ -32,11 +65,22 @@ export class MonitorHttp {
   constructor(private readonly options: HttpOptions) {
     const c = options.credentials;
     this.expected = c ? { username: digest(c.username), password: digest(c.password) } : null;
-    this.server = http.createServer((req, res) => this.handle(req, res));
-    // A monitoring scrape is small: keep slow or idle clients from holding sockets for long.
-    this.server.headersTimeout = 10_000;
-    this.server.requestTimeout = 10_000;
-    this.server.keepAliveTimeout = 5_000;
+    const limits = { ...LIMITS, ...options.limits };
+    this.server = http.createServer(
+      {
+        headersTimeout: limits.headersTimeout,
+        requestTimeout: limits.requestTimeout,
+        keepAliveTimeout: limits.keepAliveTimeout,
+        // Node checks the two deadlines above every 30 s by default: a request could then hold its socket for
+        // up to 40 s instead of 10.
+        connectionsCheckingInterval: limits.checkInterval,
+      },
+      (req, res) => this.handle(req, res),
+    );
+    this.server.maxConnections = options.maxConnections;
+    // A socket with no traffic for this long is destroyed (a client that stopped reading a response).
+    this.server.timeout = limits.idleTimeout;
+    this.server.on('drop', () => options.onDrop?.());
     this.listening = new Promise((resolve, reject) => {
       this.server.once('error', (e: NodeJS.ErrnoException) => {
         const where = options.host.includes(':') ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`;
@@ -52,6 +96,11 @@ export class MonitorHttp {
   get address(): { host: string; port: number } | null {
     const a = this.server.address() as AddressInfo | null;
     return a ? { host: a.address, port: a.port } : null;
+  }
+
+  /** Connections open now on the monitoring port. */
+  connections(): Promise<number> {
+    return new Promise((resolve, reject) => this.server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
   }
 
   /** Stops listening (once the listen in progress, if any, is done) and drops open connections. Idempotent. */

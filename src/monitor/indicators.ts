@@ -1,69 +1,27 @@
 // The monitoring indicators: what each one is called (JSON key, stats-log key, Prometheus metric), what it
 // means, and how one snapshot of all of them is computed from the server's once-a-second counter sample and
-// from the process. One table (INDICATORS) drives /stats, /metrics, the stats log and docs/monitoring.md.
+// from the process. The native counters come from the addon ({name, kind, doc}); this file adds only what is
+// derived from them (per-second rates, the protocol-error sum) and what the control plane and the process
+// know. One table (IndicatorSet.defs) drives /stats, /metrics, the stats log, the dashboard and the
+// indicator reference in docs/monitoring.md.
 import * as os from 'node:os';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import type { ServerStats, WorkgroupCounters, Rates } from '../server';
+import { addon, type CounterInfo } from '../native';
+import { rateName, type Counters, type ServerStats } from '../stats';
 
-/** The close codes and ERR codes counted as protocol errors, as they appear on the wire (PROTOCOL.md). */
-export const PROTOCOL_ERROR_CODES = ['1002', '1007', '1009', 'bad-command', 'bad-subject', 'too-large', 'limit', 'forbidden'] as const;
-export type ProtocolErrorCode = (typeof PROTOCOL_ERROR_CODES)[number];
-
-/** The native counter behind each protocol error code. */
-const PROTOCOL_ERROR_COUNTERS: Record<ProtocolErrorCode, keyof WorkgroupCounters> = {
-  '1002': 'close1002',
-  '1007': 'close1007',
-  '1009': 'close1009',
-  'bad-command': 'errBadCommand',
-  'bad-subject': 'errBadSubject',
-  'too-large': 'errTooLarge',
-  limit: 'errLimit',
-  forbidden: 'errForbidden',
-};
-
-/** Indicators each workgroup has; the server-wide value is the sum over workgroups. */
-export interface WorkgroupIndicators {
-  ConnectedSessions: number;
-  ConnectionsTotal: number;
-  ConnectionsPerSecond: number;
-  DisconnectionsTotal: number;
-  DisconnectionsPerSecond: number;
-  Subscriptions: number;
-  InPublishMessagesTotal: number;
-  InPublishMessagesPerSecond: number;
-  OutPublishMessagesTotal: number;
-  OutPublishMessagesPerSecond: number;
-  InBytesTotal: number;
-  InBytesPerSecond: number;
-  OutBytesTotal: number;
-  OutBytesPerSecond: number;
-  SlowConsumerDisconnects: number;
-  /** By close code or ERR code. */
-  ProtocolErrors: Record<ProtocolErrorCode, number>;
-  Handshakes: number;
-  HttpErrors: number;
-  RingOverflows: number;
-}
-
-/** Server-wide: the workgroup indicators summed, and those that only exist server-wide. */
-export interface ServerIndicators extends WorkgroupIndicators {
-  Subjects: number;
-  AcceptRefused: number;
-  PublishOverflows: number;
-  Workgroups: number;
-  UptimeSeconds: number;
-}
+/** Indicator values by name: a native counter's name, `<counter>_per_second`, or a derived or control-plane name. */
+export type Indicators = Record<string, number>;
 
 export interface ProcessIndicators {
-  CpuPercent: number;
-  CpuSecondsTotal: number;
-  Cpus: number;
-  RssBytes: number;
-  HeapUsedBytes: number;
-  HeapTotalBytes: number;
-  EventLoopDelayMs: number;
-  EventLoopDelayP99Ms: number;
-  EventLoopDelayMaxMs: number;
+  cpu_percent: number;
+  cpu_seconds: number;
+  cpus: number;
+  rss_bytes: number;
+  heap_used_bytes: number;
+  heap_total_bytes: number;
+  event_loop_delay_seconds: number;
+  event_loop_delay_p99_seconds: number;
+  event_loop_delay_max_seconds: number;
 }
 
 /** What /stats serves and PUSH stats publishes: one sample of every indicator. */
@@ -74,145 +32,218 @@ export interface Snapshot {
   time: string;
   /** Seconds the rates are measured over (the time since the previous sample; 0 for seq 0). */
   intervalSeconds: number;
-  server: ServerIndicators;
-  workgroups: (WorkgroupIndicators & { workgroup: number })[];
+  /** Server-wide: every workgroup indicator summed, and those that exist only server-wide. */
+  server: Indicators;
+  /** Per workgroup: `workgroup` (its number) and the workgroup indicators. */
+  workgroups: Indicators[];
   process: ProcessIndicators;
 }
 
 export type Scope = 'workgroup' | 'server' | 'process';
 
-/** One indicator: the table that /metrics, the stats log and docs/monitoring.md are built from. */
+/** One indicator: a row of the table that /metrics, the stats log, the dashboard and the docs are built from. */
 export interface IndicatorDef {
-  /** JSON key (in `server`, `workgroups[]` or `process`) and stats-log key; MigratoryData's name where it has one. */
-  name: keyof ServerIndicators | keyof ProcessIndicators;
+  /** JSON key (in `server`, `workgroups[]` or `process`) and stats-log key. */
+  name: string;
   /** `workgroup`: per workgroup and summed in `server`; `server`: server-wide only; `process`: the Node process. */
   scope: Scope;
-  /** Prometheus metric; counters end in `_total`. Workgroup-scoped metrics carry a `workgroup` label. */
+  /** `counter`: a total since start; `gauge`: a level or a rate. */
+  kind: 'counter' | 'gauge';
+  /** Prometheus metric: metricName(name, scope, kind). Workgroup-scoped metrics carry a `workgroup` label. */
   metric: string;
-  type: 'counter' | 'gauge';
-  /** Prometheus value = JSON value × scale (milliseconds in JSON, seconds in Prometheus). */
-  scale?: number;
-  /** Docs and Prometheus HELP: what it counts, in which unit. */
+  /** Docs, dashboard and Prometheus HELP: what it counts, in which unit. */
   help: string;
+  /**
+   * `native`: a counter of the addon; `rate`: the per-second rate of the indicator named in `of`; `derived`: a
+   * sum of native counters; `control`: kept by the TypeScript control plane; `process`: the Node.js process.
+   */
+  source: 'native' | 'rate' | 'derived' | 'control' | 'process';
+  /** For a rate: the counter it is the rate of. */
+  of?: string;
 }
 
-export const INDICATORS: readonly IndicatorDef[] = [
-  { name: 'ConnectedSessions', scope: 'workgroup', metric: 'starling_connected_sessions', type: 'gauge',
-    help: 'Connections open now: WebSocket sessions and connections still in the HTTP upgrade.' },
-  { name: 'ConnectionsTotal', scope: 'workgroup', metric: 'starling_connections_total', type: 'counter',
-    help: 'TCP connections accepted since start.' },
-  { name: 'ConnectionsPerSecond', scope: 'workgroup', metric: 'starling_connections_per_second', type: 'gauge',
-    help: 'TCP connections accepted per second, over the last second.' },
-  { name: 'DisconnectionsTotal', scope: 'workgroup', metric: 'starling_disconnections_total', type: 'counter',
-    help: 'Connections closed since start, for any reason.' },
-  { name: 'DisconnectionsPerSecond', scope: 'workgroup', metric: 'starling_disconnections_per_second', type: 'gauge',
-    help: 'Connections closed per second, over the last second.' },
-  { name: 'Subjects', scope: 'server', metric: 'starling_subjects', type: 'gauge',
-    help: 'Subjects with at least one subscriber.' },
-  { name: 'Subscriptions', scope: 'workgroup', metric: 'starling_subscriptions', type: 'gauge',
-    help: 'Subscriptions held now (one per connection and subject).' },
-  { name: 'InPublishMessagesTotal', scope: 'workgroup', metric: 'starling_in_publish_messages_total', type: 'counter',
-    help: 'PUB commands accepted from clients since start.' },
-  { name: 'InPublishMessagesPerSecond', scope: 'workgroup', metric: 'starling_in_publish_messages_per_second', type: 'gauge',
-    help: 'PUB commands accepted per second, over the last second.' },
-  { name: 'OutPublishMessagesTotal', scope: 'workgroup', metric: 'starling_out_publish_messages_total', type: 'counter',
-    help: 'MSG deliveries queued to subscribers since start (one per subscriber and message).' },
-  { name: 'OutPublishMessagesPerSecond', scope: 'workgroup', metric: 'starling_out_publish_messages_per_second', type: 'gauge',
-    help: 'MSG deliveries per second, over the last second.' },
-  { name: 'InBytesTotal', scope: 'workgroup', metric: 'starling_in_bytes_total', type: 'counter',
-    help: 'Bytes read from client sockets since start (HTTP upgrades and WebSocket frames).' },
-  { name: 'InBytesPerSecond', scope: 'workgroup', metric: 'starling_in_bytes_per_second', type: 'gauge',
-    help: 'Bytes read from client sockets per second, over the last second.' },
-  { name: 'OutBytesTotal', scope: 'workgroup', metric: 'starling_out_bytes_total', type: 'counter',
-    help: 'Bytes written to client sockets since start.' },
-  { name: 'OutBytesPerSecond', scope: 'workgroup', metric: 'starling_out_bytes_per_second', type: 'gauge',
-    help: 'Bytes written to client sockets per second, over the last second.' },
-  { name: 'SlowConsumerDisconnects', scope: 'workgroup', metric: 'starling_slow_consumer_disconnects_total', type: 'counter',
-    help: 'Connections closed with 1008 because their backlog passed MaxBacklog.' },
-  { name: 'ProtocolErrors', scope: 'workgroup', metric: 'starling_protocol_errors_total', type: 'counter',
-    help: 'Protocol errors by code (label code): closes with 1002, 1007, 1009 and ERR bad-command, bad-subject, too-large, limit replies.' },
-  { name: 'Handshakes', scope: 'workgroup', metric: 'starling_handshakes_total', type: 'counter',
-    help: 'Successful WebSocket upgrades since start.' },
-  { name: 'HttpErrors', scope: 'workgroup', metric: 'starling_http_errors_total', type: 'counter',
-    help: 'Upgrade requests answered with an HTTP error (400, 404, 426) or timed out.' },
-  { name: 'RingOverflows', scope: 'workgroup', metric: 'starling_ring_overflows_total', type: 'counter',
-    help: 'Messages dropped because a cross-workgroup ring was full.' },
-  { name: 'AcceptRefused', scope: 'server', metric: 'starling_accept_refused_total', type: 'counter',
-    help: 'Connections refused because the fd table or a workgroup inbox was full.' },
-  { name: 'PublishOverflows', scope: 'server', metric: 'starling_publish_overflows_total', type: 'counter',
-    help: 'Application publishes (server.publish) dropped because the home workgroup was overloaded.' },
-  { name: 'Workgroups', scope: 'server', metric: 'starling_workgroups', type: 'gauge',
-    help: 'Workgroups (native threads) the server runs.' },
-  { name: 'UptimeSeconds', scope: 'server', metric: 'starling_uptime_seconds', type: 'gauge',
-    help: 'Seconds since the server started.' },
-  { name: 'CpuPercent', scope: 'process', metric: 'starling_process_cpu_percent', type: 'gauge',
-    help: 'CPU used by the whole process (workgroup threads included) over the last second, in percent of one CPU (200 = two CPUs busy).' },
-  { name: 'CpuSecondsTotal', scope: 'process', metric: 'starling_process_cpu_seconds_total', type: 'counter',
-    help: 'CPU seconds (user + system) the process used since it started.' },
-  { name: 'Cpus', scope: 'process', metric: 'starling_process_cpus', type: 'gauge',
-    help: 'CPUs available to the process (the ceiling of CpuPercent is 100 × Cpus).' },
-  { name: 'RssBytes', scope: 'process', metric: 'starling_process_resident_memory_bytes', type: 'gauge',
-    help: 'Resident set size of the process: native connection state, kernel-facing buffers and the JS heap.' },
-  { name: 'HeapUsedBytes', scope: 'process', metric: 'starling_heap_used_bytes', type: 'gauge',
-    help: 'JavaScript heap in use.' },
-  { name: 'HeapTotalBytes', scope: 'process', metric: 'starling_heap_total_bytes', type: 'gauge',
-    help: 'JavaScript heap reserved.' },
-  { name: 'EventLoopDelayMs', scope: 'process', metric: 'starling_event_loop_delay_seconds', type: 'gauge', scale: 1e-3,
-    help: 'Mean delay of the Node.js event loop (the control plane) over the last second; milliseconds in JSON, seconds in Prometheus.' },
-  { name: 'EventLoopDelayP99Ms', scope: 'process', metric: 'starling_event_loop_delay_p99_seconds', type: 'gauge', scale: 1e-3,
-    help: '99th percentile of the event-loop delay over the last second.' },
-  { name: 'EventLoopDelayMaxMs', scope: 'process', metric: 'starling_event_loop_delay_max_seconds', type: 'gauge', scale: 1e-3,
-    help: 'Longest event-loop delay over the last second.' },
-];
+/**
+ * The one rule from an indicator name to its Prometheus metric: `starling_`, then `process_` for the process,
+ * the name, and `_total` for counters (Prometheus' convention).
+ */
+export function metricName(name: string, scope: Scope, kind: 'counter' | 'gauge'): string {
+  return `starling_${scope === 'process' ? 'process_' : ''}${name}${kind === 'counter' && !name.endsWith('_total') ? '_total' : ''}`;
+}
+
+/**
+ * Counters that are protocol errors, by name: every `err_<code>` (an ERR reply) and every `close_<status>` whose
+ * WebSocket status means the client broke the protocol (RFC 6455: 1002 protocol error, 1003 unacceptable data,
+ * 1007 invalid payload, 1009 too big). 1008 (policy: slow consumers, memory) is not a protocol error.
+ */
+export const isProtocolError = (counter: string): boolean => /^err_[a-z0-9_]+$/.test(counter) || /^close_100[2379]$/.test(counter);
+
+/** The derived sum of the protocol-error counters. */
+export const PROTOCOL_ERRORS = 'protocol_errors';
 
 /** Rates are measured over about a second; two decimals are all the precision they have. */
 const round2 = (x: number) => Math.round(x * 100) / 100;
 
-function workgroupIndicators(c: WorkgroupCounters, r: Rates): WorkgroupIndicators {
-  const errors = {} as Record<ProtocolErrorCode, number>;
-  for (const code of PROTOCOL_ERROR_CODES) errors[code] = c[PROTOCOL_ERROR_COUNTERS[code]];
-  return {
-    ConnectedSessions: c.connections,
-    ConnectionsTotal: c.accepted,
-    ConnectionsPerSecond: round2(r.connectionsPerSecond),
-    DisconnectionsTotal: c.closed,
-    DisconnectionsPerSecond: round2(r.disconnectionsPerSecond),
-    Subscriptions: c.subscriptions,
-    InPublishMessagesTotal: c.messagesIn,
-    InPublishMessagesPerSecond: round2(r.messagesInPerSecond),
-    OutPublishMessagesTotal: c.messagesOut,
-    OutPublishMessagesPerSecond: round2(r.messagesOutPerSecond),
-    InBytesTotal: c.bytesIn,
-    InBytesPerSecond: round2(r.bytesInPerSecond),
-    OutBytesTotal: c.bytesOut,
-    OutBytesPerSecond: round2(r.bytesOutPerSecond),
-    SlowConsumerDisconnects: c.slowConsumerCloses,
-    ProtocolErrors: errors,
-    Handshakes: c.handshakes,
-    HttpErrors: c.httpErrors,
-    RingOverflows: c.ringOverflows,
-  };
+/** Indicators the control plane and the process add to the native counters (their names are TypeScript's own). */
+const CONTROL: readonly Omit<IndicatorDef, 'metric' | 'source'>[] = [
+  { name: 'publish_overflows', scope: 'server', kind: 'counter',
+    help: 'Application publishes (server.publish) dropped because the subject\'s home workgroup was overloaded.' },
+  { name: 'workgroups', scope: 'server', kind: 'gauge', help: 'Workgroups (native threads) the server runs.' },
+  { name: 'uptime_seconds', scope: 'server', kind: 'gauge', help: 'Seconds since the server started.' },
+];
+const PROCESS: readonly (Omit<IndicatorDef, 'metric' | 'source' | 'name'> & { name: keyof ProcessIndicators })[] = [
+  { name: 'cpu_percent', scope: 'process', kind: 'gauge',
+    help: 'CPU used by the whole process (workgroup threads included) over the last second, in percent of one CPU (200 = two CPUs busy).' },
+  { name: 'cpu_seconds', scope: 'process', kind: 'counter', help: 'CPU seconds (user + system) the process used since it started.' },
+  { name: 'cpus', scope: 'process', kind: 'gauge', help: 'CPUs available to the process (the ceiling of cpu_percent is 100 × cpus).' },
+  { name: 'rss_bytes', scope: 'process', kind: 'gauge',
+    help: 'Resident set size of the process: native connection state, kernel-facing buffers and the JS heap.' },
+  { name: 'heap_used_bytes', scope: 'process', kind: 'gauge', help: 'JavaScript heap in use.' },
+  { name: 'heap_total_bytes', scope: 'process', kind: 'gauge', help: 'JavaScript heap reserved.' },
+  { name: 'event_loop_delay_seconds', scope: 'process', kind: 'gauge',
+    help: 'Mean delay of the Node.js event loop (the control plane) over the last second, beyond its 10 ms sampling period.' },
+  { name: 'event_loop_delay_p99_seconds', scope: 'process', kind: 'gauge', help: '99th percentile of the event-loop delay over the last second.' },
+  { name: 'event_loop_delay_max_seconds', scope: 'process', kind: 'gauge', help: 'Longest event-loop delay over the last second.' },
+];
+
+/** A native counter's doc as a sentence. */
+const sentence = (doc: string) => (doc.length > 0 ? doc[0].toUpperCase() + doc.slice(1) + (/[.!?]$/.test(doc) ? '' : '.') : '');
+
+/**
+ * Every indicator of a server whose addon has these counters, and how a snapshot of them is computed from
+ * the server's sample. Nothing here names a native counter: they are taken as the addon describes them.
+ */
+export class IndicatorSet {
+  readonly defs: readonly IndicatorDef[];
+  /** The native workgroup counters that make up `protocol_errors`. */
+  readonly protocolErrors: readonly string[];
+
+  constructor(
+    readonly workgroupCounters: readonly CounterInfo[] = addon.workgroupCounters,
+    readonly serverCounters: readonly CounterInfo[] = addon.serverCounters,
+  ) {
+    const defs: IndicatorDef[] = [];
+    const add = (d: Omit<IndicatorDef, 'metric'>) => defs.push({ ...d, metric: metricName(d.name, d.scope, d.kind) });
+    const native = (c: CounterInfo, scope: Scope) => {
+      add({ name: c.name, scope, kind: c.kind, help: sentence(c.doc), source: 'native' });
+      if (c.kind === 'counter')
+        add({ name: rateName(c.name), scope, kind: 'gauge', help: `${sentence(c.doc)} Per second, over the last second.`, source: 'rate', of: c.name });
+    };
+    for (const c of workgroupCounters) native(c, 'workgroup');
+    this.protocolErrors = workgroupCounters.filter((c) => c.kind === 'counter' && isProtocolError(c.name)).map((c) => c.name);
+    if (this.protocolErrors.length > 0) {
+      const help = `Protocol errors: the sum of ${this.protocolErrors.join(', ')}.`;
+      add({ name: PROTOCOL_ERRORS, scope: 'workgroup', kind: 'counter', help, source: 'derived' });
+      add({ name: rateName(PROTOCOL_ERRORS), scope: 'workgroup', kind: 'gauge', help: `${help} Per second, over the last second.`, source: 'rate', of: PROTOCOL_ERRORS });
+    }
+    for (const c of serverCounters) native(c, 'server');
+    for (const d of CONTROL) add({ ...d, source: 'control' });
+    for (const d of PROCESS) add({ ...d, source: 'process' });
+    // One name, one indicator: a native counter may not take a name the control plane uses, or a rate's name.
+    const seen = new Set<string>();
+    for (const d of defs) {
+      const key = `${d.scope === 'process' ? 'process' : 'server'}.${d.name}`;
+      if (seen.has(key) || d.name === 'workgroup') throw new Error(`indicators: ${d.name} is defined twice (a native counter clashes with a derived name)`);
+      seen.add(key);
+    }
+    this.defs = defs;
+  }
+
+  /** The server and workgroup parts of a snapshot, from one ServerStats (the server's once-a-second sample). */
+  indicators(stats: ServerStats): Pick<Snapshot, 'server' | 'workgroups'> {
+    const workgroups = stats.workgroups.map((w) => ({ workgroup: w.workgroup, ...this.workgroupPart(w.counters, w.rates) }));
+    const server: Indicators = this.workgroupPart(stats.total, stats.rates);
+    for (const c of this.serverCounters) {
+      server[c.name] = stats.total[c.name];
+      if (c.kind === 'counter') server[rateName(c.name)] = round2(stats.rates[rateName(c.name)]);
+    }
+    server.publish_overflows = stats.publishOverflows;
+    server.workgroups = stats.workgroups.length;
+    server.uptime_seconds = stats.uptimeSeconds;
+    return { server, workgroups };
+  }
+
+  private workgroupPart(counters: Counters, rates: Counters): Indicators {
+    const out: Indicators = {};
+    for (const c of this.workgroupCounters) {
+      out[c.name] = counters[c.name];
+      if (c.kind === 'counter') out[rateName(c.name)] = round2(rates[rateName(c.name)]);
+    }
+    if (this.protocolErrors.length > 0) {
+      out[PROTOCOL_ERRORS] = this.protocolErrors.reduce((sum, name) => sum + counters[name], 0);
+      out[rateName(PROTOCOL_ERRORS)] = round2(this.protocolErrors.reduce((sum, name) => sum + rates[rateName(name)], 0));
+    }
+    return out;
+  }
 }
 
-/** Server and workgroup indicators from one ServerStats (the server's once-a-second sample). */
-export function serverIndicators(stats: ServerStats): Pick<Snapshot, 'server' | 'workgroups'> {
-  const workgroups = stats.workgroups.map((w) => ({ workgroup: w.workgroup, ...workgroupIndicators(w, w.rates) }));
-  return {
-    server: {
-      ...workgroupIndicators(stats.total, stats.rates),
-      Subjects: stats.subjects,
-      AcceptRefused: stats.acceptRefused,
-      PublishOverflows: stats.publishOverflows,
-      Workgroups: stats.workgroups.length,
-      UptimeSeconds: stats.uptimeSeconds,
-    },
-    workgroups,
-  };
+/** The indicators of this build of the addon. */
+export const DEFAULT_INDICATORS = new IndicatorSet();
+/** Its table. */
+export const INDICATORS: readonly IndicatorDef[] = DEFAULT_INDICATORS.defs;
+
+/** Where a stats-log interval started: the server indicators then, and the process figures accumulated since. */
+export interface IntervalStart {
+  at: number;
+  server: Indicators;
+  cpuSeconds: number;
+  samples: number;
+  loopMeans: number;
+  loopMax: number;
 }
 
-/** The sum of a ProtocolErrors object. */
-export const protocolErrorCount = (errors: Record<ProtocolErrorCode, number>): number =>
-  PROTOCOL_ERROR_CODES.reduce((sum, code) => sum + errors[code], 0);
+/**
+ * The stats log line's fields, in table order: server-wide gauges as they are now; counters that have a rate
+ * as that rate (`<name>_per_second`) averaged over the whole interval, not just its last second; other
+ * counters as totals; then the process' CPU (interval average), memory and event-loop delay (interval mean and
+ * maximum).
+ */
+export function statsLineFields(set: IndicatorSet, start: IntervalStart, now: number, latest: Snapshot): [string, number][] {
+  const seconds = (now - start.at) / 1000;
+  const s = latest.server;
+  const rated = new Set(set.defs.filter((d) => d.source === 'rate').map((d) => d.of));
+  const fields: [string, number][] = [];
+  for (const d of set.defs) {
+    if (d.scope === 'process' || d.source === 'rate') continue;
+    if (d.kind === 'counter' && rated.has(d.name)) fields.push([rateName(d.name), round2((s[d.name] - start.server[d.name]) / seconds)]);
+    else fields.push([d.name, s[d.name]]);
+  }
+  const p = latest.process;
+  fields.push(
+    ['cpu_percent', Math.round(((p.cpu_seconds - start.cpuSeconds) / seconds) * 1000) / 10],
+    ['rss_bytes', p.rss_bytes],
+    ['heap_used_bytes', p.heap_used_bytes],
+    ['event_loop_delay_seconds', roundMicros(start.loopMeans / Math.max(1, start.samples))],
+    ['event_loop_delay_max_seconds', start.loopMax],
+  );
+  return fields;
+}
+
+/** Marks the generated indicator reference in docs/monitoring.md. */
+export const DOCS_BEGIN =
+  '<!-- Indicators: generated from the addon\'s counters and src/monitor/indicators.ts by ' +
+  '`node dist/src/monitor/gendocs.js docs/monitoring.md`; do not edit by hand. -->';
+export const DOCS_END = '<!-- End of the generated indicators. -->';
+
+/** The indicator reference of docs/monitoring.md, markers included: one table per scope. */
+export function renderIndicatorDocs(set: IndicatorSet = DEFAULT_INDICATORS): string {
+  const cell = (text: string) => text.replace(/\|/g, '\\|');
+  const sections: [Scope, string, string][] = [
+    ['workgroup', 'Per workgroup and server-wide', 'JSON `workgroups[i].<name>` and `server.<name>` (their sum); Prometheus label `workgroup`.'],
+    ['server', 'Server-wide', 'JSON `server.<name>`.'],
+    ['process', 'Process', 'JSON `process.<name>`: the Node.js process, native threads included.'],
+  ];
+  const out = [DOCS_BEGIN];
+  for (const [scope, title, where] of sections) {
+    out.push('', `#### ${title}`, '', where, '', '| Indicator | Kind | Prometheus metric | Source | Meaning |', '|---|---|---|---|---|');
+    for (const d of set.defs.filter((d) => d.scope === scope))
+      out.push(`| \`${d.name}\` | ${d.kind} | \`${d.metric}\` | ${d.source}${d.of ? ` of \`${d.of}\`` : ''} | ${cell(d.help)} |`);
+  }
+  out.push('', DOCS_END);
+  return out.join('\n');
+}
+
+/** Seconds to 10 µs. */
+const roundMicros = (seconds: number) => Math.round(seconds * 1e5) / 1e5;
 
 /**
  * Samples the process: CPU since the previous sample, memory now, and the event-loop delay histogram
@@ -237,19 +268,19 @@ export class ProcessSampler {
     this.lastAt = now;
     const memory = process.memoryUsage();
     // The histogram records each period of its timer, the resolution included: the delay is what is beyond it.
-    // It is empty when the loop was blocked for the whole interval: report 0 rather than NaN.
-    const ms = (ns: number) =>
-      this.loop.count > 0 && Number.isFinite(ns) ? Math.max(0, Math.round((ns - LOOP_RESOLUTION_MS * 1e6) / 1e4) / 100) : 0;
+    // It is empty when the loop was blocked for the whole interval: report 0 rather than NaN. Seconds, to 10 µs.
+    const delay = (ns: number) =>
+      this.loop.count > 0 && Number.isFinite(ns) ? Math.max(0, roundMicros((ns - LOOP_RESOLUTION_MS * 1e6) / 1e9)) : 0;
     const result: ProcessIndicators = {
-      CpuPercent: elapsedMicros > 0 ? Math.round((usedMicros / elapsedMicros) * 1000) / 10 : 0,
-      CpuSecondsTotal: Math.round((cpu.user + cpu.system) / 1e3) / 1e3,
-      Cpus: this.cpus,
-      RssBytes: memory.rss,
-      HeapUsedBytes: memory.heapUsed,
-      HeapTotalBytes: memory.heapTotal,
-      EventLoopDelayMs: ms(this.loop.mean),
-      EventLoopDelayP99Ms: ms(this.loop.percentile(99)),
-      EventLoopDelayMaxMs: ms(this.loop.max),
+      cpu_percent: elapsedMicros > 0 ? Math.round((usedMicros / elapsedMicros) * 1000) / 10 : 0,
+      cpu_seconds: Math.round((cpu.user + cpu.system) / 1e3) / 1e3,
+      cpus: this.cpus,
+      rss_bytes: memory.rss,
+      heap_used_bytes: memory.heapUsed,
+      heap_total_bytes: memory.heapTotal,
+      event_loop_delay_seconds: delay(this.loop.mean),
+      event_loop_delay_p99_seconds: delay(this.loop.percentile(99)),
+      event_loop_delay_max_seconds: delay(this.loop.max),
     };
     this.loop.reset();
     return result;

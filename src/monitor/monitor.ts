@@ -7,16 +7,13 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Config } from '../config/config';
 import type { Logger } from '../log';
-import type { ServerStats } from '../server';
+import type { ServerStats } from '../stats';
 import { MonitorHttp, type Route } from './http';
-import {
-  ProcessSampler,
-  protocolErrorCount,
-  serverIndicators,
-  type ServerIndicators,
-  type Snapshot,
-} from './indicators';
+import { DEFAULT_INDICATORS, ProcessSampler, statsLineFields, type IndicatorSet, type IntervalStart, type Snapshot } from './indicators';
 import { PrometheusExporter } from './prometheus';
+
+/** The least time between two log lines about refused monitoring connections. */
+const DROP_LOG_INTERVAL_MS = 60_000;
 
 /** The subject PUSH stats are published on. */
 export const STATS_SUBJECT = '/__starling__/stats';
@@ -31,7 +28,7 @@ export interface Monitored {
 // <package root>/src/monitor/dashboard.html, from dist/src/monitor/monitor.js (like native.ts finds the addon).
 const ROOT = path.join(__dirname, '..', '..', '..');
 const DASHBOARD = path.join(ROOT, 'src', 'monitor', 'dashboard.html');
-let dashboardHtml: Buffer | null = null;
+let dashboardHtml: string | null = null;
 
 /**
  * The dashboard's Content-Security-Policy: everything it needs is inline, and it may only fetch from this
@@ -51,17 +48,19 @@ export class Monitor {
   private latestJson: string | null = null;
   private seq = 0;
   /** Where the current stats-log interval started, and the event-loop delays seen during it. */
-  private interval: { at: number; samples: number; server: ServerIndicators; cpuSeconds: number; loopMeans: number; loopMax: number };
+  private interval: IntervalStart;
   private pushTooLarge = false;
   private closed = false;
+  private lastDropLog = -Infinity;
 
   constructor(
     private readonly server: Monitored,
     first: ServerStats,
+    private readonly indicators: IndicatorSet = DEFAULT_INDICATORS,
   ) {
     const c = server.config;
     const now = Date.now();
-    this.latest = { seq: 0, time: new Date(now).toISOString(), intervalSeconds: 0, ...serverIndicators(first), process: this.process.sample() };
+    this.latest = { seq: 0, time: new Date(now).toISOString(), intervalSeconds: 0, ...indicators.indicators(first), process: this.process.sample() };
     this.interval = this.intervalStart(now);
 
     const routes: Record<string, Route> = {};
@@ -70,7 +69,7 @@ export class Monitor {
       // server refusing to start over a monitoring asset.
       let html: Buffer | Error;
       try {
-        html = dashboardHtml ??= fs.readFileSync(DASHBOARD);
+        html = dashboardPage(dashboardHtml ??= fs.readFileSync(DASHBOARD, 'utf8'), indicators);
       } catch (e) {
         html = new Error(`the dashboard page cannot be read: ${(e as Error).message}`);
         server.log.error(`monitor: ${html.message}`);
@@ -82,7 +81,7 @@ export class Monitor {
       routes['/stats'] = () => ({ type: 'application/json; charset=utf-8', body: this.json() });
     }
     if (c.Monitor.includes('PROMETHEUS')) {
-      const prometheus = new PrometheusExporter(require(path.join(ROOT, 'package.json')).version);
+      const prometheus = new PrometheusExporter(require(path.join(ROOT, 'package.json')).version, indicators);
       routes['/metrics'] = async () => ({ type: prometheus.contentType, body: await prometheus.render(this.latest) });
     }
 
@@ -94,6 +93,16 @@ export class Monitor {
       credentials: auth ? { username: c.MonitorUsername, password: c.MonitorPassword } : null,
       routes,
       onError: (e) => server.log.error(`monitor: ${e.stack ?? e.message}`),
+      maxConnections: c['MonitorHTTP.MaxConnections'],
+      onDrop: () => {
+        // At most one line a minute, however many connections are refused.
+        const now = Date.now();
+        if (now - this.lastDropLog < DROP_LOG_INTERVAL_MS) return;
+        this.lastDropLog = now;
+        server.log.warn(
+          `monitor: ${c['MonitorHTTP.MaxConnections']} connections open on the monitoring port (MonitorHTTP.MaxConnections); closing new ones`,
+        );
+      },
     });
     this.ready = this.http.listening.then(
       () => {
@@ -138,14 +147,14 @@ export class Monitor {
         seq: ++this.seq,
         time: new Date(now).toISOString(),
         intervalSeconds,
-        ...serverIndicators(stats),
+        ...this.indicators.indicators(stats),
         process: this.process.sample(),
       };
       this.latestJson = null;
       const i = this.interval;
       i.samples++;
-      i.loopMeans += this.latest.process.EventLoopDelayMs;
-      i.loopMax = Math.max(i.loopMax, this.latest.process.EventLoopDelayMaxMs);
+      i.loopMeans += this.latest.process.event_loop_delay_seconds;
+      i.loopMax = Math.max(i.loopMax, this.latest.process.event_loop_delay_max_seconds);
       if (i.samples >= this.server.config['Stats.LogInterval']) {
         this.server.log.info(this.statsLine(now));
         this.push();
@@ -154,6 +163,11 @@ export class Monitor {
     } catch (e) {
       this.server.log.error(`monitor: ${(e as Error).stack ?? e}`);
     }
+  }
+
+  /** Connections open now on the monitoring port (at most MonitorHTTP.MaxConnections). */
+  connections(): Promise<number> {
+    return this.http.connections();
   }
 
   /** Stops the endpoints and the event-loop delay timer. Idempotent. */
@@ -170,40 +184,13 @@ export class Monitor {
     return (this.latestJson ??= JSON.stringify(this.latest));
   }
 
-  private intervalStart(at: number): Monitor['interval'] {
-    return { at, samples: 0, server: this.latest.server, cpuSeconds: this.latest.process.CpuSecondsTotal, loopMeans: 0, loopMax: 0 };
+  private intervalStart(at: number): IntervalStart {
+    return { at, samples: 0, server: this.latest.server, cpuSeconds: this.latest.process.cpu_seconds, loopMeans: 0, loopMax: 0 };
   }
 
-  /**
-   * One line of the main indicators as key=value: gauges as they are now, rates and CPU averaged over the
-   * whole interval (not just its last second), event-loop delay as the mean and max of the interval.
-   */
+  /** One line of the indicators as key=value (statsLineFields: which, and averaged how). */
   private statsLine(now: number): string {
-    const i = this.interval;
-    const seconds = (now - i.at) / 1000;
-    const s = this.latest.server;
-    const p = this.latest.process;
-    const rate = (key: keyof ServerIndicators) => round2(((s[key] as number) - (i.server[key] as number)) / seconds);
-    const fields: [string, number][] = [
-      ['ConnectedSessions', s.ConnectedSessions],
-      ['ConnectionsPerSecond', rate('ConnectionsTotal')],
-      ['DisconnectionsPerSecond', rate('DisconnectionsTotal')],
-      ['Subjects', s.Subjects],
-      ['Subscriptions', s.Subscriptions],
-      ['InPublishMessagesPerSecond', rate('InPublishMessagesTotal')],
-      ['OutPublishMessagesPerSecond', rate('OutPublishMessagesTotal')],
-      ['InBytesPerSecond', rate('InBytesTotal')],
-      ['OutBytesPerSecond', rate('OutBytesTotal')],
-      ['SlowConsumerDisconnects', s.SlowConsumerDisconnects],
-      ['ProtocolErrors', protocolErrorCount(s.ProtocolErrors)],
-      ['CpuPercent', Math.round(((p.CpuSecondsTotal - i.cpuSeconds) / seconds) * 1000) / 10],
-      ['RssBytes', p.RssBytes],
-      ['HeapUsedBytes', p.HeapUsedBytes],
-      ['EventLoopDelayMs', round2(i.loopMeans / Math.max(1, i.samples))],
-      ['EventLoopDelayMaxMs', i.loopMax],
-      ['UptimeSeconds', s.UptimeSeconds],
-    ];
-    return `stats ${fields.map(([k, v]) => `${k}=${v}`).join(' ')}`;
+    return `stats ${statsLineFields(this.indicators, this.interval, now, this.latest).map(([k, v]) => `${k}=${v}`).join(' ')}`;
   }
 
   /** PUSH stats: the snapshot to subscribers of STATS_SUBJECT; one native crossing, nothing when nobody subscribes. */
@@ -221,7 +208,16 @@ export class Monitor {
   }
 }
 
-const round2 = (x: number) => Math.round(x * 100) / 100;
+/**
+ * The dashboard with the indicator table in it (name, scope, kind, help of each), so that the page labels and
+ * lists what this server reports without a list of its own. `<` is escaped: the JSON sits in a script element.
+ */
+function dashboardPage(html: string, indicators: IndicatorSet): Buffer {
+  const table = JSON.stringify(indicators.defs.map(({ name, scope, kind, help, source, of }) => ({ name, scope, kind, help, source, of })));
+  const marker = '<script type="application/json" id="indicators"></script>';
+  if (!html.includes(marker)) throw new Error('the dashboard page has no indicator table placeholder');
+  return Buffer.from(html.replace(marker, () => `<script type="application/json" id="indicators">${table.replace(/</g, '\\u003c')}</script>`));
+}
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (net.isIPv4(host) && host.startsWith('127.'));

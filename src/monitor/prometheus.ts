@@ -1,8 +1,10 @@
 // /metrics: the indicators in the Prometheus text exposition format, through prom-client. The metrics live
 // in a registry of their own (never prom-client's global one, which an application might use) and are
-// filled from the latest snapshot when scraped, so a scrape costs no native read.
+// filled from the latest snapshot when scraped, so a scrape costs no native read. Every indicator of the
+// table is one metric, named by metricName() (`starling_<name>`, `_total` for counters); nothing here names
+// an indicator.
 import { Counter, Gauge, Registry } from 'prom-client';
-import { INDICATORS, PROTOCOL_ERROR_CODES, type IndicatorDef, type Snapshot } from './indicators';
+import { DEFAULT_INDICATORS, type IndicatorDef, type IndicatorSet, type Snapshot } from './indicators';
 
 type Metric = Counter<string> | Gauge<string>;
 
@@ -12,11 +14,11 @@ export class PrometheusExporter {
   /** seq of the snapshot the metrics hold; a scrape within the same second reuses them. */
   private filled = -1;
 
-  constructor(version: string) {
-    for (const def of INDICATORS) {
-      const labelNames = def.scope !== 'workgroup' ? [] : def.name === 'ProtocolErrors' ? ['workgroup', 'code'] : ['workgroup'];
+  constructor(version: string, indicators: IndicatorSet = DEFAULT_INDICATORS) {
+    for (const def of indicators.defs) {
+      const labelNames = def.scope === 'workgroup' ? ['workgroup'] : [];
       const config = { name: def.metric, help: def.help, labelNames, registers: [this.registry] };
-      this.metrics.set(def, def.type === 'counter' ? new Counter(config) : new Gauge(config));
+      this.metrics.set(def, def.kind === 'counter' ? new Counter(config) : new Gauge(config));
     }
     const info = new Gauge({
       name: 'starling_info',
@@ -39,18 +41,16 @@ export class PrometheusExporter {
 
   private fill(s: Snapshot): void {
     for (const [def, metric] of this.metrics) {
-      const scale = def.scale ?? 1;
       // Counters only go up in prom-client (inc); the native counters are already totals, so start from zero.
-      const set = (labels: Record<string, string>, value: number) =>
-        metric instanceof Counter ? metric.inc(labels, value * scale) : metric.set(labels, value * scale);
+      const set = (labels: Record<string, string>, value: number | undefined) => {
+        const v = value ?? 0;
+        if (metric instanceof Counter) metric.inc(labels, v);
+        else metric.set(labels, v);
+      };
       if (metric instanceof Counter) metric.reset();
       if (def.scope === 'process') set({}, s.process[def.name as keyof Snapshot['process']]);
-      else if (def.scope === 'server') set({}, s.server[def.name as keyof Snapshot['server']] as number);
-      else if (def.name === 'ProtocolErrors') {
-        for (const w of s.workgroups) for (const code of PROTOCOL_ERROR_CODES) set({ workgroup: String(w.workgroup), code }, w.ProtocolErrors[code]);
-      } else {
-        for (const w of s.workgroups) set({ workgroup: String(w.workgroup) }, w[def.name as keyof typeof w] as number);
-      }
+      else if (def.scope === 'server') set({}, s.server[def.name]);
+      else for (const w of s.workgroups) set({ workgroup: String(w.workgroup) }, w[def.name]);
     }
     this.filled = s.seq;
   }
