@@ -7,6 +7,7 @@
 #include <string>
 
 #include "client/client.h"
+#include "pubsub/protocol.h"
 #include "runtime/counters.h"
 #include "runtime/server.h"
 
@@ -50,6 +51,15 @@ Napi::Array to_array(Napi::Env env, const std::vector<CounterInfo>& list) {
     a.Set(static_cast<uint32_t>(i), o);
   }
   return a;
+}
+
+// The protocol's numeric contracts (pubsub/protocol.h), so TypeScript and the docs never restate them.
+Napi::Object protocol_limits(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("maxSubjectBytes", static_cast<double>(kMaxSubjectLen));
+  o.Set("maxIdBytes", static_cast<double>(kMaxIdLen));
+  o.Set("maxPubHeaderBytes", static_cast<double>(kMaxPubHeader));
+  return o;
 }
 
 Napi::Array to_array(Napi::Env env, const std::vector<std::string>& names) {
@@ -247,7 +257,8 @@ class Addon : public Napi::Addon<Addon> {
                           InstanceValue("serverCounters", to_array(env, server_counters()), napi_enumerable),
                           InstanceValue("NativeClient", JsClient::Define(env), napi_enumerable),
                           InstanceValue("clientCounters", to_array(env, client_counter_names()), napi_enumerable),
-                          InstanceValue("latencyBuckets", Napi::Number::New(env, kLatencyBuckets), napi_enumerable)});
+                          InstanceValue("latencyBuckets", Napi::Number::New(env, kLatencyBuckets), napi_enumerable),
+                          InstanceValue("protocolLimits", protocol_limits(env), napi_enumerable)});
   }
 };
 

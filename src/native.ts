@@ -29,6 +29,8 @@ export const enum Published {
   Routed = 0,
   NoSubscribers = 1,
   Overflow = 2,
+  /** The subject breaks the protocol's subject rule (checked natively: one definition of it). */
+  BadSubject = 3,
 }
 
 export interface NativeServer {
@@ -60,6 +62,8 @@ interface Addon {
   workgroupCounters: readonly CounterInfo[];
   /** The server-wide counters, written after all workgroups. */
   serverCounters: readonly CounterInfo[];
+  /** The protocol's numeric contracts, from native/pubsub/protocol.h. */
+  protocolLimits: { maxSubjectBytes: number; maxIdBytes: number; maxPubHeaderBytes: number };
 }
 
 /** Names another build of the addon (e.g. the sanitized one of `npm run test:asan`). */

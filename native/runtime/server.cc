@@ -17,6 +17,7 @@
 #include <string>
 
 #include "io/poller.h"
+#include "pubsub/protocol.h"
 
 namespace starling {
 
@@ -249,6 +250,7 @@ unsigned Server::pick_workgroup(const sockaddr_storage& peer) {
 }
 
 Server::Published Server::publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary) {
+  if (!valid_subject(subject)) return Published::kBadSubject;
   Subject* s = registry_.find_ref(subject);
   if (!s) return Published::kNoSubscribers;
   Frame* f = publish_frame(subject, payload, len, binary ? kOpBinary : kOpText);

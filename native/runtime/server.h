@@ -71,7 +71,9 @@ class Server {
   // Publishes from the control thread (server.publish() in TypeScript): the payload is copied once
   // into a frame and handed to the subject's home workgroup. Returns false if nobody subscribes or the
   // home workgroup's control ring is full (counted as a ring overflow by nobody: the caller reports it).
-  enum class Published { kRouted, kNoSubscribers, kOverflow };
+  // kBadSubject: the subject breaks the protocol's subject rule (pubsub/protocol.h valid_subject), the one
+  // definition of it that TypeScript relies on too.
+  enum class Published { kRouted, kNoSubscribers, kOverflow, kBadSubject };
   Published publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary);
 
   // Number of doubles read_counters() writes: workgroups * kCounterCount + server counters.
