@@ -251,6 +251,12 @@ describe('server.publish', SUITE, () => {
     assert.equal(shared.publish('/app/nobody', Buffer.from([1, 2, 3])), false);
   });
 
+  it('refuses a subject that breaks the protocol rule with the same verdict as a client PUB', () => {
+    for (const bad of ['nobody', '/a//b', '/a/', '/a*', '/a b', '/é', '/' + 'x'.repeat(255)])
+      assert.throws(() => shared.publish(bad, 'x'), TypeError, bad);
+    assert.equal(shared.publish('/' + 'x'.repeat(254), 'x'), false, 'a 255-byte subject is valid');
+  });
+
   it('delivers a string as a text frame and bytes as a binary frame, numbered like client publishes', async () => {
     const sub = await Client.open(shared);
     const pub = await Client.open(shared);
