@@ -219,13 +219,19 @@ class EpollLoop final : public Loop {
       if (s->out->deadline <= now_) abort_now(s);  // removes s from closing_
       else i++;
     }
-    // Slow consumers that receive nothing new are judged here (flush judges the others).
-    for (size_t i = 0; i < queued_.size(); i++) {
-      Stream* s = queued_[i];
-      if ((s->io_flags & kOver) && !(s->io_flags & (kClosing | kSlowSent)) &&
+    // Slow consumers that receive nothing new are judged here. A stream waiting for flush (new output,
+    // or its socket became writable) is left to flush, which judges it right after its write attempt:
+    // its socket may have taken enough to restart the clock (judging it here, before that write, called
+    // a reader slow that kept up but whose server had been busy longer than max_backlog_ms).
+    // on_slow may close streams, which reorders queued_: collect first, then report.
+    due_.clear();
+    for (Stream* s : queued_)
+      if ((s->io_flags & kOver) && !(s->io_flags & (kClosing | kSlowSent | kDirty)) &&
           now_ - s->out->over_since >= opt_.max_backlog_ms)
-        slow(s);
-    }
+        due_.push_back(s);
+    for (Stream* s : due_)
+      if (!(s->io_flags & (kDead | kClosing | kSlowSent))) slow(s);  // not freed before reap()
+    due_.clear();
     reap();
   }
 
@@ -456,17 +462,23 @@ class EpollLoop final : public Loop {
 
   void reap() {
     if (graveyard_.empty()) return;
-    // Dead streams may still sit in ready_; drop them before their owner frees them.
-    size_t k = 0;
-    for (Stream* s : ready_)
-      if (!(s->io_flags & kDead)) ready_[k++] = s;
-    ready_.resize(k);
+    // Dead streams may still sit in ready_, and in dirty_ when tick() reaps (an abort after wait() marked
+    // them for flush): drop them before their owner frees them.
+    drop_dead(ready_);
+    drop_dead(dirty_);
     std::vector<Stream*> done;
     done.swap(graveyard_);
     for (Stream* s : done) {
       open_--;
       ev_.on_closed(s);
     }
+  }
+
+  static void drop_dead(std::vector<Stream*>& list) {
+    size_t k = 0;
+    for (Stream* s : list)
+      if (!(s->io_flags & kDead)) list[k++] = s;
+    list.resize(k);
   }
 
   OutQueue* new_queue(Stream* s) {
@@ -537,6 +549,7 @@ class EpollLoop final : public Loop {
   std::vector<Stream*> queued_;     // every stream with an output queue
   std::vector<Stream*> closing_;    // graceful closes in progress
   std::vector<Stream*> graveyard_;  // closed; on_closed at the end of the flush
+  std::vector<Stream*> due_;        // tick(): slow consumers to report
   std::vector<OutQueue*> pool_;
 };
 
