@@ -3,6 +3,7 @@
 // the connections resumed. Plain Subscriber objects stand for connections.
 #include <chrono>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "fake_session.h"
 #include "io/memory.h"
 #include "pubsub/broker.h"
+#include "rng.h"
 
 using namespace starling;
 
@@ -440,6 +442,39 @@ TEST(broker_subscriptions_stay_right_when_a_connection_shrinks_and_grows_again) 
   command(w.b0, c, all);
   CHECK_EQ(c.nsubs, 17u);
   CHECK_EQ(w.registry.size(), 17u);
+  w.b0.on_leave(&c);
+  CHECK_EQ(w.registry.size(), 0u);
+}
+
+TEST(broker_random_sub_unsub_matches_a_model_across_the_index_thresholds) {
+  // Random SUB/UNSUB of up to 3 names from a pool of 40, so the connection wanders across 8 and 16
+  // subscriptions (where its name index is dropped and built) many times.
+  World w;
+  Subscriber c, pub;
+  std::set<std::string> model;
+  Rng rng(20240611);
+  for (int step = 0; step < 3000; step++) {
+    const bool sub = rng.below(2) == 0;
+    std::string msg = sub ? "SUB" : "UNSUB";
+    for (size_t n = 1 + rng.below(3); n; n--) {
+      std::string name = "/n" + std::to_string(rng.below(40));
+      msg += " " + name;
+      if (sub) model.insert(name);
+      else model.erase(name);
+    }
+    command(w.b0, c, msg);
+    CHECK_EQ(c.nsubs, model.size());
+    CHECK_EQ(w.registry.size(), model.size());
+    if (step % 100 == 99) {
+      // Each held subject delivers to it exactly once, and nothing else does.
+      w.host0.sent[&c].clear();
+      for (int i = 0; i < 40; i++) command(w.b0, pub, "PUB /n" + std::to_string(i) + "\nm");
+      std::set<std::string> got;
+      for (const std::string& m : w.host0.to(c)) got.insert(parse_msg(m).subject);
+      CHECK(got == model);
+      CHECK_EQ(w.host0.to(c).size(), model.size());
+    }
+  }
   w.b0.on_leave(&c);
   CHECK_EQ(w.registry.size(), 0u);
 }
