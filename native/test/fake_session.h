@@ -119,6 +119,7 @@ class Host : public SessionHost {
   std::vector<uint16_t> leaves;         // every on_leave code
   std::vector<Message> messages;        // every on_message
   int opens = 0, http_errors = 0, nomems = 0;
+  size_t close_frames_sent = 0;         // close frames among `sent`
   std::vector<std::string> violations;  // contract breaches seen (empty when all is well)
   bool refuse_send = false;             // send() fails (and drops the reference), as a full queue would
   // Answers on_message; kContinue when unset. May call reply() to queue an answer.
@@ -132,6 +133,12 @@ class Host : public SessionHost {
     }
     sent.emplace_back(reinterpret_cast<const char*>(f->data()), f->size());
     f->unref();
+    if (sent.back().compare(0, 5, "HTTP/") != 0) {
+      const ServerFrame d = decode(sent.back());
+      if (!d.ok) violations.push_back("malformed server frame");
+      if (close_frames_sent) violations.push_back("frame after a close frame");
+      close_frames_sent += d.opcode == starling::kOpClose;
+    }
     return true;
   }
   void close(WsSession*, CloseMode mode) override { closes.push_back(mode); }
@@ -169,11 +176,6 @@ class Host : public SessionHost {
     for (const std::string& raw : sent)
       if (raw.compare(0, 5, "HTTP/") != 0) out.push_back(decode(raw));
     return out;
-  }
-  size_t close_frames() const {
-    size_t n = 0;
-    for (const ServerFrame& f : frames()) n += f.opcode == starling::kOpClose;
-    return n;
   }
 
  private:
