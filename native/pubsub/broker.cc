@@ -122,21 +122,30 @@ int Broker::find(Subscriber* c, std::string_view name) const {
   return -1;
 }
 
+// A connection's index is built when it grows past kIndexFrom subscriptions and erased when it drops to
+// kIndexFrom / 2; while it exists it is kept exact (every subscription, at its slot), whatever nsubs is.
 void Broker::subscribe(Subscriber* c, Subject* s) {
   link(c, s, wg_);
   counters_.add(k_subscriptions);
-  if (c->nsubs <= kIndexFrom) return;
-  NameIndex& idx = index_[c];
-  if (idx.empty()) {
-    idx.reserve(c->nsubs * 2);
-    for (uint32_t i = 0; i < c->nsubs; i++) idx.emplace(c->subs[i].subject->name(), i);
-  } else {
-    idx.emplace(s->name(), c->nsubs - 1);
+  if (c->nsubs <= kIndexFrom / 2) return;  // no index: one is erased at kIndexFrom / 2
+  try {
+    auto it = index_.find(c);
+    if (it != index_.end()) {
+      it->second.emplace(s->name(), c->nsubs - 1);
+    } else if (c->nsubs > kIndexFrom) {
+      NameIndex& idx = index_[c];
+      idx.reserve(c->nsubs * 2);
+      for (uint32_t i = 0; i < c->nsubs; i++) idx.emplace(c->subs[i].subject->name(), i);
+    }
+  } catch (const std::bad_alloc&) {
+    // The subscription stands; an incomplete index would hide it, so drop the index (find() scans).
+    counters_.add(k_alloc_failures);
+    index_.erase(c);
   }
 }
 
 void Broker::unsubscribe(Subscriber* c, uint32_t k) {
-  auto it = c->nsubs > kIndexFrom ? index_.find(c) : index_.end();
+  auto it = c->nsubs > kIndexFrom / 2 ? index_.find(c) : index_.end();
   if (it != index_.end()) it->second.erase(c->subs[k].subject->name());
   Subject* s = unlink(c, k, wg_);  // moves the last subscription into slot k
   counters_.sub(k_subscriptions);
