@@ -39,6 +39,13 @@ constexpr uint32_t kAcceptRing = 16 * 1024;
 // Memory given back to the system (malloc_trim) once the accounted bytes fell this far below their high
 // point: after a flood ends the heap shrinks instead of keeping its peak (defect: 1.1 GB kept).
 constexpr uint64_t kTrimAfterBytes = 32ull << 20;
+// Connections cut per enforce_memory() call at most: enough to shed a flood in one go (each cut frees its
+// whole backlog), few enough that a workgroup holding none of the excess does not stall on it.
+constexpr int kMaxCutsPerCall = 64;
+// A backlog smaller than this is never cut for the budget: a reader that keeps up holds at most a few
+// messages between two flushes, and cutting it would not free memory worth the loss. (The excess sits with
+// the clients that do not read; the slow-consumer rule and refused connections cover the rest.)
+constexpr uint64_t kMinMemoryCut = 256 * 1024;
 
 uint64_t monotonic_ms() {
   timespec ts;
@@ -224,15 +231,21 @@ void Workgroup::pass() {
   }
 }
 
-void Workgroup::enforce_memory() {
+bool Workgroup::over_budget() const {
   uint64_t budget = server_.options().memory;
-  if (!budget || mem::total(server_.workgroup_count()) <= static_cast<int64_t>(budget)) return;
-  // Over the budget: cut this workgroup's largest backlog, one per iteration, until back under it. (New
-  // connections are refused by the acceptor meanwhile.)
-  Stream* s = loop_->largest_backlog();
-  if (!s) return;
-  counters_.add(k_memory_cuts);
-  engine_.abort(conn_of(s), *this, kClosePolicy);
+  return budget && mem::total(server_.workgroup_count()) > static_cast<int64_t>(budget);
+}
+
+void Workgroup::enforce_memory() {
+  // Over the budget: cut this workgroup's largest backlogs until the account is back under it (an abort
+  // frees the queue at once) — a bounded number per call, so a workgroup holding little cannot spin while
+  // another holds the excess. New connections are refused by the acceptor meanwhile.
+  for (int i = 0; i < kMaxCutsPerCall && over_budget(); i++) {
+    Stream* s = loop_->largest_backlog();
+    if (!s || loop_->backlog(s) < kMinMemoryCut) return;
+    counters_.add(k_memory_cuts);
+    engine_.abort(conn_of(s), *this, kClosePolicy);
+  }
 }
 
 void Workgroup::abort_pending() {
@@ -278,6 +291,10 @@ void Workgroup::adopt(int fd) {
 void Workgroup::on_data(Stream* s, uint8_t* data, size_t len) {
   counters_.add(k_bytes_in, len);
   engine_.feed(conn_of(s), *this, data, len);
+  // A client whose input made it hold output (replies it does not read) may have pushed the server over
+  // its budget within this one read: check now, not only once per loop iteration (a read of 64 KiB of
+  // pings queues ~500 KB of pongs).
+  if (loop_->backlog(s) > 0 && over_budget()) enforce_memory();
 }
 
 void Workgroup::on_hangup(Stream* s) { engine_.hangup(conn_of(s), *this); }

@@ -60,6 +60,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   void wake_peers();   // wakes the workgroups this one posted to since the last call
   void pass();         // once a second: handshake timeouts, keepalive
   void enforce_memory();
+  bool over_budget() const;
   void begin_shutdown();
   void adopt(int fd);
   void abort_pending();
