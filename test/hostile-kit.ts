@@ -53,6 +53,18 @@ process.on('exit', () => {
   for (const c of children) c.proc.kill('SIGKILL');
 });
 
+/** Registers something to destroy at cleanup (a socket, a `ws` client wrapped as { destroy }). Returns it. */
+export function track<T extends { destroy(): void }>(x: T): T {
+  owned.add(x);
+  return x;
+}
+
+/** A counter of the server's `stats().total`, or undefined if the stats do not carry it. */
+export function totalCounter(stats: any, name: string): number | undefined {
+  const v = stats?.total?.[name];
+  return typeof v === 'number' ? v : undefined;
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls `probe` every `every` ms until it returns a value (not undefined) or `ms` passes; then undefined. */

@@ -1,0 +1,192 @@
+// Core defects, part 2: the close code a too-large message gets, the cost of SUB/UNSUB on a connection with many
+// subscriptions, the acceptor at the open-file limit, and how a slow consumer is dropped. The server runs in a
+// child process (test/hostile-kit.ts): its CPU time is read from /proc and its open-file limit set with prlimit.
+//
+// Observed on today's code (87f1ce7; the TypeScript layer patched locally, not committed, to start at all and to
+// accept — and ignore — the new keys):
+// - too-large message: close code 1006 in 10 of 10 tries (the ACK did arrive); the server resets the connection
+//   while the client is still sending.
+// - SUB/UNSUB cost: a 64 KiB SUB of ~9,500 new names on a connection holding 40,000 took ~2.2 s of server CPU and
+//   held a PONG on another connection of the workgroup for ~2.2 s (UNSUB alike); setting up the 40,000 took ~3.7 s.
+// - open-file limit: after 3-4 rounds of filling the fd table (while the monitor answered /stats), new
+//   connections hung with no answer and the server burned ~0.5 s of CPU per second while idle.
+// - slow consumer: every cut non-reader read what was queued, then the close frame and a clean FIN (no error).
+import { describe, it, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import WebSocket from 'ws';
+import { within } from './helpers';
+import {
+  Publisher,
+  RawWs,
+  SeqSubscriber,
+  ServerChild,
+  attempt,
+  cleanup,
+  openNonReader,
+  placeNextOn,
+  poll,
+  pubFrames,
+  sleep,
+  totalCounter,
+  track,
+  type Attempt,
+} from './hostile-kit';
+
+const SUITE = { timeout: 90_000 };
+const K = 1024;
+
+afterEach(cleanup);
+
+describe('a message over MaxMessageSize', SUITE, () => {
+  it('gets the replies already due, then close 1009 — in 10 tries out of 10', async () => {
+    const child = await ServerChild.start({ MaxMessageSize: '64K' });
+    const big = Buffer.concat([Buffer.from('PUB /big\n'), Buffer.alloc(1_000_000, 0x41)]);
+    const seen: { code: number; messages: string[] }[] = [];
+    for (let i = 0; i < 10; i++) {
+      const ws = new WebSocket(child.url, { perMessageDeflate: false });
+      track({ destroy: () => ws.terminate() });
+      ws.on('error', () => {}); // a reset is reported by 'close' with 1006
+      await within(new Promise<void>((resolve, reject) => ws.once('open', () => resolve()).once('error', reject)), 'the handshake');
+      const messages: string[] = [];
+      ws.on('message', (d: Buffer) => messages.push(d.toString()));
+      const closed = new Promise<number>((resolve) => ws.on('close', (code: number) => resolve(code)));
+      ws.send(`PUB /big/${i} a${i}\nsmall`);
+      ws.send(big);
+      seen.push({ code: await within(closed, 'the close'), messages });
+    }
+    assert.deepEqual(
+      seen,
+      seen.map((_, i) => ({ code: 1009, messages: [`ACK a${i}`] })),
+      'each client gets its ACK, then the close frame with 1009',
+    );
+  });
+});
+
+describe('SUB and UNSUB cost', SUITE, () => {
+  it('handles a 64 KiB SUB or UNSUB list on a connection holding 40,000 subscriptions without stalling its workgroup', async () => {
+    const child = await ServerChild.start({ MaxSubscriptionsPerConnection: 50_000 });
+    await placeNextOn(child, 0);
+    const holder = await RawWs.open(child);
+    await placeNextOn(child, 0);
+    const other = await SeqSubscriber.open(child, [], 'a client on the same workgroup');
+    // SUB lists of up to 64 KiB, 40,000 names in all.
+    const lists: string[][] = [[]];
+    let length = 4;
+    for (let i = 0; i < 40_000; i++) {
+      const name = `/held/${i.toString(36)}`;
+      if (length + name.length + 1 > 64 * K) {
+        lists.push([]);
+        length = 4;
+      }
+      lists[lists.length - 1].push(name);
+      length += name.length + 1;
+    }
+    for (const list of lists) holder.command(`SUB ${list.join(' ')}`);
+    await holder.ping(undefined, 120_000);
+    assert.deepEqual(holder.texts().filter((t) => !t.startsWith('PONG')), [], 'the 40,000 subscriptions were taken');
+
+    const fresh: string[] = [];
+    for (let i = 0, length = 4; ; i++) {
+      const name = `/new/${i.toString(36)}`;
+      if (length + name.length + 1 > 64 * K) break;
+      fresh.push(name);
+      length += name.length + 1;
+    }
+    /** Runs `command` on the holder; returns the server CPU it took and how long the other client's PING waited. */
+    const measure = async (command: string) => {
+      const cpu = child.cpuMs();
+      holder.command(command);
+      await sleep(50); // the command is read first
+      const pong = await other.ping(60_000);
+      await holder.ping(undefined, 60_000);
+      return { cpuMs: child.cpuMs() - cpu, pongMs: Math.round(pong) };
+    };
+    const sub = await measure(`SUB ${fresh.join(' ')}`);
+    const unsub = await measure(`UNSUB ${fresh.join(' ')}`);
+    const report = `${fresh.length} names: SUB ${JSON.stringify(sub)}, UNSUB ${JSON.stringify(unsub)}`;
+    assert.ok(sub.cpuMs < 500 && unsub.cpuMs < 500, `server CPU for one 64 KiB list on a connection holding 40,000: ${report}`);
+    assert.ok(sub.pongMs < 1000 && unsub.pongMs < 1000, `PONG wait on another connection of the workgroup: ${report}`);
+    assert.deepEqual(holder.texts().filter((t) => !t.startsWith('PONG')), [], 'no ERR');
+  });
+});
+
+describe('the open-file limit', SUITE, () => {
+  it('refuses connections past the limit at once and stays idle after the fd table was full again and again', async () => {
+    // 300 descriptors. While the table fills, the monitor keeps answering /stats on new connections: the rest of
+    // the process opens descriptors too, as a real one does (monitor, logs), racing the acceptor for free slots.
+    const child = await ServerChild.start({ Monitor: 'HTTP', 'MonitorHTTP.Listen': '127.0.0.1:0' }, { limits: ['--nofile=300:300'] });
+    assert.ok(child.monitor, 'the monitor listens');
+    let hammering = true;
+    const agent = new http.Agent({ keepAlive: false });
+    const hammer = Array.from({ length: 16 }, async () => {
+      while (hammering) {
+        await new Promise<void>((resolve) => {
+          const req = http.get(`${child.monitor}stats`, { agent }, (res) => {
+            res.resume();
+            res.on('end', () => resolve());
+            res.on('error', () => resolve());
+          });
+          req.on('error', () => resolve());
+          req.setTimeout(1000, () => req.destroy());
+        });
+      }
+    });
+    const tally = (list: Attempt[]) => list.reduce<Record<string, number>>((t, a) => ((t[a.kind] = (t[a.kind] ?? 0) + 1), t), {});
+    const rounds: Record<string, number>[] = [];
+    try {
+      // Fill the table (350 attempts at once), then empty it; up to 10 times, or until an attempt hangs.
+      for (let round = 0; round < 10; round++) {
+        const list = await Promise.all(Array.from({ length: 350 }, () => attempt(child, 2000)));
+        rounds.push(tally(list));
+        for (const a of list) a.socket.destroy();
+        if (list.some((a) => a.kind === 'hang')) break;
+        await sleep(300);
+      }
+    } finally {
+      hammering = false;
+      await Promise.all(hammer);
+    }
+    // Full once more, and kept full: the server must sit idle and refuse a newcomer at once.
+    const held = await Promise.all(Array.from({ length: 350 }, () => attempt(child, 2000)));
+    const full = tally(held);
+    const cpu = child.cpuMs();
+    await sleep(2000);
+    const idleCpuMs = child.cpuMs() - cpu;
+    const newcomer = await attempt(child, 1000);
+    child.assertAlive();
+    const report = `rounds ${JSON.stringify(rounds)}, held ${JSON.stringify(full)}, idle CPU ${idleCpuMs} ms in 2 s, newcomer: ${newcomer.kind} (${newcomer.detail})`;
+    assert.ok(rounds.every((r) => !r.hang) && !full.hang, `connection attempts hung: ${report}`);
+    assert.ok(idleCpuMs < 300, `the server spins while its fd table is full: ${report}`);
+    assert.equal(newcomer.kind, 'refused', `a connection past the limit is refused within 1 s: ${report}`);
+    assert.ok((full.open ?? 0) > 0, `some connections were accepted: ${report}`);
+  });
+});
+
+describe('dropping a slow consumer', SUITE, () => {
+  it('resets the connection of a slow consumer instead of leaving its queued data to the kernel', async () => {
+    const child = await ServerChild.start({ MaxBacklog: '64K', 'BufferLimit.Send': '64K' });
+    const nonReaders: RawWs[] = [];
+    for (let i = 0; i < 10; i++) nonReaders.push(await openNonReader(child, ['/flood']));
+    const pub = await Publisher.open(child);
+    // 5 MB to each: far past kernel buffers plus MaxBacklog.
+    await pub.send(pubFrames('/flood', 5000, Buffer.alloc(1000, 0x61), null));
+    const cut = await poll(async () => {
+      const n = totalCounter(await child.stats(), 'slowConsumerCloses');
+      return n !== undefined && n >= 10 ? n : undefined;
+    }, 15_000, 200);
+    assert.ok(cut, 'the server cut the 10 non-readers');
+    for (const c of nonReaders) {
+      c.bytesReceived = 0;
+      c.resume();
+    }
+    await Promise.race([Promise.all(nonReaders.map((c) => c.ended)), sleep(10_000)]);
+    const outcome = nonReaders.map((c) => ({ ended: c.isEnded, error: c.error, fin: c.gotEnd, bytesAfterResume: c.bytesReceived }));
+    assert.deepEqual(
+      outcome.map((o) => [o.ended, o.error]),
+      outcome.map(() => [true, 'ECONNRESET']),
+      `a cut slow consumer is reset, not closed with FIN after its queued data: ${JSON.stringify(outcome.slice(0, 3))}`,
+    );
+    child.assertAlive();
+  });
+});
