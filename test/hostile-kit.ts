@@ -613,11 +613,16 @@ export class Publisher {
     return new Publisher(await RawWs.open(child, o));
   }
 
-  /** Queues `bytes` (PUB frames) on the socket; resolves when Node handed them all to the kernel. */
+  /** Queues `bytes` (PUB frames) on the socket; resolves when Node handed them all to the kernel, or the connection ended. */
   send(bytes: Buffer): Promise<void> {
+    if (this.raw.isEnded || this.raw.write(bytes)) return Promise.resolve();
     return new Promise((resolve) => {
-      if (this.raw.write(bytes)) resolve();
-      else this.raw.socket.once('drain', resolve);
+      const done = () => {
+        this.raw.socket.off('drain', done);
+        resolve();
+      };
+      this.raw.socket.once('drain', done);
+      void this.raw.ended.then(done);
     });
   }
 
@@ -699,9 +704,10 @@ export class Ticker {
       }
     })();
   }
+  /** Stops publishing; waits (at most 10 s) for the last batch to be handed to the kernel. */
   async stop(): Promise<void> {
     this.running = false;
-    await this.done;
+    await Promise.race([this.done, sleep(10_000)]);
   }
 }
 
