@@ -272,15 +272,61 @@ export function zeroMaskFrame(opcode: number, payload: string | Buffer): Buffer 
   return Buffer.concat([head, body]);
 }
 
-/** `n` PUB frames `PUB <subject> <idPrefix><i>\n<payload>` (no id when idPrefix is null). */
+/** Client frames (zero mask key) appended to one growing buffer: cheap enough for floods of 100,000 PUBs. */
+export class FrameBatch {
+  private buf = Buffer.allocUnsafe(1 << 20);
+  private len = 0;
+
+  /** Appends one masked text frame whose payload is `head` (latin1) followed by `body`. */
+  text(head: string, body?: Buffer): this {
+    const n = head.length + (body?.length ?? 0);
+    const hl = n <= 125 ? 6 : n <= 0xffff ? 8 : 14;
+    this.reserve(hl + n);
+    const b = this.buf;
+    let o = this.len;
+    b[o++] = 0x80 | OP.text;
+    if (n <= 125) b[o++] = 0x80 | n;
+    else if (n <= 0xffff) {
+      b[o++] = 0x80 | 126;
+      b.writeUInt16BE(n, o);
+      o += 2;
+    } else {
+      b[o++] = 0x80 | 127;
+      b.writeBigUInt64BE(BigInt(n), o);
+      o += 8;
+    }
+    b.writeUInt32BE(0, o); // mask key 0
+    o += 4;
+    o += b.write(head, o, 'latin1');
+    if (body) o += body.copy(b, o);
+    this.len = o;
+    return this;
+  }
+
+  /** Appends `PUB <subject>[ <id>]\n<payload>`. */
+  pub(subject: string, id: string | null, payload: Buffer): this {
+    return this.text(id === null ? `PUB ${subject}\n` : `PUB ${subject} ${id}\n`, payload);
+  }
+
+  /** The frames so far (a view; do not append afterwards). */
+  get bytes(): Buffer {
+    return this.buf.subarray(0, this.len);
+  }
+
+  private reserve(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
+    this.buf.copy(grown, 0, 0, this.len);
+    this.buf = grown;
+  }
+}
+
+/** `n` PUB frames `PUB <subject> <idPrefix><i>\n<payload>` for i = from… (no id when idPrefix is null). */
 export function pubFrames(subject: string, n: number, payload: Buffer | string, idPrefix: string | null, from = 0): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
-  const parts: Buffer[] = [];
-  for (let i = from; i < from + n; i++) {
-    const head = idPrefix === null ? `PUB ${subject}\n` : `PUB ${subject} ${idPrefix}${i}\n`;
-    parts.push(zeroMaskFrame(OP.text, Buffer.concat([Buffer.from(head), body])));
-  }
-  return Buffer.concat(parts);
+  const batch = new FrameBatch();
+  for (let i = from; i < from + n; i++) batch.pub(subject, idPrefix === null ? null : `${idPrefix}${i}`, body);
+  return batch.bytes;
 }
 
 // ---------------------------------------------------------------------------------------------------
