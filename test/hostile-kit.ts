@@ -59,12 +59,6 @@ export function track<T extends { destroy(): void }>(x: T): T {
   return x;
 }
 
-/** A counter of the server's `stats().total`, or undefined if the stats do not carry it. */
-export function totalCounter(stats: any, name: string): number | undefined {
-  const v = stats?.total?.[name];
-  return typeof v === 'number' ? v : undefined;
-}
-
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls `probe` every `every` ms until it returns a value (not undefined) or `ms` passes; then undefined. */
@@ -274,7 +268,7 @@ export function zeroMaskFrame(opcode: number, payload: string | Buffer): Buffer 
 
 /** Client frames (zero mask key) appended to one growing buffer: cheap enough for floods of 100,000 PUBs. */
 export class FrameBatch {
-  private buf = Buffer.allocUnsafe(1 << 20);
+  private buf = Buffer.allocUnsafe(4096);
   private len = 0;
 
   /** Appends one masked text frame whose payload is `head` (latin1) followed by `body`. */
