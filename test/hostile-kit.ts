@@ -181,6 +181,27 @@ export class ServerChild {
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
   }
 
+  /**
+   * CPU time (user + system, ms) of the child's threads whose name starts with `prefix` — by default the native
+   * ones (starling-wg<i>, starling-accept), leaving out Node's own threads. The whole process if none matches.
+   */
+  threadCpuMs(prefix = 'starling-'): number {
+    let total = 0;
+    let found = false;
+    for (const t of fs.readdirSync(`/proc/${this.pid}/task`)) {
+      try {
+        if (!fs.readFileSync(`/proc/${this.pid}/task/${t}/comm`, 'latin1').startsWith(prefix)) continue;
+        const stat = fs.readFileSync(`/proc/${this.pid}/task/${t}/stat`, 'latin1');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        total += ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+        found = true;
+      } catch {
+        /* the thread ended */
+      }
+    }
+    return found ? total : this.cpuMs();
+  }
+
   /** Open file descriptors of the child. */
   fds(): number {
     return fs.readdirSync(`/proc/${this.pid}/fd`).length;
