@@ -185,11 +185,16 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
 
   // publish(subject: string, payload: Buffer, binary: boolean) → 0 routed, 1 no subscribers, 2 overflow
   Napi::Value JS_publish(const Napi::CallbackInfo& info) {
-    std::string subject = info[0].As<Napi::String>().Utf8Value();
-    Napi::Buffer<uint8_t> payload = info[1].As<Napi::Buffer<uint8_t>>();
-    bool binary = info[2].As<Napi::Boolean>().Value();
-    auto r = server_->publish(subject, payload.Data(), payload.Length(), binary);
-    return Napi::Number::New(info.Env(), static_cast<int>(r));
+    try {
+      std::string subject = info[0].As<Napi::String>().Utf8Value();
+      Napi::Buffer<uint8_t> payload = info[1].As<Napi::Buffer<uint8_t>>();
+      bool binary = info[2].As<Napi::Boolean>().Value();
+      auto r = server_->publish(subject, payload.Data(), payload.Length(), binary);
+      return Napi::Number::New(info.Env(), static_cast<int>(r));
+    } catch (const std::bad_alloc&) {
+      // Out of memory is an error for the caller, never an abort of the process.
+      throw Napi::Error::New(info.Env(), "publish: out of memory");
+    }
   }
 
   Napi::Value JS_counterSlots(const Napi::CallbackInfo& info) {

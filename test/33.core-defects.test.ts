@@ -11,6 +11,7 @@
 // - open-file limit: after 3 to 6 rounds of filling the fd table (while the monitor answered /stats), attempts
 //   hung with no answer, a newcomer too, and the idle server burned 1.5-2 s of CPU in 2 s (the acceptor spins).
 // - slow consumer: every cut non-reader got the 1008 close frame and a clean FIN, no error (close(), not RST).
+import * as fs from 'node:fs';
 import { describe, it, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
@@ -36,6 +37,31 @@ const SUITE = { timeout: 90_000 };
 const K = 1024;
 
 afterEach(cleanup);
+
+/**
+ * Server-side TCP sockets on `port` that are closed by the application but still hold unsent data in the kernel:
+ * FIN-WAIT-1, CLOSING or LAST-ACK with a non-empty send queue (/proc/net/tcp and tcp6).
+ */
+function heldClosedSockets(port: number): { state: string; txQueue: number }[] {
+  const closing = new Set(['04', '0B', '09']);
+  const out: { state: string; txQueue: number }[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 5) continue;
+      const localPort = parseInt(f[1].split(':')[1], 16);
+      const txQueue = parseInt(f[4].split(':')[0], 16);
+      if (localPort === port && closing.has(f[3]) && txQueue > 0) out.push({ state: f[3], txQueue });
+    }
+  }
+  return out;
+}
 
 describe('a message over MaxMessageSize', SUITE, () => {
   it('gets the replies already due, then close 1009 — in 10 tries out of 10', async () => {
@@ -173,17 +199,15 @@ describe('dropping a slow consumer', SUITE, () => {
     await pub.send(pubFrames('/flood', 5000, Buffer.alloc(1000, 0x61), null));
     const cut = await poll(() => (child.fds() <= fds - 10 ? true : undefined), 15_000, 100);
     assert.ok(cut, `the server cut the 10 non-readers (descriptors: ${fds} before, ${child.fds()} now)`);
-    for (const c of nonReaders) {
-      c.bytesReceived = 0;
-      c.resume();
-    }
+    // A socket closed with close() while its peer's window is shut stays in the kernel (FIN-WAIT-1, its unsent
+    // data in the send queue: up to a few MiB each) until the peer reads or a retransmission timeout gives up.
+    // A reset socket is gone at once. (Node's own client cannot tell the two apart reliably: after a reset on a
+    // paused socket it may report a clean end, so the server side is what is checked.)
+    const held = heldClosedSockets(child.port);
+    assert.deepEqual(held, [], `cut slow consumers keep no unsent data in the kernel: ${JSON.stringify(held.slice(0, 3))}`);
+    for (const c of nonReaders) c.resume();
     await Promise.race([Promise.all(nonReaders.map((c) => c.ended)), sleep(10_000)]);
-    const outcome = nonReaders.map((c) => ({ ended: c.isEnded, error: c.error, fin: c.gotEnd, bytesAfterResume: c.bytesReceived }));
-    assert.deepEqual(
-      outcome.map((o) => [o.ended, o.error]),
-      outcome.map(() => [true, 'ECONNRESET']),
-      `a cut slow consumer is reset, not closed with FIN after its queued data: ${JSON.stringify(outcome.slice(0, 3))}`,
-    );
+    assert.ok(nonReaders.every((c) => c.isEnded), 'every cut slow consumer sees its connection end');
     child.assertAlive();
   });
 });

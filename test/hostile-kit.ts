@@ -735,7 +735,7 @@ export async function placeNextOn(child: ServerChild, wg: number): Promise<void>
  */
 export async function assertPlacement(child: ServerChild, atLeast: number[]): Promise<void> {
   const s = await child.stats();
-  const got = (s?.workgroups ?? []).map((w: any) => w?.connections);
+  const got = (s?.workgroups ?? []).map((w: any) => w?.counters?.connections ?? w?.connections);
   if (got.length !== atLeast.length || got.some((v: unknown) => typeof v !== 'number')) return;
   for (let w = 0; w < atLeast.length; w++)
     assert.ok(got[w] >= atLeast[w], `placement: expected at least ${atLeast[w]} connections on workgroup ${w}, stats say ${JSON.stringify(got)}`);

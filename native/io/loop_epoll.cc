@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -103,6 +104,20 @@ class EpollLoop final : public Loop {
   }
 
   bool adopt(Stream* s, int fd) override {
+    // Every list a stream can be in is reserved for all open streams here, so that nothing on the I/O path
+    // allocates bookkeeping later (a stream is at most once in each list): under memory pressure a new
+    // connection is refused instead of an event being lost halfway.
+    if (open_ + 1 > reserved_) {
+      size_t want = (open_ + 1) * 2;
+      try {
+        for (auto* list : {&ready_, &resume_, &dirty_, &queued_, &closing_, &graveyard_, &done_, &due_})
+          list->reserve(want);
+      } catch (const std::bad_alloc&) {
+        ::close(fd);
+        return false;
+      }
+      reserved_ = want;
+    }
     s->fd = fd;
     s->io_flags = 0;
     s->out = nullptr;
@@ -400,15 +415,13 @@ class EpollLoop final : public Loop {
   void judge(Stream* s) {
     OutQueue* q = s->out;
     if (!q || (s->io_flags & (kClosing | kSlowSent))) return;
-    if (q->bytes > opt_.max_backlog * kHardBacklogFactor) {
-      slow(s);
-      return;
-    }
     if (q->bytes <= opt_.max_backlog) {
       ungate(s);
       return;
     }
     if (!(s->io_flags & kOver)) {
+      // Newly over: whatever queued while the server was busy (a stall, a burst drained from the inbox) is
+      // not held against the client yet — its socket is judged from now on.
       s->io_flags |= kOver;
       q->over_since = now_;
       q->progress = 0;
@@ -419,7 +432,9 @@ class EpollLoop final : public Loop {
       q->progress = 0;
       return;
     }
-    if (now_ - q->over_since >= opt_.max_backlog_ms) slow(s);
+    // Its socket has not taken MaxBacklog bytes since it went over: too slow for MaxBacklogTime, or holding
+    // more than the hard bound while not reading.
+    if (q->bytes > opt_.max_backlog * kHardBacklogFactor || now_ - q->over_since >= opt_.max_backlog_ms) slow(s);
   }
 
   void ungate(Stream* s) {
@@ -466,12 +481,12 @@ class EpollLoop final : public Loop {
     // them for flush): drop them before their owner frees them.
     drop_dead(ready_);
     drop_dead(dirty_);
-    std::vector<Stream*> done;
-    done.swap(graveyard_);
-    for (Stream* s : done) {
+    done_.swap(graveyard_);  // both reserved: the swap keeps graveyard_'s capacity
+    for (Stream* s : done_) {
       open_--;
       ev_.on_closed(s);
     }
+    done_.clear();
   }
 
   static void drop_dead(std::vector<Stream*>& list) {
@@ -550,6 +565,8 @@ class EpollLoop final : public Loop {
   std::vector<Stream*> closing_;    // graceful closes in progress
   std::vector<Stream*> graveyard_;  // closed; on_closed at the end of the flush
   std::vector<Stream*> due_;        // tick(): slow consumers to report
+  std::vector<Stream*> done_;       // reap(): the graveyard being reported
+  size_t reserved_ = 0;             // capacity reserved in every list above
   std::vector<OutQueue*> pool_;
 };
 

@@ -169,8 +169,12 @@ void Server::accept_loop() {
       continue;
     }
     uint64_t wake_mask = 0;
-    for (int i = 0; i < n; i++)
-      if (events[i].tag) accept_ready(*static_cast<int*>(events[i].tag), &wake_mask, *poller);
+    try {
+      for (int i = 0; i < n; i++)
+        if (events[i].tag) accept_ready(*static_cast<int*>(events[i].tag), &wake_mask, *poller);
+    } catch (const std::bad_alloc&) {
+      // Nothing here allocates on purpose; if the C++ runtime did and failed, accept on the next event.
+    }
     for (; wake_mask; wake_mask &= wake_mask - 1) workgroups_[__builtin_ctzll(wake_mask)]->wake();
   }
 }

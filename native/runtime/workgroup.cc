@@ -150,10 +150,10 @@ void Workgroup::run() {
       abort_pending();
       loop_->flush();
     } catch (const std::bad_alloc&) {
-      // The last line of defence: a container (std::vector, std::deque) could not grow. The loop state is
-      // consistent between the steps above; count it and go on (DESIGN.md rule 3: never abort).
+      // The last line of defence: a container of the broker (a held publish, a name index) could not grow.
+      // The loop's own bookkeeping never allocates here (reserved at adopt); count it and go on with the
+      // next iteration (DESIGN.md rule 3: never abort on allocation failure).
       counters_.add(k_alloc_failures);
-      loop_->flush();
     }
     counters_.set(k_bytes_out, loop_->bytes_written());
     wake_peers();
@@ -272,17 +272,26 @@ void Workgroup::adopt(int fd) {
     server_.connection_closed();
     return;
   }
-  mem::charge(sizeof(Conn) + mem::kMallocOverhead);
   counters_.add(k_accepted);
-  if (!loop_->adopt(c, fd)) {
+  try {
+    conns_.push_back(c);
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);
+    ::close(fd);
     server_.connection_closed();
-    mem::release(sizeof(Conn) + mem::kMallocOverhead);
     delete c;
     return;
   }
+  if (!loop_->adopt(c, fd)) {  // closes fd
+    conns_.pop_back();
+    counters_.add(k_alloc_failures);
+    server_.connection_closed();
+    delete c;
+    return;
+  }
+  mem::charge(sizeof(Conn) + mem::kMallocOverhead);
   counters_.add(k_connections);
-  c->index = static_cast<uint32_t>(conns_.size());
-  conns_.push_back(c);
+  c->index = static_cast<uint32_t>(conns_.size() - 1);
 }
 
 // ---------------------------------------------------------------------------------------------------
