@@ -189,13 +189,16 @@ describe('the open-file limit', SUITE, () => {
 
 describe('dropping a slow consumer', SUITE, () => {
   it('resets the connection of a slow consumer instead of leaving its queued data to the kernel', async () => {
-    const child = await ServerChild.start({ MaxBacklog: '64K', 'BufferLimit.Send': '64K' });
+    const child = await ServerChild.start({ MaxBacklog: '256K', 'BufferLimit.Send': '64K' });
     const nonReaders: RawWs[] = [];
     for (let i = 0; i < 10; i++) nonReaders.push(await openNonReader(child, ['/flood']));
     const pub = await Publisher.open(child);
     const fds = child.fds();
-    // 5 MB to each: far past kernel buffers plus MaxBacklog. The server has cut them when it has closed their
-    // 10 descriptors (read from /proc: the clients, paused, cannot tell).
+    // First ~200 KB each, under MaxBacklog: it fills the kernel buffers on both sides (the state in which a plain
+    // close() leaves data behind). Then 5 MB each: far past kernel buffers plus MaxBacklog. The server has cut
+    // them when it has closed their 10 descriptors (read from /proc: the clients, paused, cannot tell).
+    await pub.send(pubFrames('/flood', 200, Buffer.alloc(1000, 0x61), null));
+    await sleep(500);
     await pub.send(pubFrames('/flood', 5000, Buffer.alloc(1000, 0x61), null));
     const cut = await poll(() => (child.fds() <= fds - 10 ? true : undefined), 15_000, 100);
     assert.ok(cut, `the server cut the 10 non-readers (descriptors: ${fds} before, ${child.fds()} now)`);
