@@ -26,7 +26,11 @@ Frame* publish_frame(std::string_view subject, const void* payload, size_t len, 
 }
 
 Broker::Broker(Registry& registry, unsigned wg, BrokerOptions options, BrokerHost& host, Counters& counters)
-    : registry_(registry), wg_(wg), opt_(options), host_(host), counters_(counters) {}
+    : registry_(registry), wg_(wg), opt_(options), host_(host), counters_(counters) {
+  // At most one delivery per workgroup is ever deferred (no publish is taken while one is), so this never
+  // has to grow: a deferral cannot fail for lack of memory.
+  deferred_.reserve(64);
+}
 
 Broker::~Broker() {
   for (Held& h : held_) {

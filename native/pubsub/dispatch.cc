@@ -121,7 +121,13 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
   if (!route(s, f)) {
     // The home cannot take it now: hold it, pause this connection, retry every loop iteration.
     counters_.add(k_publish_pauses);
-    held_.push_back(Held{c, s, f, std::string(id)});
+    try {
+      held_.push_back(Held{c, s, f, std::string(id)});
+    } catch (const std::bad_alloc&) {
+      s->unref();  // never acknowledged: the host sheds this connection, which sees the reset
+      f->unref();
+      throw;
+    }
     return false;
   }
   counters_.add(k_messages_in);

@@ -137,7 +137,6 @@ void Workgroup::run() {
       loop_->set_now(now_ms_);
       drain_inbox();
       broker_->retry();
-      abort_pending();
       enforce_memory();
       if (now_ms_ >= next_tick) {
         loop_->tick(now_ms_);
@@ -147,7 +146,6 @@ void Workgroup::run() {
         pass();
         next_pass = now_ms_ + kPassMs;
       }
-      abort_pending();
       loop_->flush();
     } catch (const std::bad_alloc&) {
       // The last line of defence: a container of the broker (a held publish, a name index) could not grow.
@@ -175,7 +173,11 @@ void Workgroup::on_wake() { wake_pending_.store(false, std::memory_order_seq_cst
 void Workgroup::on_flush_stride() {
   // A long flush (a broadcast to thousands) outlasts the gap between messages: take in what arrived
   // meanwhile, so connections not yet written leave with several messages in one send.
-  drain_inbox();
+  try {
+    drain_inbox();
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);  // what is left in the rings is taken at the next iteration
+  }
   wake_peers();
 }
 
@@ -248,13 +250,6 @@ void Workgroup::enforce_memory() {
   }
 }
 
-void Workgroup::abort_pending() {
-  if (to_abort_.empty()) return;
-  std::vector<Conn*> list;
-  list.swap(to_abort_);
-  for (Conn* c : list) engine_.abort(c, *this, kCloseInternal);
-}
-
 void Workgroup::begin_shutdown() {
   draining_ = true;
   drain_deadline_ = now_ms_ + Server::kShutdownGraceMs;
@@ -297,16 +292,30 @@ void Workgroup::adopt(int fd) {
 // ---------------------------------------------------------------------------------------------------
 // Events from the loop
 
+// Loop callbacks must not throw (the loop is iterating its lists): an allocation the C++ runtime could not make
+// while handling one connection's input sheds that connection — it asked for the memory — and nothing else.
+template <typename F>
+void Workgroup::shed_on_failure(Conn* c, F&& handle) {
+  try {
+    handle();
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);
+    loop_->close(c, CloseMode::kAbort);
+  }
+}
+
 void Workgroup::on_data(Stream* s, uint8_t* data, size_t len) {
   counters_.add(k_bytes_in, len);
-  engine_.feed(conn_of(s), *this, data, len);
+  shed_on_failure(conn_of(s), [&] { engine_.feed(conn_of(s), *this, data, len); });
   // A client whose input made it hold output (replies it does not read) may have pushed the server over
   // its budget within this one read: check now, not only once per loop iteration (a read of 64 KiB of
   // pings queues ~500 KB of pongs).
   if (loop_->backlog(s) > 0 && over_budget()) enforce_memory();
 }
 
-void Workgroup::on_hangup(Stream* s) { engine_.hangup(conn_of(s), *this); }
+void Workgroup::on_hangup(Stream* s) {
+  shed_on_failure(conn_of(s), [&] { engine_.hangup(conn_of(s), *this); });
+}
 
 void Workgroup::on_slow(Stream* s) {
   // Its socket refused more than MaxBacklog for MaxBacklogTime (or 4 x MaxBacklog at once): reset it,
@@ -376,13 +385,15 @@ void Workgroup::send(Subscriber* sub, Frame* f) {
   Conn* c = conn_of(sub);
   if (f && loop_->send(c, f)) return;
   if (!f || c->ws_state == WsState::kOpen) counters_.add(k_alloc_failures);
-  to_abort_.push_back(c);   // not now: the broker may be walking a subscriber list that includes c
+  // Reset it. Safe while the broker walks a subscriber list that includes c: the loop only marks it, and its
+  // subscriptions are dropped in on_closed, after this iteration's flush.
+  loop_->close(c, CloseMode::kAbort);
 }
 
 void Workgroup::resume(Subscriber* sub) {
   Conn* c = conn_of(sub);
   loop_->resume(c);
-  engine_.resume(c, *this);
+  shed_on_failure(c, [&] { engine_.resume(c, *this); });
 }
 
 }  // namespace starling

@@ -63,7 +63,8 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   bool over_budget() const;
   void begin_shutdown();
   void adopt(int fd);
-  void abort_pending();
+  template <typename F>
+  void shed_on_failure(Conn* c, F&& handle);
 
   // StreamEvents (io)
   void on_data(Stream* s, uint8_t* data, size_t len) override;
@@ -105,7 +106,6 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   std::vector<std::unique_ptr<SpscRing<Envelope>>> publish_;  // by producer: workgroups, then control
   std::vector<std::unique_ptr<SpscRing<Envelope>>> deliver_;  // by producer workgroup
   std::vector<Conn*> conns_;         // every connection, for the passes (Conn::index)
-  std::vector<Conn*> to_abort_;      // connections that could not take output (out of memory)
   uint64_t wake_mask_ = 0;           // workgroups to wake at the end of this iteration
 };
 
