@@ -44,11 +44,10 @@ struct LoopOptions {
   uint32_t max_backlog_ms = 2000;
 };
 
-// A stream that is over max_backlog and whose socket has not taken max_backlog bytes since, and whose backlog
-// reaches this multiple of max_backlog, is a slow consumer at once, whatever the time: the per-connection
-// memory bound (DESIGN.md rule 3) under a flood faster than any grace period. A burst that queued while the
-// server was busy is never cut by it on its own: the socket gets one write attempt first, and a socket that
-// keeps taking data restarts the judgement.
+// The hard per-connection bound (DESIGN.md rule 3), for a flood faster than any grace period: a stream that is
+// over max_backlog, whose socket has not taken max_backlog bytes since, and whose backlog grew by more than
+// (kHardBacklogFactor - 1) x max_backlog on top of what it held when it went over, is a slow consumer at once.
+// A burst that queued while the server was busy is never held against it: judging starts after it.
 constexpr uint64_t kHardBacklogFactor = 4;
 // How long a gracefully closing stream may take to write its last bytes and see the peer's FIN.
 // Long enough for a close frame to cross a slow link; short enough that closing connections cannot

@@ -68,6 +68,7 @@ struct OutQueue {
   uint64_t bytes;        // backlog: cost of the queued frames plus their slots
   uint64_t over_since;   // when the backlog went over max_backlog (kOver)
   uint64_t progress;     // bytes the socket took since over_since
+  uint64_t over_base;    // the backlog at over_since (a burst that was there before the socket was judged)
   uint64_t deadline;     // kClosing: when the linger ends
   uint32_t queued_index; // index in queued_
   uint32_t closing_index;// index in closing_ (kClosing)
@@ -299,8 +300,7 @@ class EpollLoop final : public Loop {
         // Replies count against the backlog too: a client that does not read them is not read either.
         if (s->out && s->out->bytes > opt_.max_backlog && !(fl & (kDead | kClosing | kOver))) {
           fl |= kOver;
-          s->out->over_since = now_;
-          s->out->progress = 0;
+          start_judging(s->out);
         }
         if (fl & (kDead | kClosing | kPaused | kOver)) {
           if ((fl & kClosing) && !(fl & kDead)) make_ready(s);  // go on discarding next iteration
@@ -423,18 +423,23 @@ class EpollLoop final : public Loop {
       // Newly over: whatever queued while the server was busy (a stall, a burst drained from the inbox) is
       // not held against the client yet — its socket is judged from now on.
       s->io_flags |= kOver;
-      q->over_since = now_;
-      q->progress = 0;
+      start_judging(q);
       return;
     }
     if (q->progress >= opt_.max_backlog) {  // it is reading, only slower than the burst came: restart
-      q->over_since = now_;
-      q->progress = 0;
+      start_judging(q);
       return;
     }
-    // Its socket has not taken MaxBacklog bytes since it went over: too slow for MaxBacklogTime, or holding
-    // more than the hard bound while not reading.
-    if (q->bytes > opt_.max_backlog * kHardBacklogFactor || now_ - q->over_since >= opt_.max_backlog_ms) slow(s);
+    // Its socket has not taken MaxBacklog bytes since it went over: too slow for MaxBacklogTime, or its
+    // backlog grew past the hard bound on top of what it held then.
+    uint64_t hard = q->over_base + opt_.max_backlog * (kHardBacklogFactor - 1);
+    if (q->bytes > hard || now_ - q->over_since >= opt_.max_backlog_ms) slow(s);
+  }
+
+  void start_judging(OutQueue* q) {
+    q->over_since = now_;
+    q->progress = 0;
+    q->over_base = q->bytes > opt_.max_backlog ? q->bytes : opt_.max_backlog;
   }
 
   void ungate(Stream* s) {
@@ -512,7 +517,7 @@ class EpollLoop final : public Loop {
       q->cap = kFirstQueueCap;
     }
     q->head = q->count = q->offset = 0;
-    q->bytes = q->over_since = q->progress = q->deadline = 0;
+    q->bytes = q->over_since = q->progress = q->over_base = q->deadline = 0;
     q->queued_index = static_cast<uint32_t>(queued_.size());
     q->closing_index = 0;
     queued_.push_back(s);

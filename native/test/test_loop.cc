@@ -875,8 +875,12 @@ TEST(loop_backlog_over_four_times_the_limit_is_slow_once_its_socket_had_a_write_
   // A burst that queued while the server was busy is not held against the client on its own: the first
   // judgement only starts the clock.
   CHECK_EQ(fx.r(id).slows, 0);
-  fx.queue_past(c, fx.loop->backlog(c) + 16 * kKiB, 16 * kKiB, &queued);
-  fx.flush();                    // its socket took nothing since: over the hard bound, cut now
+  const uint64_t base = fx.loop->backlog(c);
+  fx.queue_past(c, base + 16 * kKiB, 16 * kKiB, &queued);
+  fx.flush();                    // grew a little on top of the burst: not yet
+  CHECK_EQ(fx.r(id).slows, 0);
+  fx.queue_past(c, base + (kHardBacklogFactor - 1) * 64 * kKiB, 16 * kKiB, &queued);
+  fx.flush();                    // its socket took nothing since and it grew past the hard bound: cut now
   CHECK_EQ(fx.r(id).slows, 1);
   CHECK_EQ(fx.r(id).closed, 1);  // aborted from on_slow, reaped by the same flush
 }
