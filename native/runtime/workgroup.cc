@@ -46,6 +46,9 @@ constexpr int kMaxCutsPerCall = 64;
 // messages between two flushes, and cutting it would not free memory worth the loss. (The excess sits with
 // the clients that do not read; the slow-consumer rule and refused connections cover the rest.)
 constexpr uint64_t kMinMemoryCut = 256 * 1024;
+// Once over the budget, cut until the account is this fraction (1/8) below it, so that a flood that keeps
+// coming is not shed one connection at a time right at the edge (each cut costs a pass over the backlogs).
+constexpr uint64_t kCutBelowFraction = 8;
 
 uint64_t monotonic_ms() {
   timespec ts;
@@ -239,10 +242,13 @@ bool Workgroup::over_budget() const {
 }
 
 void Workgroup::enforce_memory() {
-  // Over the budget: cut this workgroup's largest backlogs until the account is back under it (an abort
+  // Over the budget: cut this workgroup's largest backlogs until the account is an eighth under it (an abort
   // frees the queue at once) — a bounded number per call, so a workgroup holding little cannot spin while
   // another holds the excess. New connections are refused by the acceptor meanwhile.
-  for (int i = 0; i < kMaxCutsPerCall && over_budget(); i++) {
+  if (!over_budget()) return;
+  uint64_t budget = server_.options().memory;
+  int64_t target = static_cast<int64_t>(budget - budget / kCutBelowFraction);
+  for (int i = 0; i < kMaxCutsPerCall && mem::total(server_.workgroup_count()) > target; i++) {
     Stream* s = loop_->largest_backlog();
     if (!s || loop_->backlog(s) < kMinMemoryCut) return;
     counters_.add(k_memory_cuts);
