@@ -4,7 +4,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describeMachine, formatTimelineCsv, type RunSummary, type TimelineRow, writeReport } from './report';
+import { commandLine, describeMachine, formatTimelineCsv, type RunSummary, type TimelineRow, writeReport } from './report';
 import { Histogram, LATENCY_BUCKETS, summarize, Welford } from './stats';
 import { BENCHSUB_KEYS, Client, clientOptions, cpuSeconds, emptySnapshot, interruption, loadTool, mergeSnapshot, netBytes, sleep, type Snapshot } from './tools';
 
@@ -129,7 +129,7 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     tool: 'benchsub',
     started: started.toISOString(),
     ended: ended.toISOString(),
-    command: ['starling', 'benchsub', ...argv].join(' '),
+    command: commandLine(['starling', 'benchsub', ...argv]),
     machine: describeMachine(),
     config: Object.fromEntries(
       Object.entries(cfg).map(([k, v]) => [k, Array.isArray(v) ? summarizeList(v) : typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean)]),

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describeMachine, type RunSummary } from './report';
+import { commandLine, describeMachine, type RunSummary } from './report';
 import { startServer, stopChild, type ServerHandle } from './servers';
 import { rssBytes, sleep } from './tools';
 
@@ -226,7 +226,7 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const started = new Date();
-  const command = ['node', path.relative(ROOT, __filename), ...process.argv.slice(2)].join(' ');
+  const command = commandLine(['node', path.relative(ROOT, __filename), ...process.argv.slice(2)]);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-compare-'));
   const rows: Row[] = [];
   const errors: string[] = [];

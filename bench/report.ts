@@ -12,7 +12,7 @@
 //     "tool": "benchsub",
 //     "started": "2025-01-01T12:00:00.000Z",      // ISO 8601, start of the measured window
 //     "ended":   "2025-01-01T12:01:00.000Z",      // ISO 8601, end of the measured window
-//     "command": "node dist/bench/benchsub.js --workload W1 ...",   // the command line, as typed
+//     "command": "node dist/bench/benchsub.js --workload W1 ...",   // the command line, quoted for the shell (commandLine())
 //     "machine": { "host": "box", "cpus": 2, "cpuModel": "AMD EPYC 7B13", "memGiB": 7.8,
 //                  "kernel": "6.1.0-18-amd64", "node": "v20.20.2" },   // describeMachine() gives this
 //     "config": { "workload": "W1", "subscribers": 15000, ... },     // flat: string | number | boolean | null
@@ -211,7 +211,7 @@ export function renderMarkdown(run: RunSummary, rows: readonly TimelineRow[], sv
   out.push(`**Window:** ${run.started} → ${run.ended} (${grouped(t.seconds, 1)} s)`);
   out.push('');
   out.push('```');
-  out.push(run.command);
+  out.push(quoteRanges(run.command));
   out.push('```');
   out.push('');
   const config = Object.entries(run.config ?? {});
@@ -469,6 +469,31 @@ export function renderSvg(run: RunSummary, rows: readonly TimelineRow[]): string
 
 // ---------------------------------------------------------------------------------------------------------
 // Files and command line
+
+/**
+ * One argument as the shell must be given it: as is when it holds only characters the shell leaves alone,
+ * else in single quotes. `-DSubjects=/p/s{1..500}` unquoted would be expanded into 500 arguments.
+ */
+export function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_\-.,:/=@%+]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A command line that gives the same arguments when pasted into a shell (ranges and spaces quoted). */
+export function commandLine(argv: readonly string[]): string {
+  return argv.map(shellQuote).join(' ');
+}
+
+/**
+ * A stored command line made safe to paste: summaries written before commandLine() joined the arguments
+ * unquoted, so a word with a `{a..b}` range is quoted here. A command that has quotes already is kept as is.
+ */
+export function quoteRanges(command: string): string {
+  if (/['"]/.test(command)) return command;
+  return command
+    .split(' ')
+    .map((word) => (/[{}*?\[\]$`;&|<>()!~#\\]/.test(word) ? shellQuote(word) : word))
+    .join(' ');
+}
 
 /** Reads a run summary, checking the fields the report needs. */
 export function readRun(jsonPath: string): RunSummary {

@@ -1,7 +1,7 @@
 // Shared parts of benchsub and benchpub: their configuration keys (parsed by the server's own config
 // loader), the native client engine's typed surface, and batched snapshots of its statistics.
 import * as fs from 'node:fs';
-import { KeySet, loadKeys } from '../src/config/config';
+import { ConfigError, KeySet, loadKeys, strayArgument } from '../src/config/config';
 import type { ListenAddress } from '../src/config/types';
 import { TOOL_TYPES, type ToolKeyDef } from './config';
 import { addon } from '../src/native';
@@ -167,15 +167,29 @@ export const BENCHPUB_KEYS = new KeySet(
   TOOL_TYPES,
 );
 
-export function loadTool(keys: KeySet<ToolKeyDef>, argv: string[], env: NodeJS.ProcessEnv): Record<string, unknown> {
+/**
+ * A tool's command line: `--config FILE` (or `-c FILE`, `--config=FILE`) and `-DKey=value` arguments. A key
+ * given twice on the command line, and a stray argument after a -D (both what an unquoted `{a..b}` range or a
+ * value with spaces turns into in the shell), are refused with the quoted form to use instead.
+ */
+export function parseToolArgs(argv: string[]): { file?: string; defines: string[] } {
   let file: string | undefined;
   const defines: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--config') file = argv[++i];
-    else if (argv[i].startsWith('-D')) defines.push(argv[i]);
-    else throw new Error(`unknown argument ${JSON.stringify(argv[i])}`);
+    const a = argv[i];
+    if (a === '--config' || a === '-c') {
+      if (i + 1 >= argv.length) throw new ConfigError([`${a} needs a file name`]);
+      file = argv[++i];
+    } else if (a.startsWith('--config=')) file = a.slice('--config='.length);
+    else if (a.startsWith('-D') && a.length > 2) defines.push(a);
+    else throw new ConfigError([strayArgument(a, defines[defines.length - 1])]);
   }
-  return loadKeys(keys, { file, defines, env }).config;
+  return { file, defines };
+}
+
+export function loadTool(keys: KeySet<ToolKeyDef>, argv: string[], env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const { file, defines } = parseToolArgs(argv);
+  return loadKeys(keys, { file, defines, env, repeatedDefines: 'refuse' }).config;
 }
 
 export interface ClientOptions {
@@ -202,8 +216,10 @@ interface NativeClient {
   read(out: Float64Array): void;
 }
 
-const NativeClient = (addon as unknown as { NativeClient: new (o: ClientOptions) => NativeClient }).NativeClient;
-const COUNTERS: string[] = (addon as unknown as { clientCounters: string[] }).clientCounters;
+// Read from the addon on first use: importing this module (e.g. for `starling benchsub --help`) loads nothing.
+const nativeClient = () => (addon as unknown as { NativeClient: new (o: ClientOptions) => NativeClient }).NativeClient;
+let counterNames: string[] | undefined;
+const counters = (): string[] => (counterNames ??= (addon as unknown as { clientCounters: string[] }).clientCounters);
 
 /** A snapshot of one or more client engines: counters summed, latency merged. */
 export interface Snapshot {
@@ -213,7 +229,7 @@ export interface Snapshot {
 }
 
 export function emptySnapshot(): Snapshot {
-  return { counters: Object.fromEntries(COUNTERS.map((c) => [c, 0])), welford: new Welford(), histogram: new Histogram() };
+  return { counters: Object.fromEntries(counters().map((c) => [c, 0])), welford: new Welford(), histogram: new Histogram() };
 }
 
 export function mergeSnapshot(into: Snapshot, s: Snapshot): void {
@@ -227,7 +243,7 @@ export class Client {
   private readonly native: NativeClient;
   private readonly buf: Float64Array;
   constructor(readonly options: ClientOptions) {
-    this.native = new NativeClient(options);
+    this.native = new (nativeClient())(options);
     this.buf = new Float64Array(this.native.slots());
   }
   start(): void {
@@ -239,6 +255,7 @@ export class Client {
   snapshot(): Snapshot {
     this.native.read(this.buf);
     const snap = emptySnapshot();
+    const COUNTERS = counters();
     const per = COUNTERS.length + 5 + LATENCY_BUCKETS;
     for (let t = 0; t < this.options.threads; t++) {
       const base = t * per;

@@ -69,5 +69,59 @@ interface Addon {
 /** Names another build of the addon (e.g. the sanitized one of `npm run test:asan`). */
 export const ADDON_ENV = 'STARLING_ADDON';
 
-// dist/src/native.js → <package root>/build/Release/starling.node
-export const addon: Addon = require(process.env[ADDON_ENV] || path.join(__dirname, '..', '..', 'build', 'Release', 'starling.node'));
+/** The package root: dist/src/native.js → <package root>. */
+const ROOT = path.join(__dirname, '..', '..');
+
+/** Where the addon is loaded from: STARLING_ADDON, else <package root>/build/Release/starling.node. */
+export function addonPath(): string {
+  return process.env[ADDON_ENV] || path.join(ROOT, 'build', 'Release', 'starling.node');
+}
+
+/** The addon is not built, or this build cannot be loaded; the message says what to run. */
+export class AddonError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AddonError';
+  }
+}
+
+let loaded: Addon | undefined;
+
+/**
+ * Loads the addon (once). Nothing loads it before a command needs it, so `starling --help`, `config --print`,
+ * `doctor` and `tune` work without a build. Throws AddonError saying what to run when it is missing or broken.
+ */
+export function loadAddon(): Addon {
+  if (loaded) return loaded;
+  const file = addonPath();
+  const fromEnv = Boolean(process.env[ADDON_ENV]);
+  try {
+    loaded = require(file) as Addon;
+    return loaded;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const build = `run \`npm install\` (or \`npm run build\`) in ${ROOT}; it needs g++, make and python3`;
+    if (e.code === 'MODULE_NOT_FOUND' && String(e.message).includes(file)) {
+      throw new AddonError(
+        fromEnv
+          ? `the native addon named by ${ADDON_ENV} does not exist: ${file}. Unset ${ADDON_ENV} to use the default build, or build that one`
+          : `the native addon is not built (${file} is missing): ${build}`,
+      );
+    }
+    const reason = String(e.message ?? err).split('\n')[0];
+    throw new AddonError(`the native addon ${file} cannot be loaded (${reason}): rebuild it: ${build}`);
+  }
+}
+
+/**
+ * The addon's surface, loaded on first use (see loadAddon): importing this module loads nothing.
+ */
+export const addon: Addon = new Proxy({} as Addon, {
+  get: (_target, key) => Reflect.get(loadAddon(), key),
+  has: (_target, key) => Reflect.has(loadAddon(), key),
+  ownKeys: () => Reflect.ownKeys(loadAddon()),
+  getOwnPropertyDescriptor: (_target, key) => {
+    const d = Reflect.getOwnPropertyDescriptor(loadAddon(), key);
+    return d && { ...d, configurable: true };
+  },
+});

@@ -188,7 +188,7 @@ export function loadConfig(opts: { file?: string; defines?: string[]; env?: Node
 /** loadConfig for any key set: defaults, then the file, then `<prefix>*` variables of env, then defines. */
 export function loadKeys<D extends AnyKeyDef>(
   keys: KeySet<D>,
-  opts: { file?: string; defines?: string[]; env?: NodeJS.ProcessEnv },
+  opts: { file?: string; defines?: string[]; env?: NodeJS.ProcessEnv; repeatedDefines?: 'last-wins' | 'refuse' },
 ): { config: Record<string, unknown>; sources: Record<string, Source> } {
   const env = opts.env ?? {};
   const loader = new Loader(keys);
@@ -210,6 +210,7 @@ export function loadKeys<D extends AnyKeyDef>(
     else if (!def) loader.unknown(define, 'key', key, keys.byName.keys());
     else loader.set(def, text.slice(eq + 1), { kind: 'command line', where: define }, define);
   }
+  if (opts.repeatedDefines === 'refuse') loader.errors.push(...repeatedDefines(opts.defines ?? []).map(describeRepeat));
   return loader.finish();
 }
 
@@ -408,4 +409,75 @@ function defaultDoc(def: KeyDef): string {
 /** GitHub's heading anchor: lower case, punctuation other than '-' and '_' dropped. */
 function anchor(heading: string): string {
   return heading.toLowerCase().replace(/[^a-z0-9 _-]/g, '').replace(/ /g, '-');
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A key given twice on the command line. In a file that is an error (readFile); on the command line it is what
+// the shell makes of an unquoted range (`-DSubjects=/p/s{1..500}` is 500 arguments, `-DSubjects=/p/s1` to
+// `-DSubjects=/p/s500`) or of a value with spaces, so it gets an explanation and the quoted form to use.
+
+/** A key given more than once in `defines`, with every argument that gave it, in order. */
+export interface RepeatedDefine {
+  key: string;
+  defines: string[];
+}
+
+/** The keys that `defines` ("-DKey=value" or "Key=value") give more than once. */
+export function repeatedDefines(defines: readonly string[]): RepeatedDefine[] {
+  const byKey = new Map<string, string[]>();
+  for (const define of defines) {
+    const text = define.startsWith('-D') ? define.slice(2) : define;
+    const eq = text.indexOf('=');
+    const key = text.slice(0, eq).trim();
+    if (eq < 0 || key === '') continue;
+    byKey.set(key, [...(byKey.get(key) ?? []), define]);
+  }
+  return [...byKey].filter(([, list]) => list.length > 1).map(([key, list]) => ({ key, defines: list }));
+}
+
+/**
+ * One error line for a repeated key: where it was given (first and last), that only one is allowed, and the
+ * quoted argument to use instead; for the arguments of an expanded `{a..b}` range, that range.
+ */
+export function describeRepeat(r: RepeatedDefine): string {
+  const n = r.defines.length;
+  const values = r.defines.map((d) => d.slice(d.indexOf('=') + 1).trim());
+  const where = n === 2 ? `first as ${r.defines[0]}, then as ${r.defines[1]}` : `from ${r.defines[0]} to ${r.defines[n - 1]}`;
+  const range = asRange(values);
+  const hint = range
+    ? `the shell expanded an unquoted range into ${n} arguments: quote it, as in '-D${r.key}=${range}'`
+    : `give it once; if the shell split or expanded the value (spaces, an unquoted {a..b} range), quote it so that it is one argument: '-D${r.key}=…'`;
+  return `${r.defines[n - 1]}: ${r.key}: given ${n === 2 ? 'twice' : `${n} times`} on the command line (${where}); a key may be given once: ${hint}`;
+}
+
+/** `/p/s1` … `/p/s500` → `/p/s{1..500}`, if the values are consecutive integers between a common prefix and suffix. */
+function asRange(values: string[]): string | undefined {
+  if (values.length < 2) return undefined;
+  let pre = 0;
+  while (pre < values[0].length && values.every((v) => v[pre] === values[0][pre])) pre++;
+  while (pre > 0 && /\d/.test(values[0][pre - 1])) pre--;
+  let suf = 0;
+  const minLen = Math.min(...values.map((v) => v.length));
+  while (suf < minLen - pre && values.every((v) => v[v.length - 1 - suf] === values[0][values[0].length - 1 - suf])) suf++;
+  while (suf > 0 && /\d/.test(values[0][values[0].length - suf])) suf--;
+  const middles = values.map((v) => v.slice(pre, v.length - suf));
+  if (!middles.every((m) => /^\d+$/.test(m))) return undefined;
+  const nums = middles.map(Number);
+  if (!nums.every((x, i) => i === 0 || x === nums[i - 1] + 1)) return undefined;
+  return `${values[0].slice(0, pre)}{${nums[0]}..${nums[nums.length - 1]}}${values[0].slice(values[0].length - suf)}`;
+}
+
+/**
+ * The error line for an argument that is neither an option nor -DKey=value. Right after a -D it is most likely
+ * the rest of that value, split by the shell at a space or produced by an unquoted range: say so, with quotes.
+ */
+export function strayArgument(arg: string, previousDefine?: string): string {
+  if (previousDefine === undefined || arg.startsWith('-')) return `unknown argument ${JSON.stringify(arg)}`;
+  const text = previousDefine.slice(2);
+  const key = text.slice(0, text.indexOf('=')).trim();
+  return (
+    `unexpected argument ${JSON.stringify(arg)} after ${previousDefine}: ${key ? `if it belongs to the value of ${key}, ` : ''}` +
+    `the shell split the value at a space or expanded an unquoted {a..b} range; quote the whole value so that it is one ` +
+    `argument, as in '${previousDefine} ${arg}'`
+  );
 }
