@@ -28,7 +28,7 @@ export interface HistoryPoint {
   seq: number;
   /** When it was taken, epoch ms (for a per-minute mean: the time of its last sample). */
   t: number;
-  /** The time it covers, ms: 1000 for a sample, up to 60000 for a per-minute mean. */
+  /** The spacing of its kind of point, ms: 1000 for a sample, 60000 for a per-minute mean. */
   step: number;
   /** SCOPED_FIELDS of the server, then of each workgroup. */
   scopes: number[][];
@@ -96,7 +96,6 @@ export class HistoryRing {
   private readonly minute: Float64Array;
   private minuteKey = -1;
   private minuteCount = 0;
-  private minuteFirst = 0;
 
   constructor(
     /** Workgroups of the server (fixed for its life). */
@@ -140,7 +139,6 @@ export class HistoryRing {
     if (key !== this.minuteKey) {
       this.flushMinute();
       this.minuteKey = key;
-      this.minuteFirst = t;
     }
     for (let i = HEAD; i < this.width; i++) this.minute[i] += row[i];
     this.minute[0] = row[0];
@@ -201,7 +199,7 @@ export class HistoryRing {
     const row = this.coarse.next();
     row[0] = this.minute[0];
     row[1] = this.minute[1];
-    row[2] = Math.max(1000, this.minute[1] - this.minuteFirst + 1000);
+    row[2] = 60_000;
     for (let i = HEAD; i < this.width; i++) row[i] = this.minute[i] / this.minuteCount;
     this.minute.fill(0);
     this.minuteCount = 0;
