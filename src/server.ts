@@ -121,12 +121,17 @@ export class Server {
 
   /**
    * Stops accepting, closes every connection with 1001 (Going Away), waits for the close handshakes
-   * (at most a second) and stops the native threads and the monitor. Idempotent.
+   * (at most a second) and stops the native threads and the monitor. Resolves (or rejects with the native
+   * stop's error) only once both are done: the monitoring port is closed, and neither logs anything more (the
+   * monitor is silent from the call on). Idempotent.
    */
   close(): Promise<void> {
     if (!this.closing) {
       if (this.sampler) clearInterval(this.sampler);
-      this.closing = Promise.all([this.native.stop(), this.monitor?.close()]).then(() => undefined);
+      // allSettled: a failing native stop must not resolve close() while the monitor is still closing.
+      this.closing = Promise.allSettled([this.native.stop(), this.monitor?.close()]).then((results) => {
+        for (const r of results) if (r.status === 'rejected') throw r.reason;
+      });
     }
     return this.closing;
   }

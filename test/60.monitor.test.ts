@@ -316,7 +316,7 @@ describe('HTTP Basic authentication', SUITE, () => {
       { header: 'Bearer ' + Buffer.from(`${USER}:${PASSWORD}`).toString('base64') },
       { header: 'Basic ' + Buffer.from(USER).toString('base64') },
     ];
-    for (const route of ['/', '/stats', '/metrics', '/nothing']) {
+    for (const route of ['/', '/stats', '/history', '/metrics', '/nothing']) {
       for (const a of attempts) {
         const r = await request(server, route, a);
         assert.equal(r.status, 401, `${route} with ${JSON.stringify(a)}`);
@@ -328,7 +328,7 @@ describe('HTTP Basic authentication', SUITE, () => {
 
   it('serves every endpoint to the right credentials', async () => {
     const auth: [string, string] = [USER, PASSWORD];
-    for (const route of ['/', '/stats', '/metrics']) assert.equal((await request(server, route, { auth })).status, 200, route);
+    for (const route of ['/', '/stats', '/history', '/metrics']) assert.equal((await request(server, route, { auth })).status, 200, route);
     assert.equal((await stats(server, auth)).workgroups.length, 2);
   });
 
@@ -349,6 +349,7 @@ describe('the Monitor setting', SUITE, () => {
     await s.monitor!.ready;
     assert.equal((await request(s, '/metrics')).status, 200);
     assert.equal((await request(s, '/stats')).status, 404);
+    assert.equal((await request(s, '/history')).status, 404);
     assert.equal((await request(s, '/')).status, 404);
   });
 
@@ -356,6 +357,7 @@ describe('the Monitor setting', SUITE, () => {
     const s = startServer({ ...MONITORED, Monitor: 'HTTP' });
     await s.monitor!.ready;
     assert.equal((await request(s, '/stats')).status, 200);
+    assert.equal((await request(s, '/history')).status, 200);
     assert.equal((await request(s, '/')).status, 200);
     assert.equal((await request(s, '/metrics')).status, 404);
   });

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import type { Config } from '../config/config';
 import type { Logger } from '../log';
 import type { ServerStats } from '../stats';
+import { HistoryRing } from './history';
 import { MonitorHttp, type Route } from './http';
 import { DEFAULT_INDICATORS, ProcessSampler, statsLineFields, type IndicatorSet, type IntervalStart, type Snapshot } from './indicators';
 import { PrometheusExporter } from './prometheus';
@@ -46,6 +47,9 @@ export class Monitor {
   private readonly process = new ProcessSampler();
   private latest: Snapshot;
   private latestJson: string | null = null;
+  /** The dashboard's history: the last ten minutes of samples and six hours of per-minute means (history.ts). */
+  readonly history: HistoryRing;
+  private historyJson: { seq: number; json: string } | null = null;
   private seq = 0;
   /** Where the current stats-log interval started, and the event-loop delays seen during it. */
   private interval: IntervalStart;
@@ -62,6 +66,7 @@ export class Monitor {
     const now = Date.now();
     this.latest = { seq: 0, time: new Date(now).toISOString(), intervalSeconds: 0, ...indicators.indicators(first), process: this.process.sample() };
     this.interval = this.intervalStart(now);
+    this.history = new HistoryRing(c.Workgroups);
 
     const routes: Record<string, Route> = {};
     if (c.Monitor.includes('HTTP')) {
@@ -79,6 +84,7 @@ export class Monitor {
         return { type: 'text/html; charset=utf-8', body: html, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
       };
       routes['/stats'] = () => ({ type: 'application/json; charset=utf-8', body: this.json() });
+      routes['/history'] = () => ({ type: 'application/json; charset=utf-8', body: this.historyReply() });
     }
     if (c.Monitor.includes('PROMETHEUS')) {
       const prometheus = new PrometheusExporter(require(path.join(ROOT, 'package.json')).version, indicators);
@@ -92,14 +98,15 @@ export class Monitor {
       port,
       credentials: auth ? { username: c.MonitorUsername, password: c.MonitorPassword } : null,
       routes,
-      onError: (e) => server.log.error(`monitor: ${e.stack ?? e.message}`),
+      onError: (e) => this.log('error', `monitor: ${e.stack ?? e.message}`),
       maxConnections: c['MonitorHTTP.MaxConnections'],
       onDrop: () => {
         // At most one line a minute, however many connections are refused.
         const now = Date.now();
         if (now - this.lastDropLog < DROP_LOG_INTERVAL_MS) return;
         this.lastDropLog = now;
-        server.log.warn(
+        this.log(
+          'warn',
           `monitor: ${c['MonitorHTTP.MaxConnections']} connections open on the monitoring port (MonitorHTTP.MaxConnections); closing new ones`,
         );
       },
@@ -107,15 +114,16 @@ export class Monitor {
     this.ready = this.http.listening.then(
       () => {
         const where = Object.keys(routes).map((r) => (r === '/' ? 'dashboard /' : r)).join(', ');
-        server.log.info(`monitor: ${this.url} (${where}${auth ? ', Basic authentication' : ''})`);
+        this.log('info', `monitor: ${this.url} (${where}${auth ? ', Basic authentication' : ''}); set Monitor empty to turn monitoring off`);
         if (!auth && !isLoopback(host))
-          server.log.warn(
+          this.log(
+            'warn',
             `monitor: MonitorHTTP.Listen ${host.includes(':') ? `[${host}]` : host}:${this.http.address?.port ?? port} ` +
               'is reachable from other machines and MonitorHTTP.Authentication is false',
           );
       },
       (e: Error) => {
-        server.log.error(`${e.message}; serving without monitoring endpoints`);
+        this.log('error', `${e.message}; serving without monitoring endpoints`);
         throw e;
       },
     );
@@ -151,17 +159,18 @@ export class Monitor {
         process: this.process.sample(),
       };
       this.latestJson = null;
+      this.history.add(this.latest, now);
       const i = this.interval;
       i.samples++;
       i.loopMeans += this.latest.process.event_loop_delay_seconds;
       i.loopMax = Math.max(i.loopMax, this.latest.process.event_loop_delay_max_seconds);
       if (i.samples >= this.server.config['Stats.LogInterval']) {
-        this.server.log.info(this.statsLine(now));
+        this.log('info', this.statsLine(now));
         this.push();
         this.interval = this.intervalStart(now);
       }
     } catch (e) {
-      this.server.log.error(`monitor: ${(e as Error).stack ?? e}`);
+      this.log('error', `monitor: ${(e as Error).stack ?? e}`);
     }
   }
 
@@ -170,13 +179,27 @@ export class Monitor {
     return this.http.connections();
   }
 
-  /** Stops the endpoints and the event-loop delay timer. Idempotent. */
+  /**
+   * Stops the endpoints and the event-loop delay timer; resolves once the port is closed and every open
+   * monitoring connection dropped. The monitor logs nothing from the call on. Idempotent.
+   */
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
       this.process.stop();
     }
     return this.http.close();
+  }
+
+  /** Every log line of the monitor goes through here: none once close() was called. */
+  private log(level: 'error' | 'warn' | 'info', line: string): void {
+    if (!this.closed) this.server.log[level](line);
+  }
+
+  /** /history as JSON, serialised at most once per sample. */
+  private historyReply(): string {
+    if (this.historyJson?.seq !== this.seq) this.historyJson = { seq: this.seq, json: JSON.stringify(this.history.reply()) };
+    return this.historyJson.json;
   }
 
   /** The latest snapshot as JSON, serialised at most once per sample. */
@@ -199,10 +222,10 @@ export class Monitor {
       this.server.publish(STATS_SUBJECT, this.json());
     } catch (e) {
       if (e instanceof RangeError) {
-        if (!this.pushTooLarge) this.server.log.warn(`monitor: PUSH stats not published on ${STATS_SUBJECT}: ${e.message}`);
+        if (!this.pushTooLarge) this.log('warn', `monitor: PUSH stats not published on ${STATS_SUBJECT}: ${e.message}`);
         this.pushTooLarge = true;
       } else {
-        this.server.log.warn(`monitor: PUSH stats not published on ${STATS_SUBJECT}: ${(e as Error).message}`);
+        this.log('warn', `monitor: PUSH stats not published on ${STATS_SUBJECT}: ${(e as Error).message}`);
       }
     }
   }
