@@ -257,6 +257,34 @@ describe('protocol garbage', SUITE, () => {
     });
   }
 
+  // The detail says what is wrong and what to change; a refused subject comes first (PROTOCOL.md v2).
+  const details: [string, string][] = [
+    ['SUB /a//b', "ERR bad-subject /a//b: empty segment (two '/' in a row at offset 2)"],
+    ['UNSUB /x/', "ERR bad-subject /x/: ends with '/'; remove the trailing '/'"],
+    ['SUB a', "ERR bad-subject a: must start with '/'"],
+    ['SUB /a*', "ERR bad-subject /a*: contains '*' at offset 2 (wildcards are not allowed in subjects)"],
+    [`SUB /${'x'.repeat(299)}`, `ERR bad-subject /${'x'.repeat(251)}...: longer than 255 bytes (300)`],
+    ['PUB /a//b p7\nx', "ERR bad-subject p7 /a//b: empty segment (two '/' in a row at offset 2)"],
+    ['sub /a', 'ERR bad-command unknown command "sub"; commands are upper case: SUB'],
+    ['Ping', 'ERR bad-command unknown command "Ping"; commands are upper case: PING'],
+    ['FOO', 'ERR bad-command unknown command "FOO"; commands are SUB, UNSUB, PUB and PING (upper case)'],
+    ['SUB', 'ERR bad-command SUB needs at least one subject, e.g. "SUB /a/b"'],
+    ['SUB /a  /b', 'ERR bad-command tokens must be separated by single spaces; remove the extra space at offset 7'],
+    [`PUB /a ${'i'.repeat(65)}\nx`, 'ERR bad-command PUB id is 65 characters long; the limit is 64'],
+    ['PUB /a hello world', 'ERR bad-command PUB takes a subject and an optional id, got 3 arguments; the payload goes after the first newline'],
+    ['SUB /é', 'ERR bad-command header byte 0xC3 at offset 5 is not printable ASCII (0x20-0x7E); only the PUB payload, after the first newline, may hold other bytes'],
+  ];
+  for (const [command, expected] of details) {
+    const shown = JSON.stringify(command.length > 40 ? command.slice(0, 37) + '...' : command);
+    it(`explains ${shown}: ${JSON.stringify(expected.length > 90 ? expected.slice(0, 87) + '...' : expected)}`, async () => {
+      const c = await Client.open(server);
+      c.send(command);
+      const m = await c.next('ERR');
+      assert.equal(m.text, expected);
+      await c.close();
+    });
+  }
+
   it('refuses a SUB with one bad subject among good ones without subscribing to any', async () => {
     const c = await Client.open(server);
     c.send('SUB /good/1 /bad//2 /good/3');

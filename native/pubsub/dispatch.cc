@@ -51,7 +51,7 @@ bool Broker::on_command(Subscriber* c, uint8_t opcode, uint8_t* p, size_t len) {
       return true;
     }
     case Cmd::Invalid:
-      reply_err(c, cmd.error, cmd.id, cmd.detail ? cmd.detail : "");
+      reply_err(c, cmd.error, cmd.id, cmd.detail());
       return true;
   }
   return true;
@@ -70,7 +70,7 @@ void Broker::on_sub(Subscriber* c, std::string_view subjects) {
   if (c->nsubs + fresh.size() > opt_.max_subscriptions) {
     std::string detail = "MaxSubscriptionsPerConnection (" + std::to_string(opt_.max_subscriptions) +
                          ") reached: the connection holds " + std::to_string(c->nsubs) + " and asked for " +
-                         std::to_string(fresh.size()) + " more";
+                         std::to_string(fresh.size()) + " more; UNSUB some first";
     reply_err(c, ErrCode::kLimit, {}, detail);
     return;
   }
@@ -98,11 +98,13 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
   if (body.size() > opt_.max_message) {
     reply_err(c, ErrCode::kTooLarge, id,
               "payload of " + std::to_string(body.size()) + " bytes is over MaxMessageSize (" +
-                  std::to_string(opt_.max_message) + ")");
+                  std::to_string(opt_.max_message) + "); send at most " + std::to_string(opt_.max_message) +
+                  " bytes");
     return true;
   }
   if (subject.compare(0, kReservedPrefix.size(), kReservedPrefix) == 0) {
-    reply_err(c, ErrCode::kForbidden, id, "subjects under /__starling__/ are published by the server only");
+    reply_err(c, ErrCode::kForbidden, id,
+              std::string(subject) + ": subjects under /__starling__/ are published by the server only");
     return true;
   }
   Subject* s = registry_.find_ref(subject);

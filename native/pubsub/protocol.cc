@@ -18,10 +18,67 @@ constexpr char kLastPrintable = 0x7E;
 // A uint64_t has at most 20 decimal digits.
 constexpr size_t kMaxSeqDigits = 20;
 
-void fail(Command* out, ErrCode error, const char* detail) {
+// Appends to a fixed buffer, silently dropping what does not fit: never allocates, never overruns.
+class Writer {
+ public:
+  Writer(char* buf, size_t cap) : buf_(buf), cap_(cap) {}
+  Writer& put(std::string_view s) {
+    const size_t n = s.size() < cap_ - len_ ? s.size() : cap_ - len_;
+    if (n) std::memcpy(buf_ + len_, s.data(), n);
+    len_ += n;
+    return *this;
+  }
+  Writer& num(size_t v) {
+    char digits[kMaxSeqDigits];
+    size_t k = sizeof digits;
+    do {
+      digits[--k] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    return put(std::string_view(digits + k, sizeof digits - k));
+  }
+  Writer& hex(uint8_t b) {
+    static const char kHex[] = "0123456789ABCDEF";
+    const char text[4] = {'0', 'x', kHex[b >> 4], kHex[b & 15]};
+    return put(std::string_view(text, 4));
+  }
+  // Echoes client text (already printable ASCII), cut to its first max - 3 bytes and "..." if longer.
+  Writer& echo(std::string_view s, size_t max) {
+    if (s.size() <= max) return put(s);
+    return put(s.substr(0, max - 3)).put("...");
+  }
+  size_t size() const { return len_; }
+
+ private:
+  char* buf_;
+  size_t cap_;
+  size_t len_ = 0;
+};
+
+// Longest echo of a verb in an "unknown command" detail.
+constexpr size_t kMaxVerbEcho = 32;
+
+Writer detail_writer(Command* out) { return Writer(out->detail_buf, kMaxDetailLen); }
+
+void fail(Command* out, ErrCode error, const Writer& w) {
   out->kind = Cmd::Invalid;
   out->error = error;
-  out->detail = detail;
+  out->detail_len = static_cast<uint16_t>(w.size());
+}
+
+void fail(Command* out, ErrCode error, std::string_view detail) {
+  Writer w = detail_writer(out);
+  w.put(detail);
+  fail(out, error, w);
+}
+
+// "<subject>: <reason>" for a subject that breaks the rule (bad-subject).
+void fail_subject(Command* out, std::string_view subject) {
+  Writer w = detail_writer(out);
+  w.echo(subject, kMaxSubjectLen).put(": ");
+  const size_t n = w.size();
+  fail(out, kBadSubject, w);
+  out->detail_len = static_cast<uint16_t>(n + subject_problem(subject, out->detail_buf + n, kMaxDetailLen - n));
 }
 
 bool all_digits(std::string_view s) {
@@ -32,46 +89,89 @@ bool all_digits(std::string_view s) {
   return true;
 }
 
+size_t count_tokens(std::string_view s) {
+  size_t n = 0;
+  while (!s.empty()) {
+    next_token(&s);
+    n++;
+  }
+  return n;
+}
+
 // PROTOCOL.md reserves "SUB <subject>@<epoch>:<seq>" and "SUB <subject>#<n>" for later versions; a
 // token of either shape is refused (bad-command) rather than taken as a literal subject, so that a
-// later version can give it its meaning.
-bool reserved_sub_form(std::string_view token) {
+// later version can give it its meaning. Returns the name of the form, nullptr for an ordinary token.
+const char* reserved_sub_form(std::string_view token) {
   const size_t slash = token.rfind('/');
   const std::string_view last = slash == std::string_view::npos ? token : token.substr(slash + 1);
   const size_t hash = last.rfind('#');
-  if (hash != std::string_view::npos && all_digits(last.substr(hash + 1))) return true;
+  if (hash != std::string_view::npos && all_digits(last.substr(hash + 1)))
+    return "\"<subject>#<n>\" (last n messages)";
   const size_t at = last.rfind('@');
-  if (at == std::string_view::npos) return false;
+  if (at == std::string_view::npos) return nullptr;
   const std::string_view position = last.substr(at + 1);
   const size_t colon = position.rfind(':');
-  return colon != std::string_view::npos && colon > 0 && all_digits(position.substr(colon + 1));
+  if (colon != std::string_view::npos && colon > 0 && all_digits(position.substr(colon + 1)))
+    return "\"<subject>@<epoch>:<seq>\" (recovery)";
+  return nullptr;
+}
+
+void fail_body(Command* out, std::string_view verb, std::string_view body) {
+  Writer w = detail_writer(out);
+  w.put(verb).put(" takes no body, but ").num(body.size()).put(
+      " bytes follow the newline; only PUB carries a payload (end the header without a newline or with "
+      "nothing after it)");
+  fail(out, kBadCommand, w);
 }
 
 void parse_subscription(Cmd kind, std::string_view args, std::string_view body, Command* out) {
-  if (args.empty()) return fail(out, kBadCommand, "missing subject");
-  if (!body.empty()) return fail(out, kBadCommand, "body not allowed");
+  const std::string_view verb = kind == Cmd::Sub ? "SUB" : "UNSUB";
+  if (args.empty()) {
+    Writer w = detail_writer(out);
+    w.put(verb).put(" needs at least one subject, e.g. \"").put(verb).put(" /a/b\"");
+    return fail(out, kBadCommand, w);
+  }
+  if (!body.empty()) return fail_body(out, verb, body);
   if (kind == Cmd::Sub) {
     for (std::string_view rest = args; !rest.empty();) {
-      if (reserved_sub_form(next_token(&rest)))
-        return fail(out, kBadCommand, "subscription position/history is not supported in v1");
+      const std::string_view token = next_token(&rest);
+      if (const char* form = reserved_sub_form(token)) {
+        Writer w = detail_writer(out);
+        w.echo(token, kMaxSubjectLen).put(": SUB ").put(form).put(
+            " is reserved for a later protocol version; subscribe to the plain subject");
+        return fail(out, kBadCommand, w);
+      }
     }
   }
   for (std::string_view rest = args; !rest.empty();) {
-    if (!valid_subject(next_token(&rest))) return fail(out, kBadSubject, "invalid subject");
+    const std::string_view token = next_token(&rest);
+    if (!valid_subject(token)) return fail_subject(out, token);
   }
   out->kind = kind;
   out->subjects = args;
 }
 
+void fail_too_long(Command* out, const char* what, size_t len) {
+  Writer w = detail_writer(out);
+  w.put(what).put(" is ").num(len).put(" characters long; the limit is ").num(kMaxIdLen);
+  fail(out, kBadCommand, w);
+}
+
 void parse_pub(std::string_view args, std::string_view body, Command* out) {
   const std::string_view subject = next_token(&args);
   const std::string_view id = next_token(&args);
-  if (subject.empty()) return fail(out, kBadCommand, "missing subject");
-  if (!args.empty()) return fail(out, kBadCommand, "too many arguments");
-  if (id.size() > kMaxIdLen) return fail(out, kBadCommand, "id longer than 64 characters");
+  if (subject.empty())
+    return fail(out, kBadCommand, "PUB needs a subject: \"PUB <subject> [<id>]\", a newline, then the payload");
+  if (!args.empty()) {
+    Writer w = detail_writer(out);
+    w.put("PUB takes a subject and an optional id, got ").num(2 + count_tokens(args)).put(
+        " arguments; the payload goes after the first newline");
+    return fail(out, kBadCommand, w);
+  }
+  if (id.size() > kMaxIdLen) return fail_too_long(out, "PUB id", id.size());
   if (!valid_subject(subject)) {
     out->id = id;  // well-formed, so the reply can name it
-    return fail(out, kBadSubject, "invalid subject");
+    return fail_subject(out, subject);
   }
   out->kind = Cmd::Pub;
   out->subject = subject;
@@ -81,11 +181,50 @@ void parse_pub(std::string_view args, std::string_view body, Command* out) {
 
 void parse_ping(std::string_view args, std::string_view body, Command* out) {
   const std::string_view token = next_token(&args);
-  if (!args.empty()) return fail(out, kBadCommand, "too many arguments");
-  if (token.size() > kMaxIdLen) return fail(out, kBadCommand, "token longer than 64 characters");
-  if (!body.empty()) return fail(out, kBadCommand, "body not allowed");
+  if (!args.empty()) {
+    Writer w = detail_writer(out);
+    w.put("PING takes at most one token, got ").num(1 + count_tokens(args));
+    return fail(out, kBadCommand, w);
+  }
+  if (token.size() > kMaxIdLen) return fail_too_long(out, "PING token", token.size());
+  if (!body.empty()) return fail_body(out, "PING", body);
   out->kind = Cmd::Ping;
   out->id = token;
+}
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t k = 0; k < a.size(); k++) {
+    char x = a[k], y = b[k];
+    if (x >= 'a' && x <= 'z') x = static_cast<char>(x - 'a' + 'A');
+    if (y >= 'a' && y <= 'z') y = static_cast<char>(y - 'a' + 'A');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+void fail_unknown_verb(std::string_view verb, Command* out) {
+  constexpr std::string_view kCommands = "commands are SUB, UNSUB, PUB and PING (upper case)";
+  Writer w = detail_writer(out);
+  if (verb == "AUTH") {
+    w.put("AUTH is reserved for a later protocol version; ").put(kCommands);
+    return fail(out, kBadCommand, w);
+  }
+  w.put("unknown command \"").echo(verb, kMaxVerbEcho).put("\"; ");
+  for (std::string_view known : {"SUB", "UNSUB", "PUB", "PING"}) {
+    if (equals_ignoring_case(verb, known)) {
+      w.put("commands are upper case: ").put(known);
+      return fail(out, kBadCommand, w);
+    }
+  }
+  for (std::string_view server : {"MSG", "ACK", "ERR", "PONG"}) {
+    if (equals_ignoring_case(verb, server)) {
+      w.put(server).put(" is a message the server sends; ");
+      break;
+    }
+  }
+  w.put(kCommands);
+  fail(out, kBadCommand, w);
 }
 
 }  // namespace
@@ -103,23 +242,49 @@ const char* err_name(ErrCode code) {
 }
 
 void parse_command(const uint8_t* msg, size_t len, Command* out) {
-  *out = Command{};
+  // Reset every field but detail_buf (written only on failure).
   out->kind = Cmd::Invalid;
+  out->subjects = out->subject = out->id = out->body = std::string_view();
+  out->error = ErrCode::kNone;
+  out->detail_len = 0;
   const std::string_view all(reinterpret_cast<const char*>(msg), len);
-  if (all.empty()) return fail(out, kBadCommand, "empty message");
+  if (all.empty()) return fail(out, kBadCommand, "empty message; send a command such as \"PING\"");
 
   const size_t nl = all.find('\n');
   std::string_view header = all.substr(0, nl);
   const std::string_view body = nl == std::string_view::npos ? std::string_view() : all.substr(nl + 1);
   if (nl != std::string_view::npos && !header.empty() && header.back() == '\r') header.remove_suffix(1);
 
-  for (char c : header) {
-    if (c < kFirstPrintable || c > kLastPrintable)
-      return fail(out, kBadCommand, "header must be printable ASCII");
+  for (size_t k = 0; k < header.size(); k++) {
+    const char c = header[k];
+    if (c >= kFirstPrintable && c <= kLastPrintable) continue;
+    Writer w = detail_writer(out);
+    if (c == '\r') {
+      w.put("'\\r' at offset ").num(k).put(" of the header; a '\\r' is allowed only directly before the '\\n'");
+    } else {
+      w.put("header byte ").hex(static_cast<uint8_t>(c)).put(" at offset ").num(k).put(
+          " is not printable ASCII (0x20-0x7E); only the PUB payload, after the first newline, may hold other "
+          "bytes");
+    }
+    return fail(out, kBadCommand, w);
   }
-  if (header.empty()) return fail(out, kBadCommand, "empty header");
-  if (header.front() == ' ' || header.back() == ' ' || header.find("  ") != std::string_view::npos)
-    return fail(out, kBadCommand, "tokens must be separated by single spaces");
+  if (header.empty())
+    return fail(out, kBadCommand, "empty header line; the command (e.g. \"PUB /a/b\") comes before the first newline");
+  if (header.front() == ' ' || header.back() == ' ' || header.find("  ") != std::string_view::npos) {
+    Writer w = detail_writer(out);
+    w.put("tokens must be separated by single spaces; remove the ");
+    if (header.front() == ' ') {
+      w.put("leading space at offset 0");
+    } else {
+      const size_t twice = header.find("  ");
+      if (twice != std::string_view::npos) {
+        w.put("extra space at offset ").num(twice + 1);
+      } else {
+        w.put("trailing space at offset ").num(header.size() - 1);
+      }
+    }
+    return fail(out, kBadCommand, w);
+  }
 
   // From here no token is empty: next_token returns an empty view only at the end of the header.
   std::string_view args = header;
@@ -128,7 +293,7 @@ void parse_command(const uint8_t* msg, size_t len, Command* out) {
   if (verb == "UNSUB") return parse_subscription(Cmd::Unsub, args, body, out);
   if (verb == "PUB") return parse_pub(args, body, out);
   if (verb == "PING") return parse_ping(args, body, out);
-  return fail(out, kBadCommand, "unknown command");  // includes the reserved AUTH
+  return fail_unknown_verb(verb, out);  // includes the reserved AUTH
 }
 
 bool valid_subject(std::string_view s) {
@@ -146,6 +311,40 @@ bool valid_subject(std::string_view s) {
     prev = c;
   }
   return true;
+}
+
+size_t subject_problem(std::string_view s, char* out, size_t cap) {
+  if (valid_subject(s)) return 0;
+  Writer w(out, cap);
+  if (s.empty()) {
+    w.put("empty subject; a subject looks like /a/b");
+  } else if (s.front() != '/') {
+    w.put("must start with '/'");
+  } else if (s.size() > kMaxSubjectLen) {
+    w.put("longer than ").num(kMaxSubjectLen).put(" bytes (").num(s.size()).put(")");
+  } else if (s.size() == 1) {
+    w.put("needs a segment after the '/', e.g. /a");
+  } else {
+    // The first offending byte, in order; a trailing '/' is reported only if nothing comes before it.
+    for (size_t k = 1; k < s.size(); k++) {
+      const char c = s[k];
+      if (c == '/' && s[k - 1] == '/') {
+        w.put("empty segment (two '/' in a row at offset ").num(k - 1).put(")");
+        return w.size();
+      }
+      if (c == '*') {
+        w.put("contains '*' at offset ").num(k).put(" (wildcards are not allowed in subjects)");
+        return w.size();
+      }
+      if (c <= kFirstPrintable || c > kLastPrintable) {
+        w.put("contains a space or a control/non-ASCII byte (").hex(static_cast<uint8_t>(c)).put(
+            ") at offset ").num(k);
+        return w.size();
+      }
+    }
+    w.put("ends with '/'; remove the trailing '/'");
+  }
+  return w.size();
 }
 
 std::string_view next_token(std::string_view* rest) {

@@ -25,8 +25,11 @@ enum class ErrCode : uint8_t { kNone, kBadCommand, kBadSubject, kTooLarge, kLimi
 // The code as written on the wire ("bad-command", ...); "" for kNone.
 const char* err_name(ErrCode code);
 
+// Longest detail parse_command writes (an echoed subject of at most kMaxSubjectLen bytes plus the reason).
+constexpr size_t kMaxDetailLen = 400;
+
 struct Command {
-  Cmd kind;
+  Cmd kind = Cmd::Invalid;
   // Sub/Unsub: the subjects, space-separated exactly as sent (iterate with next_token). Every one has
   // been checked with valid_subject().
   std::string_view subjects;
@@ -34,11 +37,16 @@ struct Command {
   std::string_view id;        // Pub: the optional id (empty if none); Ping: the optional token
   std::string_view body;      // Pub: every byte after the first '\n' (may be empty)
   // Invalid: the error code to send (kBadCommand, kBadSubject) and, when the command was a PUB
-  // with a well-formed id, that id (so the reply can be "ERR <code> <id>"); detail is a short static
-  // text for humans. (A PUB header that is malformed is bad-command with no id: the id is set only
-  // with bad-subject.)
-  ErrCode error;
-  const char* detail;
+  // with a well-formed id, that id (so the reply can be "ERR <code> <id>"). (A PUB header that is
+  // malformed is bad-command with no id: the id is set only with bad-subject.)
+  ErrCode error = ErrCode::kNone;
+  // Invalid: the detail for humans, 1..kMaxDetailLen printable ASCII bytes, saying what is wrong and what
+  // to change; for a refused subject it begins with "<subject>: " (a subject over kMaxSubjectLen bytes
+  // is echoed cut to its first bytes and "..."). Written into detail_buf, so parsing never allocates;
+  // the buffer is left uninitialized (not touched) for a valid command.
+  std::string_view detail() const { return std::string_view(detail_buf, detail_len); }
+  uint16_t detail_len = 0;
+  char detail_buf[kMaxDetailLen];
 };
 
 // Parses one client message. Never fails on hostile input: anything unparseable is Cmd::Invalid with
@@ -55,6 +63,11 @@ void parse_command(const uint8_t* msg, size_t len, Command* out);
 // PROTOCOL.md subject rule: '/' then one or more non-empty segments separated by '/', segment bytes
 // printable ASCII 0x21-0x7E except '/' and '*', total length <= 255.
 bool valid_subject(std::string_view s);
+
+// Why s breaks the subject rule, as a reason that says what to change ("must start with '/'", "empty
+// segment (two '/' in a row at offset 3)", ...), written into out[0..cap) (truncated to cap); returns the
+// length written, 0 when s is a valid subject. Allocation-free.
+size_t subject_problem(std::string_view s, char* out, size_t cap);
 
 // Splits off the first space-separated token of *rest (advancing *rest past it and its space). Returns
 // an empty view when *rest is empty.

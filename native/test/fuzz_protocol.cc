@@ -1,5 +1,6 @@
 // libFuzzer target for protocol.cc: arbitrary messages through parse_command, checking that every
-// accepted command holds only valid subjects and views into the message.
+// accepted command holds only valid subjects and views into the message, and every refusal a bounded,
+// printable detail.
 // Build and run with `make fuzz` (needs clang++).
 #include <cstdint>
 #include <cstdlib>
@@ -45,9 +46,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case Cmd::Ping:
       if (c.id.size() > kMaxIdLen) abort();
       break;
-    case Cmd::Invalid:
-      if (c.error == ErrCode::kNone || c.detail == nullptr) abort();
+    case Cmd::Invalid: {
+      // A detail is always given, within its bound, and printable ASCII (it is echoed in a text frame).
+      const std::string_view d = c.detail();
+      if (c.error == ErrCode::kNone || d.empty() || d.size() > kMaxDetailLen) abort();
+      for (char ch : d) {
+        if (ch < 0x20 || ch > 0x7E) abort();
+      }
       break;
+    }
   }
   return 0;
 }

@@ -32,6 +32,22 @@ std::string error_of(const std::string& s) {
   return p.cmd.error != ErrCode::kNone ? err_name(p.cmd.error) : "(null)";
 }
 
+// "<code> <detail>" of a refused message, or "ok" when it parses.
+std::string refusal(const std::string& s) {
+  Parsed p = parse(s);
+  if (p.cmd.kind != Cmd::Invalid) return "ok";
+  return std::string(err_name(p.cmd.error)) + " " + std::string(p.cmd.detail());
+}
+
+// True when every byte of a detail is printable ASCII and its length is within 1..kMaxDetailLen.
+bool sane_detail(std::string_view d) {
+  if (d.empty() || d.size() > kMaxDetailLen) return false;
+  for (char c : d) {
+    if (c < 0x20 || c > 0x7E) return false;
+  }
+  return true;
+}
+
 std::vector<std::string> tokens(std::string_view s) {
   std::vector<std::string> out;
   while (!s.empty()) out.emplace_back(next_token(&s));
@@ -139,7 +155,7 @@ TEST(reports_the_id_of_a_pub_with_a_bad_subject) {
   CHECK_EQ(p.cmd.kind, Cmd::Invalid);
   CHECK_EQ(std::string(err_name(p.cmd.error)), "bad-subject");
   CHECK_EQ(p.cmd.id, "id7");
-  CHECK(p.cmd.detail != nullptr);
+  CHECK_EQ(p.cmd.detail(), "bad: must start with '/'");
   CHECK_EQ(error_of("PUB /a/\nx"), "bad-subject");
   Parsed plain = parse("PUB /a/\nx");
   CHECK(plain.cmd.id.empty());
@@ -219,13 +235,114 @@ TEST(rejects_empty_messages_and_headers_as_bad_command) {
   CHECK_EQ(error_of("\nPUB /a"), "bad-command");
   Parsed p = parse("");
   CHECK_EQ(p.cmd.kind, Cmd::Invalid);
-  CHECK(p.cmd.detail != nullptr);
+  CHECK_EQ(p.cmd.detail(), "empty message; send a command such as \"PING\"");
 }
 
 TEST(bad_command_on_the_header_wins_over_a_bad_subject) {
   CHECK_EQ(error_of("PUB bad " + repeat('i', kMaxIdLen + 1)), "bad-command");
   CHECK_EQ(error_of("SUB bad\nbody"), "bad-command");
   CHECK_EQ(error_of("SUB bad /a@e:1"), "bad-command");
+}
+
+// ---- details: what is wrong and what to change ----
+
+TEST(a_refused_subject_is_named_first_with_the_reason) {
+  CHECK_EQ(refusal("SUB /a//b"), "bad-subject /a//b: empty segment (two '/' in a row at offset 2)");
+  CHECK_EQ(refusal("SUB /ok /a*"), "bad-subject /a*: contains '*' at offset 2 (wildcards are not allowed in subjects)");
+  CHECK_EQ(refusal("UNSUB a"), "bad-subject a: must start with '/'");
+  CHECK_EQ(refusal("SUB /a/"), "bad-subject /a/: ends with '/'; remove the trailing '/'");
+  CHECK_EQ(refusal("SUB /"), "bad-subject /: needs a segment after the '/', e.g. /a");
+  CHECK_EQ(refusal("SUB //"), "bad-subject //: empty segment (two '/' in a row at offset 0)");
+  CHECK_EQ(refusal("PUB /x//y p1\nbody"), "bad-subject /x//y: empty segment (two '/' in a row at offset 2)");
+}
+
+TEST(an_over_long_subject_is_echoed_cut_and_its_length_given) {
+  const std::string subject = "/" + repeat('x', 299);
+  Parsed p = parse("SUB " + subject);
+  CHECK_EQ(std::string(err_name(p.cmd.error)), "bad-subject");
+  const std::string_view d = p.cmd.detail();
+  CHECK_EQ(d, subject.substr(0, kMaxSubjectLen - 3) + "...: longer than 255 bytes (300)");
+  CHECK(sane_detail(d));
+  // Exactly 256 bytes.
+  CHECK(refusal("SUB /" + repeat('y', kMaxSubjectLen)).find(": longer than 255 bytes (256)") != std::string::npos);
+  // A long subject with an empty segment is echoed whole when within the limit.
+  const std::string near = "/" + repeat('z', 250) + "//q";
+  CHECK_EQ(refusal("SUB " + near), "bad-subject " + near + ": empty segment (two '/' in a row at offset 251)");
+}
+
+TEST(subject_problem_says_what_to_change_and_nothing_for_a_valid_subject) {
+  char buf[kMaxDetailLen];
+  auto problem = [&buf](std::string_view s) { return std::string(buf, subject_problem(s, buf, sizeof buf)); };
+  CHECK_EQ(problem("/a/b"), "");
+  CHECK_EQ(problem(""), "empty subject; a subject looks like /a/b");
+  CHECK_EQ(problem("/a b"), "contains a space or a control/non-ASCII byte (0x20) at offset 2");
+  CHECK_EQ(problem("/caf\xc3\xa9"), "contains a space or a control/non-ASCII byte (0xC3) at offset 4");
+  CHECK_EQ(problem(std::string_view("/a\0", 3)), "contains a space or a control/non-ASCII byte (0x00) at offset 2");
+  // Truncated to the capacity, never past it.
+  char small[8];
+  CHECK_EQ(subject_problem("a", small, sizeof small), sizeof small);
+  CHECK_EQ(std::string_view(small, sizeof small), "must sta");
+}
+
+TEST(a_lowercase_verb_gets_the_upper_case_hint) {
+  CHECK_EQ(refusal("sub /a"), "bad-command unknown command \"sub\"; commands are upper case: SUB");
+  CHECK_EQ(refusal("Pub /a\nx"), "bad-command unknown command \"Pub\"; commands are upper case: PUB");
+  CHECK_EQ(refusal("unsub /a"), "bad-command unknown command \"unsub\"; commands are upper case: UNSUB");
+  CHECK_EQ(refusal("ping"), "bad-command unknown command \"ping\"; commands are upper case: PING");
+}
+
+TEST(other_unknown_verbs_list_the_commands) {
+  CHECK_EQ(refusal("FOO"), "bad-command unknown command \"FOO\"; commands are SUB, UNSUB, PUB and PING (upper case)");
+  CHECK_EQ(refusal("MSG /a e:1"),
+           "bad-command unknown command \"MSG\"; MSG is a message the server sends; commands are SUB, UNSUB, PUB and "
+           "PING (upper case)");
+  CHECK_EQ(refusal("AUTH x"),
+           "bad-command AUTH is reserved for a later protocol version; commands are SUB, UNSUB, PUB and PING (upper "
+           "case)");
+  // A long verb is echoed cut.
+  CHECK_EQ(refusal(repeat('V', 100)),
+           "bad-command unknown command \"" + repeat('V', 29) + "...\"; commands are SUB, UNSUB, PUB and PING (upper case)");
+}
+
+TEST(malformed_headers_say_where_and_what_to_change) {
+  CHECK_EQ(refusal("SUB"), "bad-command SUB needs at least one subject, e.g. \"SUB /a/b\"");
+  CHECK_EQ(refusal("UNSUB\n"), "bad-command UNSUB needs at least one subject, e.g. \"UNSUB /a/b\"");
+  CHECK_EQ(refusal("PUB"), "bad-command PUB needs a subject: \"PUB <subject> [<id>]\", a newline, then the payload");
+  CHECK_EQ(refusal("PUB /a hello world"),
+           "bad-command PUB takes a subject and an optional id, got 3 arguments; the payload goes after the first "
+           "newline");
+  CHECK_EQ(refusal("PUB /a " + repeat('i', kMaxIdLen + 1)), "bad-command PUB id is 65 characters long; the limit is 64");
+  CHECK_EQ(refusal("PING " + repeat('t', 70)), "bad-command PING token is 70 characters long; the limit is 64");
+  CHECK_EQ(refusal("PING a b c"), "bad-command PING takes at most one token, got 3");
+  CHECK_EQ(refusal("SUB /a\nbody"),
+           "bad-command SUB takes no body, but 4 bytes follow the newline; only PUB carries a payload (end the header "
+           "without a newline or with nothing after it)");
+  CHECK_EQ(refusal("SUB /a  /b"), "bad-command tokens must be separated by single spaces; remove the extra space at offset 7");
+  CHECK_EQ(refusal(" SUB /a"), "bad-command tokens must be separated by single spaces; remove the leading space at offset 0");
+  CHECK_EQ(refusal("SUB /a "), "bad-command tokens must be separated by single spaces; remove the trailing space at offset 6");
+  CHECK_EQ(refusal("SUB /caf\xc3\xa9"),
+           "bad-command header byte 0xC3 at offset 8 is not printable ASCII (0x20-0x7E); only the PUB payload, after "
+           "the first newline, may hold other bytes");
+  CHECK_EQ(refusal("PING\r"), "bad-command '\\r' at offset 4 of the header; a '\\r' is allowed only directly before the '\\n'");
+  CHECK_EQ(refusal("\nPUB /a"),
+           "bad-command empty header line; the command (e.g. \"PUB /a/b\") comes before the first newline");
+  CHECK_EQ(refusal("SUB /a#5"),
+           "bad-command /a#5: SUB \"<subject>#<n>\" (last n messages) is reserved for a later protocol version; subscribe "
+           "to the plain subject");
+  CHECK_EQ(refusal("SUB /a /b@k2x:17"),
+           "bad-command /b@k2x:17: SUB \"<subject>@<epoch>:<seq>\" (recovery) is reserved for a later protocol version; "
+           "subscribe to the plain subject");
+}
+
+TEST(a_command_reused_after_a_refusal_parses_clean) {
+  Command c;
+  const std::string bad = "SUB /a//b", good = "PING t";
+  parse_command(reinterpret_cast<const uint8_t*>(bad.data()), bad.size(), &c);
+  CHECK_EQ(c.kind, Cmd::Invalid);
+  parse_command(reinterpret_cast<const uint8_t*>(good.data()), good.size(), &c);
+  CHECK_EQ(c.kind, Cmd::Ping);
+  CHECK(c.error == ErrCode::kNone);
+  CHECK(c.detail().empty());
 }
 
 // ---- subjects ----
@@ -347,7 +464,7 @@ TEST(survives_random_bytes_and_keeps_its_invariants) {
         CHECK(c.id.size() <= kMaxIdLen);
         break;
       case Cmd::Invalid:
-        CHECK(c.error != ErrCode::kNone && c.detail != nullptr);
+        CHECK(c.error != ErrCode::kNone && sane_detail(c.detail()));
         CHECK(c.error == ErrCode::kBadCommand || c.error == ErrCode::kBadSubject);
         break;
     }
