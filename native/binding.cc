@@ -190,6 +190,13 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
       Napi::Buffer<uint8_t> payload = info[1].As<Napi::Buffer<uint8_t>>();
       bool binary = info[2].As<Napi::Boolean>().Value();
       auto r = server_->publish(subject, payload.Data(), payload.Length(), binary);
+      if (r == Server::Published::kBadSubject) {
+        // The same reason a client's PUB would get (pubsub/protocol.h), as a TypeError.
+        char reason[256];
+        size_t n = subject_problem(subject, reason, sizeof reason);
+        std::string echo = subject.size() > 64 ? subject.substr(0, 61) + "..." : subject;
+        throw Napi::TypeError::New(info.Env(), "publish: invalid subject \"" + echo + "\": " + std::string(reason, n));
+      }
       return Napi::Number::New(info.Env(), static_cast<int>(r));
     } catch (const std::bad_alloc&) {
       // Out of memory is an error for the caller, never an abort of the process.

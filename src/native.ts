@@ -29,7 +29,8 @@ export const enum Published {
   Routed = 0,
   NoSubscribers = 1,
   Overflow = 2,
-  /** The subject breaks the protocol's subject rule (checked natively: one definition of it). */
+  /** Never returned: a subject that breaks the protocol's rule (checked natively, one definition of it) makes
+   * publish() throw a TypeError with the reason a client's PUB would get. */
   BadSubject = 3,
 }
 

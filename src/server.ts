@@ -101,11 +101,6 @@ export class Server {
       throw new RangeError(`publish: payload of ${bytes.length} bytes is over MaxMessageSize (${this.config.MaxMessageSize})`);
     if (this.closing) throw new Error('publish: the server is closed');
     const r = this.native.publish(subject, bytes, binary);
-    if (r === Published.BadSubject)
-      throw new TypeError(
-        `publish: invalid subject ${JSON.stringify(subject)} (expected /segment[/segment…], printable ASCII without ` +
-          `space or '*', at most ${addon.protocolLimits.maxSubjectBytes} bytes)`,
-      );
     if (r === Published.Overflow) {
       this.publishOverflows++;
       throw new Error(`publish: the home workgroup of ${subject} is overloaded; message dropped`);
