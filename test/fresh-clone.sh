@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/starling-fresh-clone.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+# mktemp makes the folder 0700; a checkout is normally readable by others, and test/70.tune.test.ts runs the CLI
+# as nobody (uid 65534), which must be able to reach it.
+chmod 755 "$tmp"
 start=$(date +%s)
 
 git clone -q "$PWD" "$tmp"
