@@ -6,6 +6,7 @@ import { type Config, type Loaded, resolveConfig } from './config/config';
 import { Logger } from './log';
 import { Monitor } from './monitor/monitor';
 import { addon, type NativeServer, Published } from './native';
+import { memoryCeiling, RUNTIME_RESERVE_BYTES } from './config/schema';
 import { CounterLayout, type ServerStats } from './stats';
 
 export type { Counters, ServerStats, WorkgroupStats } from './stats';
@@ -38,6 +39,12 @@ export class Server {
     this.sources = loaded.sources;
     this.log = log;
     const c = this.config;
+    const ceiling = memoryCeiling();
+    if (c.Memory + RUNTIME_RESERVE_BYTES > ceiling.bytes)
+      log.warn(
+        `Memory = ${Math.round(c.Memory / 2 ** 20)}M leaves less than ${RUNTIME_RESERVE_BYTES / 2 ** 20}M of ${ceiling.source} ` +
+          `(${Math.round(ceiling.bytes / 2 ** 20)}M) for the runtime: allocations outside the budget may then fail. Lower Memory.`,
+      );
     this.native = new addon.NativeServer({
       listen: c.Listen.map((a) => ({ host: a.host, port: a.port })),
       path: c.Path,

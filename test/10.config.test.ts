@@ -14,6 +14,7 @@ import {
   resolveConfig,
   type Config,
 } from '../src/config/config';
+import { memoryCeiling } from '../src/config/schema';
 
 const ROOT = path.resolve(__dirname, '../..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-config-'));
@@ -61,7 +62,7 @@ const DEFAULTS: Config = {
   MaxSubscriptionsPerConnection: 1000,
   MaxBacklog: 1048576,
   MaxBacklogTime: 2000,
-  Memory: Math.max(64 * 1048576, Math.floor(os.totalmem() / 2 / 1048576) * 1048576),
+  Memory: Math.max(64 * 1048576, Math.floor(Math.max(0, memoryCeiling().bytes - 160 * 1048576) / 2 / 1048576) * 1048576),
   MaxConnections: 0,
   KeepAlive: 30,
   LogLevel: 'info',
@@ -73,6 +74,8 @@ const DEFAULTS: Config = {
   MonitorPassword: '',
   'Stats.LogInterval': 60,
 };
+
+const CLI_FOR_MEMORY = path.join(__dirname, '..', 'src', 'cli.js');
 
 describe('defaults', () => {
   it('gives every key its documented default when nothing is configured', () => {
@@ -229,6 +232,11 @@ describe('resource limits', () => {
     assert.equal(parsed('MaxBacklogTime', '0'), 0);
     assert.equal(parsed('MaxBacklogTime', '600000'), 600_000);
     assert.equal(rejected('MaxBacklogTime', '600001'), '-DMaxBacklogTime=600001: MaxBacklogTime: expected an integer between 0 and 600000, got "600001"');
+  });
+
+  it('Memory defaults to half of what the data-segment limit leaves after 160M for the runtime', () => {
+    const out = execFileSync('prlimit', ['--data=402653184', '--', process.execPath, CLI_FOR_MEMORY, 'config', '--print'], { encoding: 'utf8' });
+    assert.match(out, /^Memory\s+= 112M/m, 'RLIMIT_DATA 384M: (384M - 160M) / 2');
   });
 
   it('Memory is a size of at least 64M', () => {

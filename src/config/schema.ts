@@ -1,6 +1,7 @@
 // The configuration schema: every key Starling understands, in one table. The config-file parser, the
 // environment variable names, `starling config --print` and docs/configuration.md are all derived from it.
 // To add a key: add an entry here and its field to `Config` in config.ts (the compiler checks they agree).
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { G, K, M, type KeyDef, type TypeName, type TypeValues } from './types';
 
@@ -8,6 +9,39 @@ import { G, K, M, type KeyDef, type TypeName, type TypeValues } from './types';
 const MAX_WORKGROUPS = 64;
 /** The largest Memory budget: 16 TiB. */
 const MAX_MEMORY = 16 * 1024 * G;
+/** What the runtime itself (Node, V8, the threads' arenas) needs besides the budget: an idle server's data segment is
+ * ~90 MB; the rest is headroom for V8 and malloc's fragmentation under a flood. */
+export const RUNTIME_RESERVE_BYTES = 160 * M;
+const RUNTIME_RESERVE = RUNTIME_RESERVE_BYTES;
+
+/**
+ * The memory this process may really use: the machine's RAM, the data-segment limit (RLIMIT_DATA, as a container or
+ * `prlimit --data` sets it) and the cgroup's `memory.max`, whichever is smallest. Exported for the warning at start.
+ */
+export function memoryCeiling(): { bytes: number; source: string } {
+  let best = { bytes: os.totalmem(), source: 'the machine\'s memory' };
+  const consider = (bytes: number, source: string) => {
+    if (Number.isFinite(bytes) && bytes > 0 && bytes < best.bytes) best = { bytes, source };
+  };
+  try {
+    const m = /^Max data size\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    if (m) consider(Number(m[1]), 'the data-segment limit (RLIMIT_DATA)');
+  } catch {
+    /* not Linux: the machine's memory */
+  }
+  try {
+    consider(Number(fs.readFileSync('/sys/fs/cgroup/memory.max', 'utf8').trim()), 'the cgroup\'s memory.max');
+  } catch {
+    /* no cgroup v2 limit */
+  }
+  return best;
+}
+
+/** Default Memory: half of what the ceiling leaves after the runtime's own share, in whole M, at least 64M. */
+function defaultMemory(): string {
+  const { bytes } = memoryCeiling();
+  return String(Math.max(64 * M, Math.floor(Math.max(0, bytes - RUNTIME_RESERVE) / 2 / M) * M));
+}
 
 export const SCHEMA = [
   {
@@ -130,15 +164,17 @@ export const SCHEMA = [
   {
     name: 'Memory',
     type: 'size',
-    default: () => String(Math.max(64 * M, Math.floor(os.totalmem() / 2 / M) * M)),
-    defaultDoc: 'half of the machine\'s memory (`os.totalmem()` / 2, rounded down to a whole M), at least 64M',
+    default: defaultMemory,
+    defaultDoc:
+      'half of what the process may use after 160M for the runtime: the smallest of the machine\'s memory, the ' +
+      'data-segment limit (RLIMIT_DATA) and the cgroup\'s memory.max; in whole M, at least 64M',
     min: 64 * M,
     max: MAX_MEMORY,
     example: '8G',
     doc:
       'Server-wide budget for everything clients make the server hold: output queues (control replies included), ' +
       'partial input and per-connection state. Past it, new connections are refused and the connections with the ' +
-      'largest backlogs are reset, one per workgroup per loop iteration, until it is back under. Kernel socket buffers are not part of it ' +
+      'largest backlogs are reset until it is an eighth under it. Kernel socket buffers are not part of it ' +
       '(see `BufferLimit.Send`, `BufferLimit.Receive` and docs/tuning.md).',
   },
   {
