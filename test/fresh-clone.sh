@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The first hour of a new user: clone this checkout into a temporary folder and run the README's two commands
 # exactly as written (`npm install`, `npm test`), as on a machine with only the build tools: the optional
-# programs are hidden from the suites (STARLING_TEST_HIDE makes test/helpers.ts describeWith report them
+# programs are hidden from the suites (HIDE_TEST_PROGRAMS makes test/helpers.ts describeWith report them
 # missing, so their suites are skipped with one line saying what to install) and CI is unset (with CI=true they
 # would be required). Not part of `npm test` (it runs `npm test`); .ci/run calls it after its own steps.
 # Clones the committed HEAD: uncommitted changes are not in the clone.
@@ -30,7 +30,7 @@ fi
 
 run() {
   echo "fresh-clone: \$ $1"
-  if ! env -u CI STARLING_TEST_HIDE=chromium,nats-server bash -c "$1"; then
+  if ! env -u CI HIDE_TEST_PROGRAMS=chromium,nats-server bash -c "$1"; then
     echo "fresh-clone: FAILED: '$1' in a fresh clone (optional programs hidden, CI unset), after $(( $(date +%s) - start )) s" >&2
     exit 1
   fi

@@ -19,10 +19,10 @@ export const TIMEOUT_MS = 15_000;
 export const IN_CI = process.env.CI === 'true';
 
 /**
- * Programs to report missing although installed: STARLING_TEST_HIDE=chromium,nats-server. test/fresh-clone.sh sets
+ * Programs to report missing although installed: HIDE_TEST_PROGRAMS=chromium,nats-server. test/fresh-clone.sh sets
  * it to run `npm test` as on a machine that has only the build tools.
  */
-export const HIDDEN_PROGRAMS = new Set((process.env.STARLING_TEST_HIDE ?? '').split(',').map((p) => p.trim()).filter(Boolean));
+export const HIDDEN_PROGRAMS = new Set((process.env.HIDE_TEST_PROGRAMS ?? '').split(',').map((p) => p.trim()).filter(Boolean));
 
 /** A program some suite needs that a developer's machine may lack. */
 export interface NeededProgram {
