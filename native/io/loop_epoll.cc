@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "io/loop.h"
+#include "io/reset.h"
 
 namespace starling {
 
@@ -340,7 +341,7 @@ class EpollLoop final : public Loop {
       }
       s->io_flags |= kPeerClosed;  // EOF or error
       s->io_flags &= ~kReadable;
-      if (s->io_flags & kShut) finish(s, false);
+      if (s->io_flags & kShut) finish(s);
       return;
     }
     s->io_flags |= kReadable;
@@ -402,7 +403,7 @@ class EpollLoop final : public Loop {
       if (!(s->io_flags & kShut)) {
         s->io_flags |= kShut;
         shutdown(s->fd, SHUT_WR);  // the peer reads all we sent, then our FIN
-        if (s->io_flags & kPeerClosed) finish(s, false);
+        if (s->io_flags & kPeerClosed) finish(s);
         else discard_input(s);
       }
       return;
@@ -455,14 +456,12 @@ class EpollLoop final : public Loop {
 
   void abort_now(Stream* s) {
     if (s->io_flags & kDead) return;
-    linger l{1, 0};  // close() now sends RST and the kernel frees the unsent data at once
-    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    finish(s, true);
+    set_reset_on_close(s->fd);  // the close in finish() sends RST; the kernel frees the unsent data at once
+    finish(s);
   }
 
   // Closes the socket and schedules on_closed.
-  void finish(Stream* s, bool aborted) {
-    (void)aborted;
+  void finish(Stream* s) {
     ::close(s->fd);
     s->io_flags |= kDead;
     if (s->out) {

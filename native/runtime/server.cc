@@ -17,6 +17,7 @@
 #include <string>
 
 #include "io/poller.h"
+#include "io/reset.h"
 #include "pubsub/protocol.h"
 
 namespace starling {
@@ -181,9 +182,7 @@ void Server::accept_loop() {
 
 // Refuses an accepted connection at once: a reset tells the client immediately (no hanging connect).
 void Server::refuse(int fd) {
-  linger l{1, 0};
-  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  close(fd);
+  reset_socket(fd);
   accept_refused_.fetch_add(1, std::memory_order_relaxed);
 }
 

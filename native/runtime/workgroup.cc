@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "io/reset.h"
 #include "runtime/server.h"
 
 namespace starling {
@@ -267,9 +268,7 @@ void Workgroup::adopt(int fd) {
   Conn* c = new (std::nothrow) Conn();
   if (!c) {
     counters_.add(k_alloc_failures);
-    linger l{1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    ::close(fd);
+    reset_socket(fd);
     server_.connection_closed();
     return;
   }
