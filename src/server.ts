@@ -60,6 +60,10 @@ export class Server {
       memory: c.Memory,
       keepAlive: c.KeepAlive,
       maxConnections: c.MaxConnections,
+      // The default CacheSize stays within half of a small Memory (an explicit one is checked at load).
+      cacheSize: Math.min(c.CacheSize, Math.floor(c.Memory / 2)),
+      maxCachedMessagesPerSubject: c.MaxCachedMessagesPerSubject,
+      cacheExpireTime: c.CacheExpireTime,
     });
     this.layout = new CounterLayout(c.Workgroups, addon.workgroupCounters, addon.serverCounters);
     const slots = this.native.counterSlots();

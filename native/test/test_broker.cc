@@ -21,6 +21,7 @@ struct Post {
   unsigned wg;
   Subject* subject;
   Frame* frame;
+  Request* request = nullptr;
 };
 
 class FakeBrokerHost : public BrokerHost {
@@ -40,8 +41,29 @@ class FakeBrokerHost : public BrokerHost {
   static void drop(Post& p) {
     if (p.subject) p.subject->unref();
     if (p.frame) p.frame->unref();
+    if (p.request) {
+      if (p.request->answer) p.request->answer->unref();
+      delete p.request;
+    }
     p.subject = nullptr;
     p.frame = nullptr;
+    p.request = nullptr;
+  }
+  bool post_request(unsigned home, Subject* s, Request* r) override {
+    if (!allow_publish) {
+      refused_publishes++;
+      return false;
+    }
+    publishes.push_back(Post{home, s, nullptr, r});
+    return true;
+  }
+  bool post_answer(unsigned w, Subject* s, Request* r) override {
+    if (!allow_deliver) {
+      refused_deliveries++;
+      return false;
+    }
+    deliveries.push_back(Post{w, s, nullptr, r});
+    return true;
   }
 
   bool post_publish(unsigned home, Subject* s, Frame* f) override {
