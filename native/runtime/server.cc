@@ -265,6 +265,7 @@ Server::Published Server::publish(std::string_view subject, const uint8_t* paylo
     return Published::kOverflow;
   }
   if (!s) return Published::kNoSubscribers;
+  const bool had_subscribers = s->interest.load(std::memory_order_relaxed) != 0;
   Frame* f = publish_frame(subject, payload, len, binary ? kOpBinary : kOpText);
   if (!f) {
     registry_.forget_if_idle(s);
@@ -280,7 +281,9 @@ Server::Published Server::publish(std::string_view subject, const uint8_t* paylo
     return Published::kOverflow;
   }
   home.wake();
-  return Published::kRouted;
+  // Routed to the home either way; the answer says whether anyone subscribes now (with the cache on, a
+  // message nobody subscribes to is still kept for history and recovery).
+  return had_subscribers ? Published::kRouted : Published::kNoSubscribers;
 }
 
 size_t Server::counter_slots() const {
