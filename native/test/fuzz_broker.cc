@@ -192,6 +192,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Host h0, h1;
   BrokerOptions o;
   o.cache = CacheOptions{4, 50, 2048};  // 4 per subject, 50 ms, 2 KiB per workgroup: every eviction path
+  o.max_backlog = 1500;                 // answers that do not fit: RESYNC, history cut short
   std::map<const Subscriber*, Conn*> by_sub;
   std::vector<std::string> epochs;
   h0.conns = h1.conns = &by_sub;
