@@ -1,6 +1,7 @@
 // History cache and snapshots at a subject's home. See cache.h.
 #include "pubsub/cache.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string_view>
@@ -120,13 +121,14 @@ Cache* HomeCache::create(Subject* s) {
     return nullptr;
   }
   try {
-    heap_.reserve(heap_.size() + 1);  // room for this cache: heap_push never allocates
+    heap_.reserve(caches_ + 1);  // room for every cache: heap_push never allocates
   } catch (const std::bad_alloc&) {
     mem::free(ring, kFirstRing * sizeof(Cache::Entry));
     mem::free(c, sizeof(Cache));
     return nullptr;
   }
   *c = Cache{s, nullptr, nullptr, kNotInHeap, ring, kFirstRing, 0, 0, 0, nullptr, 0, nullptr, 0};
+  caches_++;
   s->cache = c;
   charge(c, static_cast<int64_t>(sizeof(Cache) + kFirstRing * sizeof(Cache::Entry)));
   return c;
@@ -155,6 +157,7 @@ void HomeCache::free_cache(Cache* c) {
   charge(c, -static_cast<int64_t>(sizeof(Cache) + c->cap * sizeof(Cache::Entry)));
   mem::free(c->ring, c->cap * sizeof(Cache::Entry));
   mem::free(c, sizeof(Cache));
+  caches_--;
   s->cache = nullptr;
   registry_.unhold(s);  // may free s (the registry's reference was the last)
 }
@@ -172,9 +175,12 @@ void HomeCache::drop_oldest(Cache* c) {
 }
 
 bool HomeCache::heap_push(Cache* c) {
-  if (heap_.size() == heap_.capacity()) return false;  // (reserved at create: not reached)
-  c->heap_at = static_cast<uint32_t>(heap_.size());
-  heap_.push_back(c);
+  try {
+    heap_.push_back(c);  // (never allocates: reserved for every cache at create)
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  c->heap_at = static_cast<uint32_t>(heap_.size() - 1);
   heap_up(c->heap_at);
   return true;
 }
@@ -264,7 +270,13 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
     c->count++;
     charge(c, static_cast<int64_t>(f->cost));
     counters_.add(k_cached_messages);
-    if (c->count == 1) heap_push(c);
+    if (c->count == 1 && !heap_push(c)) {  // not evictable without its heap entry: do not keep it
+      c->count = 0;
+      charge(c, -static_cast<int64_t>(f->cost));
+      counters_.sub(k_cached_messages);
+      counters_.add(k_alloc_failures);
+      f->unref();
+    }
   }
   if (retained) {
     if (c->snapshot) drop_snapshot(c);

@@ -125,7 +125,8 @@ class HomeCache {
   const CacheOptions opt_;
   Registry& registry_;
   Counters& counters_;
-  std::vector<Cache*> heap_;
+  std::vector<Cache*> heap_;   // capacity >= caches_: pushing never allocates
+  size_t caches_ = 0;
   Cache* lru_ = nullptr;       // least recently published
   Cache* mru_ = nullptr;
   uint64_t total_ = 0;         // bytes of every cache here
