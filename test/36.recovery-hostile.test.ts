@@ -1,0 +1,200 @@
+// Protocol v2 under attack: recovery answers nobody reads, recoveries abandoned in flight, a server restart under
+// held positions, and conflation to a client that never reads. The server runs in a child process
+// (test/hostile-kit.ts) so that it can be killed and restarted, its RSS read, and an abort seen as its exit. Every
+// attack runs beside a well-behaved subscriber that must get every message in order, and ends by checking that the
+// server's accounted memory (the memory_bytes gauge) and its RSS come back near where they were before it.
+import { describe, it, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { Client } from './helpers';
+import {
+  MB,
+  Publisher,
+  RawWs,
+  RssSampler,
+  SeqSubscriber,
+  ServerChild,
+  Ticker,
+  cleanup,
+  openNonReader,
+  placeNextOn,
+  poll,
+  pubFrames,
+  sleep,
+  track,
+  zeroMaskFrame,
+} from './hostile-kit';
+
+const zeroMask = (text: string) => zeroMaskFrame(OP.text, text);
+import { parseReply, show } from './recovery-kit';
+import { OP } from './helpers';
+
+const SUITE = { timeout: 150_000 };
+const DEBUG = !!process.env.RECOVERY_DEBUG;
+
+afterEach(cleanup);
+
+/** A `ws` client (helpers' Client) on the child, on workgroup `wg`. */
+async function clientOn(child: ServerChild, wg: number): Promise<Client> {
+  await placeNextOn(child, wg);
+  child.connections++;
+  const c = await Client.open(child.url);
+  track({ destroy: () => c.ws.terminate() });
+  return c;
+}
+
+/** Sends `text` then a PING barrier; the answers, shown. */
+async function ask(c: Client, text: string): Promise<string[]> {
+  c.send(text);
+  return (await c.sync()).map(show);
+}
+
+/** A server-wide counter of the child. */
+async function total(child: ServerChild, name: string): Promise<number> {
+  const s = await child.stats();
+  assert.ok(name in s.total, `the server has a counter named ${name}`);
+  return s.total[name];
+}
+
+/** Waits until memory_bytes is within `slack` of `baseline`; fails with the readings. */
+async function memoryBack(child: ServerChild, baseline: number, slack: number, what: string): Promise<void> {
+  const readings: number[] = [];
+  const ok = await poll(async () => {
+    const m = await total(child, 'memory_bytes');
+    readings.push(m);
+    return m <= baseline + slack ? true : undefined;
+  }, 10_000, 200);
+  const mb = (b: number) => (b / MB).toFixed(2);
+  assert.ok(ok, `${what}: memory_bytes did not come back within ${mb(slack)} MB of ${mb(baseline)} MB; last readings (MB): ${readings.slice(-6).map(mb).join(', ')}`);
+}
+
+/**
+ * Publishes `n` messages of `size` bytes to each of `subjects` from a publisher on workgroup `wg` (the subjects'
+ * home when the publish creates them) and returns each subject's epoch, read with `SUB <subject>#0`.
+ */
+async function fill(child: ServerChild, wg: number, subjects: string[], n: number, size: number): Promise<Record<string, string>> {
+  await placeNextOn(child, wg);
+  const pub = await Publisher.open(child);
+  const ids: string[] = [];
+  for (const s of subjects) {
+    await pub.send(pubFrames(s, n, Buffer.alloc(size, 0x66), `${s}-`));
+    for (let i = 0; i < n; i++) ids.push(`${s}-${i}`);
+  }
+  assert.deepEqual(await pub.waitAcks(ids, 20_000), [], 'every filling publish is acknowledged');
+  pub.destroy();
+  const probe = await clientOn(child, wg);
+  const got = await ask(probe, `SUB ${subjects.map((s) => `${s}#0`).join(' ')}`);
+  const epochs: Record<string, string> = {};
+  for (const line of got) {
+    const m = /^SYNC (\S+) ([0-9a-z]+):([0-9]+)$/.exec(line);
+    assert.ok(m, `a SYNC, got ${JSON.stringify(line.slice(0, 100))}`);
+    assert.equal(Number(m[3]), n, `${m[1]} holds the ${n} messages`);
+    epochs[m[1]] = m[2];
+  }
+  assert.equal(Object.keys(epochs).length, subjects.length);
+  probe.ws.terminate();
+  return epochs;
+}
+
+describe('recovery answers nobody reads', SUITE, () => {
+  it('cuts clients that ask for megabytes of recovery and never read, while a subscriber gets every message, and gives the memory back', async () => {
+    const child = await ServerChild.start({ MaxBacklog: '256K', 'BufferLimit.Send': '64K' });
+    // 40 subjects homed on wg1, 100 cached messages of 2 KB each: a recovery from seq 0 of all of them is ~8 MB.
+    const subjects = Array.from({ length: 40 }, (_, i) => `/big/${i}`);
+    const epochs = await fill(child, 1, subjects, 100, 2000);
+    const recoverAll = `SUB ${subjects.map((s) => `${s}@${epochs[s]}:0`).join(' ')}`;
+    const unsubAll = `UNSUB ${subjects.join(' ')}`;
+
+    await placeNextOn(child, 0);
+    const healthy = await SeqSubscriber.open(child, ['/h']);
+    await placeNextOn(child, 0);
+    const pub = await Publisher.open(child);
+    const ticker = new Ticker(pub, '/h', 200, Buffer.alloc(100, 0x61));
+
+    const baseline = await total(child, 'memory_bytes');
+    const rssBaseline = child.rss();
+    const sampler = new RssSampler(child, 50);
+    const cutsBefore = (await total(child, 'slow_consumer_closes')) + (await total(child, 'memory_cuts'));
+    // 10 attackers on both workgroups: each asks for every subject from seq 0, five times over, and never reads.
+    const attackers: RawWs[] = [];
+    for (let i = 0; i < 10; i++) {
+      await placeNextOn(child, i % 2);
+      const raw = await RawWs.open(child);
+      raw.keep = false;
+      raw.pause();
+      for (let k = 0; k < 5; k++) {
+        raw.command(recoverAll);
+        raw.command(unsubAll);
+      }
+      attackers.push(raw);
+    }
+    const cuts = async () => (await total(child, 'slow_consumer_closes')) + (await total(child, 'memory_cuts')) - cutsBefore;
+    const counted = await poll(async () => ((await cuts()) >= attackers.length ? true : undefined), 20_000, 100);
+    const peak = sampler.stop();
+    child.assertAlive();
+    // A paused socket sees nothing: read what the kernel holds, then the reset.
+    for (const a of attackers) a.resume();
+    const ended = await poll(() => (attackers.every((a) => a.isEnded) ? true : undefined), 10_000, 100);
+    if (DEBUG) console.log(`attackers cut: ${attackers.filter((a) => a.isEnded).length}, cuts counted ${await cuts()}, peak RSS +${((peak - rssBaseline) / MB).toFixed(0)} MB`);
+    assert.ok(counted, `each attacker is cut as a slow consumer or by the Memory budget (counted ${await cuts()} of ${attackers.length})`);
+    assert.ok(ended, `every attacker's connection ended (${attackers.filter((a) => a.isEnded).length} of ${attackers.length})`);
+
+    await ticker.stop();
+    assert.deepEqual(await pub.waitAcks(ticker.ids, 10_000), [], 'every PUB of the healthy publisher is acknowledged');
+    await healthy.waitCount('/h', ticker.sent, 10_000);
+    healthy.assertHealthy({ '/h': ticker.sent });
+    await memoryBack(child, baseline, 1 * MB, 'after the attackers were cut');
+    await child.assertRssBack(rssBaseline, 'after the attackers were cut');
+    child.assertAlive();
+  });
+
+  it('keeps the server within Memory=128M when 20 clients each ask for a 28 MB recovery and never read', async () => {
+    // MaxBacklog is set out of reach (1G a client), so only the server-wide budget can hold them: DESIGN.md rule 3
+    // and docs/limits.md — past Memory the largest backlogs are cut "within the read that pushed the server over".
+    // 40 subjects homed on wg1 with 350 cached messages of 2 KB: 28 MB, within wg1's share of CacheSize (64M / 2).
+    const budget = 128 * MB;
+    const child = await ServerChild.start({ Memory: '128M', MaxBacklog: '1G', MaxBacklogTime: 600_000, 'BufferLimit.Send': '64K' });
+    const subjects = Array.from({ length: 40 }, (_, i) => `/big/${i}`);
+    const epochs = await fill(child, 1, subjects, 350, 2000);
+    const recoverAll = `SUB ${subjects.map((s) => `${s}@${epochs[s]}:0`).join(' ')}`;
+    const unsubAll = `UNSUB ${subjects.join(' ')}`;
+
+    await placeNextOn(child, 0);
+    const healthy = await SeqSubscriber.open(child, ['/h']);
+    await placeNextOn(child, 0);
+    const pub = await Publisher.open(child);
+    const ticker = new Ticker(pub, '/h', 200, Buffer.alloc(100, 0x61));
+
+    const baseline = await total(child, 'memory_bytes');
+    const rssBaseline = child.rss();
+    const sampler = new RssSampler(child, 20);
+    const cutsBefore = await total(child, 'memory_cuts');
+    const attackers: RawWs[] = [];
+    for (let i = 0; i < 20; i++) {
+      await placeNextOn(child, i % 2);
+      const raw = await RawWs.open(child);
+      raw.keep = false;
+      raw.pause();
+      attackers.push(raw);
+    }
+    // Each asks three times in a row (the server reads the next SUB once the answers of the previous are queued).
+    for (const a of attackers) for (let k = 0; k < 3; k++) a.write(Buffer.concat([zeroMask(recoverAll), zeroMask(unsubAll)]));
+    // Safety: stop the attack if the server grows past 1.5 GB over its baseline.
+    await poll(async () => (sampler.max > rssBaseline + 1536 * MB || !child.alive ? true : undefined), 5000, 50);
+    const peak = sampler.stop();
+    child.assertAlive();
+    const memoryCuts = (await total(child, 'memory_cuts')) - cutsBefore;
+    for (const a of attackers) a.destroy();
+    await ticker.stop();
+    const observed = `peak RSS +${((peak - rssBaseline) / MB).toFixed(0)} MB over ${(rssBaseline / MB).toFixed(0)} MB, ${memoryCuts} memory cuts, memory_bytes at start ${(baseline / MB).toFixed(1)} MB`;
+    if (DEBUG) console.log(observed);
+    assert.deepEqual(await pub.waitAcks(ticker.ids, 10_000), [], 'every PUB of the healthy publisher is acknowledged');
+    await healthy.waitCount('/h', ticker.sent, 10_000);
+    healthy.assertHealthy({ '/h': ticker.sent });
+    assert.ok(memoryCuts > 0, `past the budget the largest backlogs are cut (${observed})`);
+    // The same bound test/32.core-defects.test.ts holds ping flooders to under Memory=200M: the budget plus 64 MB.
+    assert.ok(peak - rssBaseline <= budget + 64 * MB, `the server stays within Memory=128M plus 64 MB (${observed})`);
+    await memoryBack(child, baseline, 1 * MB, 'after the attackers left');
+    await child.assertRssBack(rssBaseline, 'after the attackers left');
+    child.assertAlive();
+  });
+});
