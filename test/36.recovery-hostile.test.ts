@@ -198,3 +198,165 @@ describe('recovery answers nobody reads', SUITE, () => {
     child.assertAlive();
   });
 });
+
+describe('recoveries abandoned in flight', SUITE, () => {
+  it('forgets nothing and leaks no subject when 300 clients send SUB s@e:n and leave at once', async () => {
+    // /f/0..9: created by a publish from wg1 (their home), published to all along, so their answers are real
+    // recoveries; /g/0..9: homed on wg1 by a holder's SUB, never published to. The attackers (on both workgroups)
+    // ask for both from seq 0, plus a subject of their own that does not exist, then close or reset at once —
+    // from wg0 the requests are in flight to wg1 when they leave. CacheExpireTime = 1 s: once publishing stops and
+    // the holder leaves, every subject but the healthy one must be forgotten, which it cannot be if a workgroup
+    // still marks interest in it.
+    const child = await ServerChild.start({ CacheExpireTime: 1 });
+    const f = Array.from({ length: 10 }, (_, i) => `/f/${i}`);
+    const g = Array.from({ length: 10 }, (_, i) => `/g/${i}`);
+    await placeNextOn(child, 1);
+    const fpub = await Publisher.open(child);
+    const tickers = f.map((s, i) => new Ticker(fpub, s, 50, Buffer.alloc(200, 0x66), `f${i}-`));
+    await placeNextOn(child, 1);
+    const holder = await SeqSubscriber.open(child, g, 'the holder of /g/*');
+    await placeNextOn(child, 0);
+    const healthy = await SeqSubscriber.open(child, ['/h']);
+    await placeNextOn(child, 0);
+    const hpub = await Publisher.open(child);
+    const hticker = new Ticker(hpub, '/h', 200, Buffer.alloc(100, 0x61), 'h');
+    await poll(() => (tickers.every((t) => t.sent > 0) ? true : undefined), 5000, 20);
+    const probe = await clientOn(child, 1);
+    const epochs: Record<string, string> = {};
+    for (const line of await ask(probe, `SUB ${[...f, ...g].map((s) => `${s}#0`).join(' ')}`)) {
+      const m = /^SYNC (\S+) ([0-9a-z]+):/.exec(line);
+      if (m) epochs[m[1]] = m[2];
+    }
+    assert.equal(Object.keys(epochs).length, 20, 'a SYNC for each subject');
+    probe.ws.terminate();
+    await poll(async () => ((await total(child, 'subjects')) === 21 ? true : undefined), 5000, 20);
+    assert.equal(await total(child, 'subjects'), 21, '/f/*, /g/* and /h');
+    const baseline = await total(child, 'memory_bytes');
+    const answeredBefore = (await total(child, 'recoveries')) + (await total(child, 'resyncs'));
+
+    const specs = [...f, ...g].map((s) => `${s}@${epochs[s]}:0`).join(' ');
+    let next = 0;
+    const worker = async () => {
+      while (next < 300) {
+        const i = next++;
+        const raw = await RawWs.open(child);
+        raw.keep = false;
+        raw.command(`SUB ${specs} /new/${i}@zz:0 /new/${i}/h#5`);
+        if (i % 2) raw.socket.resetAndDestroy();
+        else raw.socket.destroy();
+      }
+    };
+    await Promise.all(Array.from({ length: 10 }, worker));
+    child.assertAlive();
+    const answered = (await total(child, 'recoveries')) + (await total(child, 'resyncs')) - answeredBefore;
+    assert.ok(answered > 0, 'the server answered some of the abandoned requests');
+
+    for (const t of tickers) await t.stop();
+    assert.deepEqual(await fpub.waitAcks(tickers.flatMap((t) => t.ids), 10_000), [], 'every publish to /f/* is acknowledged');
+    holder.ws.send(`UNSUB ${g.join(' ')}`);
+    await holder.ping();
+    const counts = async () => ({ subjects: await total(child, 'subjects'), subscriptions: await total(child, 'subscriptions'), connections: await total(child, 'connections') });
+    const settled = await poll(async () => ((await counts()).subjects === 1 ? true : undefined), 10_000, 100);
+    const seen = await counts();
+    if (DEBUG) console.log(`answered ${answered} abandoned requests; after: ${JSON.stringify(seen)}`);
+    assert.ok(settled, `only /h is left once /f/* expired and /g/* lost their holder (${JSON.stringify(seen)}, ${answered} abandoned requests answered)`);
+
+    await hticker.stop();
+    assert.deepEqual(await hpub.waitAcks(hticker.ids, 10_000), []);
+    await healthy.waitCount('/h', hticker.sent, 10_000);
+    healthy.assertHealthy({ '/h': hticker.sent });
+    await memoryBack(child, baseline, 1 * MB, 'after the attackers left');
+    child.assertAlive();
+    // Recovery still works for a newcomer.
+    const c = await clientOn(child, 0);
+    const got = await ask(c, 'SUB /h#1');
+    assert.equal(got.length, 2, JSON.stringify(got));
+    assert.match(got[1], /^SYNC \/h [0-9a-z]+:[0-9]+$/);
+  });
+});
+
+describe('epochs across a restart', SUITE, () => {
+  it('answers a position held across a server restart RESYNC with the new epoch', async () => {
+    const first = await ServerChild.start();
+    const pub = await clientOn(first, 1);
+    pub.send('PUB /ep/a a1\none');
+    pub.send('PUB /ep/a a2\ntwo');
+    assert.deepEqual((await pub.sync()).map(show), ['ACK a1', 'ACK a2']);
+    const sub = await clientOn(first, 0);
+    const got = await ask(sub, 'SUB /ep/a#1');
+    const e1 = /^MSG \/ep\/a ([0-9a-z]+):2 history two$/.exec(got[0] ?? '')?.[1];
+    assert.ok(e1, JSON.stringify(got));
+    assert.deepEqual(got, [`MSG /ep/a ${e1}:2 history two`, `SYNC /ep/a ${e1}:2`]);
+    const port = first.port;
+    await first.kill();
+
+    const second = await ServerChild.start({ Listen: `127.0.0.1:${port}` });
+    const c = await clientOn(second, 0);
+    const resync = await ask(c, `SUB /ep/a@${e1}:2`);
+    const e2 = /^RESYNC \/ep\/a ([0-9a-z]+):0$/.exec(resync[0] ?? '')?.[1];
+    assert.ok(e2 && resync.length === 1, `RESYNC at seq 0 of the new subject, got ${JSON.stringify(resync)}`);
+    assert.notEqual(e2, e1, 'a restart changes the epoch');
+    const pub2 = await clientOn(second, 1);
+    pub2.send('PUB /ep/a b1\nthree');
+    assert.deepEqual((await pub2.sync()).map(show), ['ACK b1']);
+    assert.equal(show(await c.next('the live message after the RESYNC')), `MSG /ep/a ${e2}:1 three`);
+    const c2 = await clientOn(second, 1);
+    assert.deepEqual(await ask(c2, `SUB /ep/a@${e1}:2`), [`RESYNC /ep/a ${e2}:1`], 'the old position, once the new subject has a message');
+    const c3 = await clientOn(second, 0);
+    assert.deepEqual(await ask(c3, `SUB /ep/a@${e2}:0`), [`MSG /ep/a ${e2}:1 recovered three`, `SYNC /ep/a ${e2}:1`]);
+    await second.kill();
+  });
+});
+
+describe('conflation to a client that never reads', SUITE, () => {
+  it('holds at most one message per interval for a conflate=200 non-reader while 20,000 messages of 1 KB go by, and ends its stream with the last one', async () => {
+    // Beside it a non-reader without conflation on the same subject, which the same load must get cut as a slow
+    // consumer: what the conflated one is spared is real.
+    const child = await ServerChild.start({ MaxBacklog: '256K', 'BufferLimit.Send': '4K', MaxCachedMessagesPerSubject: 10 });
+    await placeNextOn(child, 0);
+    const conflated = await openNonReader(child, ['conflate=200', '/cf/x']); // home: wg0
+    conflated.frames.splice(0); // the PONG of its barrier
+    await placeNextOn(child, 0);
+    const plain = await openNonReader(child, ['/cf/x']);
+    await placeNextOn(child, 1);
+    const pub = await Publisher.open(child);
+    const baseline = await total(child, 'memory_bytes');
+    const conflatedBefore = await total(child, 'messages_conflated');
+    const N = 20_000;
+    const t0 = Date.now();
+    await pub.send(pubFrames('/cf/x', N, Buffer.alloc(1000, 0x63), 'c'));
+    assert.deepEqual(await pub.waitAcks(Array.from({ length: N }, (_, i) => `c${i}`), 30_000), [], 'every publish is acknowledged');
+    await poll(async () => ((await total(child, 'slow_consumer_closes')) >= 1 ? true : undefined), 10_000, 100);
+    assert.equal(await total(child, 'slow_consumer_closes'), 1, 'the non-reader without conflation is cut, the conflated one is not');
+    await memoryBack(child, baseline, 1 * MB, 'after the publishes (the conflated non-reader still connected)');
+
+    // Now it reads: strictly increasing seqs of one epoch, the last one published last.
+    const seqs: number[] = [];
+    const problems: string[] = [];
+    let epoch = '';
+    conflated.onFrame = (fr) => {
+      const r = parseReply(fr.payload, fr.opcode === OP.binary);
+      if (r.verb !== 'MSG' || r.subject !== '/cf/x' || r.kind !== null) {
+        if (problems.length < 5) problems.push(`unexpected ${JSON.stringify(r.head.slice(0, 80))}`);
+        return;
+      }
+      epoch ||= r.epoch;
+      if (r.epoch !== epoch) problems.push(`epoch ${r.epoch} after ${epoch}`);
+      if (seqs.length && r.seq <= seqs[seqs.length - 1]) problems.push(`seq ${r.seq} after ${seqs[seqs.length - 1]}`);
+      seqs.push(r.seq);
+    };
+    for (const fr of conflated.frames) conflated.onFrame(fr);
+    conflated.resume();
+    await poll(() => (seqs[seqs.length - 1] === N || conflated.isEnded ? true : undefined), 10_000, 50);
+    const elapsed = Date.now() - t0;
+    if (DEBUG) console.log(`conflated: ${seqs.length} messages in ${elapsed} ms`);
+    assert.equal(conflated.isEnded, false, 'the conflated non-reader was not cut');
+    assert.deepEqual(problems, []);
+    assert.equal(seqs[seqs.length - 1], N, `the last message published arrives last (got ${seqs.slice(-3)})`);
+    const bound = 2 + Math.floor(elapsed / 190);
+    assert.ok(seqs.length <= bound, `${seqs.length} messages in ${elapsed} ms with conflate=200 (bound ${bound})`);
+    assert.equal((await total(child, 'messages_conflated')) - conflatedBefore, N - seqs.length, 'every message not sent to it was counted as conflated');
+    void plain;
+    child.assertAlive();
+  });
+});
