@@ -274,6 +274,25 @@ describe('history: SUB s#n', SUITE, () => {
   });
 });
 
+describe('SUB specs for a subject already held', SUITE, () => {
+  it('ignores a spec for a subject the connection subscribes to; of two specs for one subject in a SUB, the first counts', async () => {
+    const server = startServer();
+    const pub = await openOn(server, 1);
+    await publish(pub, '/dup/a', ['d1', 'd2', 'd3']);
+    const c = await openOn(server, 0);
+    const got = await ask(c, 'SUB /dup/a#1 /dup/a#3');
+    const e = epochOf(got[0] ?? '');
+    assert.deepEqual(got, [`MSG /dup/a ${e}:3 history d3`, `SYNC /dup/a ${e}:3`], 'the first of the two specs');
+    assert.deepEqual(await ask(c, `SUB /dup/a@${e}:0 /dup/a#2 /dup/a`), [], 'already subscribed: nothing to answer');
+    const before = server.stats().total;
+    await publish(pub, '/dup/a', ['d4'], 'q');
+    assert.deepEqual(await take(c, 1, 'the live message'), [`MSG /dup/a ${e}:4 d4`]);
+    assert.deepEqual(await replies(c), [], 'once: one subscription');
+    assert.equal(server.stats().total.subscriptions, 1);
+    assert.equal(delta(server, before, ['messages_out']).messages_out, 1);
+  });
+});
+
 describe('retained snapshots', SUITE, () => {
   it('sends the snapshot first to later subscribers, then live; it survives count eviction; RESYNC is followed by it; #n puts it first when older than the history', async () => {
     const server = startServer({ MaxCachedMessagesPerSubject: 3 });
@@ -321,15 +340,22 @@ describe('retained snapshots', SUITE, () => {
     assert.deepEqual(await ask(c2, 'SUB /sn/b'), [`MSG /sn/b ${e}:5 snapshot b5`]);
   });
 
-  it('keeps a binary retained message binary', async () => {
+  it('keeps binary messages binary in snapshots, history and recovery', async () => {
     const server = startServer();
     const pub = await openOn(server, 1);
     pub.send(Buffer.concat([Buffer.from('PUB /sn/bin k0 +retained\n'), Buffer.from([0, 1, 2, 0xff])]));
-    assert.deepEqual(await replies(pub), ['ACK k0']);
+    pub.send(Buffer.concat([Buffer.from('PUB /sn/bin k1\n'), Buffer.from([0xfe, 0])]));
+    pub.send('PUB /sn/bin k2\ntext');
+    assert.deepEqual(await replies(pub), ['ACK k0', 'ACK k1', 'ACK k2']);
     const c = await openOn(server, 0);
     const got = await ask(c, 'SUB /sn/bin');
     assert.equal(got.length, 1);
     assert.match(got[0], /^MSG \/sn\/bin [0-9a-z]+:1 snapshot bin:000102ff$/);
+    const e = epochOf(got[0]);
+    const h = await openOn(server, 1);
+    assert.deepEqual(await ask(h, 'SUB /sn/bin#2'), [`MSG /sn/bin ${e}:1 snapshot bin:000102ff`, `MSG /sn/bin ${e}:2 history bin:fe00`, `MSG /sn/bin ${e}:3 history text`, `SYNC /sn/bin ${e}:3`]);
+    const r = await openOn(server, 0);
+    assert.deepEqual(await ask(r, `SUB /sn/bin@${e}:0`), [`MSG /sn/bin ${e}:1 recovered bin:000102ff`, `MSG /sn/bin ${e}:2 recovered bin:fe00`, `MSG /sn/bin ${e}:3 recovered text`, `SYNC /sn/bin ${e}:3`]);
   });
 
   it('keeps the snapshot, and the epoch, of a subject nobody subscribes to once its messages expired', async () => {
