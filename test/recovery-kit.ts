@@ -2,6 +2,7 @@
 // the server sends in v2 (`MSG <s> <e>:<n>[ <kind>]`, `SYNC`, `RESYNC`), showing it as one comparable line,
 // opening clients on a chosen workgroup (BenchmarkMode round-robin), publishing with ids and checking the ACKs,
 // and a subscriber that disconnects and recovers from its position over and over while it checks every message.
+import { after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Client, openPlaced, type Message } from './helpers';
@@ -127,6 +128,13 @@ export function rng(seed: number): () => number {
 // ---------------------------------------------------------------------------------------------------
 // A subscriber that recovers from its position, checking every message
 
+/** Every Recoverer and FastPublisher made: stopped when the test file ends, whatever happened. */
+const live = new Set<{ shutdown(): void }>();
+after(() => {
+  for (const x of live) x.shutdown();
+  live.clear();
+});
+
 interface SubjectState {
   epoch: string | null;
   last: number;
@@ -179,6 +187,15 @@ export class Recoverer {
   ) {
     this.random = rng(seed);
     for (const s of subjects) this.state.set(s, { epoch: null, last: 0, live: false });
+    live.add(this);
+  }
+
+  /** Leaves at once and never reconnects (test-file cleanup). */
+  shutdown(): void {
+    this.settled = true;
+    const ws = this.ws;
+    this.ws = null;
+    ws?.terminate();
   }
 
   /** Opens the first connection and waits for its handshake (the SUB answers come as messages). */
@@ -207,8 +224,9 @@ export class Recoverer {
       this.wake();
     });
     ws.on('error', () => {});
+    let opened = false;
     ws.on('close', (code, reason) => {
-      if (this.ws !== ws) return;
+      if (this.ws !== ws || !opened) return; // a connection that never opened: connect() fails instead
       this.serverCloses.push(`${code} ${reason}`);
       if (!this.settled) void this.reconnect('server');
       else this.wake();
@@ -216,7 +234,9 @@ export class Recoverer {
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
+      ws.once('close', () => reject(new Error('closed before the handshake completed')));
     });
+    opened = true;
     for (const st of this.state.values()) st.live = false;
     const specs = this.subjects.map((s) => {
       const st = this.state.get(s)!;
@@ -238,7 +258,10 @@ export class Recoverer {
     try {
       await this.connect();
     } catch (e) {
+      // No retry: a server that refuses a reconnection is a failure of the test.
       this.problem(`reconnection failed: ${(e as Error).message}`);
+      this.settled = true;
+      this.ws = null;
       this.wake();
     }
   }
@@ -360,6 +383,7 @@ export class FastPublisher {
     readonly offset: Record<string, number>,
   ) {
     for (const s of subjects) this.sent[s] = 0;
+    live.add(this);
     ws.on('message', (data: Buffer) => {
       const t = data.toString();
       const want = this.ids[this.acked];
@@ -408,7 +432,14 @@ export class FastPublisher {
     let k = 0;
     while (more() && !this.closed && !this.problems.length) {
       while (this.ids.length - this.acked >= window && !this.closed && !this.problems.length) await this.waitProgress();
-      while (hold() && !this.closed) await new Promise((r) => setTimeout(r, 1));
+      const held = Date.now();
+      while (hold() && !this.closed) {
+        if (Date.now() - held > 20_000) {
+          this.problems.push('held back for 20 s: a subscriber stopped making progress');
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
       for (let i = 0; i < batch; i++) {
         const s = this.subjects[k++ % this.subjects.length];
         const seq = ++this.sent[s] + (this.offset[s] ?? 0);
@@ -432,5 +463,12 @@ export class FastPublisher {
 
   close(): void {
     this.ws.close(1000);
+  }
+
+  /** Leaves at once (test-file cleanup); run() ends. */
+  shutdown(): void {
+    this.closed = true;
+    this.ws.terminate();
+    this.wake();
   }
 }
