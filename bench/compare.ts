@@ -259,9 +259,9 @@ function renderW5(opts: ReturnType<typeof parseArgs>, rows: Row[]): string[] {
     `W1 (${opts.clients} subscribers, 20,000 msg/s), then ${w5DropOf(opts)} subscribers (one in every ${Math.max(1, Math.floor(opts.clients / w5DropOf(opts)))}) dropped at once by ` +
       `${opts.w5Mode === 'reset' ? 'TCP reset (SO_LINGER 0)' : 'a close frame (1001), not waiting for the answer'} and reconnected at once, each with ` +
       '`SUB <subject>@<epoch>:<seq>` from the last message it received, while publishing continues. *To SYNC*: from a ' +
-      "client's drop to its SYNC; *all back*: from the drop until every client was seen in sync (polled every 10 ms). " +
+      "client's drop to its SYNC; *all back*: from the drop until every client was seen in sync (polled every 20 ms). " +
       'Lost / duplicated / RESYNC: sequence checks of every subscriber over the whole run. Server CPU: from the drop ' +
-      'until all were back; *excess* subtracts the live load\'s CPU over as long (its rate before the drop); CPU time ' +
+      'until all were back; *excess* subtracts what the live messages delivered meanwhile cost (at the CPU per live message before the drop); CPU time ' +
       'is read in 10 ms ticks. Goal (BENCHMARKS.md): 0 lost, 0 duplicated, every client back in sync within 2 s.',
   );
   lines.push('');

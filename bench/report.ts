@@ -125,10 +125,11 @@ export interface RecoverySummary {
   resyncs: number;
   epochChanges: number;
   errors: number;
-  /** With ServerPid: the server's CPU from the drop until all were back, the live load's rate before the drop,
-   * the difference (the storm's own cost), and that per reconnection and per recovered message. */
+  /** With ServerPid: the server's CPU from the drop until all were back; what the live messages delivered
+   * meanwhile cost at the CPU per live message before the drop; the difference (the storm's own cost), and that
+   * per reconnection and per recovered message. */
   serverCpuSeconds?: number;
-  serverCpuBaselinePerSecond?: number;
+  serverCpuLiveSeconds?: number;
   serverCpuExcessSeconds?: number;
   serverCpuMicrosPerReconnect?: number | null;
   serverCpuMicrosPerRecovered?: number | null;

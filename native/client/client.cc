@@ -189,6 +189,7 @@ struct CConn {
   bool dirty = false;
   bool reconnecting = false;     // dropped by reconnect(), not yet back in sync
   uint32_t awaiting = 0;         // recovery SUBs of this connection not yet answered SYNC or RESYNC
+  uint32_t open_at = 0;          // its place in ClientThread::open_ while kOpen
   uint64_t dropped_ns = 0;       // when reconnect() dropped it (monotonic)
   std::vector<uint8_t> rx;       // partial input (HTTP response or frame)
   std::vector<uint8_t> stream;   // NATS: protocol bytes carried across frames
@@ -402,12 +403,10 @@ class ClientThread {
     c->fd = -1;
     if (c->state == CConn::kOpen) {
       sub(kc_connected);
-      for (size_t i = 0; i < open_.size(); i++)
-        if (open_[i] == c) {
-          open_[i] = open_.back();
-          open_.pop_back();
-          break;
-        }
+      CConn* moved = open_.back();
+      open_[c->open_at] = moved;
+      moved->open_at = c->open_at;
+      open_.pop_back();
     }
     c->state = CConn::kClosed;
     c->rx.clear();
@@ -489,6 +488,7 @@ class ClientThread {
     c->state = CConn::kOpen;
     sub(kc_connecting);
     add(kc_connected);
+    c->open_at = static_cast<uint32_t>(open_.size());
     open_.push_back(c);
     if (o_.dialect == Dialect::kNats) {
       static const char kConnect[] = "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n";
