@@ -26,6 +26,7 @@ import {
   type Snapshot,
   snapshotFromJSON,
   type SnapshotJSON,
+  type LatencyRecord,
 } from './tools';
 
 interface Source {
@@ -302,11 +303,15 @@ async function reconnectStorm(
   const cpu1 = window.serverPid ? cpuSeconds(window.serverPid) : NaN;
   const cur = merged();
   const seconds = (t1 - t0) / 1000;
-  const h = new Histogram();
-  const counts = new Float64Array(LATENCY_BUCKETS);
-  for (let b = 0; b < LATENCY_BUCKETS; b++) counts[b] = cur.sync.histogram.counts[b] - before.sync.histogram.counts[b];
-  h.addCounts(counts);
-  const syncTime = summarize(h, welfordMinus(cur.sync.welford, before.sync.welford, h));
+  const since = (now: LatencyRecord, then: LatencyRecord) => {
+    const h = new Histogram();
+    const counts = new Float64Array(LATENCY_BUCKETS);
+    for (let b = 0; b < LATENCY_BUCKETS; b++) counts[b] = now.histogram.counts[b] - then.histogram.counts[b];
+    h.addCounts(counts);
+    return summarize(h, welfordMinus(now.welford, then.welford, h));
+  };
+  const syncTime = since(cur.sync, before.sync);
+  const resubscribeTime = since(cur.resubscribe, before.resubscribe);
   const recovered = delta(cur, 'recovered');
   const dropped = delta(cur, 'reconnects');
   const cpuSecondsStorm = cpu1 - cpu0;
@@ -327,6 +332,7 @@ async function reconnectStorm(
     timedOut,
     seconds,
     syncTime,
+    resubscribeTime,
     recovered,
     syncs: delta(cur, 'syncs'),
     stormResyncs: delta(cur, 'resyncs'),
@@ -350,7 +356,8 @@ async function reconnectStorm(
   const msOf = (us: number | null) => (us === null ? '-' : (us / 1000).toFixed(1));
   out(
     `reconnect storm: ${r.synced + r.unpositioned}/${selected} back in ${seconds.toFixed(3)} s${timedOut ? ' (TIMED OUT)' : ''} | ` +
-      `drop to SYNC ms: p50 ${msOf(syncTime.p50)} p99 ${msOf(syncTime.p99)} max ${msOf(syncTime.max)} | recovered ${recovered} | ` +
+      `drop to SYNC ms: p50 ${msOf(syncTime.p50)} p99 ${msOf(syncTime.p99)} max ${msOf(syncTime.max)} | ` +
+      `SUB to SYNC ms: p50 ${msOf(resubscribeTime.p50)} p99 ${msOf(resubscribeTime.p99)} max ${msOf(resubscribeTime.max)} | recovered ${recovered} | ` +
       `SYNC ${r.syncs} RESYNC ${r.stormResyncs} | unpositioned ${r.unpositioned} | failed ${r.failed}`,
   );
   if (window.serverPid)

@@ -115,6 +115,8 @@ export interface RecoverySummary {
   timedOut: boolean;
   seconds: number;
   syncTime: Summary;
+  /** From a client's recovery SUBs (sent as its 101 arrives) to its last SYNC/RESYNC: the server's answer. */
+  resubscribeTime: Summary;
   recovered: number;
   syncs: number;
   stormResyncs: number;
@@ -289,7 +291,7 @@ export function renderMarkdown(run: RunSummary, rows: readonly TimelineRow[], sv
     out.push('');
     out.push(
       table(
-        ['dropped', 'back in sync', 'unpositioned', 'failed', 'all back (s)', 'to SYNC p50 ms', 'p99 ms', 'max ms', 'recovered', 'lost', 'duplicated', 'RESYNC', 'server CPU s', 'excess CPU s', 'µs / reconnect'],
+        ['dropped', 'back in sync', 'unpositioned', 'failed', 'all back (s)', 'drop to SYNC p50 ms', 'p99 ms', 'max ms', 'SUB to SYNC p99 ms', 'max ms', 'recovered', 'lost', 'duplicated', 'RESYNC', 'server CPU s', 'excess CPU s', 'µs / reconnect'],
         [[
           grouped(r.dropped),
           grouped(r.synced),
@@ -299,6 +301,8 @@ export function renderMarkdown(run: RunSummary, rows: readonly TimelineRow[], sv
           ms(r.syncTime.p50),
           ms(r.syncTime.p99),
           ms(r.syncTime.max),
+          ms(r.resubscribeTime.p99),
+          ms(r.resubscribeTime.max),
           grouped(r.recovered),
           grouped(r.lost),
           grouped(r.duplicated),

@@ -270,17 +270,37 @@ interface NativeClient {
 // Read from the addon on first use: importing this module (e.g. for `starling benchsub --help`) loads nothing.
 const nativeClient = () => (addon as unknown as { NativeClient: new (o: ClientOptions) => NativeClient }).NativeClient;
 let counterNames: string[] | undefined;
+// Latency records per client thread (native/client/client.h kClientLatencyRecords).
+const RECORDS = 3;
 const counters = (): string[] => (counterNames ??= (addon as unknown as { clientCounters: string[] }).clientCounters);
+
+/** A latency record of the engine: Welford accumulator and histogram of the same values (µs). */
+export interface LatencyRecord {
+  welford: Welford;
+  histogram: Histogram;
+}
+const emptyRecord = (): LatencyRecord => ({ welford: new Welford(), histogram: new Histogram() });
+const mergeRecord = (into: LatencyRecord, r: LatencyRecord) => {
+  into.welford.merge(r.welford);
+  into.histogram.merge(r.histogram);
+};
+const recordToJSON = (r: LatencyRecord) => ({ welford: r.welford.toJSON(), histogram: r.histogram.toJSON() });
+const recordFromJSON = (j: { welford: WelfordJSON; histogram: HistogramJSON }): LatencyRecord => ({
+  welford: Welford.fromJSON(j.welford),
+  histogram: Histogram.fromJSON(j.histogram),
+});
 
 /**
  * A snapshot of one or more client engines: counters summed, latency merged. `welford`/`histogram`: latency of
- * live messages; `sync`: time from a reconnect() drop to the connection's last SYNC/RESYNC (µs).
+ * live messages. reconnect(): `sync` is the time from a connection's drop to the SYNC/RESYNC of its last
+ * subject; `resubscribe` from its recovery SUBs (sent as the 101 arrives) to that SYNC/RESYNC (µs).
  */
 export interface Snapshot {
   counters: Record<string, number>;
   welford: Welford;
   histogram: Histogram;
-  sync: { welford: Welford; histogram: Histogram };
+  sync: LatencyRecord;
+  resubscribe: LatencyRecord;
 }
 
 export function emptySnapshot(): Snapshot {
@@ -288,7 +308,8 @@ export function emptySnapshot(): Snapshot {
     counters: Object.fromEntries(counters().map((c) => [c, 0])),
     welford: new Welford(),
     histogram: new Histogram(),
-    sync: { welford: new Welford(), histogram: new Histogram() },
+    sync: emptyRecord(),
+    resubscribe: emptyRecord(),
   };
 }
 
@@ -296,8 +317,8 @@ export function mergeSnapshot(into: Snapshot, s: Snapshot): void {
   for (const [k, v] of Object.entries(s.counters)) into.counters[k] = (into.counters[k] ?? 0) + v;
   into.welford.merge(s.welford);
   into.histogram.merge(s.histogram);
-  into.sync.welford.merge(s.sync.welford);
-  into.sync.histogram.merge(s.sync.histogram);
+  mergeRecord(into.sync, s.sync);
+  mergeRecord(into.resubscribe, s.resubscribe);
 }
 
 /** A snapshot in the form a worker process sends (JSON over IPC), and back. */
@@ -306,6 +327,7 @@ export interface SnapshotJSON {
   welford: WelfordJSON;
   histogram: HistogramJSON;
   sync: { welford: WelfordJSON; histogram: HistogramJSON };
+  resubscribe: { welford: WelfordJSON; histogram: HistogramJSON };
 }
 
 export function snapshotToJSON(s: Snapshot): SnapshotJSON {
@@ -313,7 +335,8 @@ export function snapshotToJSON(s: Snapshot): SnapshotJSON {
     counters: s.counters,
     welford: s.welford.toJSON(),
     histogram: s.histogram.toJSON(),
-    sync: { welford: s.sync.welford.toJSON(), histogram: s.sync.histogram.toJSON() },
+    sync: recordToJSON(s.sync),
+    resubscribe: recordToJSON(s.resubscribe),
   };
 }
 
@@ -322,7 +345,8 @@ export function snapshotFromJSON(j: SnapshotJSON): Snapshot {
     counters: j.counters,
     welford: Welford.fromJSON(j.welford),
     histogram: Histogram.fromJSON(j.histogram),
-    sync: { welford: Welford.fromJSON(j.sync.welford), histogram: Histogram.fromJSON(j.sync.histogram) },
+    sync: recordFromJSON(j.sync),
+    resubscribe: recordFromJSON(j.resubscribe),
   };
 }
 
@@ -352,7 +376,7 @@ export class Client {
   counters(): Record<string, number> {
     this.native.read(this.buf);
     const COUNTERS = counters();
-    const per = COUNTERS.length + 2 * (5 + LATENCY_BUCKETS);
+    const per = COUNTERS.length + RECORDS * (5 + LATENCY_BUCKETS);
     const out: Record<string, number> = Object.fromEntries(COUNTERS.map((c) => [c, 0]));
     for (let t = 0; t < this.options.threads; t++) COUNTERS.forEach((name, i) => (out[name] += this.buf[t * per + i]));
     return out;
@@ -361,8 +385,8 @@ export class Client {
     this.native.read(this.buf);
     const snap = emptySnapshot();
     const COUNTERS = counters();
-    // Per thread: the counters, then two latency records (Welford n, mean, m2, min, max; then the buckets).
-    const per = COUNTERS.length + 2 * (5 + LATENCY_BUCKETS);
+    // Per thread: the counters, then three latency records (Welford n, mean, m2, min, max; then the buckets).
+    const per = COUNTERS.length + RECORDS * (5 + LATENCY_BUCKETS);
     const record = (at: number, welford: Welford, histogram: Histogram) => {
       const [n, mean, m2, min, max] = this.buf.subarray(at, at + 5);
       if (n > 0) {
@@ -376,6 +400,7 @@ export class Client {
       const w = base + COUNTERS.length;
       record(w, snap.welford, snap.histogram);
       record(w + 5 + LATENCY_BUCKETS, snap.sync.welford, snap.sync.histogram);
+      record(w + 2 * (5 + LATENCY_BUCKETS), snap.resubscribe.welford, snap.resubscribe.histogram);
     }
     return snap;
   }

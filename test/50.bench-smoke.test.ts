@@ -92,6 +92,8 @@ describe('benchmark tools (smoke)', () => {
       assert.equal(r.unpositioned, 0, text);
       assert.equal(r.failed, 0, text);
       assert.equal(r.syncTime.count, 50, text);
+      assert.equal(r.resubscribeTime.count, 50, text);
+      assert.ok((r.resubscribeTime.max ?? Infinity) <= (r.syncTime.max ?? 0), 'SUB to SYNC is part of drop to SYNC');
       assert.equal(r.lost, 0, `lost messages:\n${text}`);
       assert.equal(r.duplicated, 0, `duplicated messages:\n${text}`);
       assert.equal(r.resyncs, 0, text);
@@ -220,6 +222,7 @@ describe('client engine sequence checks (scripted server)', () => {
       assert.equal(c.lost, 3, 'no new loss');
       assert.equal(c.duplicated, 2, 'no new duplicate');
       assert.equal(client.snapshot().sync.histogram.count, 1);
+      assert.equal(client.snapshot().resubscribe.histogram.count, 1);
       assert.equal(c.connected, 1);
     } finally {
       client.stop();

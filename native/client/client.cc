@@ -191,6 +191,7 @@ struct CConn {
   uint32_t awaiting = 0;         // recovery SUBs of this connection not yet answered SYNC or RESYNC
   uint32_t open_at = 0;          // its place in ClientThread::open_ while kOpen
   uint64_t dropped_ns = 0;       // when reconnect() dropped it (monotonic)
+  uint64_t resubscribed_ns = 0;  // when it sent its recovery SUBs (monotonic)
   std::vector<uint8_t> rx;       // partial input (HTTP response or frame)
   std::vector<uint8_t> stream;   // NATS: protocol bytes carried across frames
   std::string tx;                // output not yet accepted by the kernel
@@ -236,7 +237,8 @@ class ClientThread {
   void read(double* out) const {
     for (unsigned i = 0; i < kClientCounterCount; i++) *out++ = static_cast<double>(counters_[i].load(std::memory_order_relaxed));
     out = latency_.read(out);
-    sync_time_.read(out);
+    out = sync_time_.read(out);
+    resubscribe_time_.read(out);
   }
 
   // Called from another thread: queued, and the thread woken to act on it.
@@ -517,6 +519,7 @@ class ClientThread {
       }
       frame(c, o_.dialect == Dialect::kNats ? kOpBinary : kOpText, cmd.data(), cmd.size());
     }
+    if (c->reconnecting) c->resubscribed_ns = monotonic_ns();
     if (c->reconnecting && c->awaiting == 0) {  // no position to recover from: no SYNC will come
       c->reconnecting = false;
       add(kc_reconnects_unpositioned);
@@ -588,7 +591,9 @@ class ClientThread {
     if (c->reconnecting && c->awaiting > 0 && --c->awaiting == 0) {
       c->reconnecting = false;
       add(kc_reconnects_synced);
-      sync_time_.add((monotonic_ns() - c->dropped_ns) / 1000);
+      const uint64_t now = monotonic_ns();
+      sync_time_.add((now - c->dropped_ns) / 1000);
+      resubscribe_time_.add((now - c->resubscribed_ns) / 1000);
     }
   }
 
@@ -829,6 +834,7 @@ class ClientThread {
   std::atomic<uint64_t> counters_[kClientCounterCount];
   LatencyRecord latency_;    // live messages: publisher's timestamp to receipt
   LatencyRecord sync_time_;  // reconnect(): drop to the connection's last SYNC / RESYNC
+  LatencyRecord resubscribe_time_;  // reconnect(): recovery SUBs sent (on the 101) to that SYNC / RESYNC
 };
 
 ClientEngine::ClientEngine(ClientOptions options) : options_(std::move(options)) {

@@ -83,10 +83,12 @@ enum ClientCounter : unsigned {
   kClientCounterCount
 };
 
-// Doubles per thread in read(): counters, then two latency records, each Welford (n, mean, m2, min, max)
-// and histogram buckets: message latency (live messages), then reconnect-to-sync time (reconnect()).
+// Doubles per thread in read(): counters, then three latency records, each Welford (n, mean, m2, min, max)
+// and histogram buckets: message latency (live messages); reconnect(): the time from a connection's drop to
+// the SYNC/RESYNC of its last subject; and from its recovery SUBs (sent on the 101) to that SYNC/RESYNC.
 constexpr size_t kClientLatencySlots = 5 + kLatencyBuckets;
-constexpr size_t kClientSlotsPerThread = kClientCounterCount + 2 * kClientLatencySlots;
+constexpr unsigned kClientLatencyRecords = 3;
+constexpr size_t kClientSlotsPerThread = kClientCounterCount + kClientLatencyRecords * kClientLatencySlots;
 
 // Which connections reconnect() drops: global indices i in [from, to) with (i - from) % every == 0, those
 // open at the time (others are left alone).
