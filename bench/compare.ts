@@ -88,6 +88,8 @@ async function measure(
   seconds: number,
 ): Promise<RunSummary> {
   const common = { ServerAddresses: `127.0.0.1:${server.port}`, Dialect: server.dialect };
+  // A server named twice in --servers (to interleave runs) must not overwrite the raw files of its first run.
+  for (let n = 2, first = out; fs.existsSync(out + '.json'); n++) out = `${first}-${n}`;
   const subscriber = tool('benchsub', {
     ...common,
     LocalAddresses: LOCAL_ADDRESSES,
