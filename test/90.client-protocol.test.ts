@@ -339,6 +339,21 @@ describe('refusals and errors', SUITE, () => {
     });
   });
 
+  it('gives an ERR without an id to the oldest unanswered command: a PUB the server could not read (answers come in order)', async () => {
+    const server = await ScriptedServer.start();
+    const { client: c, rec } = client(server);
+    const conn = await server.accept();
+    await rec.event('connected');
+    const first = c.publish('/o/a', '1', { retained: true });
+    const second = c.publish('/o/a', '2');
+    const [l1, l2] = [await conn.expect(/^PUB \/o\/a \S+ \+retained\n1$/), await conn.expect(/^PUB \/o\/a \S+\n2$/)];
+    conn.send('ERR bad-command PUB takes a subject and an optional id, got 3 arguments; the payload goes after the first newline');
+    conn.send(`ACK ${l2.split(/[ \n]/)[2]}`);
+    await assert.rejects(first, (e: StarlingError) => e.code === 'bad-command' && e.subject === '/o/a' && /^PUB takes a subject/.test(e.detail));
+    await second;
+    assert.ok(l1);
+  });
+
   it('reports every malformed server message as an error event and goes on', async () => {
     const { conn, rec, client: c } = await subscribed('/h/ok', 'e1', 0);
     const hostile: (string | Buffer)[] = [

@@ -9,8 +9,9 @@
 // when neither exists — the `ws` package, loaded with a dynamic import (Node 20 has no global WebSocket).
 //
 // Ordering is what makes the bookkeeping simple: the server processes a connection's commands in order and
-// answers them in order, so every SUB/UNSUB is followed by `PING <token>`, and an `ERR` without a publish id
-// belongs to the oldest command whose `PONG` has not come back yet (the "barrier" queue below).
+// answers them in order. Every PUB carries an id (answered by ACK or ERR), every SUB/UNSUB is followed by
+// `PING <token>` (a "barrier"); an `ERR` without an id in flight belongs to the oldest of these still unanswered
+// (the `outstanding` queue below) — a SUB refused, or a PUB the server could not parse far enough to read its id.
 
 // ---------------------------------------------------------------------------------------------------
 // Public types
@@ -316,11 +317,11 @@ interface PendingPublish {
   reject(e: StarlingError): void;
 }
 
-/** An outstanding `PING <token>` sent after a command; an ERR without a publish id before its PONG is that command's. */
-interface Barrier {
-  token: string;
-  onError(e: StarlingError): void;
-}
+/**
+ * A command still waiting for its answer, in the order sent: a publish (ACK or ERR), or a `PING <token>` sent
+ * after a SUB/UNSUB (PONG; an ERR without an id before it is that command's).
+ */
+type Outstanding = { publish: PendingPublish } | { token: string; onError(e: StarlingError): void };
 
 /** A subscription's state. `phase`: idle (not sent on this connection), subscribing (SUB sent, no SYNC yet), live. */
 class Sub implements Subscription {
@@ -403,7 +404,7 @@ export class Client {
   private readonly subs = new Map<string, Sub>();
   /** Subjects unsubscribed on this connection whose UNSUB's PONG has not come: their messages are the old subscription's. */
   private readonly stale = new Map<string, string>();
-  private barriers: Barrier[] = [];
+  private outstanding: Outstanding[] = [];
   /** Publishes sent on this connection, by id, waiting for ACK or ERR. */
   private readonly inFlight = new Map<string, PendingPublish>();
   /** Publishes made while not connected, sent in order once connected. */
@@ -633,7 +634,7 @@ export class Client {
     } catch {
       /* closed already */
     }
-    this.barriers = [];
+    this.outstanding = [];
     this.stale.clear();
     for (const sub of this.subs.values()) sub.phase = 'idle';
     const lost = [...this.inFlight.values()];
@@ -713,7 +714,7 @@ export class Client {
   private barrier(onError: (e: StarlingError) => void): string {
     const token = `b${(++this.counter).toString(36)}`;
     this.send(`PING ${token}`);
-    this.barriers.push({ token, onError });
+    this.outstanding.push({ token, onError });
     return token;
   }
 
@@ -725,6 +726,7 @@ export class Client {
 
   private sendPublish(p: PendingPublish): void {
     this.inFlight.set(p.id, p);
+    this.outstanding.push({ publish: p });
     this.send(p.frame);
   }
 
@@ -787,7 +789,7 @@ export class Client {
       case 'ACK': {
         const p = parts.length === 2 ? this.inFlight.get(parts[1]) : undefined;
         if (!p) return this.malformed(header);
-        this.inFlight.delete(p.id);
+        this.answered(p);
         return p.resolve();
       }
       case 'ERR':
@@ -795,11 +797,10 @@ export class Client {
         return this.refusal(parts[1], parts.slice(2));
       case 'PONG': {
         // Only the client sends PINGs on its connection, each with a token it still waits for.
-        const i = this.barriers.findIndex((b) => b.token === parts[1]);
+        const i = this.outstanding.findIndex((o) => 'token' in o && o.token === parts[1]);
         if (parts.length !== 2 || i < 0) return this.malformed(header);
-        const token = this.barriers[i].token;
-        this.barriers.splice(0, i + 1);
-        for (const [subject, t] of this.stale) if (t === token) this.stale.delete(subject);
+        this.outstanding.splice(i, 1);
+        for (const [subject, t] of this.stale) if (t === parts[1]) this.stale.delete(subject);
         return;
       }
       case 'AUTH':
@@ -814,17 +815,26 @@ export class Client {
     this.emit('error', new StarlingError('protocol', `malformed server message ${JSON.stringify(what.slice(0, 120))}`));
   }
 
-  /** `ERR <code> [<id>] [<detail>]`: a publish's when the token after the code is an id in flight, else the oldest barrier's. */
+  /** A publish got its answer. */
+  private answered(p: PendingPublish): void {
+    this.inFlight.delete(p.id);
+    const i = this.outstanding.findIndex((o) => 'publish' in o && o.publish === p);
+    if (i >= 0) this.outstanding.splice(i, 1);
+  }
+
+  /** `ERR <code> [<id>] [<detail>]`: a publish's when the token after the code is an id in flight, else the oldest outstanding command's. */
   private refusal(code: string, rest: string[]): void {
     const p = rest.length > 0 ? this.inFlight.get(rest[0]) : undefined;
     if (p) {
-      this.inFlight.delete(p.id);
+      this.answered(p);
       return p.reject(new StarlingError(code, rest.slice(1).join(' '), { subject: p.subject }));
     }
     const e = new StarlingError(code, rest.join(' '));
-    const head = this.barriers[0];
-    if (head) head.onError(e);
-    else this.emit('error', e);
+    const head = this.outstanding[0];
+    if (!head) return this.emit('error', e);
+    if ('token' in head) return head.onError(e);
+    this.answered(head.publish);
+    head.publish.reject(new StarlingError(code, e.detail, { subject: head.publish.subject }));
   }
 
   private message(subject: string, pos: Position, kind: MessageKind, payload: Payload): void {
