@@ -86,6 +86,7 @@ export class Monitor {
         return { type: 'text/html; charset=utf-8', body: html, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
       };
       routes['/stats'] = () => ({ type: 'application/json; charset=utf-8', body: this.json() });
+      routes['/history'] = () => ({ type: 'application/json; charset=utf-8', body: this.historyReply() });
       // The client SDK for pages of any origin: a module script is fetched in CORS mode, so it needs the header.
       let client: Buffer | Error;
       try {
@@ -98,7 +99,6 @@ export class Monitor {
         if (client instanceof Error) throw client;
         return { type: 'text/javascript; charset=utf-8', body: client, headers: { 'Access-Control-Allow-Origin': '*' } };
       };
-      routes['/history'] = () => ({ type: 'application/json; charset=utf-8', body: this.historyReply() });
     }
     if (c.Monitor.includes('PROMETHEUS')) {
       const prometheus = new PrometheusExporter(require(path.join(ROOT, 'package.json')).version, indicators);
