@@ -10,6 +10,7 @@
         "native/pubsub/subject.cc",
         "native/pubsub/broker.cc",
         "native/pubsub/dispatch.cc",
+        "native/pubsub/cache.cc",
         "native/transport/ws_session.cc",
         "native/io/memory.cc",
         "native/io/loop_epoll.cc",

@@ -87,6 +87,9 @@ ServerOptions read_options(const Napi::Object& o) {
   opts.memory = static_cast<uint64_t>(o.Get("memory").As<Napi::Number>().Int64Value());
   opts.keepalive_s = o.Get("keepAlive").As<Napi::Number>().Uint32Value();
   opts.max_connections = o.Get("maxConnections").As<Napi::Number>().Uint32Value();
+  opts.cache_size = static_cast<uint64_t>(o.Get("cacheSize").As<Napi::Number>().Int64Value());
+  opts.max_cached_messages = o.Get("maxCachedMessagesPerSubject").As<Napi::Number>().Uint32Value();
+  opts.cache_expire_ms = static_cast<uint64_t>(o.Get("cacheExpireTime").As<Napi::Number>().Int64Value()) * 1000;
   return opts;
 }
 

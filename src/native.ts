@@ -22,6 +22,11 @@ export interface NativeOptions {
   keepAlive: number;
   /** Client connections held at once; 0: RLIMIT_NOFILE less 256 (MaxConnections). */
   maxConnections: number;
+  /** History cache bytes, all subjects (CacheSize); 0: off. */
+  cacheSize: number;
+  maxCachedMessagesPerSubject: number;
+  /** Seconds; 0: never (CacheExpireTime). */
+  cacheExpireTime: number;
 }
 
 /** Result of NativeServer.publish. */

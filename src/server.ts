@@ -60,6 +60,10 @@ export class Server {
       memory: c.Memory,
       keepAlive: c.KeepAlive,
       maxConnections: c.MaxConnections,
+      // The default CacheSize stays within half of a small Memory (an explicit one is checked at load).
+      cacheSize: Math.min(c.CacheSize, Math.floor(c.Memory / 2)),
+      maxCachedMessagesPerSubject: c.MaxCachedMessagesPerSubject,
+      cacheExpireTime: c.CacheExpireTime,
     });
     this.layout = new CounterLayout(c.Workgroups, addon.workgroupCounters, addon.serverCounters);
     const slots = this.native.counterSlots();
@@ -97,7 +101,8 @@ export class Server {
   /**
    * Publishes a message to every subscriber of `subject`, exactly as a client's PUB would: a string is
    * sent as a text frame, bytes as a binary frame. Crosses into native code once, whatever the number of
-   * subscribers. Returns false when nobody subscribes to the subject.
+   * subscribers. Returns false when nobody subscribes to the subject (with the history cache on, the
+   * message is still kept for later `SUB <subject>#<n>` and recovery, as a client's would be).
    */
   publish(subject: string, payload: string | Uint8Array): boolean {
     if (typeof subject !== 'string') throw new TypeError(`publish: subject must be a string, got ${typeof subject}`);

@@ -229,8 +229,9 @@ describe('protocol garbage', SUITE, () => {
     ['', 'bad-command'],
     ['SUB /a\tb', 'bad-command'],
     ['SUB /a\nbody', 'bad-command'],
-    ['SUB /a#5', 'bad-command'], // reserved: history
-    ['SUB /a@k2x:17', 'bad-command'], // reserved: recovery
+    ['SUB /a@K2X:17', 'bad-command'], // recovery with an epoch that is not lower-case base 36
+    ['SUB /a#1234567890', 'bad-command'], // history count of 10 digits
+    ['SUB conflate=150 /a', 'bad-command'], // conflation is in steps of 100 ms
     ['PING a b', 'bad-command'],
     [`PUB /a ${'i'.repeat(65)}\nx`, 'bad-command'], // id over 64 characters
     ['PUB /a b c\nx', 'bad-command'],
@@ -271,7 +272,7 @@ describe('protocol garbage', SUITE, () => {
     ['SUB', 'ERR bad-command SUB needs at least one subject, e.g. "SUB /a/b"'],
     ['SUB /a  /b', 'ERR bad-command tokens must be separated by single spaces; remove the extra space at offset 7'],
     [`PUB /a ${'i'.repeat(65)}\nx`, 'ERR bad-command PUB id is 65 characters long; the limit is 64'],
-    ['PUB /a hello world', 'ERR bad-command PUB takes a subject and an optional id, got 3 arguments; the payload goes after the first newline'],
+    ['PUB /a hello world', 'ERR bad-command PUB takes a subject, an optional id and an optional +retained, got 3 arguments; the payload goes after the first newline'],
     ['SUB /é', 'ERR bad-command header byte 0xC3 at offset 5 is not printable ASCII (0x20-0x7E); only the PUB payload, after the first newline, may hold other bytes'],
   ];
   for (const [command, expected] of details) {

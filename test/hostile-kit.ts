@@ -89,7 +89,10 @@ export interface Exit {
 }
 
 /** Test defaults: loopback, a free port, two workgroups assigned round-robin (BenchmarkMode), no monitor. */
-export const CHILD_DEFAULTS = { Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn', Monitor: '' };
+// CacheSize: the history cache keeps up to CacheSize of what a flood published, by design (bounded by configuration);
+// the floods here measure that queues and sessions give their memory back, so the cache is kept small beside the
+// 64 MB tolerance of assertRssBack.
+export const CHILD_DEFAULTS = { Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn', Monitor: '', CacheSize: '8M' };
 
 /** A Starling server running in a child process (test/fixtures/server-child.ts). */
 export class ServerChild {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 #include "io/memory.h"
 #include "transport/ws_frame.h"
@@ -19,6 +20,7 @@ struct Frame {
   uint32_t end;     // offset one past the last byte
   uint32_t cost;    // bytes charged to the memory account (allocation plus malloc's overhead)
   uint8_t opcode;   // kOpText or kOpBinary: the publisher's frame type, kept for the subscribers
+  bool retained;    // a publish: "PUB … +retained" (the home keeps it as the subject's snapshot)
   uint8_t bytes[1];
 
   // A frame of `capacity` bytes with one reference; begin = end = 0. nullptr when memory is exhausted
@@ -32,6 +34,7 @@ struct Frame {
     f->begin = f->end = 0;
     f->cost = static_cast<uint32_t>(n + mem::kMallocOverhead);
     f->opcode = kOpText;
+    f->retained = false;
     return f;
   }
 

@@ -14,33 +14,48 @@ constexpr uint32_t kIndexFrom = 16;
 
 }  // namespace
 
-Frame* publish_frame(std::string_view subject, const void* payload, size_t len, uint8_t opcode) {
+Frame* publish_frame(std::string_view subject, const void* payload, size_t len, uint8_t opcode, bool retained) {
   size_t room = publish_headroom(subject.size());
   Frame* f = Frame::alloc(room + len);
   if (!f) return nullptr;
   f->begin = static_cast<uint32_t>(room);
   f->end = static_cast<uint32_t>(room + len);
   f->opcode = opcode;
+  f->retained = retained;
   if (len) std::memcpy(f->bytes + f->begin, payload, len);
   return f;
 }
 
 Broker::Broker(Registry& registry, unsigned wg, BrokerOptions options, BrokerHost& host, Counters& counters)
-    : registry_(registry), wg_(wg), opt_(options), host_(host), counters_(counters) {
+    : registry_(registry), wg_(wg), opt_(options), host_(host), counters_(counters),
+      cache_(options.cache, registry, counters) {
   // At most one delivery per workgroup is ever deferred (no publish is taken while one is), so this never
   // has to grow: a deferral cannot fail for lack of memory.
   deferred_.reserve(64);
 }
 
+namespace {
+
+void drop_request(Request* r) {
+  if (r->answer) r->answer->unref();
+  delete r;
+}
+
+}  // namespace
+
 Broker::~Broker() {
   for (Held& h : held_) {
     h.subject->unref();
-    h.frame->unref();
+    if (h.frame) h.frame->unref();
+    if (h.request) drop_request(h.request);
   }
   for (Deferred& d : deferred_) {
     d.subject->unref();
-    d.frame->unref();
+    if (d.frame) d.frame->unref();
+    if (d.request) drop_request(d.request);
   }
+  for (auto& [key, state] : conflated_)
+    if (state.latest) state.latest->unref();
 }
 
 bool Broker::route(Subject* s, Frame* f) {
@@ -55,7 +70,7 @@ bool Broker::route(Subject* s, Frame* f) {
 void Broker::retry() {
   for (size_t i = 0; i < deferred_.size();) {
     Deferred& d = deferred_[i];
-    if (host_.post_deliver(d.wg, d.subject, d.frame)) {
+    if (d.request ? host_.post_answer(d.wg, d.subject, d.request) : host_.post_deliver(d.wg, d.subject, d.frame)) {
       deferred_.erase(deferred_.begin() + static_cast<std::ptrdiff_t>(i));
     } else {
       i++;
@@ -64,10 +79,16 @@ void Broker::retry() {
   // Held publishes leave in the order they were made; the first that still cannot go stops the rest.
   while (!held_.empty() && accepting()) {
     Held& h = held_.front();
+    if (h.request) {
+      if (!host_.post_request(h.subject->home, h.subject, h.request)) break;
+      held_.pop_front();  // c stays paused until the answer
+      continue;
+    }
     if (!route(h.subject, h.frame)) break;
     Subscriber* c = h.conn;
     std::string id = std::move(h.id);
     held_.pop_front();
+    if (!c) continue;  // re-routed by this home: acknowledged where it was published
     counters_.add(k_messages_in);
     ack(c, id);
     host_.resume(c);  // may parse more of c's input, and hold another publish at the back
@@ -75,6 +96,24 @@ void Broker::retry() {
 }
 
 void Broker::publish_home(Subject* s, Frame* f) {
+  if (cache_.enabled() && !s->cache && !registry_.hold(s)) {
+    // Forgotten since it was routed here (no subscriber, nothing cached): publish to the subject now
+    // registered under its name, a new one if need be (PROTOCOL.md: a subject exists from its first
+    // publish). Its home may be another workgroup.
+    Subject* now;
+    try {
+      now = registry_.find_or_create_ref(s->name(), wg_);
+    } catch (const std::bad_alloc&) {
+      counters_.add(k_alloc_failures);
+      s->unref();
+      f->unref();
+      return;
+    }
+    s->unref();
+    if (now->home == wg_) return publish_home(now, f);  // a subject of this home is held below
+    if (!host_.post_publish(now->home, now, f)) held_.push_back(Held{nullptr, now, f, nullptr, {}});
+    return;
+  }
   // Sequence, then write "MSG <subject> <epoch>:<seq>\n" and the WebSocket head in front of the payload.
   uint64_t seq = ++s->seq;
   char epoch[16];
@@ -86,6 +125,7 @@ void Broker::publish_home(Subject* s, Frame* f) {
   size_t hh = server_head_size(total);
   write_server_head(payload - mh - hh, f->opcode, total);
   f->begin -= static_cast<uint32_t>(mh + hh);
+  if (cache_.enabled()) cache_.append(s, f, f->retained, now_ms_);
 
   uint64_t mask = s->interest.load(std::memory_order_acquire);
   for (; mask; mask &= mask - 1) {
@@ -98,7 +138,7 @@ void Broker::publish_home(Subject* s, Frame* f) {
     f->ref();
     if (!host_.post_deliver(w, s, f)) {
       counters_.add(k_deliveries_deferred);
-      deferred_.push_back(Deferred{w, s, f});
+      deferred_.push_back(Deferred{w, s, f, nullptr});
     }
   }
   s->unref();
@@ -110,7 +150,161 @@ void Broker::deliver(Subject* s, Frame* f) {
   if (!list.size) return;
   f->ref(list.size);
   counters_.add(k_messages_out, list.size);
-  for (uint32_t i = 0; i < list.size; i++) host_.send(list.items[i].who, f);
+  for (uint32_t i = 0; i < list.size; i++) {
+    const SubRef& r = list.items[i];
+    if (r.conflate_ms) conflate(r.who, r.conflate_ms, s, f);
+    else host_.send(r.who, f);
+  }
+}
+
+// At most one message per interval to this subscription, the latest: the first goes at once, later ones
+// replace each other until the interval has passed (flush_conflated). One frame reference per
+// subscription at most: no queue grows with the publish rate.
+void Broker::conflate(Subscriber* who, uint32_t interval_ms, Subject* s, Frame* f) {
+  Conflation* st;
+  try {
+    st = &conflated_[ConflationKey{who, s}];
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);
+    host_.send(who, f);  // cannot conflate it: deliver it (more messages, never fewer)
+    return;
+  }
+  st->interval_ms = interval_ms;
+  if (now_ms_ >= st->next_ms) {
+    if (st->latest) {  // an older one due now: the new one supersedes it
+      st->latest->unref();
+      st->latest = nullptr;
+      counters_.add(k_messages_conflated);
+      counters_.sub(k_messages_out);
+    }
+    st->next_ms = now_ms_ + interval_ms;
+    host_.send(who, f);
+    return;
+  }
+  if (st->latest) {
+    st->latest->unref();
+    counters_.add(k_messages_conflated);
+    counters_.sub(k_messages_out);
+  } else {
+    try {
+      due_.push(Due{st->next_ms, who, s});
+    } catch (const std::bad_alloc&) {
+      counters_.add(k_alloc_failures);
+      host_.send(who, f);
+      return;
+    }
+  }
+  st->latest = f;
+}
+
+int Broker::flush_conflated() {
+  while (!due_.empty() && due_.top().at <= now_ms_) {
+    Due d = due_.top();
+    due_.pop();
+    auto it = conflated_.find(ConflationKey{d.who, d.subject});
+    if (it == conflated_.end() || !it->second.latest) continue;  // stale: sent or dropped since
+    Conflation& st = it->second;
+    if (st.next_ms > now_ms_) continue;
+    st.next_ms = now_ms_ + st.interval_ms;
+    Frame* f = st.latest;
+    st.latest = nullptr;
+    host_.send(d.who, f);
+  }
+  if (due_.empty()) return -1;
+  return static_cast<int>(due_.top().at - now_ms_);
+}
+
+void Broker::drop_conflation(Subscriber* c, Subject* s) {
+  auto it = conflated_.find(ConflationKey{c, s});
+  if (it == conflated_.end()) return;
+  if (it->second.latest) it->second.latest->unref();
+  conflated_.erase(it);
+}
+
+void Broker::release_if_unused(Subject* s) {
+  if (s->local(wg_).size) return;
+  for (const auto& [token, p] : pending_)
+    if (p.subject == s) return;
+  registry_.release(s, wg_);
+}
+
+void Broker::on_request(Subject* s, Request* r) {
+  cache_.answer(s, *r, now_ms_);
+  if (r->from == wg_) {  // (requests of this workgroup are answered at once; kept for completeness)
+    on_answer(s, r);
+    return;
+  }
+  if (!host_.post_answer(r->from, s, r)) {
+    counters_.add(k_deliveries_deferred);
+    deferred_.push_back(Deferred{r->from, s, nullptr, r});
+  }
+}
+
+void Broker::on_answer(Subject* s, Request* r) {
+  auto it = pending_.find(r->token);
+  if (it != pending_.end()) {
+    Pending p = it->second;
+    pending_.erase(it);
+    if (p.conn) {
+      finish(p.conn, s, *r, p.conflate_ms);
+      resume_if_done(p.conn);
+    } else {
+      release_if_unused(s);
+    }
+  }
+  drop_request(r);
+  s->unref();
+}
+
+void Broker::resume_if_done(Subscriber* c) {
+  auto w = waits_.find(c);
+  if (w == waits_.end() || --w->second) return;
+  waits_.erase(w);
+  host_.resume(c);
+}
+
+bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms) {
+  Request* r = new Request();  // std::bad_alloc: on_sub answers ERR limit
+  r->token = ++next_token_;
+  r->from = wg_;
+  r->spec = spec;
+  r->spec.subject = std::string_view();
+  if (s->home == wg_) {
+    cache_.answer(s, *r, now_ms_);
+    finish(c, s, *r, conflate_ms);
+    drop_request(r);
+    return true;
+  }
+  try {
+    pending_.emplace(r->token, Pending{c, s, conflate_ms});
+    waits_[c]++;
+  } catch (const std::bad_alloc&) {
+    pending_.erase(r->token);
+    delete r;
+    throw;
+  }
+  s->ref();
+  if (!host_.post_request(s->home, s, r)) held_.push_back(Held{c, s, nullptr, r, {}});
+  return false;
+}
+
+void Broker::finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms) {
+  if (r.failed) {
+    reply_err(c, ErrCode::kLimit, {}, std::string(s->name()) + ": server out of memory; subscribe again later");
+    release_if_unused(s);
+    return;
+  }
+  if (r.answer) {
+    r.answer->ref();
+    host_.send(c, r.answer);
+  }
+  try {
+    subscribe(c, s, conflate_ms);
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);
+    reply_err(c, ErrCode::kLimit, {}, std::string(s->name()) + ": server out of memory");
+    release_if_unused(s);
+  }
 }
 
 int Broker::find(Subscriber* c, std::string_view name) const {
@@ -128,8 +322,8 @@ int Broker::find(Subscriber* c, std::string_view name) const {
 
 // A connection's index is built when it grows past kIndexFrom subscriptions and erased when it drops to
 // kIndexFrom / 2; while it exists it is kept exact (every subscription, at its slot), whatever nsubs is.
-void Broker::subscribe(Subscriber* c, Subject* s) {
-  link(c, s, wg_);
+void Broker::subscribe(Subscriber* c, Subject* s, uint32_t conflate_ms) {
+  link(c, s, wg_, conflate_ms);
   counters_.add(k_subscriptions);
   if (c->nsubs <= kIndexFrom / 2) return;  // no index: one is erased at kIndexFrom / 2
   try {
@@ -151,30 +345,49 @@ void Broker::subscribe(Subscriber* c, Subject* s) {
 void Broker::unsubscribe(Subscriber* c, uint32_t k) {
   auto it = c->nsubs > kIndexFrom / 2 ? index_.find(c) : index_.end();
   if (it != index_.end()) it->second.erase(c->subs[k].subject->name());
+  {
+    const SubSlot& slot = c->subs[k];
+    if (slot.subject->local(wg_).items[slot.index].conflate_ms) drop_conflation(c, slot.subject);
+  }
   Subject* s = unlink(c, k, wg_);  // moves the last subscription into slot k
   counters_.sub(k_subscriptions);
   if (it != index_.end()) {
     if (c->nsubs <= kIndexFrom / 2) index_.erase(it);
     else if (k < c->nsubs) it->second[c->subs[k].subject->name()] = k;
   }
-  if (s->local(wg_).size == 0) registry_.release(s, wg_);
+  release_if_unused(s);
 }
 
 void Broker::on_leave(Subscriber* c) {
   index_.erase(c);
+  waits_.erase(c);
+  for (auto& [token, p] : pending_)
+    if (p.conn == c) p.conn = nullptr;  // its answer releases the subject (release_if_unused)
   while (c->nsubs) {
+    const SubSlot& slot = c->subs[c->nsubs - 1];
+    if (slot.subject->local(wg_).items[slot.index].conflate_ms) drop_conflation(c, slot.subject);
     Subject* s = unlink(c, c->nsubs - 1, wg_);
     counters_.sub(k_subscriptions);
-    if (s->local(wg_).size == 0) registry_.release(s, wg_);
+    release_if_unused(s);
   }
   for (auto it = held_.begin(); it != held_.end();) {
-    if (it->conn == c) {
-      it->subject->unref();
-      it->frame->unref();
-      it = held_.erase(it);
-    } else {
+    if (it->conn != c) {
       ++it;
+      continue;
     }
+    Subject* s = it->subject;
+    Request* r = it->request;
+    Frame* f = it->frame;
+    it = held_.erase(it);
+    if (r) {  // never sent: nothing will answer it; this workgroup may no longer need the subject
+      pending_.erase(r->token);
+      drop_request(r);
+      release_if_unused(s);
+    } else {  // never acknowledged; a subject made for it (cache on) and never held is forgotten
+      f->unref();
+      registry_.forget_if_idle(s);
+    }
+    s->unref();
   }
 }
 

@@ -1,8 +1,16 @@
 // Broker: one workgroup's share of publish/subscribe — its connections' commands (dispatch.cc) and the
 // routing of messages (broker.cc): a publish goes to its subject's home, which sequences it, frames it
-// once and fans it out to every interested workgroup; each workgroup queues the same frame to its local
-// subscribers. No socket, no thread: the workgroup owns the Broker and drives it from its loop, and the
-// BrokerHost is how it reaches the rings and the connections.
+// once, caches it (pubsub/cache.h) and fans it out to every interested workgroup; each workgroup queues
+// the same frame to its local subscribers. No socket, no thread: the workgroup owns the Broker and drives
+// it from its loop, and the BrokerHost is how it reaches the rings and the connections.
+//
+// Recovery, history and snapshots (PROTOCOL.md v2) are answered at the home, in the subject's sequence:
+// a SUB spec that needs them is sent to the home as a Request (publish ring, in order with that
+// workgroup's publishes); the home answers with the frames to send and the position N they reach, on the
+// same delivery ring as the subject's messages. The asking workgroup marked its interest before asking,
+// so messages after N follow the answer on that ring, and it links the subscription only when the answer
+// arrives, so none up to N reaches it live: each message exactly once, no gap. The connection reads no
+// more commands until its answers are in (so a later PONG still means "every earlier command took effect").
 //
 // Back-pressure (DESIGN.md rule 2). Nothing is dropped between threads:
 // - A publish whose home's ring is full is held (with its connection paused: nothing more is read from
@@ -20,7 +28,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include <queue>
+
 #include "io/frame.h"
+#include "pubsub/cache.h"
 #include "pubsub/protocol.h"
 #include "pubsub/subject.h"
 #include "runtime/counters.h"
@@ -30,6 +41,7 @@ namespace starling {
 struct BrokerOptions {
   uint64_t max_message = 65536;      // MaxMessageSize
   uint32_t max_subscriptions = 1000; // MaxSubscriptionsPerConnection
+  CacheOptions cache;                // this workgroup's share of the history cache (max_bytes 0: off)
 };
 
 // How a Broker reaches the rest of its workgroup. Every method runs on the workgroup's thread.
@@ -40,6 +52,11 @@ class BrokerHost {
   virtual bool post_publish(unsigned home, Subject* s, Frame* f) = 0;
   // Hands a framed message to workgroup w for its subscribers (references move on success).
   virtual bool post_deliver(unsigned w, Subject* s, Frame* f) = 0;
+  // A SUB spec for the subject's home, on the ring post_publish uses (the reference to s and r move on
+  // success).
+  virtual bool post_request(unsigned home, Subject* s, Request* r) = 0;
+  // The home's answer to r->from, on the ring post_deliver uses (references move on success).
+  virtual bool post_answer(unsigned w, Subject* s, Request* r) = 0;
   // Queues f to a local connection (one reference taken, even on failure). f == nullptr: a frame for it
   // could not be allocated. Must not call back into the Broker: a connection that cannot take its output
   // is closed later by the host (out of memory is never silent: the connection sees the close).
@@ -55,7 +72,8 @@ constexpr size_t publish_headroom(size_t subject_len) {
 }
 // A frame holding the payload behind publish_headroom(subject): what the home's publish_home expects.
 // nullptr when out of memory.
-Frame* publish_frame(std::string_view subject, const void* payload, size_t len, uint8_t opcode);
+Frame* publish_frame(std::string_view subject, const void* payload, size_t len, uint8_t opcode,
+                     bool retained = false);
 
 class Broker {
  public:
@@ -70,10 +88,21 @@ class Broker {
   // The connection left: drops its subscriptions and any held publish (never acknowledged).
   void on_leave(Subscriber* c);
 
-  // From the inbox. on_publish: this workgroup is the subject's home (consumes one reference to each);
-  // call only while accepting(). on_deliver: for the local subscribers (borrows both).
+  // From the inbox. on_publish / on_request: this workgroup is the subject's home (they consume one
+  // reference to each argument); call only while accepting(). on_deliver: for the local subscribers
+  // (borrows both). on_answer: the home's answer to a request of this workgroup (consumes both).
   void on_publish(Subject* s, Frame* f) { publish_home(s, f); }
+  void on_request(Subject* s, Request* r);
   void on_deliver(Subject* s, Frame* f) { deliver(s, f); }
+  void on_answer(Subject* s, Request* r);
+
+  // The loop's clock (CLOCK_MONOTONIC ms), set before each iteration's work.
+  void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
+  // Sends conflated messages whose interval has passed; returns ms until the next is due (-1: none).
+  int flush_conflated();
+  // Once a second: drops expired cached messages.
+  void pass() { cache_.expire(now_ms_); }
+  bool caching() const { return cache_.enabled(); }
 
   // True while no delivery is deferred: the home may take publishes.
   bool accepting() const { return deferred_.empty(); }
@@ -84,9 +113,10 @@ class Broker {
 
  private:
   // dispatch.cc
-  void on_sub(Subscriber* c, std::string_view subjects);
+  bool on_sub(Subscriber* c, const Command& cmd);
   void on_unsub(Subscriber* c, std::string_view subjects);
-  bool on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id, std::string_view body);
+  bool on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id, std::string_view body,
+              bool retained);
   void reply(Subscriber* c, const char* p, size_t n);
   void reply_err(Subscriber* c, ErrCode code, std::string_view id, std::string_view detail);
   void ack(Subscriber* c, std::string_view id);
@@ -95,20 +125,58 @@ class Broker {
   bool route(Subject* s, Frame* f);   // to the home; false (references kept) when it cannot take it now
   void publish_home(Subject* s, Frame* f);
   void deliver(Subject* s, Frame* f);
+  void conflate(Subscriber* who, uint32_t interval_ms, Subject* s, Frame* f);
   int find(Subscriber* c, std::string_view name) const;
-  void subscribe(Subscriber* c, Subject* s);
+  void subscribe(Subscriber* c, Subject* s, uint32_t conflate_ms);
   void unsubscribe(Subscriber* c, uint32_t k);
+  void drop_conflation(Subscriber* c, Subject* s);
+  // Clears this workgroup's interest in s if it has no local subscriber and no request in flight for it.
+  void release_if_unused(Subject* s);
+  // A spec that needs the home: answered here (home) or sent there. False when c waits for an answer.
+  bool ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms);
+  // The answer for c: send it, then link the subscription.
+  void finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms);
+  void resume_if_done(Subscriber* c);
 
-  struct Held {       // a publish waiting for its home's ring
-    Subscriber* conn;
+  struct Held {       // a publish (or a request) waiting for its home's ring
+    Subscriber* conn; // nullptr: a publish re-routed by a home (its subject was forgotten meanwhile)
     Subject* subject;
-    Frame* frame;
+    Frame* frame;     // nullptr for a request
+    Request* request;
     std::string id;
   };
-  struct Deferred {   // a delivery waiting for a workgroup's ring
+  struct Deferred {   // a delivery (or an answer) waiting for a workgroup's ring
     unsigned wg;
     Subject* subject;
-    Frame* frame;
+    Frame* frame;     // nullptr for an answer
+    Request* request;
+  };
+  struct Pending {    // a request in flight for a connection of this workgroup
+    Subscriber* conn; // nullptr once it left
+    Subject* subject;
+    uint32_t conflate_ms;
+  };
+  // One conflated subscription's state: when it may send next, and the latest message held until then.
+  struct ConflationKey {
+    const Subscriber* who;
+    const Subject* subject;
+    bool operator==(const ConflationKey& o) const { return who == o.who && subject == o.subject; }
+  };
+  struct ConflationHash {
+    size_t operator()(const ConflationKey& k) const {
+      return std::hash<const void*>()(k.who) * 31 + std::hash<const void*>()(k.subject);
+    }
+  };
+  struct Conflation {
+    uint64_t next_ms = 0;
+    uint32_t interval_ms = 0;
+    Frame* latest = nullptr;
+  };
+  struct Due {        // a conflated message to send at `at` (stale once its state sent or dropped it)
+    uint64_t at;
+    Subscriber* who;
+    Subject* subject;
+    bool operator>(const Due& o) const { return at > o.at; }
   };
   // Name → index into the connection's subscription list, kept for connections with many subscriptions
   // so that SUB/UNSUB cost is proportional to the names in the message, not to what the connection holds.
@@ -119,10 +187,17 @@ class Broker {
   const BrokerOptions opt_;
   BrokerHost& host_;
   Counters& counters_;
+  HomeCache cache_;
+  uint64_t now_ms_ = 0;
   std::deque<Held> held_;
   std::vector<Deferred> deferred_;
+  uint64_t next_token_ = 0;
+  std::unordered_map<uint64_t, Pending> pending_;           // by Request::token
+  std::unordered_map<const Subscriber*, uint32_t> waits_;   // connections paused for answers: how many
+  std::unordered_map<ConflationKey, Conflation, ConflationHash> conflated_;
+  std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due_;
   std::unordered_map<const Subscriber*, NameIndex> index_;
-  std::vector<std::string_view> scratch_;  // on_sub's working list, kept to reuse its memory
+  std::vector<Spec> scratch_;  // on_sub's working list, kept to reuse its memory
 };
 
 }  // namespace starling

@@ -1,4 +1,5 @@
-// Client commands (PROTOCOL.md): SUB, UNSUB, PUB, PING, and their replies.
+// Client commands (PROTOCOL.md v2): SUB (with its recovery, history and conflation forms), UNSUB, PUB,
+// PING, and their replies.
 #include <algorithm>
 #include <cstring>
 #include <new>
@@ -31,13 +32,12 @@ bool Broker::on_command(Subscriber* c, uint8_t opcode, uint8_t* p, size_t len) {
   parse_command(p, len, &cmd);
   switch (cmd.kind) {
     case Cmd::Sub:
-      on_sub(c, cmd.subjects);
-      return true;
+      return on_sub(c, cmd);
     case Cmd::Unsub:
       on_unsub(c, cmd.subjects);
       return true;
     case Cmd::Pub:
-      return on_pub(c, opcode, cmd.subject, cmd.id, cmd.body);
+      return on_pub(c, opcode, cmd.subject, cmd.id, cmd.body, cmd.retained);
     case Cmd::Ping: {
       char out[5 + kMaxIdLen];
       size_t n = 4;
@@ -57,32 +57,45 @@ bool Broker::on_command(Subscriber* c, uint8_t opcode, uint8_t* p, size_t len) {
   return true;
 }
 
-void Broker::on_sub(Subscriber* c, std::string_view subjects) {
-  // All or nothing: count the subjects new to this connection (a name repeated in one SUB counts once)
-  // so that a SUB past the limit changes nothing. Cost: the names in the message, each found in O(1).
-  std::vector<std::string_view>& fresh = scratch_;
+bool Broker::on_sub(Subscriber* c, const Command& cmd) {
+  // All or nothing: count the subjects new to this connection (a subject repeated in one SUB counts once,
+  // its first spec wins) so that a SUB past the limit changes nothing. Cost: the specs in the message,
+  // each found in O(1).
+  std::vector<Spec>& fresh = scratch_;
   fresh.clear();
-  std::string_view rest = subjects;
-  for (std::string_view s = next_token(&rest); !s.empty(); s = next_token(&rest))
-    if (find(c, s) < 0) fresh.push_back(s);
-  std::sort(fresh.begin(), fresh.end());
-  fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
+  std::string_view rest = cmd.subjects;  // (after "conflate=<ms>")
+  for (std::string_view token = next_token(&rest); !token.empty(); token = next_token(&rest)) {
+    Spec spec = parse_spec(token);
+    if (find(c, spec.subject) < 0) fresh.push_back(spec);
+  }
+  std::stable_sort(fresh.begin(), fresh.end(), [](const Spec& a, const Spec& b) { return a.subject < b.subject; });
+  fresh.erase(std::unique(fresh.begin(), fresh.end(), [](const Spec& a, const Spec& b) { return a.subject == b.subject; }),
+              fresh.end());
   if (c->nsubs + fresh.size() > opt_.max_subscriptions) {
     std::string detail = "MaxSubscriptionsPerConnection (" + std::to_string(opt_.max_subscriptions) +
                          ") reached: the connection holds " + std::to_string(c->nsubs) + " and asked for " +
                          std::to_string(fresh.size()) + " more; UNSUB some first";
     reply_err(c, ErrCode::kLimit, {}, detail);
-    return;
+    return true;
   }
-  for (std::string_view name : fresh) {
+  bool done = true;
+  for (const Spec& spec : fresh) {
+    Subject* s = nullptr;
     try {
-      subscribe(c, registry_.acquire(name, wg_));
+      s = registry_.acquire(spec.subject, wg_);
+      // A plain SUB needs the home only for a snapshot; the others always (their answer is the home's).
+      if (spec.mode == SpecMode::kLive && !s->has_snapshot.load(std::memory_order_acquire)) {
+        subscribe(c, s, cmd.conflate_ms);
+      } else if (!ask_home(c, s, spec, cmd.conflate_ms)) {
+        done = false;
+      }
     } catch (const std::bad_alloc&) {
       counters_.add(k_alloc_failures);
-      reply_err(c, ErrCode::kLimit, {}, std::string(name) + ": server out of memory");
-      return;
+      if (s) release_if_unused(s);
+      reply_err(c, ErrCode::kLimit, {}, std::string(spec.subject) + ": server out of memory");
     }
   }
+  return done;
 }
 
 void Broker::on_unsub(Subscriber* c, std::string_view subjects) {
@@ -94,7 +107,7 @@ void Broker::on_unsub(Subscriber* c, std::string_view subjects) {
 }
 
 bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id,
-                    std::string_view body) {
+                    std::string_view body, bool retained) {
   if (body.size() > opt_.max_message) {
     reply_err(c, ErrCode::kTooLarge, id,
               "payload of " + std::to_string(body.size()) + " bytes is over MaxMessageSize (" +
@@ -107,14 +120,17 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
               std::string(subject) + ": subjects under /__starling__/ are published by the server only");
     return true;
   }
-  Subject* s = registry_.find_ref(subject);
-  if (!s) {  // nobody subscribes: the message goes nowhere (PROTOCOL.md v1)
+  // With the cache on, a subject exists from its first publish (its home caches it for later history and
+  // recovery); without, a publish to a subject nobody subscribes to goes nowhere (PROTOCOL.md v1).
+  Subject* s = cache_.enabled() ? registry_.find_or_create_ref(subject, wg_) : registry_.find_ref(subject);
+  if (!s) {
     counters_.add(k_messages_in);
     if (!id.empty()) ack(c, id);
     return true;
   }
-  Frame* f = publish_frame(subject, body.data(), body.size(), opcode);
+  Frame* f = publish_frame(subject, body.data(), body.size(), opcode, retained && cache_.enabled());
   if (!f) {
+    registry_.forget_if_idle(s);
     s->unref();
     counters_.add(k_alloc_failures);
     reply_err(c, ErrCode::kLimit, id, "server out of memory; publish again later");
@@ -124,8 +140,9 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
     // The home cannot take it now: hold it, pause this connection, retry every loop iteration.
     counters_.add(k_publish_pauses);
     try {
-      held_.push_back(Held{c, s, f, std::string(id)});
+      held_.push_back(Held{c, s, f, nullptr, std::string(id)});
     } catch (const std::bad_alloc&) {
+      registry_.forget_if_idle(s);
       s->unref();  // never acknowledged: the host sheds this connection, which sees the reset
       f->unref();
       throw;

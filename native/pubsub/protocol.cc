@@ -1,6 +1,7 @@
-// Starling protocol v1. See protocol.h and PROTOCOL.md for the rules.
+// Starling protocol v2. See protocol.h and PROTOCOL.md for the rules.
 #include "pubsub/protocol.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace starling {
@@ -98,22 +99,96 @@ size_t count_tokens(std::string_view s) {
   return n;
 }
 
-// PROTOCOL.md reserves "SUB <subject>@<epoch>:<seq>" and "SUB <subject>#<n>" for later versions; a
-// token of either shape is refused (bad-command) rather than taken as a literal subject, so that a
-// later version can give it its meaning. Returns the name of the form, nullptr for an ordinary token.
-const char* reserved_sub_form(std::string_view token) {
+// Where a SUB token's form begins (PROTOCOL.md v2): the '#' of "<subject>#<digits>" or the '@' of
+// "<subject>@<x>:<digits>" in its last segment; npos for a plain subject. The epoch part x is not checked
+// here: a malformed one is reported as such, not taken as part of a literal subject name.
+size_t spec_form_at(std::string_view token, SpecMode* mode) {
   const size_t slash = token.rfind('/');
-  const std::string_view last = slash == std::string_view::npos ? token : token.substr(slash + 1);
+  const size_t from = slash == std::string_view::npos ? 0 : slash + 1;
+  const std::string_view last = token.substr(from);
   const size_t hash = last.rfind('#');
-  if (hash != std::string_view::npos && all_digits(last.substr(hash + 1)))
-    return "\"<subject>#<n>\" (last n messages)";
+  if (hash != std::string_view::npos && all_digits(last.substr(hash + 1))) {
+    *mode = SpecMode::kHistory;
+    return from + hash;
+  }
   const size_t at = last.rfind('@');
-  if (at == std::string_view::npos) return nullptr;
+  if (at == std::string_view::npos) return std::string_view::npos;
   const std::string_view position = last.substr(at + 1);
   const size_t colon = position.rfind(':');
-  if (colon != std::string_view::npos && colon > 0 && all_digits(position.substr(colon + 1)))
-    return "\"<subject>@<epoch>:<seq>\" (recovery)";
-  return nullptr;
+  if (colon == std::string_view::npos || colon == 0 || !all_digits(position.substr(colon + 1)))
+    return std::string_view::npos;
+  *mode = SpecMode::kRecover;
+  return from + at;
+}
+
+bool parse_decimal(std::string_view digits, uint64_t* out) {
+  uint64_t v = 0;
+  for (char c : digits) {
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return true;
+}
+
+// Checks one SUB token: its form (bad-command) when `form`, else its subject (bad-subject). On failure
+// fills out and returns false.
+bool check_spec(std::string_view token, bool form, Command* out) {
+  SpecMode mode = SpecMode::kLive;
+  const size_t at = spec_form_at(token, &mode);
+  const std::string_view subject = token.substr(0, at);
+  if (!form) {
+    if (valid_subject(subject)) return true;
+    fail_subject(out, subject);
+    return false;
+  }
+  if (mode == SpecMode::kHistory) {
+    const std::string_view n = token.substr(at + 1);
+    if (n.size() > kMaxHistoryDigits) {
+      Writer w = detail_writer(out);
+      w.echo(token, kMaxSubjectLen).put(": the history count has ").num(n.size()).put(
+          " digits; ask for at most 999999999 messages (the cache holds MaxCachedMessagesPerSubject)");
+      fail(out, kBadCommand, w);
+      return false;
+    }
+  } else if (mode == SpecMode::kRecover) {
+    const std::string_view position = token.substr(at + 1);
+    const size_t colon = position.rfind(':');
+    uint64_t v;
+    if (!parse_epoch(position.substr(0, colon), &v)) {
+      Writer w = detail_writer(out);
+      w.echo(token, kMaxSubjectLen).put(": \"").echo(position.substr(0, colon), 20).put(
+          "\" is not an epoch; use the one of the last MSG, SYNC or RESYNC received (lower-case base 36, at most ")
+          .num(kMaxEpochLen).put(" characters)");
+      fail(out, kBadCommand, w);
+      return false;
+    }
+    if (!parse_decimal(position.substr(colon + 1), &v)) {
+      Writer w = detail_writer(out);
+      w.echo(token, kMaxSubjectLen).put(": the sequence number does not fit in 64 bits");
+      fail(out, kBadCommand, w);
+      return false;
+    }
+  }
+  return true;
+}
+
+// "conflate=<ms>" at the start of a SUB.
+bool parse_conflate(std::string_view token, Command* out) {
+  constexpr std::string_view kKey = "conflate=";
+  const std::string_view value = token.substr(kKey.size());
+  uint64_t ms = 0;
+  if (!all_digits(value) || value.size() > 6 || !parse_decimal(value, &ms) || ms < kConflateStepMs ||
+      ms > kMaxConflateMs || ms % kConflateStepMs != 0) {
+    Writer w = detail_writer(out);
+    w.put("SUB ").echo(token, 40).put(": conflate takes milliseconds in steps of ").num(kConflateStepMs).put(
+        " from ").num(kConflateStepMs).put(" to ").num(kMaxConflateMs).put(", e.g. \"SUB conflate=500 /a/b\"");
+    fail(out, kBadCommand, w);
+    return false;
+  }
+  out->conflate_ms = static_cast<uint32_t>(ms);
+  return true;
 }
 
 void fail_body(Command* out, std::string_view verb, std::string_view body) {
@@ -133,19 +208,18 @@ void parse_subscription(Cmd kind, std::string_view args, std::string_view body, 
   }
   if (!body.empty()) return fail_body(out, verb, body);
   if (kind == Cmd::Sub) {
+    if (args.substr(0, 9) == "conflate=") {
+      if (!parse_conflate(next_token(&args), out)) return;
+      if (args.empty()) return fail(out, kBadCommand, "SUB conflate=<ms> needs at least one subject after it");
+    }
+    for (const bool form : {true, false})  // every bad-command check before the bad-subject one
+      for (std::string_view rest = args; !rest.empty();)
+        if (!check_spec(next_token(&rest), form, out)) return;
+  } else {
     for (std::string_view rest = args; !rest.empty();) {
       const std::string_view token = next_token(&rest);
-      if (const char* form = reserved_sub_form(token)) {
-        Writer w = detail_writer(out);
-        w.echo(token, kMaxSubjectLen).put(": SUB ").put(form).put(
-            " is reserved for a later protocol version; subscribe to the plain subject");
-        return fail(out, kBadCommand, w);
-      }
+      if (!valid_subject(token)) return fail_subject(out, token);
     }
-  }
-  for (std::string_view rest = args; !rest.empty();) {
-    const std::string_view token = next_token(&rest);
-    if (!valid_subject(token)) return fail_subject(out, token);
   }
   out->kind = kind;
   out->subjects = args;
@@ -158,17 +232,33 @@ void fail_too_long(Command* out, const char* what, size_t len) {
 }
 
 void parse_pub(std::string_view args, std::string_view body, Command* out) {
+  constexpr std::string_view kRetained = "+retained";
   const std::string_view subject = next_token(&args);
-  const std::string_view id = next_token(&args);
+  std::string_view id = next_token(&args);
+  std::string_view option;
+  if (!id.empty() && id.front() == '+') {
+    option = id;
+    id = std::string_view();
+  } else if (!args.empty() && args.front() == '+') {
+    option = next_token(&args);
+  }
   if (subject.empty())
-    return fail(out, kBadCommand, "PUB needs a subject: \"PUB <subject> [<id>]\", a newline, then the payload");
+    return fail(out, kBadCommand,
+                "PUB needs a subject: \"PUB <subject> [<id>] [+retained]\", a newline, then the payload");
   if (!args.empty()) {
     Writer w = detail_writer(out);
-    w.put("PUB takes a subject and an optional id, got ").num(2 + count_tokens(args)).put(
-        " arguments; the payload goes after the first newline");
+    w.put("PUB takes a subject, an optional id and an optional +retained, got ")
+        .num(1 + (id.empty() ? 0 : 1) + (option.empty() ? 0 : 1) + count_tokens(args))
+        .put(" arguments; the payload goes after the first newline");
     return fail(out, kBadCommand, w);
   }
   if (id.size() > kMaxIdLen) return fail_too_long(out, "PUB id", id.size());
+  if (!option.empty() && option != kRetained) {
+    Writer w = detail_writer(out);
+    w.put("PUB option \"").echo(option, 40).put("\" is unknown; the only option is +retained (ids may not begin with '+')");
+    out->id = id;
+    return fail(out, kBadCommand, w);
+  }
   if (!valid_subject(subject)) {
     out->id = id;  // well-formed, so the reply can name it
     return fail_subject(out, subject);
@@ -177,6 +267,7 @@ void parse_pub(std::string_view args, std::string_view body, Command* out) {
   out->subject = subject;
   out->id = id;
   out->body = body;
+  out->retained = !option.empty();
 }
 
 void parse_ping(std::string_view args, std::string_view body, Command* out) {
@@ -245,6 +336,8 @@ void parse_command(const uint8_t* msg, size_t len, Command* out) {
   // Reset every field but detail_buf (written only on failure).
   out->kind = Cmd::Invalid;
   out->subjects = out->subject = out->id = out->body = std::string_view();
+  out->conflate_ms = 0;
+  out->retained = false;
   out->error = ErrCode::kNone;
   out->detail_len = 0;
   const std::string_view all(reinterpret_cast<const char*>(msg), len);
@@ -358,30 +451,87 @@ std::string_view next_token(std::string_view* rest) {
   return token;
 }
 
-size_t write_msg_header_backwards(char* out_end, std::string_view subject, std::string_view epoch,
-                                  uint64_t seq) {
-  char digits[kMaxSeqDigits];
-  size_t k = sizeof digits;
-  do {
-    digits[--k] = static_cast<char>('0' + seq % 10);
-    seq /= 10;
-  } while (seq != 0);
-  const std::string_view seq_text(digits + k, sizeof digits - k);
+namespace {
 
-  const size_t total = 4 + subject.size() + 1 + epoch.size() + 1 + seq_text.size() + 1;
+// "<seq>" as decimal digits into a 20-byte buffer; returns the view (inside buf).
+std::string_view decimal(uint64_t v, char (&buf)[kMaxSeqDigits]) {
+  size_t k = sizeof buf;
+  do {
+    buf[--k] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return std::string_view(buf + k, sizeof buf - k);
+}
+
+char* put(char* p, std::string_view s) {
+  std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+
+}  // namespace
+
+size_t write_msg_header_backwards(char* out_end, std::string_view subject, std::string_view epoch,
+                                  uint64_t seq, std::string_view kind) {
+  char digits[kMaxSeqDigits];
+  const std::string_view seq_text = decimal(seq, digits);
+  const size_t total = 4 + subject.size() + 1 + epoch.size() + 1 + seq_text.size() +
+                       (kind.empty() ? 0 : 1 + kind.size()) + 1;
   char* p = out_end - total;
-  auto put = [&p](std::string_view s) {
-    std::memcpy(p, s.data(), s.size());
-    p += s.size();
-  };
-  put("MSG ");
-  put(subject);
-  put(" ");
-  put(epoch);
-  put(":");
-  put(seq_text);
-  put("\n");
+  p = put(p, "MSG ");
+  p = put(p, subject);
+  p = put(p, " ");
+  p = put(p, epoch);
+  p = put(p, ":");
+  p = put(p, seq_text);
+  if (!kind.empty()) {
+    p = put(p, " ");
+    p = put(p, kind);
+  }
+  put(p, "\n");
   return total;
+}
+
+size_t write_position_line(char* out, std::string_view verb, std::string_view subject, std::string_view epoch,
+                           uint64_t seq) {
+  char digits[kMaxSeqDigits];
+  char* p = put(out, verb);
+  p = put(p, " ");
+  p = put(p, subject);
+  p = put(p, " ");
+  p = put(p, epoch);
+  p = put(p, ":");
+  p = put(p, decimal(seq, digits));
+  return static_cast<size_t>(p - out);
+}
+
+Spec parse_spec(std::string_view token) {
+  Spec spec;
+  const size_t at = spec_form_at(token, &spec.mode);
+  spec.subject = token.substr(0, at);
+  if (spec.mode == SpecMode::kHistory) {
+    parse_decimal(token.substr(at + 1), &spec.seq);
+  } else if (spec.mode == SpecMode::kRecover) {
+    const std::string_view position = token.substr(at + 1);
+    const size_t colon = position.rfind(':');
+    parse_epoch(position.substr(0, colon), &spec.epoch);
+    parse_decimal(position.substr(colon + 1), &spec.seq);
+  }
+  return spec;
+}
+
+bool parse_epoch(std::string_view text, uint64_t* out) {
+  if (text.empty() || text.size() > kMaxEpochLen) return false;
+  uint64_t v = 0;
+  for (char c : text) {
+    uint64_t d;
+    if (c >= '0' && c <= '9') d = static_cast<uint64_t>(c - '0');
+    else if (c >= 'a' && c <= 'z') d = static_cast<uint64_t>(c - 'a' + 10);
+    else return false;
+    if (v > (UINT64_MAX - d) / 36) return false;
+    v = v * 36 + d;
+  }
+  *out = v;
+  return true;
 }
 
 }  // namespace starling

@@ -1,4 +1,4 @@
-// Starling protocol v1 (docs/protocol.md): parsing client commands and writing server replies.
+// Starling protocol v2 (docs/protocol.md): parsing client commands and writing server replies.
 // Pure functions over bytes. A command is one WebSocket message: a header line up to the first '\n'
 // (a '\r' before it is ignored), then a binary-safe body.
 #pragma once
@@ -17,6 +17,29 @@ constexpr size_t kMaxPubHeader = 4 + kMaxSubjectLen + 1 + kMaxIdLen + 2;
 // Longest MSG header the server writes in front of a payload:
 // "MSG " + subject + " " + epoch (<= 16) + ":" + seq (<= 20 digits) + "\n".
 constexpr size_t kMaxMsgHeader = 4 + kMaxSubjectLen + 1 + 16 + 1 + 20 + 1;
+// The kinds a MSG may carry after its position (v2): " snapshot", " history", " recovered".
+constexpr size_t kMaxKindLen = 10;
+// "SUB conflate=<ms>": steps of 100 ms (the resolution of the conflation timer), at most a minute (a
+// longer interval is a poll: ask for history instead).
+constexpr uint32_t kConflateStepMs = 100;
+constexpr uint32_t kMaxConflateMs = 60000;
+// "SUB <subject>#<n>": n has at most 9 digits (the cache holds far fewer; more is a typo).
+constexpr size_t kMaxHistoryDigits = 9;
+// A base-36 epoch token of a uint64_t has at most 13 characters.
+constexpr size_t kMaxEpochLen = 13;
+
+// What one SUB token asks for (PROTOCOL.md v2).
+enum class SpecMode : uint8_t {
+  kLive,      // "<subject>": the retained snapshot if any, then live
+  kRecover,   // "<subject>@<epoch>:<seq>": what came after that position, SYNC, live (or RESYNC)
+  kHistory,   // "<subject>#<n>": the snapshot if older than the history, the last n cached, SYNC, live
+};
+struct Spec {
+  std::string_view subject;
+  SpecMode mode = SpecMode::kLive;
+  uint64_t epoch = 0;   // kRecover
+  uint64_t seq = 0;     // kRecover: the last position the client holds; kHistory: n
+};
 
 enum class Cmd : uint8_t { Sub, Unsub, Pub, Ping, Invalid };
 
@@ -36,6 +59,8 @@ struct Command {
   std::string_view subject;   // Pub
   std::string_view id;        // Pub: the optional id (empty if none); Ping: the optional token
   std::string_view body;      // Pub: every byte after the first '\n' (may be empty)
+  uint32_t conflate_ms = 0;   // Sub: "conflate=<ms>" (0: none)
+  bool retained = false;      // Pub: "+retained"
   // Invalid: the error code to send (kBadCommand, kBadSubject) and, when the command was a PUB
   // with a well-formed id, that id (so the reply can be "ERR <code> <id>"). (A PUB header that is
   // malformed is bad-command with no id: the id is set only with bad-subject.)
@@ -52,10 +77,10 @@ struct Command {
 // Parses one client message. Never fails on hostile input: anything unparseable is Cmd::Invalid with
 // error set. Rules (PROTOCOL.md): the header is printable ASCII (0x20-0x7E; '\r' only directly before
 // '\n'), tokens are separated by exactly one space (no leading/trailing/double spaces), the verb is
-// case-sensitive, SUB/UNSUB need at least one subject, PUB takes a subject and an optional id, PING an
-// optional token. Reserved verbs (AUTH) and everything else are bad-command, and so is a SUB subject in
-// a reserved form (PROTOCOL.md: "<subject>@<epoch>:<seq>", "<subject>#<n>", i.e. a last segment ending
-// in "@<epoch>:<digits>" or "#<digits>"). A SUB/UNSUB/PUB subject that fails valid_subject() is bad-subject.
+// case-sensitive, SUB/UNSUB need at least one subject, SUB may start with "conflate=<ms>" and its tokens
+// are specs (parse_spec), PUB takes a subject, an optional id and an optional "+retained", PING an
+// optional token. Reserved verbs (AUTH) and everything else are bad-command, and so is a malformed
+// position or count in a SUB spec. A subject that fails valid_subject() is bad-subject.
 // Only PUB may have a body: SUB, UNSUB and PING with a non-empty body are bad-command. Every
 // bad-command check comes before the bad-subject check.
 void parse_command(const uint8_t* msg, size_t len, Command* out);
@@ -69,14 +94,28 @@ bool valid_subject(std::string_view s);
 // length written, 0 when s is a valid subject. Allocation-free.
 size_t subject_problem(std::string_view s, char* out, size_t cap);
 
+// Splits one token of a parsed SUB (Command::subjects) into its subject and what it asks for: a last
+// segment ending in "#<digits>" is history, one ending in "@<epoch>:<digits>" a recovery, anything else
+// a plain subject. parse_command has checked every token of a Cmd::Sub.
+Spec parse_spec(std::string_view token);
+
+// A base-36 epoch token ([0-9a-z]{1,13}, fitting in 64 bits) as written by format_epoch. False if not one.
+bool parse_epoch(std::string_view text, uint64_t* out);
+
 // Splits off the first space-separated token of *rest (advancing *rest past it and its space). Returns
 // an empty view when *rest is empty.
 std::string_view next_token(std::string_view* rest);
 
-// Writes "MSG <subject> <epoch>:<seq>\n" ending exactly at out_end (right-aligned, so the payload can
-// already sit after it in the same buffer). Returns the number of bytes written (<= kMaxMsgHeader when
-// subject <= 255 and epoch <= 16 bytes, which the caller guarantees; nothing is checked).
+// Writes "MSG <subject> <epoch>:<seq>[ <kind>]\n" ending exactly at out_end (right-aligned, so the payload
+// can already sit after it in the same buffer). Returns the number of bytes written (<= kMaxMsgHeader +
+// kMaxKindLen when subject <= 255 and epoch <= 16 bytes and kind <= 9, which the caller guarantees;
+// nothing is checked).
 size_t write_msg_header_backwards(char* out_end, std::string_view subject, std::string_view epoch,
-                                  uint64_t seq);
+                                  uint64_t seq, std::string_view kind = {});
+
+// Writes "<verb> <subject> <epoch>:<seq>" (SYNC, RESYNC) at out, which has room for kMaxMsgHeader +
+// kMaxKindLen bytes; returns its length.
+size_t write_position_line(char* out, std::string_view verb, std::string_view subject, std::string_view epoch,
+                           uint64_t seq);
 
 }  // namespace starling

@@ -54,7 +54,7 @@ size_t format_epoch(uint64_t epoch, char* out) {
   return n;
 }
 
-void link(Subscriber* who, Subject* subject, unsigned wg) {
+void link(Subscriber* who, Subject* subject, unsigned wg, uint32_t conflate_ms) {
   SubList& list = subject->local(wg);
   if (list.size == list.cap) {
     uint32_t cap = list.cap ? list.cap * 2 : kFirstSubjectListCap;
@@ -70,7 +70,7 @@ void link(Subscriber* who, Subject* subject, unsigned wg) {
     who->subs = grown;
     who->capsubs = cap;
   }
-  list.items[list.size] = SubRef{who, who->nsubs};
+  list.items[list.size] = SubRef{who, who->nsubs, conflate_ms};
   who->subs[who->nsubs] = SubSlot{subject, list.size};
   list.size++;
   who->nsubs++;
@@ -152,6 +152,7 @@ void Registry::erase(Shard& sh, Subject* s) {
     }
   }
   sh.used--;
+  s->erased = true;
 }
 
 Subject* Registry::create(std::string_view name, uint64_t hash, unsigned home) {
@@ -162,32 +163,41 @@ Subject* Registry::create(std::string_view name, uint64_t hash, unsigned home) {
   s->refs.store(1, std::memory_order_relaxed);  // the registry's reference
   s->interest.store(0, std::memory_order_relaxed);
   s->seq = 0;
+  s->cache = nullptr;
+  s->has_snapshot.store(false, std::memory_order_relaxed);
+  s->held = false;
+  s->erased = false;
   s->epoch = next_epoch_.fetch_add(1, std::memory_order_relaxed);
   s->hash = hash;
-  s->home = static_cast<uint16_t>(home);
-  s->nworkgroups = static_cast<uint16_t>(nworkgroups_);
-  s->name_len = static_cast<uint16_t>(name.size());
+  s->home = static_cast<uint8_t>(home);
+  s->nworkgroups = static_cast<uint8_t>(nworkgroups_);
+  s->name_len = static_cast<uint8_t>(name.size());
   for (unsigned w = 0; w < nworkgroups_; w++) new (&s->local(w)) SubList();
   std::memcpy(reinterpret_cast<char*>(s->lists() + nworkgroups_), name.data(), name.size());
   return s;
 }
 
-Subject* Registry::acquire(std::string_view name, unsigned wg) {
-  uint64_t hash = hash_subject(name);
-  Shard& sh = shard_of(hash);
-  std::lock_guard<std::mutex> guard(sh.lock);
+Subject* Registry::find_or_create(Shard& sh, uint64_t hash, std::string_view name, unsigned home) {
   Subject** slot = probe(sh, hash, name);
   if (!*slot) {
     if ((sh.used + 1) * 2 > sh.slots.size()) {
       grow(sh);
       slot = probe(sh, hash, name);
     }
-    *slot = create(name, hash, wg);
+    *slot = create(name, hash, home);
     sh.used++;
     count_.fetch_add(1, std::memory_order_relaxed);
   }
-  (*slot)->interest.fetch_or(uint64_t{1} << wg, std::memory_order_release);
   return *slot;
+}
+
+Subject* Registry::acquire(std::string_view name, unsigned wg) {
+  uint64_t hash = hash_subject(name);
+  Shard& sh = shard_of(hash);
+  std::lock_guard<std::mutex> guard(sh.lock);
+  Subject* s = find_or_create(sh, hash, name, wg);
+  s->interest.fetch_or(uint64_t{1} << wg, std::memory_order_release);
+  return s;
 }
 
 void Registry::release(Subject* s, unsigned wg) {
@@ -195,7 +205,46 @@ void Registry::release(Subject* s, unsigned wg) {
   {
     std::lock_guard<std::mutex> guard(sh.lock);
     uint64_t left = s->interest.fetch_and(~(uint64_t{1} << wg), std::memory_order_acq_rel) & ~(uint64_t{1} << wg);
-    if (left) return;
+    if (left || s->held) return;
+    erase(sh, s);
+    count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  s->unref();
+}
+
+Subject* Registry::find_or_create_ref(std::string_view name, unsigned home) {
+  uint64_t hash = hash_subject(name);
+  Shard& sh = shard_of(hash);
+  std::lock_guard<std::mutex> guard(sh.lock);
+  Subject* s = find_or_create(sh, hash, name, home);
+  s->ref();
+  return s;
+}
+
+bool Registry::hold(Subject* s) {
+  std::lock_guard<std::mutex> guard(shard_of(s->hash).lock);
+  if (s->erased) return false;
+  s->held = true;
+  return true;
+}
+
+void Registry::unhold(Subject* s) {
+  Shard& sh = shard_of(s->hash);
+  {
+    std::lock_guard<std::mutex> guard(sh.lock);
+    s->held = false;
+    if (s->erased || s->interest.load(std::memory_order_acquire)) return;
+    erase(sh, s);
+    count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  s->unref();
+}
+
+void Registry::forget_if_idle(Subject* s) {
+  Shard& sh = shard_of(s->hash);
+  {
+    std::lock_guard<std::mutex> guard(sh.lock);
+    if (s->erased || s->held || s->interest.load(std::memory_order_acquire)) return;
     erase(sh, s);
     count_.fetch_sub(1, std::memory_order_relaxed);
   }

@@ -11,6 +11,9 @@
 // - `interest` has bit w set while workgroup w has at least one local subscriber; bits are set and
 //   cleared under the registry shard lock, read lock-free by the home thread when it fans out.
 // - local(w) is the list of workgroup w's subscribers; only workgroup w's thread touches it.
+// - With the cache on (CacheSize > 0), a subject also stays registered while its home keeps state for it
+//   (`held`: cached messages or a retained snapshot; pubsub/cache.h), even with no subscriber, so that it
+//   keeps its epoch; `held` and `erased` change only under the shard lock. `cache` is the home's alone.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -23,12 +26,14 @@ namespace starling {
 
 struct Subject;
 struct Subscriber;
+struct Cache;
 
 // One entry of a subject's local subscriber list: the subscriber and the index of this subscription in
 // the subscriber's own list (so both sides can be removed in O(1) by swapping with the last entry).
 struct SubRef {
   Subscriber* who;
-  uint32_t slot;   // index into who->subs
+  uint32_t slot;          // index into who->subs
+  uint32_t conflate_ms;   // "SUB conflate=<ms>": at most one message per interval; 0: every message
 };
 
 // One entry of a subscriber's list: the subject and the index of the subscriber in subject->local(wg).
@@ -67,9 +72,13 @@ struct Subject {
   uint64_t seq;                    // last sequence number assigned; home thread only
   uint64_t epoch;                  // changes whenever seq restarts (each creation); see Registry
   uint64_t hash;
-  uint16_t home;                   // workgroup that assigns seq
-  uint16_t nworkgroups;
-  uint16_t name_len;
+  Cache* cache;                    // home thread only: history and snapshot (nullptr until the first message)
+  uint8_t home;                    // workgroup that assigns seq (at most 64 workgroups)
+  uint8_t nworkgroups;
+  uint8_t name_len;                // subjects are at most 255 bytes
+  std::atomic<bool> has_snapshot;  // set by the home: a plain SUB must ask the home for the snapshot
+  bool held;                       // shard lock: the home keeps state for it (see above)
+  bool erased;                     // shard lock: no longer in the registry (a later SUB/PUB makes a new one)
 
   std::string_view name() const { return {reinterpret_cast<const char*>(lists() + nworkgroups), name_len}; }
   SubList& local(unsigned wg) { return lists()[wg]; }
@@ -84,8 +93,8 @@ struct Subject {
 size_t format_epoch(uint64_t epoch, char* out);
 
 // Adds subscriber `who` to subject->local(wg) and subject to who's list. The caller has checked that
-// who is not already subscribed (Subscriber::find).
-void link(Subscriber* who, Subject* subject, unsigned wg);
+// who is not already subscribed (Subscriber::find). Throws std::bad_alloc (nothing changed).
+void link(Subscriber* who, Subject* subject, unsigned wg, uint32_t conflate_ms = 0);
 
 // Removes who's subscription number k (index into who->subs) from both lists. Returns the subject,
 // whose local(wg) list may now be empty (the caller then calls Registry::release).
@@ -111,8 +120,23 @@ class Registry {
   // workgroup is interested any more. Called by workgroup wg's thread only.
   void release(Subject* s, unsigned wg);
 
-  // Returns the subject with a reference the caller must drop, or nullptr if nobody subscribes.
+  // Returns the subject with a reference the caller must drop, or nullptr if it is not registered.
   Subject* find_ref(std::string_view name);
+
+  // With the cache on: the subject, created with home `home` if needed (a publish to a subject nobody
+  // subscribes to), with a reference the caller must drop. A subject created here is registered with no
+  // interest and not held: its home holds it when it caches the message (hold), and a publish dropped
+  // before that calls forget_if_idle. Throws std::bad_alloc.
+  Subject* find_or_create_ref(std::string_view name, unsigned home);
+
+  // The home keeps state for s: it stays registered without subscribers. False if s was erased meanwhile
+  // (its publishes then go to the subject now registered under the name: find_or_create_ref).
+  bool hold(Subject* s);
+  // The home dropped its state for s: unregisters it (and drops the registry's reference) if no
+  // workgroup is interested either.
+  void unhold(Subject* s);
+  // Unregisters s if nothing keeps it: no interest and not held.
+  void forget_if_idle(Subject* s);
 
   // Number of registered subjects (approximate while other threads change it).
   size_t size() const { return count_.load(std::memory_order_relaxed); }
@@ -131,6 +155,8 @@ class Registry {
   static void erase(Shard& sh, Subject* s);
   static void grow(Shard& sh);
   Subject* create(std::string_view name, uint64_t hash, unsigned home);
+  // The subject registered under name, created (home `home`) if absent. Caller holds sh.lock.
+  Subject* find_or_create(Shard& sh, uint64_t hash, std::string_view name, unsigned home);
 
   const unsigned nworkgroups_;
   std::atomic<uint64_t> next_epoch_;

@@ -31,7 +31,16 @@ namespace starling {
   X(err_forbidden, counter, "ERR forbidden replies (PUB to a server-only subject)")                         \
   X(publish_pauses, counter, "publishes held (their connection paused) because the home could not take them") \
   X(deliveries_deferred, counter, "deliveries held back because a workgroup's inbox was full")             \
-  X(alloc_failures, counter, "allocations refused (out of memory); the client that asked was shed")
+  X(alloc_failures, counter, "allocations refused (out of memory); the client that asked was shed")        \
+  X(cached_messages, gauge, "messages in the history caches of the subjects this workgroup is home of")    \
+  X(cached_bytes, gauge, "bytes those caches and snapshots keep alive, against this workgroup's share of CacheSize") \
+  X(cache_evictions, counter, "cached messages dropped by MaxCachedMessagesPerSubject, CacheExpireTime or CacheSize") \
+  X(recoveries, counter, "SUB <subject>@<epoch>:<seq> answered SYNC: every missed message was sent")       \
+  X(resyncs, counter, "SUB <subject>@<epoch>:<seq> answered RESYNC: the position could not be recovered")   \
+  X(history_requests, counter, "SUB <subject>#<n> answered from the cache")                                \
+  X(messages_replayed, counter, "cached messages sent as recovered or history")                            \
+  X(snapshots_sent, counter, "retained snapshots sent to new subscribers")                                 \
+  X(messages_conflated, counter, "messages not sent to a conflated subscription because a later one replaced them")
 
 enum Counter : unsigned {
 #define STARLING_ENUM(name, kind, doc) k_##name,

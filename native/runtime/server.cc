@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <new>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -254,22 +255,35 @@ unsigned Server::pick_workgroup(const sockaddr_storage& peer) {
 
 Server::Published Server::publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary) {
   if (!valid_subject(subject)) return Published::kBadSubject;
-  Subject* s = registry_.find_ref(subject);
+  // With the cache on the message is kept for later subscribers (a subject created here gets a home by its
+  // name's hash); without, nobody subscribing means nowhere to go.
+  Subject* s;
+  try {
+    s = options_.cache_size ? registry_.find_or_create_ref(subject, hash_subject(subject) % workgroup_count())
+                            : registry_.find_ref(subject);
+  } catch (const std::bad_alloc&) {
+    return Published::kOverflow;
+  }
   if (!s) return Published::kNoSubscribers;
+  const bool had_subscribers = s->interest.load(std::memory_order_relaxed) != 0;
   Frame* f = publish_frame(subject, payload, len, binary ? kOpBinary : kOpText);
   if (!f) {
+    registry_.forget_if_idle(s);
     s->unref();
     return Published::kOverflow;
   }
   Workgroup& home = *workgroups_[s->home];
   std::lock_guard<std::mutex> guard(control_lock_);
   if (!home.push_publish(producer_control(), s, f)) {
+    registry_.forget_if_idle(s);
     s->unref();
     f->unref();
     return Published::kOverflow;
   }
   home.wake();
-  return Published::kRouted;
+  // Routed to the home either way; the answer says whether anyone subscribes now (with the cache on, a
+  // message nobody subscribes to is still kept for history and recovery).
+  return had_subscribers ? Published::kRouted : Published::kNoSubscribers;
 }
 
 size_t Server::counter_slots() const {

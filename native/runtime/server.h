@@ -39,11 +39,14 @@ struct ServerOptions {
   uint64_t memory = 0;               // server-wide budget in bytes (Memory); 0: none
   uint32_t keepalive_s = 30;         // silence after which a connection is pinged, then closed; 0: off
   uint32_t max_connections = 0;      // open client connections; 0: RLIMIT_NOFILE less a reserve
+  uint64_t cache_size = 0;           // history cache bytes, all subjects (CacheSize); 0: no cache
+  uint32_t max_cached_messages = 1000;  // per subject (MaxCachedMessagesPerSubject)
+  uint64_t cache_expire_ms = 180000; // CacheExpireTime; 0: never
 };
 
 // Server-wide counters, after the per-workgroup ones in read_counters().
 #define STARLING_SERVER_COUNTERS(X)                                                                       \
-  X(subjects, gauge, "subjects with at least one subscriber")                                             \
+  X(subjects, gauge, "subjects registered: with a subscriber, or (cache on) with cached messages or a snapshot")                                             \
   X(accept_refused, counter, "connections refused at once (reset): MaxConnections, Memory, fd table or inbox full") \
   X(memory_bytes, gauge, "bytes clients make the server hold (queues, partial input, connections), against Memory")
 

@@ -76,8 +76,10 @@ Workgroup::Workgroup(Server& server, unsigned index)
       accept_ring_(kAcceptRing) {
   const ServerOptions& o = server.options();
   loop_ = Loop::create(*this, LoopOptions{o.max_backlog, o.max_backlog_ms});
+  // Each workgroup caches the subjects it is home of within an equal share of CacheSize.
+  CacheOptions cache{o.max_cached_messages, o.cache_expire_ms, o.cache_size / server.workgroup_count()};
   broker_ = std::make_unique<Broker>(server.registry(), index,
-                                     BrokerOptions{o.max_message, o.max_subscriptions}, *this, counters_);
+                                     BrokerOptions{o.max_message, o.max_subscriptions, cache}, *this, counters_);
   unsigned n = server.workgroup_count();
   for (unsigned p = 0; p <= n; p++)  // n: the control thread (Server::publish)
     publish_.emplace_back(p == index ? nullptr : new SpscRing<Envelope>(kPublishRing));
@@ -93,7 +95,11 @@ Workgroup::~Workgroup() {
     for (auto& ring : *rings)
       while (ring && ring->pop(&e)) {
         e.subject->unref();
-        e.frame->unref();
+        if (e.frame) e.frame->unref();
+        if (e.request) {
+          if (e.request->answer) e.request->answer->unref();
+          delete e.request;
+        }
       }
   broker_.reset();
 }
@@ -136,11 +142,15 @@ void Workgroup::run() {
   for (;;) {
     bool backpressure = broker_->held_publishes() || !broker_->accepting();
     try {
-      loop_->wait(backpressure ? kBackpressurePollMs : kTickMs);
+      int timeout = backpressure ? kBackpressurePollMs : kTickMs;
+      if (conflation_due_ >= 0 && conflation_due_ < timeout) timeout = conflation_due_;
+      loop_->wait(timeout);
       now_ms_ = monotonic_ms();
       loop_->set_now(now_ms_);
+      broker_->set_now(now_ms_);
       drain_inbox();
       broker_->retry();
+      conflation_due_ = broker_->flush_conflated();
       enforce_memory();
       if (now_ms_ >= next_tick) {
         loop_->tick(now_ms_);
@@ -200,6 +210,10 @@ void Workgroup::drain_inbox() {
   for (auto& ring : deliver_) {
     if (!ring) continue;
     while (ring->pop(&e)) {
+      if (e.request) {
+        broker_->on_answer(e.subject, e.request);
+        continue;
+      }
       broker_->on_deliver(e.subject, e.frame);
       e.subject->unref();
       e.frame->unref();
@@ -209,11 +223,15 @@ void Workgroup::drain_inbox() {
   // are paused when the rings fill.
   for (auto& ring : publish_) {
     if (!ring) continue;
-    while (broker_->accepting() && ring->pop(&e)) broker_->on_publish(e.subject, e.frame);
+    while (broker_->accepting() && ring->pop(&e)) {
+      if (e.request) broker_->on_request(e.subject, e.request);
+      else broker_->on_publish(e.subject, e.frame);
+    }
   }
 }
 
 void Workgroup::pass() {
+  broker_->pass();  // expired cache entries
   unsigned keepalive = server_.options().keepalive_s;
   for (Conn* c : conns_) {
     if (WsEngine::handshake_expired(c)) {
@@ -382,6 +400,18 @@ bool Workgroup::post_publish(unsigned home, Subject* s, Frame* f) {
 
 bool Workgroup::post_deliver(unsigned w, Subject* s, Frame* f) {
   if (!server_.workgroup(w).push_deliver(index_, s, f)) return false;
+  wake_mask_ |= uint64_t{1} << w;
+  return true;
+}
+
+bool Workgroup::post_request(unsigned home, Subject* s, Request* r) {
+  if (!server_.workgroup(home).push_publish(index_, s, nullptr, r)) return false;
+  wake_mask_ |= uint64_t{1} << home;
+  return true;
+}
+
+bool Workgroup::post_answer(unsigned w, Subject* s, Request* r) {
+  if (!server_.workgroup(w).push_deliver(index_, s, nullptr, r)) return false;
   wake_mask_ |= uint64_t{1} << w;
   return true;
 }

@@ -27,6 +27,8 @@ struct Envelope {
   int fd = -1;               // new connection: an accepted, non-blocking socket the workgroup now owns
   Subject* subject = nullptr;
   Frame* frame = nullptr;    // publish: the payload behind publish_headroom(); delivery: the framed MSG
+  Request* request = nullptr;  // instead of a frame: a SUB spec for the home (publish ring), its answer
+                               // (delivery ring); owned by the envelope
 };
 
 struct Conn;
@@ -44,9 +46,13 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
 
   // Rings into this workgroup, each with one producer thread (THREADS.md). False when full: the
   // envelope's references stay with the caller, who pushes back (never drops).
-  bool push_conn(int fd) { return accept_ring_.push(Envelope{fd, nullptr, nullptr}); }
-  bool push_publish(unsigned producer, Subject* s, Frame* f) { return publish_[producer]->push(Envelope{-1, s, f}); }
-  bool push_deliver(unsigned producer, Subject* s, Frame* f) { return deliver_[producer]->push(Envelope{-1, s, f}); }
+  bool push_conn(int fd) { return accept_ring_.push(Envelope{fd, nullptr, nullptr, nullptr}); }
+  bool push_publish(unsigned producer, Subject* s, Frame* f, Request* r = nullptr) {
+    return publish_[producer]->push(Envelope{-1, s, f, r});
+  }
+  bool push_deliver(unsigned producer, Subject* s, Frame* f, Request* r = nullptr) {
+    return deliver_[producer]->push(Envelope{-1, s, f, r});
+  }
   // Any thread: makes the workgroup drain its inbox soon. Costs one eventfd write only when the
   // workgroup may be asleep (it has not drained since the last wake).
   void wake();
@@ -84,6 +90,8 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   // BrokerHost (pubsub)
   bool post_publish(unsigned home, Subject* s, Frame* f) override;
   bool post_deliver(unsigned w, Subject* s, Frame* f) override;
+  bool post_request(unsigned home, Subject* s, Request* r) override;
+  bool post_answer(unsigned w, Subject* s, Request* r) override;
   void send(Subscriber* c, Frame* f) override;
   void resume(Subscriber* c) override;
 
@@ -98,6 +106,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   bool draining_ = false;
   uint64_t drain_deadline_ = 0;
   uint64_t now_ms_ = 0;
+  int conflation_due_ = -1;          // ms until the broker's next conflated message is due (-1: none)
   uint64_t trimmed_at_ = 0;          // accounted bytes after the last malloc_trim (workgroup 0)
   uint64_t high_water_ = 0;          // most accounted bytes since then
   std::thread thread_;

@@ -101,6 +101,34 @@ inline ServerFrame decode(const std::string& raw) {
   return f;
 }
 
+// Every server frame in raw, in order (a frame may carry several WebSocket messages back to back, as a
+// recovery answer does); a trailing malformed part gives one entry with ok = false.
+inline std::vector<ServerFrame> decode_all(const std::string& raw) {
+  std::vector<ServerFrame> out;
+  size_t at = 0;
+  while (at < raw.size()) {
+    if (raw.size() - at < 2) {
+      out.push_back(ServerFrame());
+      break;
+    }
+    const uint8_t b1 = static_cast<uint8_t>(raw[at + 1]);
+    uint64_t len = b1 & 0x7F;
+    size_t head = 2;
+    if (len == 126 && raw.size() - at >= 4) {
+      len = static_cast<uint64_t>(static_cast<uint8_t>(raw[at + 2])) << 8 | static_cast<uint8_t>(raw[at + 3]);
+      head = 4;
+    } else if (len == 127 && raw.size() - at >= 10) {
+      len = 0;
+      for (size_t i = 2; i < 10; i++) len = len << 8 | static_cast<uint8_t>(raw[at + i]);
+      head = 10;
+    }
+    const size_t n = head + len <= raw.size() - at ? head + static_cast<size_t>(len) : raw.size() - at;
+    out.push_back(decode(raw.substr(at, n)));
+    at += n;
+  }
+  return out;
+}
+
 // The close code in a close frame's payload, 0 when it has none.
 inline uint16_t close_code(const ServerFrame& f) {
   if (f.opcode != starling::kOpClose || f.payload.size() < 2) return 0;

@@ -21,6 +21,7 @@ struct Post {
   unsigned wg;
   Subject* subject;
   Frame* frame;
+  Request* request = nullptr;
 };
 
 class FakeBrokerHost : public BrokerHost {
@@ -40,8 +41,29 @@ class FakeBrokerHost : public BrokerHost {
   static void drop(Post& p) {
     if (p.subject) p.subject->unref();
     if (p.frame) p.frame->unref();
+    if (p.request) {
+      if (p.request->answer) p.request->answer->unref();
+      delete p.request;
+    }
     p.subject = nullptr;
     p.frame = nullptr;
+    p.request = nullptr;
+  }
+  bool post_request(unsigned home, Subject* s, Request* r) override {
+    if (!allow_publish) {
+      refused_publishes++;
+      return false;
+    }
+    publishes.push_back(Post{home, s, nullptr, r});
+    return true;
+  }
+  bool post_answer(unsigned w, Subject* s, Request* r) override {
+    if (!allow_deliver) {
+      refused_deliveries++;
+      return false;
+    }
+    deliveries.push_back(Post{w, s, nullptr, r});
+    return true;
   }
 
   bool post_publish(unsigned home, Subject* s, Frame* f) override {
@@ -65,8 +87,8 @@ class FakeBrokerHost : public BrokerHost {
       null_frames++;
       return;
     }
-    const fake::ServerFrame d = fake::decode(std::string(reinterpret_cast<const char*>(f->data()), f->size()));
-    sent[c].push_back(d.ok ? d.payload : "<malformed frame>");
+    for (const fake::ServerFrame& d : fake::decode_all(std::string(reinterpret_cast<const char*>(f->data()), f->size())))
+      sent[c].push_back(d.ok ? d.payload : "<malformed frame>");
     f->unref();
   }
   void resume(Subscriber* c) override { resumed.push_back(c); }
@@ -529,4 +551,240 @@ TEST(broker_sub_and_unsub_cost_the_names_sent_not_the_names_held) {
   CHECK(w.host0.to(c).empty());
   w.b0.on_leave(&c);
   CHECK_EQ(w.registry.size(), 0u);
+}
+
+// ---- protocol v2: history cache, snapshots, recovery, conflation ----
+
+namespace {
+
+BrokerOptions cached(uint32_t max_messages = 1000, uint64_t max_bytes = 1 << 20, uint64_t expire_ms = 0) {
+  BrokerOptions o;
+  o.cache = CacheOptions{max_messages, expire_ms, max_bytes};
+  return o;
+}
+
+// "<kind> <seq> <body>" for a MSG ("live 3 m3", "recovered 4 m4"), or the line itself (SYNC, RESYNC, ACK ...)
+// with the epoch replaced by "E" so that tests can compare whole streams.
+std::string brief(const std::string& s) {
+  if (s.compare(0, 4, "MSG ") == 0) {
+    const Msg m = parse_msg(s);
+    const size_t nl = s.find('\n');
+    const std::string head = s.substr(0, nl);
+    const size_t kind_at = head.find(' ', head.find(':'));
+    const std::string kind = kind_at == std::string::npos ? "live" : head.substr(kind_at + 1);
+    return kind + " " + std::to_string(m.seq) + " " + m.body;
+  }
+  const size_t colon = s.rfind(':');
+  const size_t sp = s.rfind(' ', colon);
+  if (colon != std::string::npos && sp != std::string::npos && (s.rfind("SYNC", 0) == 0 || s.rfind("RESYNC", 0) == 0))
+    return s.substr(0, sp + 1) + "E" + s.substr(colon);
+  return s;
+}
+
+std::vector<std::string> briefs(const std::vector<std::string>& got) {
+  std::vector<std::string> out;
+  for (const std::string& s : got) out.push_back(brief(s));
+  return out;
+}
+
+// The epoch token of the subject's MSGs as the subscriber saw it.
+std::string epoch_of(const std::vector<std::string>& got) {
+  for (const std::string& s : got)
+    if (s.rfind("MSG ", 0) == 0) return parse_msg(s).epoch;
+  return "";
+}
+
+// Moves everything host `from` posted into the brokers, in order (publishes and requests to their home,
+// deliveries and answers to their target), until nothing moves.
+void pump(World& w) {
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (FakeBrokerHost* h : {&w.host0, &w.host1}) {
+      std::vector<Post> publishes, deliveries;
+      publishes.swap(h->publishes);
+      deliveries.swap(h->deliveries);
+      for (Post& p : deliveries) {
+        Broker& b = p.wg == 0 ? w.b0 : w.b1;
+        if (p.request) {
+          b.on_answer(p.subject, p.request);
+        } else {
+          b.on_deliver(p.subject, p.frame);
+          p.subject->unref();
+          p.frame->unref();
+        }
+        moved = true;
+      }
+      for (Post& p : publishes) {
+        Broker& b = p.wg == 0 ? w.b0 : w.b1;
+        if (p.request) b.on_request(p.subject, p.request);
+        else b.on_publish(p.subject, p.frame);
+        moved = true;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST(cache_history_on_a_subject_nobody_subscribed_to) {
+  World w(cached(3));
+  Subscriber pub, sub;
+  for (int i = 1; i <= 5; i++) CHECK(command(w.b0, pub, "PUB /h\nm" + std::to_string(i)));
+  CHECK_EQ(w.registry.size(), 1u);  // the publish created it (cache on)
+  CHECK_EQ(w.counters0.get(k_cached_messages), 3u);
+  CHECK_EQ(w.counters0.get(k_cache_evictions), 2u);
+  CHECK(command(w.b0, sub, "SUB /h#2"));
+  CHECK(briefs(w.host0.to(sub)) == (std::vector<std::string>{"history 4 m4", "history 5 m5", "SYNC /h E:5"}));
+  Subscriber more;
+  CHECK(command(w.b0, more, "SUB /h#100 /nothing#0"));
+  CHECK(briefs(w.host0.to(more)) ==
+        (std::vector<std::string>{"history 3 m3", "history 4 m4", "history 5 m5", "SYNC /h E:5", "SYNC /nothing E:0"}));
+  CHECK(command(w.b0, pub, "PUB /h\nm6"));
+  CHECK_EQ(brief(w.host0.to(sub).back()), "live 6 m6");
+  w.b0.on_leave(&sub);
+  w.b0.on_leave(&more);
+  CHECK_EQ(w.registry.size(), 1u);  // /h is kept for its cache, /nothing is forgotten
+}
+
+TEST(cache_snapshot_goes_first_and_survives_count_eviction) {
+  World w(cached(2));
+  Subscriber pub, late, hist;
+  CHECK(command(w.b0, pub, "PUB /s p1 +retained\nsnap"));
+  CHECK(w.host0.to(pub) == std::vector<std::string>{"ACK p1"});
+  for (int i = 2; i <= 4; i++) CHECK(command(w.b0, pub, "PUB /s\nm" + std::to_string(i)));
+  CHECK(command(w.b0, late, "SUB /s"));
+  CHECK(briefs(w.host0.to(late)) == std::vector<std::string>{"snapshot 1 snap"});
+  CHECK(command(w.b0, pub, "PUB /s\nm5"));
+  CHECK_EQ(brief(w.host0.to(late).back()), "live 5 m5");
+  // The snapshot is older than the two cached messages: it comes first.
+  CHECK(command(w.b0, hist, "SUB /s#2"));
+  CHECK(briefs(w.host0.to(hist)) ==
+        (std::vector<std::string>{"snapshot 1 snap", "history 4 m4", "history 5 m5", "SYNC /s E:5"}));
+  CHECK_EQ(w.counters0.get(k_snapshots_sent), 2u);
+  w.b0.on_leave(&late);
+  w.b0.on_leave(&hist);
+}
+
+TEST(cache_recovery_positions_sync_or_resync) {
+  World w(cached(3));
+  Subscriber pub, first;
+  CHECK(command(w.b0, first, "SUB /r"));
+  for (int i = 1; i <= 5; i++) CHECK(command(w.b0, pub, "PUB /r\nm" + std::to_string(i)));
+  const std::string e = epoch_of(w.host0.to(first));
+  CHECK(!e.empty());
+  auto ask = [&](const std::string& spec) {
+    Subscriber c;
+    CHECK(command(w.b0, c, "SUB " + spec));
+    std::vector<std::string> got = briefs(w.host0.to(c));
+    w.b0.on_leave(&c);
+    w.host0.sent.erase(&c);  // the next Subscriber may live at the same address
+    return got;
+  };
+  CHECK(ask("/r@" + e + ":5") == std::vector<std::string>{"SYNC /r E:5"});                        // nothing missed
+  CHECK(ask("/r@" + e + ":3") == (std::vector<std::string>{"recovered 4 m4", "recovered 5 m5", "SYNC /r E:5"}));
+  CHECK(ask("/r@" + e + ":2") ==
+        (std::vector<std::string>{"recovered 3 m3", "recovered 4 m4", "recovered 5 m5", "SYNC /r E:5"}));
+  CHECK(ask("/r@" + e + ":1") == std::vector<std::string>{"RESYNC /r E:5"});   // 2 was evicted (count 3)
+  CHECK(ask("/r@" + e + ":9") == std::vector<std::string>{"RESYNC /r E:5"});   // ahead of the subject
+  CHECK(ask("/r@zz:3") == std::vector<std::string>{"RESYNC /r E:5"});          // another epoch
+  CHECK_EQ(w.counters0.get(k_recoveries), 3u);
+  CHECK_EQ(w.counters0.get(k_resyncs), 3u);
+  CHECK_EQ(w.counters0.get(k_messages_replayed), 5u);
+  w.b0.on_leave(&first);
+}
+
+TEST(cache_recovery_across_workgroups_is_exact_while_the_home_keeps_publishing) {
+  // The subscriber's workgroup (1) asks the home (0) while messages 6, 7 are already on their way to it and
+  // 8 is published after the answer: it must get 3..7 recovered, SYNC 7, then 8 live — nothing twice, no gap.
+  World w(cached());
+  Subscriber home_sub, pub, c;
+  CHECK(command(w.b0, home_sub, "SUB /x"));  // home 0
+  for (int i = 1; i <= 5; i++) CHECK(command(w.b0, pub, "PUB /x\nm" + std::to_string(i)));
+  const std::string e = epoch_of(w.host0.to(home_sub));
+  CHECK(!command(w.b1, c, "SUB /x@" + e + ":2"));   // paused: waits for the home's answer
+  CHECK_EQ(w.host1.publishes.size(), 1u);           // the request, not yet taken by the home
+  CHECK(command(w.b0, pub, "PUB /x\nm6"));
+  CHECK(command(w.b0, pub, "PUB /x\nm7"));
+  CHECK_EQ(w.host0.deliveries.size(), 2u);          // 6 and 7 fan out to workgroup 1 (its interest is set)
+  // The home takes the request (after 7), then 8 is published; then workgroup 1 drains its ring in order.
+  std::vector<Post> req;
+  req.swap(w.host1.publishes);
+  w.b0.on_request(req[0].subject, req[0].request);
+  CHECK(command(w.b0, pub, "PUB /x\nm8"));
+  CHECK(w.host1.resumed.empty());
+  pump(w);
+  CHECK(briefs(w.host1.to(c)) == (std::vector<std::string>{"recovered 3 m3", "recovered 4 m4", "recovered 5 m5",
+                                                            "recovered 6 m6", "recovered 7 m7", "SYNC /x E:7",
+                                                            "live 8 m8"}));
+  CHECK(w.host1.resumed == std::vector<Subscriber*>{&c});
+  w.b1.on_leave(&c);
+  w.b0.on_leave(&home_sub);
+}
+
+TEST(cache_answer_for_a_connection_that_left_releases_the_subject) {
+  World w(cached(1000, 0));  // cache off: the subject is not kept for a cache, only for subscribers
+  Subscriber home_sub, c;
+  CHECK(command(w.b0, home_sub, "SUB /y"));
+  CHECK(!command(w.b1, c, "SUB /y#5"));
+  w.b1.on_leave(&c);          // gone before the answer
+  pump(w);                    // the answer arrives for nobody
+  CHECK(w.host1.to(c).empty());
+  w.b0.on_leave(&home_sub);
+  CHECK_EQ(w.registry.size(), 0u);  // workgroup 1 let go of its interest: nothing keeps /y
+}
+
+TEST(cache_expires_by_age_and_forgets_idle_subjects) {
+  World w(cached(1000, 1 << 20, 1000));
+  Subscriber pub, c;
+  w.b0.set_now(10'000);
+  CHECK(command(w.b0, pub, "PUB /t\nold"));
+  w.b0.set_now(10'600);
+  CHECK(command(w.b0, pub, "PUB /t\nnew"));
+  w.b0.set_now(11'100);  // "old" is 1.1 s old
+  CHECK(command(w.b0, c, "SUB /t#5"));
+  CHECK(briefs(w.host0.to(c)) == (std::vector<std::string>{"history 2 new", "SYNC /t E:2"}));
+  w.b0.on_leave(&c);
+  CHECK_EQ(w.registry.size(), 1u);
+  w.b0.set_now(12'000);
+  w.b0.pass();           // everything expired, nobody subscribes: forgotten (a later SUB gets a new epoch)
+  CHECK_EQ(w.registry.size(), 0u);
+  CHECK_EQ(w.counters0.get(k_cached_messages), 0u);
+  CHECK_EQ(w.counters0.get(k_cached_bytes), 0u);
+}
+
+TEST(cache_size_bound_evicts_the_least_recently_published_first) {
+  World w(cached(1000, 4096));
+  Subscriber pub, c;
+  const std::string big(500, 'x');
+  for (int i = 0; i < 20; i++) CHECK(command(w.b0, pub, "PUB /old\n" + big));
+  CHECK(w.counters0.get(k_cached_bytes) <= 4096u);
+  const uint64_t kept_old = w.counters0.get(k_cached_messages);
+  CHECK(kept_old >= 2u);
+  for (int i = 0; i < 3; i++) CHECK(command(w.b0, pub, "PUB /new\n" + big));
+  CHECK(w.counters0.get(k_cached_bytes) <= 4096u);
+  CHECK(command(w.b0, c, "SUB /new#10"));
+  CHECK_EQ(w.host0.to(c).size(), 4u);  // /new kept its 3, /old paid for them
+  w.b0.on_leave(&c);
+}
+
+TEST(conflation_sends_the_latest_once_per_interval) {
+  World w;
+  Subscriber c, pub;
+  w.b0.set_now(1000);
+  CHECK(command(w.b0, c, "SUB conflate=100 /q"));
+  CHECK(command(w.b0, pub, "PUB /q\n1"));   // the first goes at once
+  w.b0.set_now(1010);
+  CHECK(command(w.b0, pub, "PUB /q\n2"));
+  CHECK(command(w.b0, pub, "PUB /q\n3"));
+  CHECK_EQ(w.host0.to(c).size(), 1u);
+  CHECK_EQ(w.b0.flush_conflated(), 90);     // due at 1100
+  w.b0.set_now(1100);
+  CHECK_EQ(w.b0.flush_conflated(), -1);
+  CHECK(briefs(w.host0.to(c)) == (std::vector<std::string>{"live 1 1", "live 3 3"}));
+  CHECK_EQ(w.counters0.get(k_messages_conflated), 1u);
+  CHECK_EQ(w.counters0.get(k_messages_out), 2u);
+  w.b0.set_now(1150);
+  CHECK(command(w.b0, pub, "PUB /q\n4"));   // within the interval that began at 1100: held
+  w.b0.on_leave(&c);                        // the held frame is dropped with the subscription
+  CHECK_EQ(w.host0.to(c).size(), 2u);
 }

@@ -94,9 +94,44 @@ TEST(rejects_a_body_on_sub_unsub_and_ping_as_bad_command) {
   CHECK_EQ(error_of("PING tok\n\n"), "bad-command");
 }
 
-TEST(rejects_the_reserved_sub_position_and_history_forms_as_bad_command) {
-  CHECK_EQ(error_of("SUB /a/b@k3x:42"), "bad-command");
-  CHECK_EQ(error_of("SUB /a /b#10"), "bad-command");
+TEST(parses_the_v2_sub_forms_and_refuses_malformed_positions_and_counts) {
+  CHECK_EQ(error_of("SUB /a/b@k3x:42"), "ok");
+  CHECK_EQ(error_of("SUB /a /b#10"), "ok");
+  CHECK_EQ(error_of("SUB conflate=500 /a /b#0 /c@0:0"), "ok");
+  {
+    const Spec r = parse_spec("/a/b@k3x:42");
+    CHECK_EQ(r.subject, "/a/b");
+    CHECK(r.mode == SpecMode::kRecover);
+    CHECK_EQ(r.epoch, uint64_t{20 * 36 * 36 + 3 * 36 + 33});
+    CHECK_EQ(r.seq, 42u);
+    const Spec h = parse_spec("/b#10");
+    CHECK_EQ(h.subject, "/b");
+    CHECK(h.mode == SpecMode::kHistory);
+    CHECK_EQ(h.seq, 10u);
+    const Spec l = parse_spec("/user@host");
+    CHECK_EQ(l.subject, "/user@host");
+    CHECK(l.mode == SpecMode::kLive);
+    const Spec big = parse_spec("/a@3w5e11264sgsf:18446744073709551615");  // the largest epoch and seq
+    CHECK(big.mode == SpecMode::kRecover);
+    CHECK_EQ(big.epoch, UINT64_MAX);
+    CHECK_EQ(big.seq, UINT64_MAX);
+  }
+  CHECK_EQ(error_of("SUB /a@3w5e11264sgsg:1"), "bad-command");       // epoch over 64 bits
+  CHECK_EQ(error_of("SUB /a@K3X:1"), "bad-command");                 // upper case is not an epoch
+  CHECK_EQ(error_of("SUB /a@k3x:18446744073709551616"), "bad-command");  // seq over 64 bits
+  CHECK_EQ(error_of("SUB /a#1234567890"), "bad-command");            // 10 digits
+  CHECK_EQ(error_of("SUB /#5"), "bad-subject");                      // the subject part breaks the rule
+  CHECK_EQ(error_of("SUB conflate=50 /a"), "bad-command");
+  CHECK_EQ(error_of("SUB conflate=150 /a"), "bad-command");
+  CHECK_EQ(error_of("SUB conflate=60100 /a"), "bad-command");
+  CHECK_EQ(error_of("SUB conflate=x /a"), "bad-command");
+  CHECK_EQ(error_of("SUB conflate=500"), "bad-command");
+  CHECK_EQ(error_of("SUB /a conflate=500"), "bad-subject");          // only first: elsewhere it is a subject
+  CHECK_EQ(error_of("UNSUB /a#5"), "ok");                             // UNSUB takes plain subjects
+  CHECK_EQ(error_of("PUB /a id +retained\nx"), "ok");
+  CHECK_EQ(error_of("PUB /a +retained\nx"), "ok");
+  CHECK_EQ(error_of("PUB /a id +sticky\nx"), "bad-command");
+  CHECK_EQ(error_of("PUB /a +retained extra\nx"), "bad-command");
   // Other uses of '@', ':' and '#' are ordinary subject characters.
   CHECK_EQ(error_of("SUB /user@host"), "ok");
   CHECK_EQ(error_of("SUB /a#b /c:1 /@:x"), "ok");
@@ -241,7 +276,7 @@ TEST(rejects_empty_messages_and_headers_as_bad_command) {
 TEST(bad_command_on_the_header_wins_over_a_bad_subject) {
   CHECK_EQ(error_of("PUB bad " + repeat('i', kMaxIdLen + 1)), "bad-command");
   CHECK_EQ(error_of("SUB bad\nbody"), "bad-command");
-  CHECK_EQ(error_of("SUB bad /a@e:1"), "bad-command");
+  CHECK_EQ(error_of("SUB bad /a@E:1"), "bad-command");
 }
 
 // ---- details: what is wrong and what to change ----
@@ -307,10 +342,13 @@ TEST(other_unknown_verbs_list_the_commands) {
 TEST(malformed_headers_say_where_and_what_to_change) {
   CHECK_EQ(refusal("SUB"), "bad-command SUB needs at least one subject, e.g. \"SUB /a/b\"");
   CHECK_EQ(refusal("UNSUB\n"), "bad-command UNSUB needs at least one subject, e.g. \"UNSUB /a/b\"");
-  CHECK_EQ(refusal("PUB"), "bad-command PUB needs a subject: \"PUB <subject> [<id>]\", a newline, then the payload");
+  CHECK_EQ(refusal("PUB"),
+           "bad-command PUB needs a subject: \"PUB <subject> [<id>] [+retained]\", a newline, then the payload");
   CHECK_EQ(refusal("PUB /a hello world"),
-           "bad-command PUB takes a subject and an optional id, got 3 arguments; the payload goes after the first "
-           "newline");
+           "bad-command PUB takes a subject, an optional id and an optional +retained, got 3 arguments; the payload "
+           "goes after the first newline");
+  CHECK_EQ(refusal("PUB /a p1 +keep"),
+           "bad-command PUB option \"+keep\" is unknown; the only option is +retained (ids may not begin with '+')");
   CHECK_EQ(refusal("PUB /a " + repeat('i', kMaxIdLen + 1)), "bad-command PUB id is 65 characters long; the limit is 64");
   CHECK_EQ(refusal("PING " + repeat('t', 70)), "bad-command PING token is 70 characters long; the limit is 64");
   CHECK_EQ(refusal("PING a b c"), "bad-command PING takes at most one token, got 3");
@@ -326,12 +364,12 @@ TEST(malformed_headers_say_where_and_what_to_change) {
   CHECK_EQ(refusal("PING\r"), "bad-command '\\r' at offset 4 of the header; a '\\r' is allowed only directly before the '\\n'");
   CHECK_EQ(refusal("\nPUB /a"),
            "bad-command empty header line; the command (e.g. \"PUB /a/b\") comes before the first newline");
-  CHECK_EQ(refusal("SUB /a#5"),
-           "bad-command /a#5: SUB \"<subject>#<n>\" (last n messages) is reserved for a later protocol version; subscribe "
-           "to the plain subject");
-  CHECK_EQ(refusal("SUB /a /b@k2x:17"),
-           "bad-command /b@k2x:17: SUB \"<subject>@<epoch>:<seq>\" (recovery) is reserved for a later protocol version; "
-           "subscribe to the plain subject");
+  CHECK_EQ(refusal("SUB /a /b@K2X:17"),
+           "bad-command /b@K2X:17: \"K2X\" is not an epoch; use the one of the last MSG, SYNC or RESYNC received "
+           "(lower-case base 36, at most 13 characters)");
+  CHECK_EQ(refusal("SUB conflate=250 /a"),
+           "bad-command SUB conflate=250: conflate takes milliseconds in steps of 100 from 100 to 60000, e.g. "
+           "\"SUB conflate=500 /a/b\"");
 }
 
 TEST(a_command_reused_after_a_refusal_parses_clean) {

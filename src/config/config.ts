@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as util from 'node:util';
 import { SCHEMA, envName, type SchemaConfig } from './schema';
-import { TYPES, typeOf, type KeyBase, type KeyDef, type ListenAddress, type SomeValueType, type TypeTable } from './types';
+import { M, TYPES, typeOf, type KeyBase, type KeyDef, type ListenAddress, type SomeValueType, type TypeTable } from './types';
 
 export type { KeyBase, KeyDef, ListenAddress, TypeTable, ValueType } from './types';
 export { SCHEMA, envName } from './schema';
@@ -24,6 +24,11 @@ export interface Config {
   MaxBacklogTime: number;
   /** Bytes. */
   Memory: number;
+  /** Bytes; 0: no history cache. */
+  CacheSize: number;
+  MaxCachedMessagesPerSubject: number;
+  /** Seconds; 0: no expiry. */
+  CacheExpireTime: number;
   /** 0: the open-file limit less 256. */
   MaxConnections: number;
   /** Seconds; 0: off. */
@@ -128,7 +133,19 @@ const monitorPort: CrossCheck = (values) => {
     : [];
 };
 
-const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [monitorCredentials, monitorPort]);
+/** The history cache lives inside the Memory budget: a CacheSize set above half of it would leave too little for the
+ * clients' queues (the default adapts instead, see server.ts). */
+const cacheWithinMemory: CrossCheck = (values) => {
+  const cache = values.get('CacheSize')!;
+  const memory = values.get('Memory')!;
+  if (cache.source.kind === 'default' || (cache.value as number) <= (memory.value as number) / 2) return [];
+  return [
+    `${sourceLabel(cache.source)}: CacheSize: expected at most half of Memory (${Math.floor((memory.value as number) / 2 / M)}M), ` +
+      `got ${Math.round((cache.value as number) / M)}M; lower CacheSize or raise Memory`,
+  ];
+};
+
+const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [monitorCredentials, monitorPort, cacheWithinMemory]);
 
 /** Collects the values of one load, later sources overriding earlier ones, and every error on the way. */
 class Loader<D extends AnyKeyDef> {

@@ -178,6 +178,44 @@ export const SCHEMA = [
       '(see `BufferLimit.Send`, `BufferLimit.Receive` and docs/tuning.md).',
   },
   {
+    name: 'CacheSize',
+    type: 'size',
+    default: '64M',
+    defaultDoc: '`64M` (at most half of `Memory` when that is smaller than 128M)',
+    min: 0,
+    max: MAX_MEMORY,
+    example: '1G',
+    doc:
+      'Bytes of history all subjects together may keep for recovery (`SUB <subject>@<epoch>:<seq>`), history ' +
+      '(`SUB <subject>#<n>`) and retained snapshots (`PUB … +retained`): the messages themselves, shared with their ' +
+      'live delivery. Each workgroup keeps an equal share for the subjects it is home of; over it, the least recently ' +
+      'published subjects lose their oldest messages first, then their snapshot. Part of `Memory`, and at most half ' +
+      'of it. `0` turns history, recovery and snapshots off (protocol v1 behaviour: a publish to a subject nobody ' +
+      'subscribes to goes nowhere, and recovery is answered `RESYNC` unless nothing was missed).',
+  },
+  {
+    name: 'MaxCachedMessagesPerSubject',
+    type: 'int',
+    default: '1000',
+    min: 0,
+    max: 1_000_000,
+    example: '100',
+    doc:
+      'Most messages kept per subject for recovery and history; older ones are dropped (a client asking to recover ' +
+      'from before them gets `RESYNC`). 0 keeps only retained snapshots.',
+  },
+  {
+    name: 'CacheExpireTime',
+    type: 'int',
+    default: '180',
+    min: 0,
+    max: 30 * 24 * 3600,
+    example: '600',
+    doc:
+      'Seconds a message stays in the history cache; `0` keeps messages until `MaxCachedMessagesPerSubject` or ' +
+      '`CacheSize` pushes them out. Retained snapshots do not expire.',
+  },
+  {
     name: 'MaxConnections',
     type: 'int',
     default: '0',

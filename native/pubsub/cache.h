@@ -1,0 +1,113 @@
+// The history cache and retained snapshots of the subjects one workgroup is home of (PROTOCOL.md v2:
+// "Cache, snapshot, epochs"). Only the home thread touches it: the home sequences every message of its
+// subjects, so appending here in that order and answering a recovery here (Broker) is what makes a
+// recovery exact — nothing published meanwhile is missed or sent twice.
+//
+// What a cached message costs: a reference to the frame already built for live delivery (no copy) and a
+// 16-byte entry. A subject's Cache is allocated with its first message, so subscribed subjects that never
+// get one cost nothing here. Bounds, all from configuration (DESIGN.md rule 3):
+// - per subject: the last `max_messages` (MaxCachedMessagesPerSubject);
+// - by age: a message older than `expire_ms` (CacheExpireTime) is dropped (checked on every append and
+//   answer, and once a second for every subject by expire());
+// - all subjects of this home together: `max_bytes` (its share of CacheSize). Over it, the least recently
+//   published subject loses its oldest messages first, then its snapshot.
+// The retained snapshot (the last `PUB … +retained`) is kept through count and age eviction.
+//
+// A subject with a Cache is held in the registry (Registry::hold) so it keeps its epoch without
+// subscribers; when its Cache empties (no message, no snapshot) it is released (Registry::unhold), and
+// forgotten if nobody subscribes.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "io/frame.h"
+#include "pubsub/protocol.h"
+#include "pubsub/subject.h"
+#include "runtime/counters.h"
+
+namespace starling {
+
+struct CacheOptions {
+  uint32_t max_messages = 1000;  // MaxCachedMessagesPerSubject
+  uint64_t expire_ms = 180000;   // CacheExpireTime; 0: messages do not expire
+  uint64_t max_bytes = 0;        // this home's share of CacheSize; 0: the cache is off
+};
+
+struct Cache {
+  struct Entry {
+    Frame* frame;    // the live frame ("MSG <subject> <epoch>:<seq>\n" + payload behind its WebSocket head)
+    uint64_t at_ms;  // when it was sequenced
+  };
+  Subject* subject;
+  Cache* prev;             // the home's list, least recently published first
+  Cache* next;
+  Entry* ring;             // cap entries; count of them from head, seqs first_seq, first_seq + 1, ...
+  uint32_t cap;
+  uint32_t head;
+  uint32_t count;
+  uint64_t first_seq;
+  Frame* snapshot;         // live frame of the last retained message, or nullptr
+  uint64_t snapshot_seq;
+  Frame* snapshot_msg;     // "MSG … snapshot" made from it when first asked for (shared by every asker)
+  uint64_t bytes;          // what this cache keeps alive: frames, entries, this struct
+
+  const Entry& at(uint32_t i) const { return ring[(head + i) & (cap - 1)]; }
+  uint64_t last_seq() const { return first_seq + count - 1; }
+};
+
+// What a SUB spec that needs the home asks, and the home's answer (crosses threads with the request).
+struct Request {
+  uint64_t token = 0;      // the asking broker's, to find the connection again
+  unsigned from = 0;       // the asking workgroup
+  Spec spec;               // spec.subject is not valid here (it points into the client's input)
+  Frame* answer = nullptr; // the home's reply frames, one WebSocket message each (nullptr: nothing to send)
+  bool failed = false;     // the home could not allocate the answer: the subscription is refused
+};
+
+class HomeCache {
+ public:
+  HomeCache(CacheOptions options, Registry& registry, Counters& counters)
+      : opt_(options), registry_(registry), counters_(counters) {}
+  ~HomeCache();
+  HomeCache(const HomeCache&) = delete;
+  HomeCache& operator=(const HomeCache&) = delete;
+
+  bool enabled() const { return opt_.max_bytes != 0; }
+
+  // The home sequenced f (header written) as s->seq. Keeps a reference to f; retained: f is also the
+  // snapshot. s must be held (Registry::hold) before the first message; the caller holds a reference to s.
+  // Never fails: a cache that cannot grow drops its oldest messages instead (a recovery from before them
+  // is answered RESYNC), one that cannot be created caches nothing.
+  void append(Subject* s, Frame* f, bool retained, uint64_t now_ms);
+
+  // Builds the answer to r for s (the caller holds a reference to s): PROTOCOL.md v2 for each form.
+  // Sets r.answer (nullptr when there is nothing to send) or r.failed.
+  void answer(Subject* s, Request& r, uint64_t now_ms);
+
+  // Drops what expired, for every subject (once a second).
+  void expire(uint64_t now_ms);
+
+  uint64_t bytes() const { return total_; }
+
+ private:
+  Cache* create(Subject* s);
+  void free_cache(Cache* c);         // unholds the subject: do not touch it afterwards
+  void drop_oldest(Cache* c);
+  void drop_snapshot(Cache* c);
+  bool grow(Cache* c);
+  void expire(Cache* c, uint64_t now_ms);   // may free c
+  void touch(Cache* c);              // c was just published to: to the back of the list
+  void unlink(Cache* c);
+  void enforce_bound();
+  void charge(Cache* c, int64_t delta);
+  Frame* snapshot_message(Cache* c);
+
+  const CacheOptions opt_;
+  Registry& registry_;
+  Counters& counters_;
+  Cache* lru_ = nullptr;       // least recently published
+  Cache* mru_ = nullptr;
+  uint64_t total_ = 0;         // bytes of every cache here
+};
+
+}  // namespace starling
