@@ -112,6 +112,7 @@ describe('subscribing', SUITE, () => {
     assert.throws(() => c.subscribe('/a/e@k2:5', () => {}), TypeError);
     assert.throws(() => c.subscribe('/ok', () => {}, { conflate: 150 }), RangeError);
     assert.throws(() => c.subscribe('/ok', () => {}, { conflate: 0 }), RangeError);
+    assert.throws(() => c.subscribe('/ok', () => {}, { conflate: 60_100 }), /from 100 to 60000/);
     assert.throws(() => c.subscribe('/ok', () => {}, { history: -1 }), RangeError);
     assert.throws(() => c.subscribe('/ok', 'not a function' as never), TypeError);
     assert.throws(() => c.publish('/a/', 'x'), TypeError);

@@ -5,7 +5,11 @@
 // the test file ends.
 import { after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Client, ClientEvent, ClientEvents, Message } from 'starling/client';
 import { TIMEOUT_MS, within } from './helpers';
@@ -294,5 +298,115 @@ export async function until(what: string, probe: () => boolean): Promise<void> {
   while (!probe()) {
     if (Date.now() > deadline) assert.fail(`timed out after ${TIMEOUT_MS} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A port to restart a server on
+
+/**
+ * A free port below the kernel's ephemeral range (ip_local_port_range): a server killed and started again on it
+ * cannot find it taken by the local end of some outgoing connection in between, as a port from the range could.
+ */
+export async function restartablePort(): Promise<number> {
+  let low = 32768;
+  try {
+    low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    /* not Linux: the usual default */
+  }
+  for (let tries = 0; tries < 50; tries++) {
+    const port = 10_000 + Math.floor(Math.random() * Math.max(1, low - 10_000));
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error(`no free port between 10000 and ${low}`);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A publisher that keeps publishing
+
+/**
+ * Publishes 1, 2, 3 … on `subject`, each after the previous one's answer, until stopped. A publish the connection
+ * lost before its ACK (connection-lost: it may or may not have gone out) is noted in `lost`; the loop goes on and
+ * the client holds the next one until it is connected again. Any other refusal stops the loop and fails stop().
+ */
+export class PublishLoop {
+  readonly acked: number[] = [];
+  readonly lost: number[] = [];
+  private stopped = false;
+  private readonly done: Promise<void>;
+
+  constructor(
+    private readonly client: Client,
+    private readonly subject: string,
+  ) {
+    this.done = this.run();
+    this.done.catch(() => {}); // reported by stop()
+  }
+
+  private async run(): Promise<void> {
+    for (let i = 1; !this.stopped; i++) {
+      try {
+        await this.client.publish(this.subject, String(i));
+        this.acked.push(i);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'connection-lost') throw e;
+        this.lost.push(i);
+      }
+    }
+  }
+
+  /** Stops after the publish in progress; rejects if a publish was refused. */
+  stop(): Promise<void> {
+    this.stopped = true;
+    return this.done;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The examples, run as a user runs them
+
+/** A process running one of examples/*.mjs, its stdout lines awaitable. Killed when the test file ends. */
+export class ExampleProcess {
+  readonly lines = new Queue<string>();
+  readonly output: string[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private stderr = '';
+
+  constructor(readonly proc: ChildProcess) {
+    readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
+      this.output.push(line);
+      this.lines.push(line);
+    });
+    proc.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+    atEnd(() => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    });
+  }
+
+  /** `node examples/<name> <args>` from the repository root, as the examples' headers say to run them. */
+  static start(name: string, args: string[]): ExampleProcess {
+    const root = path.join(__dirname, '..', '..');
+    return new ExampleProcess(spawn(process.execPath, [path.join('examples', name), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
+  /** Takes lines until one matches `pattern`; returns its match. The lines passed over stay in `output`. */
+  async line(pattern: RegExp): Promise<RegExpMatchArray> {
+    for (;;) {
+      const line = await this.lines.take(`a line matching ${pattern} (stderr so far: ${this.stderr.slice(-500)})`);
+      const m = pattern.exec(line);
+      if (m) return m;
+    }
+  }
+
+  /** What it wrote to stderr. */
+  get errors(): string {
+    return this.stderr;
   }
 }

@@ -79,7 +79,7 @@ export interface ConnectOptions {
 export interface SubscribeOptions {
   /** Messages of the subject's cache to replay first (`SUB <s>#<n>`), after its retained snapshot. Default 0. */
   history?: number;
-  /** Deliver at most one message per this many ms, the latest (`conflate=`; a multiple of 100, at least 100). */
+  /** Deliver at most one message per this many ms, the latest (`conflate=`; a multiple of 100 from 100 to 60000). */
   conflate?: number;
 }
 
@@ -194,10 +194,12 @@ function checkSubject(subject: unknown, what: string): asserts subject is string
   if (problem) throw new TypeError(`${what}: ${problem}`);
 }
 
-function checkCount(value: unknown, what: string, { min = 0, step = 1 } = {}): number | undefined {
+function checkCount(value: unknown, what: string, { min = 0, max = Number.MAX_SAFE_INTEGER, step = 1 } = {}): number | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value % step !== 0)
-    throw new RangeError(`${what} must be an integer${step > 1 ? ` multiple of ${step}` : ''} of at least ${min}, got ${String(value)}`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max || value % step !== 0) {
+    const range = max < Number.MAX_SAFE_INTEGER ? `from ${min} to ${max}` : `of at least ${min}`;
+    throw new RangeError(`${what} must be an integer${step > 1 ? ` multiple of ${step}` : ''} ${range}, got ${String(value)}`);
+  }
   return value;
 }
 
@@ -470,7 +472,7 @@ export class Client {
       throw new TypeError(`subscribe: ${subject}: a last segment ending in @<epoch>:<seq> or #<n> is read by SUB as a position or a history request`);
     if (typeof handler !== 'function') throw new TypeError('subscribe: the handler must be a function');
     const history = checkCount(options.history, 'subscribe: history') ?? 0;
-    const conflate = checkCount(options.conflate, 'subscribe: conflate', { min: 100, step: 100 });
+    const conflate = checkCount(options.conflate, 'subscribe: conflate', { min: 100, max: 60_000, step: 100 });
     if (this.subs.has(subject)) throw new Error(`subscribe: already subscribed to ${subject}; unsubscribe first`);
     const sub = new Sub(this, subject, handler, history, conflate);
     if (this.state === 'closed') {
