@@ -5,7 +5,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, StarlingError, type Client, type ConnectOptions } from 'starling/client';
-import { Recorder, ScriptedServer, until, type ScriptedConnection } from './client-kit';
+import * as net from 'node:net';
+import { Recorder, ScriptedServer, atEnd, until } from './client-kit';
 
 const SUITE = { timeout: 60_000 };
 /** Reconnect at once (5 ms, no jitter): the cases are about what is sent, not when. */
@@ -283,6 +284,31 @@ describe('reconnecting', SUITE, () => {
     assert.deepEqual(first, { url: b.url, attempt: 1, delay: 5 });
     await b.accept();
     await rec.event('connected');
+  });
+
+  it('drops a connection whose server stops answering (keepAlive: PING, then nothing) and reconnects', async () => {
+    const server = await ScriptedServer.start({ autoPong: false });
+    const { rec } = client(server, { keepAlive: 50 });
+    const silent = await server.accept();
+    await rec.event('connected');
+    await silent.expect(/^PING \S+$/); // never answered
+    const gone = await rec.event('disconnected');
+    assert.deepEqual([gone.code, gone.reason], [1006, 'no answer from the server for 100 ms']);
+    await server.accept();
+    await rec.event('connected');
+  });
+
+  it('gives up an attempt that does not complete within connectTimeout and tries again', async () => {
+    // A TCP listener that reads the upgrade request and never answers it (reading, it sees the client give up).
+    const mute = net.createServer((socket) => socket.resume());
+    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', () => resolve()));
+    atEnd(() => new Promise<void>((resolve) => mute.close(() => resolve())));
+    const url = `ws://127.0.0.1:${(mute.address() as net.AddressInfo).port}/`;
+    const { client: c, rec } = client([url], { connectTimeout: 50 });
+    assert.deepEqual(await rec.event('reconnecting'), { url, attempt: 1, delay: 5 });
+    assert.deepEqual(await rec.event('reconnecting'), { url, attempt: 2, delay: 10 });
+    assert.equal(c.connected, false);
+    await c.close();
   });
 
   it('closes for good on the first drop with reconnect: false, rejecting what waits', async () => {

@@ -56,6 +56,16 @@ describe('publishing', SUITE, () => {
     });
     await c.publish('/pub/big', 'x'.repeat(1024)); // the connection goes on
   });
+
+  it('a message far over MaxMessageSize: the server closes (1009), the publish ends in connection-lost, the client reconnects', async () => {
+    const { client: c, rec } = client(server);
+    await c.publish('/pub/huge', 'fits');
+    await assert.rejects(c.publish('/pub/huge', 'x'.repeat(1024 + 400)), (e: StarlingError) => e.code === 'connection-lost');
+    await rec.event('connected');
+    assert.equal((await rec.event('disconnected')).code, 1009);
+    await rec.event('connected');
+    await c.publish('/pub/huge', 'fits again');
+  });
 });
 
 describe('subscribing', SUITE, () => {
