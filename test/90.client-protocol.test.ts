@@ -450,15 +450,26 @@ describe('refusals and errors', SUITE, () => {
 });
 
 describe('closing', SUITE, () => {
-  it('close() closes with 1000, emits disconnected, rejects waiting publishes and never reconnects', async () => {
+  it('close() closes with 1000, emits disconnected, lets the answers already on their way arrive, never reconnects', async () => {
     const server = await ScriptedServer.start();
     const { client: c, rec } = client(server);
     const conn = await server.accept();
     await rec.event('connected');
-    const p = c.publish('/k/k', 'unanswered');
-    await conn.expect(/^PUB /);
+    const sub = c.subscribe('/k/k', () => assert.fail('no handler is called after close()'));
+    await conn.expect('SUB /k/k#0');
+    const answered = c.publish('/k/k', 'answered');
+    const unanswered = c.publish('/k/k', 'unanswered');
+    const id = (await conn.expect(/^PUB \/k\/k \S+\nanswered$/)).split(/[ \n]/)[2];
+    await conn.expect(/^PUB \/k\/k \S+\nunanswered$/);
     const closing = c.close();
-    await assert.rejects(p, (e: StarlingError) => e.code === 'closed');
+    await assert.rejects(c.publish('/k/k', 'after close'), (e: StarlingError) => e.code === 'closed');
+    await assert.rejects(sub.ready, (e: StarlingError) => e.code === 'closed');
+    // Written before the server reads the close frame, as a server answers the commands it read before it.
+    conn.send('SYNC /k/k e1:0');
+    conn.send('MSG /k/k e1:1\nanswered');
+    conn.send(`ACK ${id}`);
+    await answered;
+    await assert.rejects(unanswered, (e: StarlingError) => e.code === 'closed' && /may or may not have been published/.test(e.detail));
     await closing;
     assert.equal((await rec.event('disconnected')).code, 1000);
     await conn.closed;

@@ -523,8 +523,10 @@ export class Client {
   }
 
   /**
-   * Closes the connection (1000) and stops reconnecting. Waiting and unanswered publishes are rejected with
-   * `closed`. Resolves once the socket is closed. Idempotent.
+   * Closes the connection (1000) and stops reconnecting; no handler or listener but `disconnected` is called from
+   * then on. Publishes already sent still get their answer (the server answers every command it read before it
+   * closes); those not sent, or left unanswered, are rejected with `closed`. Resolves once the socket is closed.
+   * Idempotent.
    */
   close(): Promise<void> {
     if (this.closing) return this.closing;
@@ -532,7 +534,10 @@ export class Client {
     const wasOpen = this.socketOpened;
     this.state = 'closed';
     this.stopTimers();
-    this.failAll(new StarlingError('closed', 'the client was closed'));
+    const queued = this.queued;
+    this.queued = [];
+    for (const p of queued) p.reject(new StarlingError('closed', 'the client was closed before it was sent', { subject: p.subject }));
+    if (!wasOpen) this.failInFlight('closed');
     for (const sub of this.subs.values()) sub.rejectReady(new StarlingError('closed', 'the client was closed', { subject: sub.subject }));
     this.closing = new Promise<void>((resolve) => {
       if (!socket) return resolve();
@@ -639,10 +644,7 @@ export class Client {
     this.outstanding = [];
     this.stale.clear();
     for (const sub of this.subs.values()) sub.phase = 'idle';
-    const lost = [...this.inFlight.values()];
-    this.inFlight.clear();
-    for (const p of lost)
-      p.reject(new StarlingError('connection-lost', `the connection closed before the server answered; the message may or may not have been published`, { subject: p.subject }));
+    this.failInFlight(this.state === 'closed' ? 'closed' : 'connection-lost');
     if (wasOpen) this.emit('disconnected', { url, code, reason });
     if (this.state === 'closed') this.closed?.();
     else this.retry(wasOpen, code);
@@ -698,11 +700,15 @@ export class Client {
     this.keepAliveTimer = null;
   }
 
-  private failAll(e: StarlingError): void {
-    const all = [...this.inFlight.values(), ...this.queued];
+  /** Rejects the publishes sent and not answered: the connection is gone, so is their answer. */
+  private failInFlight(code: 'closed' | 'connection-lost'): void {
+    const lost = [...this.inFlight.values()];
     this.inFlight.clear();
-    this.queued = [];
-    for (const p of all) p.reject(new StarlingError(e.code, e.detail, { subject: p.subject }));
+    const detail =
+      code === 'closed'
+        ? 'the client was closed before the server answered; the message may or may not have been published'
+        : 'the connection closed before the server answered; the message may or may not have been published';
+    for (const p of lost) p.reject(new StarlingError(code, detail, { subject: p.subject }));
   }
 
   // -------------------------------------------------------------------------------------------------
@@ -775,6 +781,9 @@ export class Client {
     if (!frame) return this.malformed(typeof data === 'string' ? data : `(${typeof data} data, or a header that is not printable ASCII)`);
     const { header, hasBody, payload } = frame;
     const parts = header.split(' ');
+    // After close(): only the answers to publishes already sent, which the server sends before its close frame.
+    if (this.state === 'closed' && !((parts[0] === 'ACK' || parts[0] === 'ERR') && this.inFlight.has(parts[parts[0] === 'ACK' ? 1 : 2])))
+      return;
     switch (parts[0]) {
       case 'MSG': {
         const pos = parsePosition(parts[2]);
