@@ -78,15 +78,18 @@ describe('subscribing', SUITE, () => {
     assert.deepEqual(await rec.event('sync'), { subject: '/sub/live', ...at });
     await pub.publish('/sub/live', 'one');
     await pub.publish('/sub/live', Uint8Array.from([0xff, 0x0a, 0x00]));
-    await until('two messages', () => rec.all.length === 2);
+    const bytes = Uint8Array.from([9, 8, 7, 6]);
+    await pub.publish('/sub/live', new DataView(bytes.buffer, 1, 2)); // a view: only its bytes
+    await until('three messages', () => rec.all.length === 3);
     assert.deepEqual(
       rec.all.map((m) => [m.text, m.binary, m.kind, m.epoch, m.seq]),
       [
         ['one', false, 'live', at.epoch, at.seq + 1],
         ['\xff\n\x00', true, 'live', at.epoch, at.seq + 2],
+        ['\x08\x07', true, 'live', at.epoch, at.seq + 3],
       ],
     );
-    assert.deepEqual(s.position, { epoch: at.epoch, seq: at.seq + 2 });
+    assert.deepEqual(s.position, { epoch: at.epoch, seq: at.seq + 3 });
   });
 
   it('sends a new subscriber the retained snapshot, then the history asked for, then SYNC', async () => {

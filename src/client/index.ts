@@ -491,18 +491,18 @@ export class Client {
   }
 
   /**
-   * Publishes `payload` (a string: a text frame; bytes: a binary frame). Resolves when the server ACKs it;
+   * Publishes `payload` (a string: a text frame; bytes — a Uint8Array, Buffer, ArrayBuffer or other view — a binary frame). Resolves when the server ACKs it;
    * rejects with a StarlingError: the server's ERR code, or `connection-lost` (sent, then the connection dropped
    * before the answer: it may or may not have been published; it is not sent again), `queue-full` or `closed`.
    * While disconnected, publishes wait (at most maxQueuedPublishes) and are sent, in order, on the next connection.
    */
-  publish(subject: string, payload: Payload | ArrayBuffer, options: PublishOptions = {}): Promise<void> {
+  publish(subject: string, payload: Payload | ArrayBuffer | ArrayBufferView, options: PublishOptions = {}): Promise<void> {
     checkSubject(subject, 'publish');
     let body: Payload;
-    if (typeof payload === 'string') body = payload;
-    else if (payload instanceof Uint8Array) body = payload;
+    if (typeof payload === 'string' || payload instanceof Uint8Array) body = payload;
     else if (payload instanceof ArrayBuffer) body = new Uint8Array(payload);
-    else throw new TypeError(`publish: the payload must be a string, a Uint8Array or an ArrayBuffer, got ${typeof payload}`);
+    else if (ArrayBuffer.isView(payload)) body = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+    else throw new TypeError(`publish: the payload must be a string, an ArrayBuffer or a typed array (Uint8Array, Buffer, …), got ${typeof payload}`);
     if (this.state === 'closed') return Promise.reject(new StarlingError('closed', 'the client is closed', { subject }));
     const id = `p${(++this.counter).toString(36)}`;
     const header = `PUB ${subject} ${id}${options.retained ? ' +retained' : ''}\n`;
@@ -778,7 +778,10 @@ export class Client {
 
   private receive(data: unknown): void {
     const frame = splitFrame(data);
-    if (!frame) return this.malformed(typeof data === 'string' ? data : `(${typeof data} data, or a header that is not printable ASCII)`);
+    if (!frame) {
+      if (this.state !== 'closed') this.malformed(typeof data === 'string' ? data : `(${typeof data} data, or a header that is not printable ASCII)`);
+      return;
+    }
     const { header, hasBody, payload } = frame;
     const parts = header.split(' ');
     // After close(): only the answers to publishes already sent, which the server sends before its close frame.
