@@ -18,12 +18,19 @@ function client(server: ScriptedServer | string[], options: Partial<ConnectOptio
   return { client: c, rec: new Recorder(c) };
 }
 
-/** A client subscribed to `subject` on a scripted connection, its SUB answered with SYNC <epoch>:<seq>. */
-async function subscribed(subject: string, epoch = 'e1', seq = 0) {
-  const server = await ScriptedServer.start();
-  const { client: c, rec } = client(server);
+/** A scripted server and a client connected to it (its `connected` event taken). */
+async function opened(o: { autoPong?: boolean } & Partial<ConnectOptions> = {}) {
+  const { autoPong, ...options } = o;
+  const server = await ScriptedServer.start({ autoPong });
+  const { client: c, rec } = client(server, options);
   const conn = await server.accept();
   await rec.event('connected');
+  return { server, client: c, rec, conn };
+}
+
+/** A client subscribed to `subject` on a scripted connection, its SUB answered with SYNC <epoch>:<seq>. */
+async function subscribed(subject: string, epoch = 'e1', seq = 0) {
+  const { server, client: c, rec, conn } = await opened();
   const sub = c.subscribe(subject, rec.handler);
   await conn.expect(`SUB ${subject}#0`);
   conn.send(`SYNC ${subject} ${epoch}:${seq}`);
@@ -188,10 +195,7 @@ describe('a live stream that breaks', SUITE, () => {
   });
 
   it('delivers nothing of an old subscription to a new one on the same subject', async () => {
-    const server = await ScriptedServer.start({ autoPong: false });
-    const { client: c, rec } = client(server);
-    const conn = await server.accept();
-    await rec.event('connected');
+    const { client: c, rec, conn } = await opened({ autoPong: false });
     const first = c.subscribe('/r/again', () => assert.fail('the first subscription is stopped before any message'));
     await conn.expect('SUB /r/again#0');
     await conn.pong();
@@ -235,10 +239,7 @@ describe('reconnecting', SUITE, () => {
   });
 
   it('rejects a publish whose answer the drop lost (connection-lost); queues those made while disconnected', async () => {
-    const server = await ScriptedServer.start();
-    const { client: c, rec } = client(server);
-    const conn = await server.accept();
-    await rec.event('connected');
+    const { server, client: c, rec, conn } = await opened();
     const unanswered = c.publish('/p/x', 'in flight');
     const sent = await conn.expect(/^PUB \/p\/x \S+\nin flight$/);
     conn.terminate();
@@ -312,10 +313,7 @@ describe('reconnecting', SUITE, () => {
   });
 
   it('closes for good on the first drop with reconnect: false, rejecting what waits', async () => {
-    const server = await ScriptedServer.start();
-    const { client: c, rec } = client(server, { reconnect: false });
-    const conn = await server.accept();
-    await rec.event('connected');
+    const { client: c, rec, conn } = await opened({ reconnect: false });
     const sub = c.subscribe('/z/z', () => {});
     await conn.expect('SUB /z/z#0');
     conn.terminate();
@@ -328,10 +326,7 @@ describe('reconnecting', SUITE, () => {
 
 describe('refusals and errors', SUITE, () => {
   it('gives a refused SUB to its subscription (the ERR before the PING barrier): ready rejects, an error event', async () => {
-    const server = await ScriptedServer.start({ autoPong: false });
-    const { client: c, rec } = client(server);
-    const conn = await server.accept();
-    await rec.event('connected');
+    const { client: c, rec, conn } = await opened({ autoPong: false });
     const ok = c.subscribe('/l/one', () => {});
     const refused = c.subscribe('/l/two', () => {});
     await conn.expect('SUB /l/one#0');
@@ -350,10 +345,7 @@ describe('refusals and errors', SUITE, () => {
   });
 
   it('rejects a refused publish with a StarlingError carrying the ERR code and detail', async () => {
-    const server = await ScriptedServer.start();
-    const { client: c, rec } = client(server);
-    const conn = await server.accept();
-    await rec.event('connected');
+    const { client: c, rec, conn } = await opened();
     const p = c.publish('/__starling__/stats', 'x');
     const line = await conn.expect(/^PUB \/__starling__\/stats \S+\nx$/);
     conn.send(`ERR forbidden ${line.split(/[ \n]/)[2]} /__starling__/stats: subjects under /__starling__/ are published by the server only`);
@@ -367,10 +359,7 @@ describe('refusals and errors', SUITE, () => {
   });
 
   it('gives an ERR without an id to the oldest unanswered command: a PUB the server could not read (answers come in order)', async () => {
-    const server = await ScriptedServer.start();
-    const { client: c, rec } = client(server);
-    const conn = await server.accept();
-    await rec.event('connected');
+    const { client: c, rec, conn } = await opened();
     const first = c.publish('/o/a', '1', { retained: true });
     const second = c.publish('/o/a', '2');
     const [l1, l2] = [await conn.expect(/^PUB \/o\/a \S+ \+retained\n1$/), await conn.expect(/^PUB \/o\/a \S+\n2$/)];
@@ -451,10 +440,7 @@ describe('refusals and errors', SUITE, () => {
 
 describe('closing', SUITE, () => {
   it('close() closes with 1000, emits disconnected, lets the answers already on their way arrive, never reconnects', async () => {
-    const server = await ScriptedServer.start();
-    const { client: c, rec } = client(server);
-    const conn = await server.accept();
-    await rec.event('connected');
+    const { client: c, rec, conn } = await opened();
     const sub = c.subscribe('/k/k', () => assert.fail('no handler is called after close()'));
     await conn.expect('SUB /k/k#0');
     const answered = c.publish('/k/k', 'answered');
