@@ -1,14 +1,19 @@
-// The side-by-side benchmark (BENCHMARKS.md): W3, W1, W2 and W1-max against Starling and each peer, one
+// The side-by-side benchmark (BENCHMARKS.md): W3, W1, W2, W1-max and W5 against Starling and each peer, one
 // server at a time, in one run, with the same load tools. Writes bench/results/<date>.md (and .json).
 //
-//   node dist/bench/compare.js [--servers starling,uws,ws,nats] [--workloads W3,W1,W2,W1max]
+//   node dist/bench/compare.js [--servers starling,uws,ws,nats] [--workloads W3,W1,W2,W1max,W5]
 //                              (a Starling variant: --servers starling:Workgroups=1,uws)
 //                              [--clients 15000] [--seconds 20] [--rates 20000,30000,...]
+//                              [--w5-drop 5000] [--w5-mode reset|close]
+//
+// W5 (the reconnect storm) runs W1, then drops --w5-drop of the subscribers at once (a third of --clients by
+// default: 5,000 of 15,000) and reconnects them from their last positions while publishing continues
+// (benchsub's ReconnectAfter). Starling only: the peers have no recovery protocol.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { commandLine, describeMachine, type RunSummary } from './report';
+import { commandLine, describeMachine, type RecoverySummary, type RunSummary } from './report';
 import { startServer, stopChild, type ServerHandle } from './servers';
 import { rssBytes, sleep } from './tools';
 
@@ -23,6 +28,10 @@ const WARMUP_SECONDS = 3;
 // p99 ≤ 10 ms).
 const W1MAX_DELIVERED = 0.99;
 const W1MAX_P99_US = 10_000;
+// BENCHMARKS.md goal for W5: 0 lost, 0 duplicated, every client back in sync within 2 s (and, with the default
+// cache, no RESYNC).
+const W5_SYNC_US = 2_000_000;
+const W5_TIMEOUT_SECONDS = 10;
 
 interface Row {
   server: string;
@@ -36,6 +45,10 @@ interface Row {
   bytesPerConnection?: number;
   connections?: number;
   disconnects?: number;
+  /** Starling dialect: messages missing from a subject's sequence / received twice, over the whole run. */
+  lost?: number;
+  duplicated?: number;
+  recovery?: RecoverySummary;
   note?: string;
 }
 
@@ -75,6 +88,8 @@ async function measure(
   seconds: number,
 ): Promise<RunSummary> {
   const common = { ServerAddresses: `127.0.0.1:${server.port}`, Dialect: server.dialect };
+  // A server named twice in --servers (to interleave runs) must not overwrite the raw files of its first run.
+  for (let n = 2, first = out; fs.existsSync(out + '.json'); n++) out = `${first}-${n}`;
   const subscriber = tool('benchsub', {
     ...common,
     LocalAddresses: LOCAL_ADDRESSES,
@@ -109,6 +124,7 @@ function latencyRow(server: string, workload: string, offered: number, r: RunSum
     max: r.latency.max,
     connections: r.totals.connections,
     disconnects: r.totals.disconnects,
+    ...(r.totals.lost !== undefined ? { lost: r.totals.lost, duplicated: r.totals.duplicated } : {}),
   };
 }
 
@@ -122,6 +138,49 @@ async function w1(server: ServerHandle, dir: string, clients: number, rate: numb
     seconds,
   );
   return latencyRow(server.name, label, rate, r);
+}
+
+/** Whether a W5 run met its goal (BENCHMARKS.md), and if not, why. */
+export function w5Verdict(r: RecoverySummary): { met: boolean; why: string[] } {
+  const why: string[] = [];
+  if (r.timedOut || r.synced + r.unpositioned < r.selected) why.push(`${r.selected - r.synced - r.unpositioned} of ${r.selected} not back in sync`);
+  if (r.unpositioned > 0) why.push(`${r.unpositioned} without a position to recover from`);
+  if ((r.syncTime.max ?? Infinity) > W5_SYNC_US) why.push(`max drop-to-SYNC ${((r.syncTime.max ?? NaN) / 1e6).toFixed(2)} s > 2 s`);
+  if (r.lost > 0) why.push(`${r.lost} lost`);
+  if (r.duplicated > 0) why.push(`${r.duplicated} duplicated`);
+  if (r.resyncs > 0) why.push(`${r.resyncs} RESYNC`);
+  if (r.epochChanges > 0) why.push(`${r.epochChanges} epoch changes`);
+  if (r.errors > 0) why.push(`${r.errors} ERR`);
+  return { met: why.length === 0, why };
+}
+
+async function w5(server: ServerHandle, dir: string, clients: number, drop: number, mode: string, seconds: number): Promise<Row> {
+  const rate = 20000;
+  const subjects = `/p/s{1..${clients}}`;
+  // The storm a third of the way into the window (at least 2 s, at most 5 s in), so that every subject has
+  // had its first messages and the live load after the storm is measured as long as before it.
+  const after = Math.max(2, Math.min(5, Math.floor(seconds / 3)));
+  const r = await measure(
+    server,
+    path.join(dir, `W5-${server.name.replace(/[^A-Za-z0-9_.-]+/g, '_')}`),
+    {
+      Clients: clients,
+      Subjects: subjects,
+      OneToOne: true,
+      ReconnectAfter: after,
+      ReconnectClients: drop,
+      ReconnectMode: mode,
+      ReconnectTimeout: W5_TIMEOUT_SECONDS,
+    },
+    { Publishers: 4, Frequency: rate, Subjects: subjects, MessageSize: 512 },
+    seconds,
+  );
+  const row = latencyRow(server.name, 'W5', rate, r);
+  if (!r.recovery) throw new Error('benchsub wrote no recovery summary');
+  row.recovery = r.recovery;
+  const v = w5Verdict(r.recovery);
+  row.note = `${r.recovery.dropped} dropped, ${v.met ? 'goal met' : 'goal NOT met: ' + v.why.join(', ')}`;
+  return row;
 }
 
 async function w2(server: ServerHandle, dir: string, clients: number, seconds: number): Promise<Row> {
@@ -163,6 +222,8 @@ function parseArgs(argv: string[]) {
     seconds: 20,
     rates: [20000, 30000, 40000, 50000, 60000, 70000, 80000],
     w1maxServers: ['starling', 'uws'],
+    w5Drop: 0, // 0: a third of --clients
+    w5Mode: 'reset',
     out: path.join(ROOT, 'bench', 'results'),
   };
   for (let i = 0; i < argv.length; i++) {
@@ -174,6 +235,10 @@ function parseArgs(argv: string[]) {
       case '--seconds': opts.seconds = Number(v); i++; break;
       case '--rates': opts.rates = v.split(',').map(Number); i++; break;
       case '--w1max-servers': opts.w1maxServers = v.split(/,(?![A-Za-z.]+=)/); i++; break;
+      case '--w5-drop': opts.w5Drop = Number(v); i++; break;
+      case '--w5-mode':
+        if (v !== 'reset' && v !== 'close') throw new Error('--w5-mode takes reset or close');
+        opts.w5Mode = v; i++; break;
       case '--out': opts.out = v; i++; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
@@ -183,6 +248,45 @@ function parseArgs(argv: string[]) {
 
 const fmt = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d));
 const msOf = (us: number | null | undefined) => (us === null || us === undefined ? '–' : (us / 1000).toFixed(2));
+
+const isStarling = (name: string) => name === 'starling' || name.startsWith('starling:') || name.startsWith('starling@');
+const w5DropOf = (opts: ReturnType<typeof parseArgs>) => opts.w5Drop || Math.round(opts.clients / 3);
+
+function renderW5(opts: ReturnType<typeof parseArgs>, rows: Row[]): string[] {
+  const w5 = rows.filter((r) => r.workload === 'W5' && r.recovery);
+  const skipped = opts.servers.filter((s) => !isStarling(s));
+  if (!opts.workloads.includes('W5')) return [];
+  const lines = ['', '## W5 reconnect storm', ''];
+  lines.push(
+    `W1 (${opts.clients} subscribers, 20,000 msg/s), then ${w5DropOf(opts)} subscribers (one in every ${Math.max(1, Math.floor(opts.clients / w5DropOf(opts)))}) dropped at once by ` +
+      `${opts.w5Mode === 'reset' ? 'TCP reset (SO_LINGER 0)' : 'a close frame (1001), not waiting for the answer'} and reconnected at once, each with ` +
+      '`SUB <subject>@<epoch>:<seq>` from the last message it received, while publishing continues. *Drop to SYNC*: from a ' +
+      "client's drop to its SYNC (the load tool closing and reopening, TCP, the upgrade and the server's answer); *SUB to SYNC*: " +
+      "from its recovery SUB (sent as the 101 arrives) to its SYNC, the server's part; *all back*: from the drop until every " +
+      'client was seen in sync (polled every 20 ms). ' +
+      'Lost / duplicated / RESYNC: sequence checks of every subscriber over the whole run. Server CPU: from the drop ' +
+      'until all were back; *excess* subtracts what the live messages delivered meanwhile cost (at the CPU per live message before the drop); CPU time ' +
+      'is read in 10 ms ticks. Goal (BENCHMARKS.md): 0 lost, 0 duplicated, every client back in sync within 2 s.',
+  );
+  lines.push('');
+  if (w5.length) {
+    lines.push('| server | dropped | back in sync | all back s | drop to SYNC p50 / p99 / max ms | SUB to SYNC p50 / p99 / max ms | recovered msgs | lost | duplicated | RESYNC | server CPU s (storm) | excess CPU s | µs / reconnect | µs / recovered msg | goal |');
+    lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const row of w5) {
+      const r = row.recovery!;
+      const v = w5Verdict(r);
+      lines.push(
+        `| ${row.server} | ${r.dropped} | ${r.synced}${r.unpositioned ? ` (+${r.unpositioned} unpositioned)` : ''} | ${r.seconds.toFixed(3)}${r.timedOut ? ' (timed out)' : ''} | ` +
+          `${msOf(r.syncTime.p50)} / ${msOf(r.syncTime.p99)} / ${msOf(r.syncTime.max)} | ` +
+          `${msOf(r.resubscribeTime.p50)} / ${msOf(r.resubscribeTime.p99)} / ${msOf(r.resubscribeTime.max)} | ${r.recovered} | ${r.lost} | ${r.duplicated} | ${r.resyncs} | ` +
+          `${fmt(r.serverCpuSeconds, 2)} | ${fmt(r.serverCpuExcessSeconds, 2)} | ${fmt(r.serverCpuMicrosPerReconnect, 0)} | ${fmt(r.serverCpuMicrosPerRecovered, 0)} | ` +
+          `${v.met ? 'met' : 'NOT met: ' + v.why.join(', ')} |`,
+      );
+    }
+  }
+  if (skipped.length) lines.push('', `Not run for ${skipped.join(', ')}: the peers have no recovery protocol (no positions, SYNC or RESYNC).`);
+  return lines;
+}
 
 function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command: string, started: Date, errors: string[]): string {
   const m = describeMachine();
@@ -201,7 +305,8 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     '|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
-    const note = [r.disconnects ? `${r.disconnects} disconnects` : '', r.note ?? ''].filter(Boolean).join('; ');
+    const integrity = r.lost || r.duplicated ? `${r.lost} lost, ${r.duplicated} duplicated` : '';
+    const note = [r.disconnects ? `${r.disconnects} disconnects` : '', integrity, r.note ?? ''].filter(Boolean).join('; ');
     lines.push(
       `| ${r.server} | ${r.workload} | ${fmt(r.offered, 0)} | ${fmt(r.delivered, 0)} | ${fmt(r.cpuMicrosPerMessage, 2)} | ${msOf(r.p50)} | ${msOf(r.p99)} | ${msOf(r.max)} | ${fmt(r.bytesPerConnection, 0)} | ${note} |`,
     );
@@ -219,6 +324,7 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     const held = rows.filter((r) => r.server === server && r.workload === 'W1-max' && r.note === 'held').map((r) => r.offered ?? 0);
     lines.push(`- W1-max ${server}: ${held.length ? `${Math.max(...held)} msg/s held` : 'no rate held'} (held = ≥ 99% delivered, p99 ≤ 10 ms)`);
   }
+  lines.push(...renderW5(opts, rows));
   if (errors.length) lines.push('', '## Errors', '', ...errors.map((e) => `- ${e}`));
   return lines.join('\n') + '\n';
 }
@@ -255,6 +361,10 @@ async function main(): Promise<void> {
     if (opts.workloads.includes('W3')) await run(name, 'W3', (s) => w3(s, dir, opts.clients));
     if (opts.workloads.includes('W1')) await run(name, 'W1', (s) => w1(s, dir, opts.clients, 20000, opts.seconds));
     if (opts.workloads.includes('W2')) await run(name, 'W2', (s) => w2(s, dir, opts.clients, opts.seconds));
+    if (opts.workloads.includes('W5')) {
+      if (isStarling(name)) await run(name, 'W5', (s) => w5(s, dir, opts.clients, w5DropOf(opts), opts.w5Mode, opts.seconds));
+      else log(`${name} W5: skipped, the peers have no recovery protocol`);
+    }
   }
   if (opts.workloads.includes('W1max')) {
     for (const name of opts.w1maxServers.filter((s) => opts.servers.includes(s))) {

@@ -24,12 +24,15 @@
 //       "ratePerSecond": 20000.0  // messages / seconds
 //     },
 //     "latency": Summary,         // bench/stats.ts summarize(): µs, over every message of the window
+//     "recovery": RecoverySummary,   // only with ReconnectAfter (W5, the reconnect storm); see below
 //     "timelinePath": "<base>.csv"   // relative to the JSON file's folder (or absolute)
 //   }
 //
 // Summary (µs; null where undefined, e.g. no messages):
 //   { "count", "min", "max", "mean", "stddev", "ci90": [lo, hi], "ci95": [lo, hi], "p50", "p90", "p99", "p999" }
 // Readers ignore fields they do not know, so benchsub may add more (e.g. in totals or config).
+// totals may also hold the sequence checks of the Starling dialect over the whole run: lost, duplicated,
+// syncs, resyncs, recovered (see native/client/client.h for each counter).
 //
 // ## Timeline: <base>.csv (one row per report interval, 5 s by default; a header row first)
 //
@@ -81,9 +84,57 @@ export interface RunSummary {
     /** With benchsub's ServerPid: the server's CPU time over the window, and per message delivered. */
     serverCpuSeconds?: number;
     serverCpuMicrosPerMessage?: number | null;
+    /** Starling dialect, over the whole run: messages missing from a subject's sequence, and received twice. */
+    lost?: number;
+    duplicated?: number;
+    syncs?: number;
+    resyncs?: number;
+    /** Messages of kind recovered (not in `messages` nor the latency). */
+    recovered?: number;
   };
   latency: Summary;
+  /** With ReconnectAfter: the reconnect storm (W5). */
+  recovery?: RecoverySummary;
   timelinePath: string;
+}
+
+/**
+ * The reconnect storm of a benchsub run (ReconnectAfter, workload W5): `selected` clients dropped at once
+ * (`mode`: reset = TCP reset, close = a close frame) and reconnected, each subscribing from its last
+ * position. `syncTime` (µs) is the time from a client's drop to the SYNC (or RESYNC) of its last subject;
+ * `seconds` from the drop until all were seen back (synced, or with nothing to recover: unpositioned).
+ * lost / duplicated / resyncs / epochChanges / errors are over the whole run; storm* over the storm only.
+ */
+export interface RecoverySummary {
+  mode: 'reset' | 'close';
+  selected: number;
+  dropped: number;
+  synced: number;
+  unpositioned: number;
+  failed: number;
+  timedOut: boolean;
+  seconds: number;
+  syncTime: Summary;
+  /** From a client's recovery SUBs (sent as its 101 arrives) to its last SYNC/RESYNC: the server's answer. */
+  resubscribeTime: Summary;
+  recovered: number;
+  syncs: number;
+  stormResyncs: number;
+  stormLost: number;
+  stormDuplicated: number;
+  lost: number;
+  duplicated: number;
+  resyncs: number;
+  epochChanges: number;
+  errors: number;
+  /** With ServerPid: the server's CPU from the drop until all were back; what the live messages delivered
+   * meanwhile cost at the CPU per live message before the drop; the difference (the storm's own cost), and that
+   * per reconnection and per recovered message. */
+  serverCpuSeconds?: number;
+  serverCpuLiveSeconds?: number;
+  serverCpuExcessSeconds?: number;
+  serverCpuMicrosPerReconnect?: number | null;
+  serverCpuMicrosPerRecovered?: number | null;
 }
 
 /** One timeline row (a CSV line); latency fields in µs, null when the interval has none. */
@@ -230,6 +281,42 @@ export function renderMarkdown(run: RunSummary, rows: readonly TimelineRow[], sv
     ),
   );
   out.push('');
+  if (t.lost !== undefined) {
+    out.push('Sequence checks over the whole run: ' + `lost ${grouped(t.lost)}, duplicated ${grouped(t.duplicated)}, SYNC ${grouped(t.syncs)}, RESYNC ${grouped(t.resyncs)}, recovered ${grouped(t.recovered)}.`);
+    out.push('');
+  }
+  const r = run.recovery;
+  if (r) {
+    out.push('## Reconnect storm');
+    out.push('');
+    out.push(
+      table(
+        ['dropped', 'back in sync', 'unpositioned', 'failed', 'all back (s)', 'drop to SYNC p50 ms', 'p99 ms', 'max ms', 'SUB to SYNC p99 ms', 'max ms', 'recovered', 'lost', 'duplicated', 'RESYNC', 'server CPU s', 'excess CPU s', 'µs / reconnect'],
+        [[
+          grouped(r.dropped),
+          grouped(r.synced),
+          grouped(r.unpositioned),
+          grouped(r.failed),
+          grouped(r.seconds, 3) + (r.timedOut ? ' (timed out)' : ''),
+          ms(r.syncTime.p50),
+          ms(r.syncTime.p99),
+          ms(r.syncTime.max),
+          ms(r.resubscribeTime.p99),
+          ms(r.resubscribeTime.max),
+          grouped(r.recovered),
+          grouped(r.lost),
+          grouped(r.duplicated),
+          grouped(r.resyncs),
+          grouped(r.serverCpuSeconds, 2),
+          grouped(r.serverCpuExcessSeconds, 2),
+          grouped(r.serverCpuMicrosPerReconnect, 0),
+        ]],
+      ),
+    );
+    out.push('');
+    out.push(`Dropped by ${r.mode === 'reset' ? 'TCP reset (SO_LINGER 0)' : 'a close frame (1001), not waiting for the answer'}; lost, duplicated and RESYNC over the whole run.`);
+    out.push('');
+  }
   out.push('## Latency (ms)');
   out.push('');
   const ci = (c: [number, number] | null): string => (c ? `${ms(c[0])} – ${ms(c[1])}` : '–');

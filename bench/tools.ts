@@ -5,7 +5,7 @@ import { ConfigError, KeySet, loadKeys, strayArgument } from '../src/config/conf
 import type { ListenAddress } from '../src/config/types';
 import { TOOL_TYPES, type ToolKeyDef } from './config';
 import { addon } from '../src/native';
-import { Histogram, LATENCY_BUCKETS, Welford } from './stats';
+import { Histogram, type HistogramJSON, LATENCY_BUCKETS, Welford, type WelfordJSON } from './stats';
 
 export type Dialect = 'starling' | 'plain' | 'nats';
 
@@ -127,6 +127,44 @@ export const BENCHSUB_KEYS = new KeySet(
       doc: 'Process id of the server (same machine): its CPU time over the window gives CPU µs per message. 0 = not measured.',
     },
     {
+      name: 'ReconnectAfter',
+      type: 'int',
+      min: 0,
+      max: 86400,
+      default: '0',
+      example: '5',
+      doc:
+        'Reconnect storm (workload W5): this many seconds into the measured window, drop ReconnectClients of the ' +
+        'clients at once and reconnect them, each subscribing from its last position (SUB <subject>@<epoch>:<seq>; ' +
+        'Dialect = starling). 0 = no storm.',
+    },
+    {
+      name: 'ReconnectClients',
+      type: 'int',
+      min: 1,
+      max: 10_000_000,
+      default: '1000',
+      example: '5000',
+      doc: 'How many clients the storm drops, spread evenly: every (Clients / ReconnectClients)-th client from the first.',
+    },
+    {
+      name: 'ReconnectMode',
+      type: 'enum',
+      choices: ['reset', 'close'],
+      default: 'reset',
+      example: 'close',
+      doc: 'How the storm drops a client: reset (SO_LINGER 0, the server sees a TCP reset) or close (a 1001 close frame, then the socket closed without waiting for the answer).',
+    },
+    {
+      name: 'ReconnectTimeout',
+      type: 'int',
+      min: 1,
+      max: 3600,
+      default: '10',
+      example: '10',
+      doc: 'Seconds the storm waits for the dropped clients to be back in sync before reporting those that are not.',
+    },
+    {
       name: 'Output',
       type: 'path',
       default: '/tmp/benchsub',
@@ -209,33 +247,107 @@ export interface ClientOptions {
   socketBuffer: number;
 }
 
+/**
+ * Which connections Client.reconnect() drops: global indices i in [from, to) with (i − from) % every = 0 that
+ * are open. closeFrame: false drops abruptly (SO_LINGER 0: the server sees a TCP reset); true writes a close
+ * frame (1001) and closes without waiting for the answer.
+ */
+export interface ReconnectSelection {
+  from: number;
+  to: number;
+  every: number;
+  closeFrame: boolean;
+}
+
 interface NativeClient {
   start(): void;
   stop(): void;
   slots(): number;
   read(out: Float64Array): void;
+  reconnect(selection: ReconnectSelection): void;
 }
 
 // Read from the addon on first use: importing this module (e.g. for `starling benchsub --help`) loads nothing.
 const nativeClient = () => (addon as unknown as { NativeClient: new (o: ClientOptions) => NativeClient }).NativeClient;
 let counterNames: string[] | undefined;
+// Latency records per client thread (native/client/client.h kClientLatencyRecords).
+const RECORDS = 3;
 const counters = (): string[] => (counterNames ??= (addon as unknown as { clientCounters: string[] }).clientCounters);
 
-/** A snapshot of one or more client engines: counters summed, latency merged. */
+/** A latency record of the engine: Welford accumulator and histogram of the same values (µs). */
+export interface LatencyRecord {
+  welford: Welford;
+  histogram: Histogram;
+}
+const emptyRecord = (): LatencyRecord => ({ welford: new Welford(), histogram: new Histogram() });
+const mergeRecord = (into: LatencyRecord, r: LatencyRecord) => {
+  into.welford.merge(r.welford);
+  into.histogram.merge(r.histogram);
+};
+const recordToJSON = (r: LatencyRecord) => ({ welford: r.welford.toJSON(), histogram: r.histogram.toJSON() });
+const recordFromJSON = (j: { welford: WelfordJSON; histogram: HistogramJSON }): LatencyRecord => ({
+  welford: Welford.fromJSON(j.welford),
+  histogram: Histogram.fromJSON(j.histogram),
+});
+
+/**
+ * A snapshot of one or more client engines: counters summed, latency merged. `welford`/`histogram`: latency of
+ * live messages. reconnect(): `sync` is the time from a connection's drop to the SYNC/RESYNC of its last
+ * subject; `resubscribe` from its recovery SUBs (sent as the 101 arrives) to that SYNC/RESYNC (µs).
+ */
 export interface Snapshot {
   counters: Record<string, number>;
   welford: Welford;
   histogram: Histogram;
+  sync: LatencyRecord;
+  resubscribe: LatencyRecord;
 }
 
 export function emptySnapshot(): Snapshot {
-  return { counters: Object.fromEntries(counters().map((c) => [c, 0])), welford: new Welford(), histogram: new Histogram() };
+  return {
+    counters: Object.fromEntries(counters().map((c) => [c, 0])),
+    welford: new Welford(),
+    histogram: new Histogram(),
+    sync: emptyRecord(),
+    resubscribe: emptyRecord(),
+  };
 }
 
 export function mergeSnapshot(into: Snapshot, s: Snapshot): void {
   for (const [k, v] of Object.entries(s.counters)) into.counters[k] = (into.counters[k] ?? 0) + v;
   into.welford.merge(s.welford);
   into.histogram.merge(s.histogram);
+  mergeRecord(into.sync, s.sync);
+  mergeRecord(into.resubscribe, s.resubscribe);
+}
+
+/** A snapshot in the form a worker process sends (JSON over IPC), and back. */
+export interface SnapshotJSON {
+  counters: Record<string, number>;
+  welford: WelfordJSON;
+  histogram: HistogramJSON;
+  sync: { welford: WelfordJSON; histogram: HistogramJSON };
+  resubscribe: { welford: WelfordJSON; histogram: HistogramJSON };
+}
+
+export function snapshotToJSON(s: Snapshot): SnapshotJSON {
+  return {
+    counters: s.counters,
+    welford: s.welford.toJSON(),
+    histogram: s.histogram.toJSON(),
+    sync: recordToJSON(s.sync),
+    resubscribe: recordToJSON(s.resubscribe),
+  };
+}
+
+export function snapshotFromJSON(j: SnapshotJSON): Snapshot {
+  return {
+    counters: j.counters,
+    welford: Welford.fromJSON(j.welford),
+    histogram: Histogram.fromJSON(j.histogram),
+    sync: recordFromJSON(j.sync),
+    resubscribe: recordFromJSON(j.resubscribe),
+  };
 }
 
 /** The native benchmark client: many connections per native thread; read() is one batched call. */
@@ -252,20 +364,43 @@ export class Client {
   stop(): void {
     this.native.stop();
   }
+  /** Drops the selected open connections and opens them again (asynchronous: watch the reconnects_* counters). */
+  reconnect(selection: ReconnectSelection): void {
+    const { from, to, every } = selection;
+    for (const v of [from, to, every])
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`reconnect: ${v} is not a connection index`);
+    if (every < 1) throw new RangeError('reconnect: every must be at least 1');
+    this.native.reconnect({ from, to, every, closeFrame: Boolean(selection.closeFrame) });
+  }
+  /** The counters alone (summed over threads): cheaper than snapshot(), for polling. */
+  counters(): Record<string, number> {
+    this.native.read(this.buf);
+    const COUNTERS = counters();
+    const per = COUNTERS.length + RECORDS * (5 + LATENCY_BUCKETS);
+    const out: Record<string, number> = Object.fromEntries(COUNTERS.map((c) => [c, 0]));
+    for (let t = 0; t < this.options.threads; t++) COUNTERS.forEach((name, i) => (out[name] += this.buf[t * per + i]));
+    return out;
+  }
   snapshot(): Snapshot {
     this.native.read(this.buf);
     const snap = emptySnapshot();
     const COUNTERS = counters();
-    const per = COUNTERS.length + 5 + LATENCY_BUCKETS;
+    // Per thread: the counters, then three latency records (Welford n, mean, m2, min, max; then the buckets).
+    const per = COUNTERS.length + RECORDS * (5 + LATENCY_BUCKETS);
+    const record = (at: number, welford: Welford, histogram: Histogram) => {
+      const [n, mean, m2, min, max] = this.buf.subarray(at, at + 5);
+      if (n > 0) {
+        welford.merge(Welford.fromParts(n, mean, m2, min, max));
+        histogram.addCounts(this.buf.subarray(at + 5, at + 5 + LATENCY_BUCKETS), { min, max });
+      }
+    };
     for (let t = 0; t < this.options.threads; t++) {
       const base = t * per;
       COUNTERS.forEach((name, i) => (snap.counters[name] += this.buf[base + i]));
       const w = base + COUNTERS.length;
-      const [n, mean, m2, min, max] = this.buf.subarray(w, w + 5);
-      if (n > 0) {
-        snap.welford.merge(Welford.fromParts(n, mean, m2, min, max));
-        snap.histogram.addCounts(this.buf.subarray(w + 5, w + 5 + LATENCY_BUCKETS), { min, max });
-      }
+      record(w, snap.welford, snap.histogram);
+      record(w + 5 + LATENCY_BUCKETS, snap.sync.welford, snap.sync.histogram);
+      record(w + 2 * (5 + LATENCY_BUCKETS), snap.resubscribe.welford, snap.resubscribe.histogram);
     }
     return snap;
   }

@@ -236,7 +236,8 @@ class JsClient : public Napi::ObjectWrap<JsClient> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeClient",
                        {InstanceMethod<&JsClient::JS_start>("start"), InstanceMethod<&JsClient::JS_stop>("stop"),
-                        InstanceMethod<&JsClient::JS_slots>("slots"), InstanceMethod<&JsClient::JS_read>("read")});
+                        InstanceMethod<&JsClient::JS_slots>("slots"), InstanceMethod<&JsClient::JS_read>("read"),
+                        InstanceMethod<&JsClient::JS_reconnect>("reconnect")});
   }
 
   explicit JsClient(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsClient>(info) {
@@ -259,6 +260,16 @@ class JsClient : public Napi::ObjectWrap<JsClient> {
     Napi::Float64Array out = info[0].As<Napi::Float64Array>();
     if (out.ElementLength() < engine_->slots()) throw Napi::RangeError::New(info.Env(), "read: array too small");
     engine_->read(out.Data());
+  }
+  // reconnect({ from, to, every, closeFrame }): checked in TypeScript (bench/tools.ts); returns at once.
+  void JS_reconnect(const Napi::CallbackInfo& info) {
+    Napi::Object o = info[0].As<Napi::Object>();
+    ReconnectRequest r;
+    r.from = o.Get("from").As<Napi::Number>().Uint32Value();
+    r.to = o.Get("to").As<Napi::Number>().Uint32Value();
+    r.every = o.Get("every").As<Napi::Number>().Uint32Value();
+    r.close_frame = o.Get("closeFrame").As<Napi::Boolean>().Value();
+    engine_->reconnect(r);
   }
 
   std::unique_ptr<ClientEngine> engine_;

@@ -9,8 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -56,6 +59,99 @@ std::string nats_subject(const std::string& s) {
   return out;
 }
 
+// A decimal number of at most 20 digits; false if `t` is empty, not digits, or too large.
+bool parse_u64(std::string_view t, uint64_t* out) {
+  if (t.empty() || t.size() > 20) return false;
+  uint64_t v = 0;
+  for (char c : t) {
+    if (c < '0' || c > '9') return false;
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return true;
+}
+
+// An epoch token as the server writes it: lower-case base 36, at most 13 characters (PROTOCOL.md v2).
+bool parse_epoch36(std::string_view t, uint64_t* out) {
+  if (t.empty() || t.size() > 13) return false;
+  uint64_t v = 0;
+  for (char c : t) {
+    uint64_t d;
+    if (c >= '0' && c <= '9') d = static_cast<uint64_t>(c - '0');
+    else if (c >= 'a' && c <= 'z') d = static_cast<uint64_t>(c - 'a' + 10);
+    else return false;
+    if (v > (UINT64_MAX - d) / 36) return false;
+    v = v * 36 + d;
+  }
+  *out = v;
+  return true;
+}
+
+void append_epoch36(std::string& out, uint64_t v) {
+  char buf[16];
+  size_t n = 0;
+  do {
+    uint64_t d = v % 36;
+    buf[n++] = static_cast<char>(d < 10 ? '0' + d : 'a' + (d - 10));
+    v /= 36;
+  } while (v);
+  while (n) out += buf[--n];
+}
+
+// "<verb> <subject> <epoch>:<seq>[ <rest>]" after the verb and its space: the subject, position and rest.
+struct PositionLine {
+  std::string_view subject;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  std::string_view rest;  // MSG: the kind, empty for a live message
+};
+
+bool parse_position_line(std::string_view line, PositionLine* out) {
+  size_t sp = line.find(' ');
+  if (sp == std::string_view::npos || sp == 0) return false;
+  out->subject = line.substr(0, sp);
+  std::string_view pos = line.substr(sp + 1);
+  size_t end = pos.find(' ');
+  out->rest = end == std::string_view::npos ? std::string_view() : pos.substr(end + 1);
+  pos = pos.substr(0, end);
+  size_t colon = pos.find(':');
+  if (colon == std::string_view::npos) return false;
+  return parse_epoch36(pos.substr(0, colon), &out->epoch) && parse_u64(pos.substr(colon + 1), &out->seq);
+}
+
+// One latency record: the HDR-style histogram and Welford accumulator one thread writes and TypeScript
+// reads (as kClientLatencySlots doubles).
+class LatencyRecord {
+ public:
+  LatencyRecord() : hist_(new std::atomic<uint64_t>[kLatencyBuckets]) {
+    for (unsigned i = 0; i < kLatencyBuckets; i++) hist_[i].store(0, std::memory_order_relaxed);
+    for (auto& w : out_) w.store(0, std::memory_order_relaxed);
+  }
+  void add(uint64_t us) {
+    unsigned b = latency_bucket(us);
+    hist_[b].store(hist_[b].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    w_.add(static_cast<double>(us));
+    out_[0].store(w_.n, std::memory_order_relaxed);
+    out_[1].store(w_.mean, std::memory_order_relaxed);
+    out_[2].store(w_.m2, std::memory_order_relaxed);
+    out_[3].store(w_.min, std::memory_order_relaxed);
+    out_[4].store(w_.max, std::memory_order_relaxed);
+  }
+  // Writes kClientLatencySlots doubles: Welford (n, mean, m2, min, max), then the buckets.
+  double* read(double* out) const {
+    for (unsigned i = 0; i < 5; i++) *out++ = out_[i].load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < kLatencyBuckets; i++) *out++ = static_cast<double>(hist_[i].load(std::memory_order_relaxed));
+    return out;
+  }
+
+ private:
+  std::unique_ptr<std::atomic<uint64_t>[]> hist_;
+  Welford w_;
+  std::atomic<double> out_[5];
+};
+
 struct Resolved {
   sockaddr_storage addr;
   socklen_t len;
@@ -79,20 +175,36 @@ Resolved resolve(const std::string& host, uint16_t port, bool passive) {
 
 }  // namespace
 
+// The last position received on one subscribed subject (Starling dialect subscribers).
+struct Position {
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  bool known = false;
+};
+
 struct CConn {
   int fd = -1;
   uint32_t index = 0;            // global connection number (subject assignment)
   enum : uint8_t { kConnecting, kUpgrading, kOpen, kClosed } state = kConnecting;
+  bool dirty = false;
+  bool reconnecting = false;     // dropped by reconnect(), not yet back in sync
+  uint32_t awaiting = 0;         // recovery SUBs of this connection not yet answered SYNC or RESYNC
+  uint32_t open_at = 0;          // its place in ClientThread::open_ while kOpen
+  uint64_t dropped_ns = 0;       // when reconnect() dropped it (monotonic)
+  uint64_t resubscribed_ns = 0;  // when it sent its recovery SUBs (monotonic)
   std::vector<uint8_t> rx;       // partial input (HTTP response or frame)
   std::vector<uint8_t> stream;   // NATS: protocol bytes carried across frames
   std::string tx;                // output not yet accepted by the kernel
-  bool dirty = false;
+  std::unique_ptr<Position[]> pos;  // per subscribed subject (slot j), kept across reconnects
 };
 
 class ClientThread {
  public:
-  ClientThread(const ClientOptions& o, unsigned index, std::vector<uint32_t> mine)
-      : o_(o), index_(index), mine_(std::move(mine)) {
+  ClientThread(const ClientOptions& o, const std::unordered_map<std::string_view, uint32_t>& subject_index, unsigned index,
+               std::vector<uint32_t> mine)
+      : o_(o), subject_index_(subject_index), index_(index), mine_(std::move(mine)) {
+    track_ = o_.dialect == Dialect::kStarling && !o_.publisher && !o_.subjects.empty();
+    slots_ = o_.subjects.empty() ? 0 : std::min<uint32_t>(o_.subjects_per_client, static_cast<uint32_t>(o_.subjects.size()));
     for (auto& a : o_.servers) servers_.push_back(resolve(a.host, a.port, false));
     for (auto& l : o_.local_addresses) locals_.push_back(resolve(l, 0, true));
     loop_ = Poller::create();
@@ -100,9 +212,6 @@ class ClientThread {
     loop_->watch_readable(wake_fd_, nullptr);
     rx_buf_.resize(kClientRxBytes);
     for (auto& c : counters_) c.store(0, std::memory_order_relaxed);
-    hist_.reset(new std::atomic<uint64_t>[kLatencyBuckets]);
-    for (unsigned i = 0; i < kLatencyBuckets; i++) hist_[i].store(0, std::memory_order_relaxed);
-    for (auto& w : welford_out_) w.store(0, std::memory_order_relaxed);
     rng_ = 0x9E3779B97F4A7C15ull ^ (uint64_t{index} << 32) ^ realtime_us();
   }
 
@@ -126,17 +235,31 @@ class ClientThread {
   }
 
   void read(double* out) const {
-    size_t k = 0;
-    for (unsigned i = 0; i < kClientCounterCount; i++) out[k++] = static_cast<double>(counters_[i].load(std::memory_order_relaxed));
-    for (unsigned i = 0; i < 5; i++) out[k++] = welford_out_[i].load(std::memory_order_relaxed);
-    for (unsigned i = 0; i < kLatencyBuckets; i++) out[k++] = static_cast<double>(hist_[i].load(std::memory_order_relaxed));
+    for (unsigned i = 0; i < kClientCounterCount; i++) *out++ = static_cast<double>(counters_[i].load(std::memory_order_relaxed));
+    out = latency_.read(out);
+    out = sync_time_.read(out);
+    resubscribe_time_.read(out);
+  }
+
+  // Called from another thread: queued, and the thread woken to act on it.
+  void request(const ReconnectRequest& r) {
+    {
+      std::lock_guard<std::mutex> lock(requests_mu_);
+      requests_.push_back(r);
+    }
+    has_requests_.store(true, std::memory_order_release);
+    uint64_t one = 1;
+    ssize_t ignored = write(wake_fd_, &one, sizeof one);
+    (void)ignored;
   }
 
  private:
   void add(ClientCounter c, uint64_t n = 1) {
     counters_[c].store(counters_[c].load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
-  void sub(ClientCounter c) { counters_[c].store(counters_[c].load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
+  void sub(ClientCounter c, uint64_t n = 1) {
+    counters_[c].store(counters_[c].load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+  }
 
   uint64_t next_random() {  // xorshift64*
     rng_ ^= rng_ >> 12;
@@ -152,15 +275,32 @@ class ClientThread {
     uint64_t published = 0;
     double rate = o_.publisher && o_.connections ? o_.frequency * static_cast<double>(mine_.size()) / o_.connections : 0;
     while (!stopping_.load(std::memory_order_acquire)) {
-      // Open more connections while fewer than max_connecting are in flight.
-      while (next_to_open < mine_.size() && counters_[kc_connecting].load(std::memory_order_relaxed) < o_.max_connecting)
-        open(mine_[next_to_open++]);
+      // Open more connections while fewer than max_connecting are in flight: reconnections first.
+      while ((!reopen_.empty() || next_to_open < mine_.size()) &&
+             counters_[kc_connecting].load(std::memory_order_relaxed) < o_.max_connecting) {
+        if (!reopen_.empty()) {
+          CConn* c = reopen_.front();
+          reopen_.pop_front();
+          connect_socket(c);
+        } else {
+          CConn* c = new CConn();
+          c->index = mine_[next_to_open++];
+          conns_.push_back(c);
+          connect_socket(c);
+        }
+      }
 
       int n = loop_->wait(events, 512, o_.publisher ? kTickMs : 100);
       uint64_t now_us = realtime_us();
       for (int i = 0; i < n; i++) {
         CConn* c = static_cast<CConn*>(events[i].tag);
-        if (!c || c->state == CConn::kClosed) continue;
+        if (!c) {  // the wake eventfd (level-triggered): drain it
+          uint64_t v;
+          ssize_t ignored = ::read(wake_fd_, &v, sizeof v);
+          (void)ignored;
+          continue;
+        }
+        if (c->state == CConn::kClosed) continue;
         if (c->state == CConn::kConnecting) {
           if (events[i].events & (kWritable | kHangup)) connected(c);
           continue;
@@ -168,6 +308,7 @@ class ClientThread {
         if (events[i].events & (kReadable | kHangup)) on_readable(c, now_us);
         if (c->state != CConn::kClosed && (events[i].events & kWritable) && !c->tx.empty()) flush(c);
       }
+      if (has_requests_.load(std::memory_order_acquire)) serve_requests();
       if (rate > 0 && !open_.empty()) {
         double elapsed = static_cast<double>(monotonic_ns() - started_ns) / 1e9;
         double owed = elapsed * rate - static_cast<double>(published);
@@ -188,10 +329,10 @@ class ClientThread {
     }
   }
 
-  void open(uint32_t index) {
-    CConn* c = new CConn();
-    c->index = index;
-    conns_.push_back(c);
+  // Opens c's socket and starts connecting (a new connection, or one reconnect() dropped).
+  void connect_socket(CConn* c) {
+    const uint32_t index = c->index;
+    c->state = CConn::kConnecting;
     const Resolved& server = servers_[index % servers_.size()];
     c->fd = socket(server.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
@@ -245,22 +386,72 @@ class ClientThread {
     drop(c);
   }
 
+  // Closes c for good (the server closed it, or it failed to connect): its subscriptions that never got
+  // a position leave the unpositioned gauge, and a reconnection in progress ends unsynced.
   void drop(CConn* c) {
+    detach(c);
+    c->reconnecting = false;
+    c->awaiting = 0;
+    if (c->pos) {
+      for (uint32_t j = 0; j < slots_; j++)
+        if (!c->pos[j].known) sub(kc_unpositioned);
+      c->pos.reset();
+    }
+  }
+
+  // Closes c's socket and forgets its stream state (not its positions).
+  void detach(CConn* c) {
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     if (c->state == CConn::kOpen) {
       sub(kc_connected);
-      for (size_t i = 0; i < open_.size(); i++)
-        if (open_[i] == c) {
-          open_[i] = open_.back();
-          open_.pop_back();
-          break;
-        }
+      CConn* moved = open_.back();
+      open_[c->open_at] = moved;
+      moved->open_at = c->open_at;
+      open_.pop_back();
     }
     c->state = CConn::kClosed;
     c->rx.clear();
     c->rx.shrink_to_fit();
+    c->stream.clear();
     c->tx.clear();
+  }
+
+  void serve_requests() {
+    std::vector<ReconnectRequest> todo;
+    {
+      std::lock_guard<std::mutex> lock(requests_mu_);
+      todo.swap(requests_);
+      has_requests_.store(false, std::memory_order_relaxed);
+    }
+    for (const ReconnectRequest& r : todo) {
+      const uint32_t every = r.every ? r.every : 1;
+      // open_ changes as connections are dropped: select first.
+      std::vector<CConn*> chosen;
+      for (CConn* c : open_)
+        if (c->index >= r.from && c->index < r.to && (c->index - r.from) % every == 0) chosen.push_back(c);
+      for (CConn* c : chosen) drop_for_reconnect(c, r.close_frame);
+    }
+  }
+
+  // reconnect(): closes c (abruptly, or after writing a close frame) and queues it to be opened again.
+  void drop_for_reconnect(CConn* c, bool close_frame) {
+    if (close_frame) {
+      static const char kGoingAway[2] = {0x03, static_cast<char>(0xe9)};  // 1001
+      c->tx.clear();
+      frame(c, kOpClose, kGoingAway, sizeof kGoingAway);
+      ssize_t ignored = send(c->fd, c->tx.data(), c->tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)ignored;
+    } else {
+      linger l{1, 0};
+      setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    detach(c);
+    c->reconnecting = true;
+    c->awaiting = 0;
+    c->dropped_ns = monotonic_ns();
+    add(kc_reconnects);
+    reopen_.push_back(c);
   }
 
   // Appends one masked client frame carrying `payload` to c->tx.
@@ -299,18 +490,110 @@ class ClientThread {
     c->state = CConn::kOpen;
     sub(kc_connecting);
     add(kc_connected);
+    c->open_at = static_cast<uint32_t>(open_.size());
     open_.push_back(c);
     if (o_.dialect == Dialect::kNats) {
       static const char kConnect[] = "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n";
       frame(c, kOpBinary, kConnect, sizeof kConnect - 1);
     }
     if (o_.publisher || o_.subjects.empty()) return;
-    for (uint32_t j = 0; j < o_.subjects_per_client; j++) {
-      const std::string& s = o_.subjects[(static_cast<uint64_t>(c->index) * o_.subjects_per_client + j) % o_.subjects.size()];
+    if (track_ && !c->pos) {
+      c->pos.reset(new Position[slots_]);
+      add(kc_unpositioned, slots_);
+    }
+    for (uint32_t j = 0; j < (track_ ? slots_ : o_.subjects_per_client); j++) {
+      const std::string& s = subject_of(c, j);
       std::string cmd;
-      if (o_.dialect == Dialect::kNats) cmd = "SUB " + nats_subject(s) + " " + std::to_string(j + 1) + "\r\n";
-      else cmd = "SUB " + s;
+      if (o_.dialect == Dialect::kNats) {
+        cmd = "SUB " + nats_subject(s) + " " + std::to_string(j + 1) + "\r\n";
+      } else {
+        cmd = "SUB " + s;
+        if (c->reconnecting && track_ && c->pos[j].known) {
+          // Recover from the last position: what came after it, then SYNC (or RESYNC), then live.
+          cmd += '@';
+          append_epoch36(cmd, c->pos[j].epoch);
+          cmd += ':';
+          cmd += std::to_string(c->pos[j].seq);
+          c->awaiting++;
+        }
+      }
       frame(c, o_.dialect == Dialect::kNats ? kOpBinary : kOpText, cmd.data(), cmd.size());
+    }
+    if (c->reconnecting) c->resubscribed_ns = monotonic_ns();
+    if (c->reconnecting && c->awaiting == 0) {  // no position to recover from: no SYNC will come
+      c->reconnecting = false;
+      add(kc_reconnects_unpositioned);
+    }
+  }
+
+  const std::string& subject_of(const CConn* c, uint32_t j) const {
+    return o_.subjects[(static_cast<uint64_t>(c->index) * o_.subjects_per_client + j) % o_.subjects.size()];
+  }
+
+  // The slot of `subject` among c's subscriptions, or -1 if c did not subscribe to it.
+  int slot_of(const CConn* c, std::string_view subject) const {
+    if (slots_ == 1) return subject == subject_of(c, 0) ? 0 : -1;
+    auto it = subject_index_.find(subject);
+    if (it == subject_index_.end()) return -1;
+    const uint64_t size = o_.subjects.size();
+    const uint64_t base = (static_cast<uint64_t>(c->index) * o_.subjects_per_client) % size;
+    const uint64_t j = (it->second + size - base) % size;
+    return j < slots_ ? static_cast<int>(j) : -1;
+  }
+
+  // A MSG at (epoch, seq) on slot j: the sequence check.
+  void check_sequence(CConn* c, int j, uint64_t epoch, uint64_t seq) {
+    Position& q = c->pos[j];
+    if (!q.known) {
+      q = Position{epoch, seq, true};
+      sub(kc_unpositioned);
+      return;
+    }
+    if (q.epoch != epoch) {
+      add(kc_epoch_changes);
+      q.epoch = epoch;
+      q.seq = seq;
+      return;
+    }
+    if (seq == q.seq + 1) {
+      q.seq = seq;
+    } else if (seq <= q.seq) {
+      add(kc_duplicated);
+    } else {
+      add(kc_lost, seq - q.seq - 1);
+      q.seq = seq;
+    }
+  }
+
+  // SYNC or RESYNC <subject> <epoch>:<seq> on c.
+  void on_position(CConn* c, std::string_view line, bool resync) {
+    add(resync ? kc_resyncs : kc_syncs);
+    PositionLine pl;
+    if (!track_ || !c->pos || !parse_position_line(line, &pl)) return;
+    int j = slot_of(c, pl.subject);
+    if (j < 0) return;
+    Position& q = c->pos[j];
+    if (!q.known) {
+      sub(kc_unpositioned);
+      q = Position{pl.epoch, pl.seq, true};
+    } else if (resync) {
+      // What was missed is reported by the RESYNC count; live messages follow from this position.
+      q = Position{pl.epoch, pl.seq, true};
+    } else if (q.epoch != pl.epoch) {
+      add(kc_epoch_changes);
+      q = Position{pl.epoch, pl.seq, true};
+    } else if (pl.seq > q.seq) {
+      // Everything up to pl.seq was sent, the server says, but not received.
+      add(kc_lost, pl.seq - q.seq);
+      q.seq = pl.seq;
+    }
+    // pl.seq < q.seq: messages past the SYNC arrived before it; sent again, they count as duplicates.
+    if (c->reconnecting && c->awaiting > 0 && --c->awaiting == 0) {
+      c->reconnecting = false;
+      add(kc_reconnects_synced);
+      const uint64_t now = monotonic_ns();
+      sync_time_.add((now - c->dropped_ns) / 1000);
+      resubscribe_time_.add((now - c->resubscribed_ns) / 1000);
     }
   }
 
@@ -444,24 +727,48 @@ class ClientThread {
       if (stamp[i] < '0' || stamp[i] > '9') return;  // not a benchmark payload
       sent = sent * 10 + (stamp[i] - '0');
     }
-    uint64_t lat = now_us > sent ? now_us - sent : 0;
-    unsigned b = latency_bucket(lat);
-    hist_[b].store(hist_[b].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    welford_.add(static_cast<double>(lat));
-    welford_out_[0].store(welford_.n, std::memory_order_relaxed);
-    welford_out_[1].store(welford_.mean, std::memory_order_relaxed);
-    welford_out_[2].store(welford_.m2, std::memory_order_relaxed);
-    welford_out_[3].store(welford_.min, std::memory_order_relaxed);
-    welford_out_[4].store(welford_.max, std::memory_order_relaxed);
+    latency_.add(now_us > sent ? now_us - sent : 0);
     add(kc_messages_received);
   }
+
+  static bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
   void on_message(CConn* c, const uint8_t* p, size_t n, uint64_t now_us) {
     switch (o_.dialect) {
       case Dialect::kStarling: {
-        if (n < 4 || std::memcmp(p, "MSG ", 4) != 0) return;  // ACK, ERR, PONG
         const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(p, '\n', n));
-        if (nl) record(nl + 1, n - static_cast<size_t>(nl + 1 - p), now_us);
+        std::string_view head(reinterpret_cast<const char*>(p), nl ? static_cast<size_t>(nl - p) : n);
+        if (!head.empty() && head.back() == '\r') head.remove_suffix(1);
+        if (starts_with(head, "MSG ")) {
+          std::string_view kind;
+          if (track_ && c->pos) {
+            PositionLine pl;
+            if (parse_position_line(head.substr(4), &pl)) {
+              kind = pl.rest;
+              int j = slot_of(c, pl.subject);
+              if (j >= 0 && kind != "snapshot") check_sequence(c, j, pl.epoch, pl.seq);
+            }
+          } else {
+            size_t sp = head.rfind(' ');
+            std::string_view last = sp == std::string_view::npos ? std::string_view() : head.substr(sp + 1);
+            if (last == "recovered" || last == "snapshot" || last == "history") kind = last;
+          }
+          if (kind.empty()) {
+            if (nl) record(nl + 1, n - static_cast<size_t>(nl + 1 - p), now_us);
+          } else if (kind == "recovered") {
+            add(kc_recovered);
+          } else if (kind == "snapshot") {
+            add(kc_snapshots);
+          } else if (kind == "history") {
+            add(kc_history);
+          }
+        } else if (starts_with(head, "SYNC ")) {
+          on_position(c, head.substr(5), false);
+        } else if (starts_with(head, "RESYNC ")) {
+          on_position(c, head.substr(7), true);
+        } else if (starts_with(head, "ERR ")) {
+          add(kc_errors);
+        }
         return;
       }
       case Dialect::kPlain:
@@ -502,7 +809,10 @@ class ClientThread {
   }
 
   const ClientOptions& o_;
+  const std::unordered_map<std::string_view, uint32_t>& subject_index_;
   const unsigned index_;
+  bool track_ = false;   // Starling subscribers: sequence checks and recovery
+  uint32_t slots_ = 0;   // distinct subjects per subscriber connection
   std::vector<uint32_t> mine_;
   std::vector<Resolved> servers_;
   std::vector<Resolved> locals_;
@@ -513,24 +823,30 @@ class ClientThread {
   std::vector<CConn*> conns_;
   std::vector<CConn*> open_;
   std::vector<CConn*> dirty_;
+  std::deque<CConn*> reopen_;  // dropped by reconnect(), waiting for a connection slot
+  std::mutex requests_mu_;
+  std::vector<ReconnectRequest> requests_;
+  std::atomic<bool> has_requests_{false};
   std::vector<uint8_t> rx_buf_;
   std::string scratch_;
   size_t rr_ = 0;
   uint64_t rng_;
   std::atomic<uint64_t> counters_[kClientCounterCount];
-  std::unique_ptr<std::atomic<uint64_t>[]> hist_;
-  Welford welford_;
-  std::atomic<double> welford_out_[5];
+  LatencyRecord latency_;    // live messages: publisher's timestamp to receipt
+  LatencyRecord sync_time_;  // reconnect(): drop to the connection's last SYNC / RESYNC
+  LatencyRecord resubscribe_time_;  // reconnect(): recovery SUBs sent (on the 101) to that SYNC / RESYNC
 };
 
 ClientEngine::ClientEngine(ClientOptions options) : options_(std::move(options)) {
   if (options_.servers.empty()) throw std::runtime_error("no server address");
   if (options_.threads < 1) throw std::runtime_error("threads must be at least 1");
   if (options_.subjects.empty() && options_.publisher) throw std::runtime_error("a publisher needs subjects");
+  if (!options_.publisher && options_.subjects_per_client > 1)
+    for (uint32_t k = 0; k < options_.subjects.size(); k++) subject_index_.emplace(options_.subjects[k], k);
   std::vector<std::vector<uint32_t>> share(options_.threads);
   for (uint32_t i = 0; i < options_.connections; i++) share[i % options_.threads].push_back(options_.first_index + i);
   for (unsigned t = 0; t < options_.threads; t++)
-    threads_.emplace_back(new ClientThread(options_, t, std::move(share[t])));
+    threads_.emplace_back(new ClientThread(options_, subject_index_, t, std::move(share[t])));
 }
 
 ClientEngine::~ClientEngine() { stop(); }
@@ -545,6 +861,10 @@ void ClientEngine::stop() {
 
 void ClientEngine::read(double* out) const {
   for (size_t t = 0; t < threads_.size(); t++) threads_[t]->read(out + t * kClientSlotsPerThread);
+}
+
+void ClientEngine::reconnect(const ReconnectRequest& request) {
+  for (auto& t : threads_) t->request(request);
 }
 
 }  // namespace starling

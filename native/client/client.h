@@ -2,12 +2,21 @@
 // thread, each thread with its own event loop, so the load tools are never the bottleneck. Subscribers
 // record the latency of every message (the publisher's timestamp is the first 16 bytes of the payload);
 // publishers send at a fixed total rate. TypeScript (bench/) reads counters and histograms in batches.
+//
+// Starling subscribers also check the sequence of every subject they receive (PROTOCOL.md v2): they keep
+// the last <epoch>:<seq> per subject, count a gap within an epoch as lost messages and a seq at or below
+// the last as a duplicate, and count SYNC / RESYNC and the kinds of non-live messages. reconnect() drops
+// a chosen set of open subscriber connections and opens them again, subscribing each subject from its
+// last position (SUB <s>@<epoch>:<seq>); the time from the drop to the connection's last SYNC (or
+// RESYNC) is recorded in a second histogram (workload W5, BENCHMARKS.md).
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "client/latency.h"
@@ -48,11 +57,24 @@ struct ClientOptions {
   X(connecting, "connections being set up")                               \
   X(connect_failures, "connections that failed to connect or upgrade")     \
   X(disconnects, "open connections the server closed")                    \
-  X(messages_received, "messages received")                               \
+  X(messages_received, "live messages received (their latency recorded)") \
   X(bytes_received, "bytes read from sockets")                            \
   X(messages_sent, "messages published")                                  \
   X(bytes_sent, "bytes written to sockets")                               \
-  X(send_stalls, "publishes skipped because the socket buffer was full")
+  X(send_stalls, "publishes skipped because the socket buffer was full")                                   \
+  X(lost, "messages missing from a subject's sequence: gaps within an epoch (MSG or SYNC past last + 1)")   \
+  X(duplicated, "messages whose seq was at or below the last one received on their subject and epoch")    \
+  X(recovered, "messages of kind recovered (not in messages_received or the latency histogram)")          \
+  X(snapshots, "messages of kind snapshot (not sequence-checked, not in messages_received)")              \
+  X(history, "messages of kind history (not in messages_received)")                                      \
+  X(syncs, "SYNC lines received")                                                                         \
+  X(resyncs, "RESYNC lines received (the position asked for could not be recovered)")                      \
+  X(epoch_changes, "MSG or SYNC in another epoch than the subject's last position, outside a RESYNC")      \
+  X(errors, "ERR lines received")                                                                         \
+  X(unpositioned, "gauge: subscriptions that have not received a message, SYNC or RESYNC yet")             \
+  X(reconnects, "open connections dropped by reconnect() and opened again")                                \
+  X(reconnects_synced, "reconnected connections whose every recovery SUB was answered (SYNC or RESYNC)")     \
+  X(reconnects_unpositioned, "reconnected connections with no position to recover from (plain SUB, no SYNC)")
 
 enum ClientCounter : unsigned {
 #define STARLING_ENUM(name, doc) kc_##name,
@@ -61,8 +83,24 @@ enum ClientCounter : unsigned {
   kClientCounterCount
 };
 
-// Doubles per thread in read(): counters, Welford (n, mean, m2, min, max), histogram buckets.
-constexpr size_t kClientSlotsPerThread = kClientCounterCount + 5 + kLatencyBuckets;
+// Doubles per thread in read(): counters, then three latency records, each Welford (n, mean, m2, min, max)
+// and histogram buckets: message latency (live messages); reconnect(): the time from a connection's drop to
+// the SYNC/RESYNC of its last subject; and from its recovery SUBs (sent on the 101) to that SYNC/RESYNC.
+constexpr size_t kClientLatencySlots = 5 + kLatencyBuckets;
+constexpr unsigned kClientLatencyRecords = 3;
+constexpr size_t kClientSlotsPerThread = kClientCounterCount + kClientLatencyRecords * kClientLatencySlots;
+
+// Which connections reconnect() drops: global indices i in [from, to) with (i - from) % every == 0, those
+// open at the time (others are left alone).
+struct ReconnectRequest {
+  uint32_t from = 0;
+  uint32_t to = 0;
+  uint32_t every = 1;
+  // false: abrupt, SO_LINGER 0 then close() (the server sees a TCP reset, as from a client whose network
+  // went away); true: a close frame (1001 going away) written, then close() without waiting for the
+  // server's answer.
+  bool close_frame = false;
+};
 
 class ClientThread;
 
@@ -76,11 +114,16 @@ class ClientEngine {
   void start();
   void stop();   // blocking; closes every connection; idempotent
   size_t slots() const { return threads_.size() * kClientSlotsPerThread; }
-  // Writes slots() doubles: for each thread, its counters, Welford fields and histogram (cumulative).
+  // Writes slots() doubles: for each thread, its counters, Welford fields and histograms (cumulative).
   void read(double* out) const;
+  // Asks every thread to drop and reopen the selected open connections (asynchronous: returns at once;
+  // the counters reconnects, reconnects_synced and the second histogram tell what happened).
+  void reconnect(const ReconnectRequest& request);
 
  private:
   ClientOptions options_;
+  // Subject → its index in options_.subjects, for subscribers of several subjects each (sequence checks).
+  std::unordered_map<std::string_view, uint32_t> subject_index_;
   std::vector<std::unique_ptr<ClientThread>> threads_;
 };
 

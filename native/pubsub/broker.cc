@@ -210,8 +210,12 @@ int Broker::flush_conflated() {
     st.latest = nullptr;
     host_.send(d.who, f);
   }
+  return conflation_wait();
+}
+
+int Broker::conflation_wait() const {
   if (due_.empty()) return -1;
-  return static_cast<int>(due_.top().at - now_ms_);
+  return due_.top().at <= now_ms_ ? 0 : static_cast<int>(due_.top().at - now_ms_);
 }
 
 void Broker::drop_conflation(Subscriber* c, Subject* s) {
@@ -263,10 +267,11 @@ void Broker::resume_if_done(Subscriber* c) {
   host_.resume(c);
 }
 
-bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms) {
+bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms, uint64_t allowance) {
   Request* r = new Request();  // std::bad_alloc: on_sub answers ERR limit
   r->token = ++next_token_;
   r->from = wg_;
+  r->allowance = allowance;
   r->spec = spec;
   r->spec.subject = std::string_view();
   if (s->home == wg_) {

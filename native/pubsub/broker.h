@@ -41,6 +41,7 @@ namespace starling {
 struct BrokerOptions {
   uint64_t max_message = 65536;      // MaxMessageSize
   uint32_t max_subscriptions = 1000; // MaxSubscriptionsPerConnection
+  uint64_t max_backlog = 1 << 20;    // MaxBacklog: what the recovery and history answers of one SUB may hold
   CacheOptions cache;                // this workgroup's share of the history cache (max_bytes 0: off)
 };
 
@@ -100,6 +101,8 @@ class Broker {
   void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
   // Sends conflated messages whose interval has passed; returns ms until the next is due (-1: none).
   int flush_conflated();
+  // Ms from the last set_now until the next conflated message is due (0 if overdue, -1: none).
+  int conflation_wait() const;
   // Once a second: drops expired cached messages.
   void pass() { cache_.expire(now_ms_); }
   bool caching() const { return cache_.enabled(); }
@@ -133,7 +136,7 @@ class Broker {
   // Clears this workgroup's interest in s if it has no local subscriber and no request in flight for it.
   void release_if_unused(Subject* s);
   // A spec that needs the home: answered here (home) or sent there. False when c waits for an answer.
-  bool ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms);
+  bool ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms, uint64_t allowance);
   // The answer for c: send it, then link the subscription.
   void finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms);
   void resume_if_done(Subscriber* c);

@@ -1,6 +1,7 @@
 // History cache and snapshots at a subject's home. See cache.h.
 #include "pubsub/cache.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string_view>
@@ -70,6 +71,8 @@ class AnswerWriter {
     }
   }
 
+  size_t size() const { return size_; }
+
   // After measuring: the frame to write into (nullptr when out of memory).
   Frame* start() {
     out_ = Frame::alloc(size_);
@@ -117,7 +120,15 @@ Cache* HomeCache::create(Subject* s) {
     mem::free(c, sizeof(Cache));
     return nullptr;
   }
-  *c = Cache{s, nullptr, nullptr, ring, kFirstRing, 0, 0, 0, nullptr, 0, nullptr, 0};
+  try {
+    heap_.reserve(caches_ + 1);  // room for every cache: heap_push never allocates
+  } catch (const std::bad_alloc&) {
+    mem::free(ring, kFirstRing * sizeof(Cache::Entry));
+    mem::free(c, sizeof(Cache));
+    return nullptr;
+  }
+  *c = Cache{s, nullptr, nullptr, kNotInHeap, ring, kFirstRing, 0, 0, 0, nullptr, 0, nullptr, 0};
+  caches_++;
   s->cache = c;
   charge(c, static_cast<int64_t>(sizeof(Cache) + kFirstRing * sizeof(Cache::Entry)));
   return c;
@@ -146,6 +157,7 @@ void HomeCache::free_cache(Cache* c) {
   charge(c, -static_cast<int64_t>(sizeof(Cache) + c->cap * sizeof(Cache::Entry)));
   mem::free(c->ring, c->cap * sizeof(Cache::Entry));
   mem::free(c, sizeof(Cache));
+  caches_--;
   s->cache = nullptr;
   registry_.unhold(s);  // may free s (the registry's reference was the last)
 }
@@ -158,6 +170,60 @@ void HomeCache::drop_oldest(Cache* c) {
   c->count--;
   c->first_seq++;
   counters_.sub(k_cached_messages);
+  if (!c->count) heap_remove(c);
+  else heap_down(c->heap_at);  // its oldest message is younger now
+}
+
+bool HomeCache::heap_push(Cache* c) {
+  try {
+    heap_.push_back(c);  // (never allocates: reserved for every cache at create)
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  c->heap_at = static_cast<uint32_t>(heap_.size() - 1);
+  heap_up(c->heap_at);
+  return true;
+}
+
+void HomeCache::heap_remove(Cache* c) {
+  const uint32_t i = c->heap_at;
+  if (i == kNotInHeap) return;
+  const uint32_t last = static_cast<uint32_t>(heap_.size() - 1);
+  if (i != last) heap_swap(i, last);
+  heap_.pop_back();
+  c->heap_at = kNotInHeap;
+  if (i < heap_.size()) {
+    heap_down(i);
+    heap_up(i);
+  }
+}
+
+void HomeCache::heap_swap(uint32_t a, uint32_t b) {
+  std::swap(heap_[a], heap_[b]);
+  heap_[a]->heap_at = a;
+  heap_[b]->heap_at = b;
+}
+
+void HomeCache::heap_up(uint32_t i) {
+  while (i > 0) {
+    const uint32_t parent = (i - 1) / 2;
+    if (key(parent) <= key(i)) return;
+    heap_swap(i, parent);
+    i = parent;
+  }
+}
+
+void HomeCache::heap_down(uint32_t i) {
+  const uint32_t n = static_cast<uint32_t>(heap_.size());
+  for (;;) {
+    uint32_t least = i;
+    const uint32_t l = 2 * i + 1, r = l + 1;
+    if (l < n && key(l) < key(least)) least = l;
+    if (r < n && key(r) < key(least)) least = r;
+    if (least == i) return;
+    heap_swap(i, least);
+    i = least;
+  }
 }
 
 void HomeCache::drop_snapshot(Cache* c) {
@@ -204,6 +270,13 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
     c->count++;
     charge(c, static_cast<int64_t>(f->cost));
     counters_.add(k_cached_messages);
+    if (c->count == 1 && !heap_push(c)) {  // not evictable without its heap entry: do not keep it
+      c->count = 0;
+      charge(c, -static_cast<int64_t>(f->cost));
+      counters_.sub(k_cached_messages);
+      counters_.add(k_alloc_failures);
+      f->unref();
+    }
   }
   if (retained) {
     if (c->snapshot) drop_snapshot(c);
@@ -219,12 +292,13 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
 
 void HomeCache::enforce_bound() {
   while (total_ > opt_.max_bytes && lru_) {
-    Cache* c = lru_;
     counters_.add(k_cache_evictions);
-    if (c->count) {
+    if (!heap_.empty()) {  // the oldest message of all
+      Cache* c = heap_[0];
       drop_oldest(c);
-    } else {
-      free_cache(c);  // its snapshot goes last
+      if (!c->count && !c->snapshot) free_cache(c);
+    } else {               // only snapshots left: the least recently published subject's
+      free_cache(lru_);
     }
   }
 }
@@ -238,11 +312,13 @@ void HomeCache::expire(Cache* c, uint64_t now_ms) {
 }
 
 void HomeCache::expire(uint64_t now_ms) {
-  for (Cache* c = lru_; c;) {
-    Cache* next = c->next;
-    expire(c, now_ms);
-    if (!c->count && !c->snapshot) free_cache(c);
-    c = next;
+  if (opt_.expire_ms) {
+    while (!heap_.empty() && heap_[0]->at(0).at_ms + opt_.expire_ms <= now_ms) {
+      Cache* c = heap_[0];
+      drop_oldest(c);
+      counters_.add(k_cache_evictions);
+      if (!c->count && !c->snapshot) free_cache(c);
+    }
   }
 }
 
@@ -264,7 +340,13 @@ void HomeCache::answer(Subject* s, Request& r, uint64_t now_ms) {
   r.answer = nullptr;
   r.failed = false;
   Cache* c = s->cache;
-  if (c) expire(c, now_ms);  // never serve what expired (c stays: freeing waits for the pass)
+  if (c) {
+    expire(c, now_ms);  // never serve what expired
+    if (!c->count && !c->snapshot) {
+      free_cache(c);    // (the asker's interest keeps s registered)
+      c = nullptr;
+    }
+  }
   const bool snapshot = c && c->snapshot;
   const uint64_t last = s->seq;
 
@@ -281,9 +363,23 @@ void HomeCache::answer(Subject* s, Request& r, uint64_t now_ms) {
   std::string_view kind;
   bool resync = false;
   bool snapshot_first = false;
+  // The cache ends at the subject's last message (appends never fail to add one once the cache exists);
+  // should it not, it is treated as empty rather than serve a gap.
+  const uint64_t have = c && c->count && c->last_seq() == last ? c->count : 0;
+  auto bytes_of = [&](uint64_t q, std::string_view k) {
+    AnswerWriter one(s);
+    one.msg(c->at(static_cast<uint32_t>(q - c->first_seq)).frame, q, k);
+    return static_cast<uint64_t>(one.size());
+  };
   if (r.spec.mode == SpecMode::kHistory) {
-    const uint64_t have = c ? c->count : 0;
-    const uint64_t n = r.spec.seq < have ? r.spec.seq : have;
+    uint64_t n = r.spec.seq < have ? r.spec.seq : have;
+    uint64_t fit = 0, used = 0;  // the newest messages within the allowance
+    for (; fit < n; fit++) {
+      const uint64_t b = bytes_of(last - fit, kHistory);
+      if (used + b > r.allowance) break;
+      used += b;
+    }
+    n = fit;
     from = last - n + 1;
     to = last;
     kind = kHistory;
@@ -294,7 +390,11 @@ void HomeCache::answer(Subject* s, Request& r, uint64_t now_ms) {
     const bool same = r.spec.epoch == s->epoch && q <= last;
     if (same && q == last) {
       from = 1, to = 0;
-    } else if (same && c && c->count && c->first_seq <= q + 1) {
+    } else if (same && have && c->first_seq <= q + 1 && [&] {
+                 uint64_t used = 0;  // everything missed must fit, or nothing is sent (RESYNC)
+                 for (uint64_t k = q + 1; k <= last && used <= r.allowance; k++) used += bytes_of(k, kRecovered);
+                 return used <= r.allowance;
+               }()) {
       from = q + 1;
       to = last;
       kind = kRecovered;

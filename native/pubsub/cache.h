@@ -8,10 +8,18 @@
 // get one cost nothing here. Bounds, all from configuration (DESIGN.md rule 3):
 // - per subject: the last `max_messages` (MaxCachedMessagesPerSubject);
 // - by age: a message older than `expire_ms` (CacheExpireTime) is dropped (checked on every append and
-//   answer, and once a second for every subject by expire());
-// - all subjects of this home together: `max_bytes` (its share of CacheSize). Over it, the least recently
-//   published subject loses its oldest messages first, then its snapshot.
+//   answer, and once a second by expire());
+// - all subjects of this home together: `max_bytes` (its share of CacheSize). Over it, the oldest cached
+//   message of any subject goes first (a heap of the subjects by the age of their oldest message), so every
+//   subject keeps about the same span of time; when no message is left, the least recently published
+//   subjects' snapshots go.
 // The retained snapshot (the last `PUB … +retained`) is kept through count and age eviction.
+//
+// An answer is bounded too: a Request carries an allowance (the connection's MaxBacklog, shared by the
+// specs of one SUB). A recovery whose missed messages do not fit is answered RESYNC (the client knows it
+// missed them, and may ask for history in smaller steps); history sends the newest messages that fit. So
+// what one SUB can make the server queue to a client that does not read is bounded by MaxBacklog, not by
+// the cache.
 //
 // A subject with a Cache is held in the registry (Registry::hold) so it keeps its epoch without
 // subscribers; when its Cache empties (no message, no snapshot) it is released (Registry::unhold), and
@@ -19,6 +27,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "io/frame.h"
 #include "pubsub/protocol.h"
@@ -41,6 +50,7 @@ struct Cache {
   Subject* subject;
   Cache* prev;             // the home's list, least recently published first
   Cache* next;
+  uint32_t heap_at;        // index in the home's heap of caches holding messages; kNotInHeap when empty
   Entry* ring;             // cap entries; count of them from head, seqs first_seq, first_seq + 1, ...
   uint32_t cap;
   uint32_t head;
@@ -59,6 +69,7 @@ struct Cache {
 struct Request {
   uint64_t token = 0;      // the asking broker's, to find the connection again
   unsigned from = 0;       // the asking workgroup
+  uint64_t allowance = UINT64_MAX;  // most bytes the answer may hold (snapshot aside: one message)
   Spec spec;               // spec.subject is not valid here (it points into the client's input)
   Frame* answer = nullptr; // the home's reply frames, one WebSocket message each (nullptr: nothing to send)
   bool failed = false;     // the home could not allocate the answer: the subscription is refused
@@ -89,6 +100,8 @@ class HomeCache {
 
   uint64_t bytes() const { return total_; }
 
+  static constexpr uint32_t kNotInHeap = UINT32_MAX;
+
  private:
   Cache* create(Subject* s);
   void free_cache(Cache* c);         // unholds the subject: do not touch it afterwards
@@ -97,6 +110,13 @@ class HomeCache {
   bool grow(Cache* c);
   void expire(Cache* c, uint64_t now_ms);   // may free c
   void touch(Cache* c);              // c was just published to: to the back of the list
+  // The heap of caches with messages, by their oldest message's time (heap_[0]: the oldest of all).
+  bool heap_push(Cache* c);
+  void heap_remove(Cache* c);
+  void heap_down(uint32_t i);
+  void heap_up(uint32_t i);
+  void heap_swap(uint32_t a, uint32_t b);
+  uint64_t key(uint32_t i) const { return heap_[i]->at(0).at_ms; }
   void unlink(Cache* c);
   void enforce_bound();
   void charge(Cache* c, int64_t delta);
@@ -105,6 +125,8 @@ class HomeCache {
   const CacheOptions opt_;
   Registry& registry_;
   Counters& counters_;
+  std::vector<Cache*> heap_;   // capacity >= caches_: pushing never allocates
+  size_t caches_ = 0;
   Cache* lru_ = nullptr;       // least recently published
   Cache* mru_ = nullptr;
   uint64_t total_ = 0;         // bytes of every cache here

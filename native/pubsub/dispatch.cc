@@ -78,6 +78,9 @@ bool Broker::on_sub(Subscriber* c, const Command& cmd) {
     reply_err(c, ErrCode::kLimit, {}, detail);
     return true;
   }
+  // The answers of one SUB share MaxBacklog bytes (cache.h: a client that does not read cannot make the
+  // server hold more than that for one command; the loop stops reading it while it is over MaxBacklog).
+  const uint64_t allowance = fresh.empty() ? 0 : opt_.max_backlog / fresh.size();
   bool done = true;
   for (const Spec& spec : fresh) {
     Subject* s = nullptr;
@@ -86,7 +89,7 @@ bool Broker::on_sub(Subscriber* c, const Command& cmd) {
       // A plain SUB needs the home only for a snapshot; the others always (their answer is the home's).
       if (spec.mode == SpecMode::kLive && !s->has_snapshot.load(std::memory_order_acquire)) {
         subscribe(c, s, cmd.conflate_ms);
-      } else if (!ask_home(c, s, spec, cmd.conflate_ms)) {
+      } else if (!ask_home(c, s, spec, cmd.conflate_ms, allowance)) {
         done = false;
       }
     } catch (const std::bad_alloc&) {

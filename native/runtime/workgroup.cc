@@ -79,7 +79,8 @@ Workgroup::Workgroup(Server& server, unsigned index)
   // Each workgroup caches the subjects it is home of within an equal share of CacheSize.
   CacheOptions cache{o.max_cached_messages, o.cache_expire_ms, o.cache_size / server.workgroup_count()};
   broker_ = std::make_unique<Broker>(server.registry(), index,
-                                     BrokerOptions{o.max_message, o.max_subscriptions, cache}, *this, counters_);
+                                     BrokerOptions{o.max_message, o.max_subscriptions, o.max_backlog, cache}, *this,
+                                     counters_);
   unsigned n = server.workgroup_count();
   for (unsigned p = 0; p <= n; p++)  // n: the control thread (Server::publish)
     publish_.emplace_back(p == index ? nullptr : new SpscRing<Envelope>(kPublishRing));
@@ -143,14 +144,16 @@ void Workgroup::run() {
     bool backpressure = broker_->held_publishes() || !broker_->accepting();
     try {
       int timeout = backpressure ? kBackpressurePollMs : kTickMs;
-      if (conflation_due_ >= 0 && conflation_due_ < timeout) timeout = conflation_due_;
+      // (Asked now, not after the flush: a flush stride may have taken deliveries that started a conflation.)
+      int due = broker_->conflation_wait();
+      if (due >= 0 && due < timeout) timeout = due;
       loop_->wait(timeout);
       now_ms_ = monotonic_ms();
       loop_->set_now(now_ms_);
       broker_->set_now(now_ms_);
       drain_inbox();
       broker_->retry();
-      conflation_due_ = broker_->flush_conflated();
+      broker_->flush_conflated();
       enforce_memory();
       if (now_ms_ >= next_tick) {
         loop_->tick(now_ms_);

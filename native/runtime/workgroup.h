@@ -106,7 +106,6 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   bool draining_ = false;
   uint64_t drain_deadline_ = 0;
   uint64_t now_ms_ = 0;
-  int conflation_due_ = -1;          // ms until the broker's next conflated message is due (-1: none)
   uint64_t trimmed_at_ = 0;          // accounted bytes after the last malloc_trim (workgroup 0)
   uint64_t high_water_ = 0;          // most accounted bytes since then
   std::thread thread_;

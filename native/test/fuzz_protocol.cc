@@ -29,18 +29,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case Cmd::Sub:
     case Cmd::Unsub: {
       if (c.subjects.empty()) abort();
+      if (c.conflate_ms && (c.kind != Cmd::Sub || c.conflate_ms % kConflateStepMs || c.conflate_ms > kMaxConflateMs))
+        abort();
       std::string_view rest = c.subjects;
       while (!rest.empty()) {
-        if (!valid_subject(next_token(&rest))) abort();
+        const std::string_view token = next_token(&rest);
+        // SUB tokens are specs whose subject part is valid; UNSUB tokens are subjects.
+        const std::string_view subject = c.kind == Cmd::Sub ? parse_spec(token).subject : token;
+        if (!valid_subject(subject) || !inside(subject, data, size)) abort();
       }
       break;
     }
     case Cmd::Pub: {
       if (!valid_subject(c.subject) || c.id.size() > kMaxIdLen) abort();
       // Echo it back as a MSG header, as the server would.
-      char buf[kMaxMsgHeader];
-      const size_t n = write_msg_header_backwards(buf + sizeof buf, c.subject, "fuzz", size);
-      if (n > kMaxMsgHeader || std::memcmp(buf + sizeof buf - n, "MSG ", 4) != 0) abort();
+      char buf[kMaxMsgHeader + kMaxKindLen];
+      const size_t n = write_msg_header_backwards(buf + sizeof buf, c.subject, "fuzz", size, "recovered");
+      if (n > kMaxMsgHeader + kMaxKindLen || std::memcmp(buf + sizeof buf - n, "MSG ", 4) != 0) abort();
       break;
     }
     case Cmd::Ping:

@@ -752,19 +752,61 @@ TEST(cache_expires_by_age_and_forgets_idle_subjects) {
   CHECK_EQ(w.counters0.get(k_cached_bytes), 0u);
 }
 
-TEST(cache_size_bound_evicts_the_least_recently_published_first) {
+TEST(cache_size_bound_evicts_the_oldest_message_of_any_subject_first) {
   World w(cached(1000, 4096));
   Subscriber pub, c;
   const std::string big(500, 'x');
-  for (int i = 0; i < 20; i++) CHECK(command(w.b0, pub, "PUB /old\n" + big));
+  uint64_t now = 1000;
+  for (int i = 0; i < 20; i++) {
+    w.b0.set_now(now++);
+    CHECK(command(w.b0, pub, "PUB /old\n" + big));
+  }
   CHECK(w.counters0.get(k_cached_bytes) <= 4096u);
   const uint64_t kept_old = w.counters0.get(k_cached_messages);
   CHECK(kept_old >= 2u);
-  for (int i = 0; i < 3; i++) CHECK(command(w.b0, pub, "PUB /new\n" + big));
+  for (int i = 0; i < 3; i++) {
+    w.b0.set_now(now++);
+    CHECK(command(w.b0, pub, "PUB /new\n" + big));
+  }
   CHECK(w.counters0.get(k_cached_bytes) <= 4096u);
   CHECK(command(w.b0, c, "SUB /new#10"));
-  CHECK_EQ(w.host0.to(c).size(), 4u);  // /new kept its 3, /old paid for them
+  CHECK_EQ(w.host0.to(c).size(), 4u);  // /new kept its 3, /old's oldest paid for them
+  // Interleaved publishing: both subjects keep about the same span (the oldest message goes first,
+  // whichever subject it belongs to), rather than one subject losing everything.
+  for (int i = 0; i < 20; i++) {
+    w.b0.set_now(now++);
+    CHECK(command(w.b0, pub, std::string(i % 2 ? "PUB /new\n" : "PUB /old\n") + big));
+  }
+  Subscriber h_old, h_new;
+  CHECK(command(w.b0, h_old, "SUB /old#100"));
+  CHECK(command(w.b0, h_new, "SUB /new#100"));
+  const size_t n_old = w.host0.to(h_old).size() - 1, n_new = w.host0.to(h_new).size() - 1;
+  CHECK(n_old >= 1 && n_new >= 1);
+  CHECK(n_old + 1 >= n_new && n_new + 1 >= n_old);
   w.b0.on_leave(&c);
+  w.b0.on_leave(&h_old);
+  w.b0.on_leave(&h_new);
+}
+
+TEST(cache_answers_fit_in_max_backlog_shared_by_the_specs_of_one_sub) {
+  BrokerOptions o = cached();
+  o.max_backlog = 2000;
+  World w(o);
+  Subscriber pub, first;
+  CHECK(command(w.b0, first, "SUB /m"));
+  for (int i = 1; i <= 6; i++) CHECK(command(w.b0, pub, "PUB /m\n" + std::string(500, 'a' + i)));
+  const std::string e = epoch_of(w.host0.to(first));
+  Subscriber a, b, h, two;
+  CHECK(command(w.b0, a, "SUB /m@" + e + ":3"));   // 3 x ~510 bytes fit in 2000
+  CHECK_EQ(w.host0.to(a).size(), 4u);
+  CHECK(command(w.b0, b, "SUB /m@" + e + ":1"));   // 5 do not: RESYNC (nothing half-sent)
+  CHECK(briefs(w.host0.to(b)) == std::vector<std::string>{"RESYNC /m E:6"});
+  CHECK(command(w.b0, h, "SUB /m#6"));             // history: the newest that fit
+  CHECK_EQ(w.host0.to(h).size(), 4u);
+  CHECK_EQ(parse_msg(w.host0.to(h)[0]).seq, 4u);
+  CHECK(command(w.b0, two, "SUB /m@" + e + ":3 /other#0"));  // two specs: 1000 bytes each
+  CHECK(briefs(w.host0.to(two)) == (std::vector<std::string>{"RESYNC /m E:6", "SYNC /other E:0"}));
+  for (Subscriber* s : {&first, &a, &b, &h, &two}) w.b0.on_leave(s);
 }
 
 TEST(conflation_sends_the_latest_once_per_interval) {
