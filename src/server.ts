@@ -6,7 +6,7 @@ import { type Config, type Loaded, resolveConfig } from './config/config';
 import { Logger } from './log';
 import { Monitor } from './monitor/monitor';
 import { addon, type NativeServer, Published } from './native';
-import { memoryCeiling, RUNTIME_RESERVE_BYTES } from './config/schema';
+import { CACHE_SHARE_OF_MEMORY, memoryCeiling, RUNTIME_RESERVE_BYTES } from './config/schema';
 import { CounterLayout, type ServerStats } from './stats';
 
 export type { Counters, ServerStats, WorkgroupStats } from './stats';
@@ -60,8 +60,8 @@ export class Server {
       memory: c.Memory,
       keepAlive: c.KeepAlive,
       maxConnections: c.MaxConnections,
-      // The default CacheSize stays within half of a small Memory (an explicit one is checked at load).
-      cacheSize: Math.min(c.CacheSize, Math.floor(c.Memory / 2)),
+      // The default CacheSize follows the Memory in effect (an explicit one is checked against it at load).
+      cacheSize: this.sources.CacheSize.kind === 'default' ? Math.floor(c.Memory / CACHE_SHARE_OF_MEMORY) : c.CacheSize,
       maxCachedMessagesPerSubject: c.MaxCachedMessagesPerSubject,
       cacheExpireTime: c.CacheExpireTime,
     });

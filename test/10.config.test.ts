@@ -63,7 +63,7 @@ const DEFAULTS: Config = {
   MaxBacklog: 1048576,
   MaxBacklogTime: 2000,
   Memory: Math.max(64 * 1048576, Math.floor(Math.max(0, memoryCeiling().bytes - 160 * 1048576) / 2 / 1048576) * 1048576),
-  CacheSize: 64 * 1048576,
+  CacheSize: Math.floor(Math.max(64 * 1048576, Math.floor(Math.max(0, memoryCeiling().bytes - 160 * 1048576) / 2 / 1048576) * 1048576) / 8 / 1048576) * 1048576,
   MaxCachedMessagesPerSubject: 1000,
   CacheExpireTime: 180,
   MaxConnections: 0,

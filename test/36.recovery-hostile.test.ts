@@ -97,11 +97,17 @@ async function fill(child: ServerChild, wg: number, subjects: string[], n: numbe
 
 describe('recovery answers nobody reads', SUITE, () => {
   it('cuts clients that ask for megabytes of recovery and never read, while a subscriber gets every message, and gives the memory back', async () => {
-    const child = await ServerChild.start({ MaxBacklog: '256K', 'BufferLimit.Send': '64K' });
+    const child = await ServerChild.start({ MaxBacklog: '256K', 'BufferLimit.Send': '64K', CacheSize: '64M' });
     // 40 subjects homed on wg1, 100 cached messages of 2 KB each: a recovery from seq 0 of all of them is ~8 MB.
     const subjects = Array.from({ length: 40 }, (_, i) => `/big/${i}`);
     const epochs = await fill(child, 1, subjects, 100, 2000);
-    const recoverAll = `SUB ${subjects.map((s) => `${s}@${epochs[s]}:0`).join(' ')}`;
+    // The specs of one SUB share MaxBacklog: asked all at once, none of the 200 KB recoveries fits its 6.5 KB share
+    // (RESYNC); asked one SUB each, every one fits, and the answers pile up at a client that does not read.
+    const probe = await clientOn(child, 0);
+    const all = await ask(probe, `SUB ${subjects.map((s) => `${s}@${epochs[s]}:0`).join(' ')}`);
+    assert.deepEqual(all.map((l) => l.split(' ')[0]), subjects.map(() => 'RESYNC'), 'one SUB of 40 recoveries of 200 KB each with MaxBacklog 256K');
+    probe.ws.terminate();
+    const recoverAll = subjects.map((s) => `SUB ${s}@${epochs[s]}:0`);
     const unsubAll = `UNSUB ${subjects.join(' ')}`;
 
     await placeNextOn(child, 0);
@@ -122,7 +128,7 @@ describe('recovery answers nobody reads', SUITE, () => {
       raw.keep = false;
       raw.pause();
       for (let k = 0; k < 5; k++) {
-        raw.command(recoverAll);
+        for (const sub of recoverAll) raw.command(sub);
         raw.command(unsubAll);
       }
       attackers.push(raw);
@@ -147,22 +153,21 @@ describe('recovery answers nobody reads', SUITE, () => {
     child.assertAlive();
   });
 
-  // Observed on 5d0dd6d: peak RSS +63..78 MB with 10 non-readers (bound 34 MB); with 350 cached messages a subject
-  // (answers of 28 MB) +220 MB. The home builds each answer whole (a copy of the cached messages) and the asking
-  // workgroup queues it in one piece, before any backlog check: what a non-reader can make the server hold grows
-  // with what it asks for (up to the home's share of CacheSize per SUB), not with MaxBacklog.
+  // Failed on 5d0dd6d (one SUB of 40 recovery specs): peak RSS +63..78 MB with 10 non-readers (bound 34 MB); with
+  // 350 cached messages a subject (answers of 28 MB) +220 MB — an answer was queued whole, whatever its size. Since
+  // 0d0c653 the answers of one SUB share MaxBacklog (RESYNC when a recovery does not fit), and the loop stops
+  // reading a connection over MaxBacklog, so one SUB per subject is the most an attacker can make it hold.
   it(
     'holds what one non-reader’s recovery answers cost to about 4 × MaxBacklog (docs/limits.md: the hard per-connection bound)',
-    { todo: 'server bug: a SUB of recovery specs queues its whole answer (~8 MB here) to a client that never reads, past the ~4 × MaxBacklog per-connection bound' },
     async () => {
       // docs/limits.md: "the hard per-connection bound: about 4 × MaxBacklog for a client that never reads"; test 32
       // holds ping flooders to attackers × 4 × MaxBacklog + 24 MB of RSS. Here each attacker sends one SUB of 40
       // recovery specs (a 1.6 KB command) whose answers are ~8 MB, and never reads.
       const maxBacklog = 256 * 1024;
-      const child = await ServerChild.start({ MaxBacklog: '256K', 'BufferLimit.Send': '64K' });
+      const child = await ServerChild.start({ MaxBacklog: '256K', 'BufferLimit.Send': '64K', CacheSize: '64M' });
       const subjects = Array.from({ length: 40 }, (_, i) => `/big/${i}`);
       const epochs = await fill(child, 1, subjects, 100, 2000);
-      const recoverAll = `SUB ${subjects.map((s) => `${s}@${epochs[s]}:0`).join(' ')}`;
+      const recoverAll = subjects.map((s) => `SUB ${s}@${epochs[s]}:0`);
       const rssBaseline = child.rss();
       const sampler = new RssSampler(child, 20);
       const attackers: RawWs[] = [];
@@ -173,7 +178,7 @@ describe('recovery answers nobody reads', SUITE, () => {
         raw.pause();
         attackers.push(raw);
       }
-      for (const a of attackers) a.command(recoverAll);
+      for (const a of attackers) for (const sub of recoverAll) a.command(sub);
       await poll(async () => ((await total(child, 'slow_consumer_closes')) >= attackers.length ? true : undefined), 15_000, 100);
       await sleep(200);
       const peak = sampler.stop();
@@ -190,7 +195,7 @@ describe('recovery answers nobody reads', SUITE, () => {
     // and docs/limits.md — past Memory the largest backlogs are cut "within the read that pushed the server over".
     // 40 subjects homed on wg1 with 350 cached messages of 2 KB: 28 MB, within wg1's share of CacheSize (64M / 2).
     const budget = 128 * MB;
-    const child = await ServerChild.start({ Memory: '128M', MaxBacklog: '1G', MaxBacklogTime: 600_000, 'BufferLimit.Send': '64K' });
+    const child = await ServerChild.start({ Memory: '128M', MaxBacklog: '1G', MaxBacklogTime: 600_000, 'BufferLimit.Send': '64K', CacheSize: '64M' });
     const subjects = Array.from({ length: 40 }, (_, i) => `/big/${i}`);
     const epochs = await fill(child, 1, subjects, 350, 2000);
     const recoverAll = `SUB ${subjects.map((s) => `${s}@${epochs[s]}:0`).join(' ')}`;

@@ -37,6 +37,10 @@ export function memoryCeiling(): { bytes: number; source: string } {
   return best;
 }
 
+/** The default CacheSize is this fraction of Memory: room for seconds to minutes of history at high rates while
+ * most of the budget stays for the clients' queues. */
+export const CACHE_SHARE_OF_MEMORY = 8;
+
 /** Default Memory: half of what the ceiling leaves after the runtime's own share, in whole M, at least 64M. */
 function defaultMemory(): string {
   const { bytes } = memoryCeiling();
@@ -180,8 +184,8 @@ export const SCHEMA = [
   {
     name: 'CacheSize',
     type: 'size',
-    default: '64M',
-    defaultDoc: '`64M` (at most half of `Memory` when that is smaller than 128M)',
+    default: () => String(Math.floor(Number(defaultMemory()) / CACHE_SHARE_OF_MEMORY / M) * M),
+    defaultDoc: 'an eighth of `Memory` (of the `Memory` in effect, when that is set)',
     min: 0,
     max: MAX_MEMORY,
     example: '1G',
