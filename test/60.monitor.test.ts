@@ -288,6 +288,15 @@ describe('indicators over HTTP', SUITE, () => {
     assert.doesNotMatch(r.text, /https?:\/\//, 'no absolute URL at all');
   });
 
+  it('serves the client SDK as one ES module at /client.js, importable by pages of any origin', async () => {
+    const r = await request(server, '/client.js');
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type') ?? '', /^text\/javascript/);
+    assert.equal(r.headers.get('access-control-allow-origin'), '*');
+    assert.match(r.text, /^export function connect\(/m);
+    assert.doesNotMatch(r.text, /^\s*import\s|\brequire\(/m, 'self-contained: no static import, no require');
+  });
+
   it('stops listening on the monitoring port when the server closes', async () => {
     const s = startServer(MONITORED);
     await s.monitor!.ready;
@@ -351,6 +360,7 @@ describe('the Monitor setting', SUITE, () => {
     assert.equal((await request(s, '/stats')).status, 404);
     assert.equal((await request(s, '/history')).status, 404);
     assert.equal((await request(s, '/')).status, 404);
+    assert.equal((await request(s, '/client.js')).status, 404);
   });
 
   it('serves /stats and the dashboard but not /metrics with Monitor = HTTP', async () => {

@@ -60,6 +60,9 @@ describe('the self-contained package', () => {
       'lib/dist/src/cli.js',
       'lib/dist/src/doctor.js',
       'lib/dist/bench/benchsub.js',
+      'lib/dist/client/esm/index.js',
+      'lib/dist/client/esm/package.json',
+      'lib/dist/client/cjs/index.js',
       'lib/build/Release/starling.node',
       'lib/starling.conf',
       'lib/tuning/starling.service',
@@ -76,7 +79,7 @@ describe('the self-contained package', () => {
     // Production dependencies only.
     const deps = Object.keys(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).dependencies ?? {});
     for (const d of deps) assert.ok(fs.existsSync(path.join(pkg, 'lib/node_modules', d, 'package.json')), `dependency ${d} missing`);
-    for (const d of ['typescript', 'ws', '@types/node']) assert.ok(!fs.existsSync(path.join(pkg, 'lib/node_modules', d)), `dev dependency ${d} shipped`);
+    for (const d of ['typescript', 'playwright-core', '@types/node']) assert.ok(!fs.existsSync(path.join(pkg, 'lib/node_modules', d)), `dev dependency ${d} shipped`);
     assert.ok(!fs.existsSync(path.join(pkg, 'lib/dist/test')), 'tests shipped');
   });
 

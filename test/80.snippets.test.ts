@@ -15,7 +15,8 @@
 //            installed (symlinks to this checkout and its ws), as a user who ran `npm install starling ws`; it
 //            must exit with 0 within TIMEOUT_MS. In the browser: added to an empty page as a script; it must log
 //            (console.log) at least one line and raise no error. The only rewrites: `localhost:8800` and
-//            `127.0.0.1:8800` in a client (a block without createServer) become the test server's address; in a
+//            `127.0.0.1:8800` in a client (a block without createServer) become the test server's address, and
+//            `localhost:8900` / `127.0.0.1:8900` its monitor's (which serves the client SDK at /client.js); in a
 //            block that creates its own server, port 8800 becomes a free port (8800 may be in use).
 //   sh       Line by line (comments removed, `\` continuations joined). A line runs when it is a `starling` or
 //            `npx starling` invocation (as `node dist/src/cli.js`) of a command that only reads: `config
@@ -101,7 +102,8 @@ async function rewrite(code: string, server: Server): Promise<string> {
     return code.replace(/:8800\b/g, `:${port}`);
   }
   const port = server.addresses[0].port;
-  return code.replace(/\b(localhost|127\.0\.0\.1):8800\b/g, `127.0.0.1:${port}`);
+  const monitor = server.monitor?.url ? new URL(server.monitor.url).host : '127.0.0.1:8900';
+  return code.replace(/\b(localhost|127\.0\.0\.1):8800\b/g, `127.0.0.1:${port}`).replace(/\b(localhost|127\.0\.0\.1):8900\b/g, monitor);
 }
 
 /** A folder where `import ... from 'starling'` and `from 'ws'` resolve as after `npm install starling ws`. */
@@ -194,8 +196,9 @@ function runSh(s: Snippet, t: { diagnostic(m: string): void }): number {
 const SNIPPETS = allSnippets();
 let server: Server;
 
-before(() => {
+before(async () => {
   server = startServer({ 'Stats.LogInterval': 5, Monitor: 'HTTP', 'MonitorHTTP.Listen': '127.0.0.1:0' });
+  await server.monitor!.ready; // its address is rewritten into the snippets
 });
 
 describe('documented snippets (README.md, docs/*.md)', { timeout: 10 * TIMEOUT_MS }, () => {

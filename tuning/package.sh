@@ -59,8 +59,9 @@ done
 node -e "require('fs').writeFileSync(process.argv[1], process.version + '\n')" "$pkg/node/VERSION"
 
 # The compiled JavaScript (no source maps or declarations: their sources are not shipped), minus the
-# benchmark peers, which need development dependencies.
-(cd dist && find src bench -name '*.js' ! -path 'bench/peers/*' -print) | while read -r f; do
+# benchmark peers, which need development dependencies; the client SDK's builds (the monitor serves the ES
+# module at /client.js) with the package.json that marks dist/client/esm as ES modules.
+(cd dist && find src bench client \( -name '*.js' -o -path 'client/esm/package.json' \) ! -path 'bench/peers/*' -print) | while read -r f; do
   mkdir -p "$pkg/lib/dist/$(dirname "$f")"
   cp "dist/$f" "$pkg/lib/dist/$f"
 done

@@ -30,6 +30,8 @@ export interface Monitored {
 const ROOT = path.join(__dirname, '..', '..', '..');
 const DASHBOARD = path.join(ROOT, 'src', 'monitor', 'dashboard.html');
 let dashboardHtml: string | null = null;
+/** The client SDK's ES module build (npm run build:client), served at /client.js for browser pages. */
+const CLIENT_MODULE = path.join(ROOT, 'dist', 'client', 'esm', 'index.js');
 
 /**
  * The dashboard's Content-Security-Policy: everything it needs is inline, and it may only fetch from this
@@ -85,6 +87,18 @@ export class Monitor {
       };
       routes['/stats'] = () => ({ type: 'application/json; charset=utf-8', body: this.json() });
       routes['/history'] = () => ({ type: 'application/json; charset=utf-8', body: this.historyReply() });
+      // The client SDK for pages of any origin: a module script is fetched in CORS mode, so it needs the header.
+      let client: Buffer | Error;
+      try {
+        client = fs.readFileSync(CLIENT_MODULE);
+      } catch (e) {
+        client = new Error(`the client SDK module cannot be read (npm run build:client): ${(e as Error).message}`);
+        server.log.error(`monitor: ${client.message}`);
+      }
+      routes['/client.js'] = () => {
+        if (client instanceof Error) throw client;
+        return { type: 'text/javascript; charset=utf-8', body: client, headers: { 'Access-Control-Allow-Origin': '*' } };
+      };
     }
     if (c.Monitor.includes('PROMETHEUS')) {
       const prometheus = new PrometheusExporter(require(path.join(ROOT, 'package.json')).version, indicators);

@@ -1,0 +1,911 @@
+// The Starling client SDK (`starling/client`): a connection to one of a list of servers that reconnects with
+// backoff, subscriptions that keep their position (epoch, seq) and recover after a reconnect, publishes resolved
+// by ACK and rejected with a typed error, and a small typed event API. Wire protocol v2 (docs/protocol.md);
+// the behaviour is documented in docs/client.md.
+//
+// One file on purpose: compiled as an ES module it is the single self-contained file a browser page imports
+// (the monitor serves it at /client.js), so it imports nothing. It is written against the platform, not Node or
+// the DOM: the WebSocket is the global one (browsers, Node 22+), a constructor passed in the options, or — only
+// when neither exists — the `ws` package, loaded with a dynamic import (Node 20 has no global WebSocket).
+//
+// Ordering is what makes the bookkeeping simple: the server processes a connection's commands in order and
+// answers them in order. Every PUB carries an id (answered by ACK or ERR), every SUB/UNSUB is followed by
+// `PING <token>` (a "barrier"); an `ERR` without an id in flight belongs to the oldest of these still unanswered
+// (the `outstanding` queue below) — a SUB refused, or a PUB the server could not parse far enough to read its id.
+
+// ---------------------------------------------------------------------------------------------------
+// Public types
+
+/** What a message is: `live` (published now), or replayed: the retained `snapshot`, `history` (`#n`), `recovered` (`@`). */
+export type MessageKind = 'live' | 'snapshot' | 'history' | 'recovered';
+
+/** A payload: a string for a text frame, bytes for a binary frame. */
+export type Payload = string | Uint8Array;
+
+/** A subject's position: its epoch (base-36 token; changes whenever its sequence restarts) and sequence number. */
+export interface Position {
+  epoch: string;
+  seq: number;
+}
+
+/** A message as a subscription handler receives it. */
+export interface Message extends Position {
+  subject: string;
+  /** A string when the publisher sent a text frame, a Uint8Array when it sent a binary one. */
+  payload: Payload;
+  kind: MessageKind;
+}
+
+export type MessageHandler = (message: Message) => void;
+
+/** Waits between reconnection attempts: min, 2·min, 4·min … up to max ms, each cut by up to `jitter` (0–1) at random. */
+export interface ReconnectOptions {
+  min: number;
+  max: number;
+  jitter: number;
+}
+
+/** The part of a WebSocket the client uses: the browser's, Node 22's global one and the `ws` package's all fit. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  binaryType: string;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  send(data: string | Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ConnectOptions {
+  /** WebSocket URLs (`ws://host:8800/`, `wss://…`), tried in order; at least one. */
+  servers: string[];
+  /** Entitlement token, sent as `?token=` on the upgrade URL (browsers cannot set headers on a WebSocket). */
+  token?: string;
+  /** Backoff between attempts (defaults: min 250, max 10000, jitter 0.5), or false: never reconnect. */
+  reconnect?: Partial<ReconnectOptions> | false;
+  /** Publishes held while disconnected, sent in order on the next connection (default 1000); more are rejected. */
+  maxQueuedPublishes?: number;
+  /** Ms of silence from the server before a PING; as long again without an answer drops the connection (default 30000; 0 = off). */
+  keepAlive?: number;
+  /** Ms a connection attempt may take before it counts as failed (default 10000). */
+  connectTimeout?: number;
+  /** The WebSocket constructor to use instead of the global one (or `ws`). */
+  WebSocket?: WebSocketConstructor;
+}
+
+export interface SubscribeOptions {
+  /** Messages of the subject's cache to replay first (`SUB <s>#<n>`), after its retained snapshot. Default 0. */
+  history?: number;
+  /** Deliver at most one message per this many ms, the latest (`conflate=`; a multiple of 100 from 100 to 60000). */
+  conflate?: number;
+}
+
+export interface PublishOptions {
+  /** Make the message the subject's snapshot, sent first to every later subscriber (`+retained`). */
+  retained?: boolean;
+}
+
+/** A subscription: one per subject per client. */
+export interface Subscription {
+  readonly subject: string;
+  /** Position of the last message delivered, or of the last SYNC/RESYNC; null until the first. */
+  readonly position: Position | null;
+  /**
+   * Resolves with the position at the subscription's first SYNC/RESYNC (everything asked for has been
+   * delivered, live messages follow); rejects with a StarlingError when the server refuses the subscription or
+   * it is unsubscribed or the client closed first.
+   */
+  readonly ready: Promise<Position>;
+  /** Stops the subscription (sends UNSUB when connected). No message is delivered to it afterwards. */
+  unsubscribe(): void;
+}
+
+/** Server refusals, and the client's own failures. */
+export type ErrorCode =
+  // from the server's ERR
+  | 'bad-command'
+  | 'bad-subject'
+  | 'too-large'
+  | 'limit'
+  | 'forbidden'
+  // the client's
+  | 'connection-lost' // a publish was sent, and the connection dropped before its ACK or ERR
+  | 'queue-full' // a publish while disconnected, with maxQueuedPublishes already waiting
+  | 'closed' // close() was called (or reconnect is off and the connection dropped)
+  | 'unsubscribed' // the subscription was stopped before its first SYNC
+  | 'protocol' // the server sent something this client cannot parse
+  | 'handler' // a subscription handler or an event listener threw (the error is the `cause`)
+  | 'connect' // a connection could not even be attempted (no WebSocket implementation, a bad URL)
+  | (string & {}); // codes of later server versions
+
+/** Every error of the SDK: a server refusal (`code` is the ERR code) or one of the client's own. */
+export class StarlingError extends Error {
+  /** The subject concerned, when there is one. */
+  readonly subject: string | undefined;
+  constructor(
+    readonly code: ErrorCode,
+    /** The server's detail (for humans; its wording may change), or the client's explanation. */
+    readonly detail: string,
+    options: { subject?: string; cause?: unknown } = {},
+  ) {
+    super(detail ? `${code}: ${detail}` : code);
+    this.name = 'StarlingError';
+    this.subject = options.subject;
+    if (options.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
+/** What each event passes to its listeners. */
+export interface ClientEvents {
+  /** A connection is open; subscriptions are being (re)sent. */
+  connected: { url: string };
+  /** An open connection closed (the close code the client saw; 1006 when it was cut). */
+  disconnected: { url: string; code: number; reason: string };
+  /** The next attempt goes to `url` after `delay` ms; `attempt` counts from 1 since the last open connection. */
+  reconnecting: { url: string; attempt: number; delay: number };
+  /** A subscription caught up: every message up to this position was delivered once; live messages follow. */
+  sync: { subject: string; epoch: string; seq: number };
+  /**
+   * Messages were missed: the position asked for could not be recovered (the server restarted, or it no longer
+   * caches them). `previous` is the last position delivered; the subscription goes on from `epoch:seq` with
+   * the snapshot (if any) and live messages.
+   */
+  resync: { subject: string; epoch: string; seq: number; previous: Position | null };
+  /** Entitlement state (`AUTH ok|invalid|expiring|expired`) with the rest of the server's line. */
+  auth: { state: string; detail: string };
+  /** Something went wrong that no promise reports: malformed server input, a refused subscription, a throwing handler. */
+  error: StarlingError;
+}
+
+export type ClientEvent = keyof ClientEvents;
+
+/** Opens a client; it connects (and keeps reconnecting) in the background. */
+export function connect(options: ConnectOptions): Client {
+  return new Client(options);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Validation (argument errors throw at once: TypeError for a wrong type or form, RangeError for a number)
+
+const SUBJECT_MAX = 255;
+/** A last segment SUB would read as a position or a history request (docs/protocol.md, "Subjects"). */
+const SPEC_SUFFIX = /(@[0-9a-z]{1,16}:[0-9]+|#[0-9]+)$/;
+
+/** Why `subject` is not a valid subject, or null. Same rule as the server: `/`-separated non-empty printable segments. */
+export function subjectProblem(subject: unknown): string | null {
+  if (typeof subject !== 'string') return `a subject must be a string, got ${typeof subject}`;
+  if (subject.length > SUBJECT_MAX) return `${subject.slice(0, 40)}...: longer than ${SUBJECT_MAX} bytes (${subject.length})`;
+  if (subject[0] !== '/') return `${JSON.stringify(subject)}: must start with '/'`;
+  for (let i = 1; i < subject.length; i++) {
+    const c = subject.charCodeAt(i);
+    if (c === 0x2f && subject.charCodeAt(i - 1) === 0x2f) return `${subject}: empty segment at offset ${i}`;
+    if (c === 0x2a) return `${subject}: contains '*' at offset ${i} (wildcards are not allowed)`;
+    if (c <= 0x20 || c > 0x7e) return `${JSON.stringify(subject)}: character ${c} at offset ${i} is not printable ASCII (no spaces)`;
+  }
+  if (subject.length === 1 || subject.endsWith('/')) return `${subject}: ends with '/'`;
+  return null;
+}
+
+function checkSubject(subject: unknown, what: string): asserts subject is string {
+  const problem = subjectProblem(subject);
+  if (problem) throw new TypeError(`${what}: ${problem}`);
+}
+
+function checkCount(value: unknown, what: string, { min = 0, max = Number.MAX_SAFE_INTEGER, step = 1 } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max || value % step !== 0) {
+    const range = max < Number.MAX_SAFE_INTEGER ? `from ${min} to ${max}` : `of at least ${min}`;
+    throw new RangeError(`${what} must be an integer${step > 1 ? ` multiple of ${step}` : ''} ${range}, got ${String(value)}`);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Parsing server messages (hostile input: anything unexpected is reported, never thrown)
+
+/** Longest server header line: "RESYNC " / "MSG " + subject (255) + position (16 + 1 + 16) + kind, with room. */
+const MAX_HEADER = 512;
+const EPOCH = /^[0-9a-z]{1,16}$/;
+const SEQ = /^[0-9]{1,16}$/;
+const KINDS: Record<string, MessageKind | undefined> = { snapshot: 'snapshot', history: 'history', recovered: 'recovered' };
+
+function parsePosition(token: string | undefined): Position | null {
+  if (token === undefined) return null;
+  const colon = token.indexOf(':');
+  const epoch = token.slice(0, colon);
+  const seq = token.slice(colon + 1);
+  if (colon < 0 || !EPOCH.test(epoch) || !SEQ.test(seq)) return null;
+  const n = Number(seq);
+  return Number.isSafeInteger(n) ? { epoch, seq: n } : null;
+}
+
+/** A server message split into its header line and its payload (every byte after the first `\n`). */
+interface Frame {
+  header: string;
+  /** False when there was no `\n` (a MSG must have one; other messages need none). */
+  hasBody: boolean;
+  payload: Payload;
+}
+
+/** Splits a received message; null when it is neither text nor bytes, or its header is not printable ASCII. */
+function splitFrame(data: unknown): Frame | null {
+  if (typeof data === 'string') {
+    const nl = data.indexOf('\n');
+    const header = nl < 0 ? data : data.slice(0, nl);
+    if (header.length > MAX_HEADER || !/^[\x20-\x7e]*\r?$/.test(header)) return null;
+    return { header: header.replace(/\r$/, ''), hasBody: nl >= 0, payload: nl < 0 ? '' : data.slice(nl + 1) };
+  }
+  let bytes: Uint8Array;
+  if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+  else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  else return null;
+  const limit = Math.min(bytes.length, MAX_HEADER + 1);
+  let nl = -1;
+  for (let i = 0; i < limit; i++) {
+    if (bytes[i] === 0x0a) {
+      nl = i;
+      break;
+    }
+  }
+  const end = nl < 0 ? bytes.length : nl;
+  if (end > MAX_HEADER) return null;
+  let header = '';
+  for (let i = 0; i < end; i++) {
+    const c = bytes[i];
+    if ((c < 0x20 || c > 0x7e) && !(c === 0x0d && i === end - 1)) return null;
+    if (c !== 0x0d) header += String.fromCharCode(c);
+  }
+  return { header, hasBody: nl >= 0, payload: nl < 0 ? new Uint8Array(0) : bytes.subarray(nl + 1) };
+}
+
+function asciiBytes(text: string): Uint8Array {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The platform
+
+interface Platform {
+  WebSocket?: WebSocketConstructor;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(timer: unknown): void;
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(timer: unknown): void;
+  console?: { error(...args: unknown[]): void };
+}
+const platform = globalThis as unknown as Platform;
+
+let wsPackage: Promise<WebSocketConstructor> | null = null;
+
+/** The WebSocket to use: the one given, the global one, or the `ws` package (imported once, only then). */
+function webSocketConstructor(given: WebSocketConstructor | undefined): WebSocketConstructor | Promise<WebSocketConstructor> {
+  if (given) return given;
+  if (typeof platform.WebSocket === 'function') return platform.WebSocket;
+  // A variable specifier: bundlers for the browser leave it alone, and the ES module build has no static 'ws'.
+  const name = 'ws';
+  wsPackage ??= import(name).then(
+    (m: { WebSocket?: WebSocketConstructor; default?: WebSocketConstructor }) => {
+      const ctor = m.WebSocket ?? m.default;
+      if (typeof ctor !== 'function') throw new Error('the ws package exports no WebSocket');
+      return ctor;
+    },
+    (e: Error) => {
+      wsPackage = null;
+      throw new Error(`there is no global WebSocket and the ws package cannot be loaded (npm install ws): ${e.message}`);
+    },
+  );
+  return wsPackage;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The client
+
+/** readyState of a socket that is open (the WebSocket constants; not every implementation has them static). */
+const OPEN = 1;
+const DEFAULT_RECONNECT: ReconnectOptions = { min: 250, max: 10_000, jitter: 0.5 };
+/** Close code a server sends when it shuts down: the next attempt goes to the next server in the list. */
+const GOING_AWAY = 1001;
+
+interface PendingPublish {
+  id: string;
+  subject: string;
+  frame: string | Uint8Array;
+  resolve(): void;
+  reject(e: StarlingError): void;
+}
+
+/**
+ * A command still waiting for its answer, in the order sent: a publish (ACK or ERR), or a `PING <token>` sent
+ * after a SUB/UNSUB (PONG; an ERR without an id before it is that command's).
+ */
+type Outstanding = { publish: PendingPublish } | { token: string; onError(e: StarlingError): void };
+
+/** A subscription's state. `phase`: idle (not sent on this connection), subscribing (SUB sent, no SYNC yet), live. */
+class Sub implements Subscription {
+  readonly ready: Promise<Position>;
+  /** Last position delivered (or set by SYNC/RESYNC): duplicates are at or before it. */
+  last: Position | null = null;
+  phase: 'idle' | 'subscribing' | 'live' = 'idle';
+  /**
+   * Set by a RESYNC (to the last position delivered before it, or null): the snapshot that follows is delivered
+   * even though it is older than the position RESYNC gave, unless the application already saw it.
+   */
+  snapshotFloor: Position | null | undefined = undefined;
+  settle: { resolve(p: Position): void; reject(e: StarlingError): void } | null;
+
+  constructor(
+    private readonly client: Client,
+    readonly subject: string,
+    readonly handler: MessageHandler,
+    readonly history: number,
+    readonly conflate: number | undefined,
+  ) {
+    let settle!: Sub['settle'];
+    this.ready = new Promise<Position>((resolve, reject) => (settle = { resolve, reject }));
+    this.settle = settle;
+    // A refusal is also an 'error' event; an application that never looks at `ready` must not get an unhandled rejection.
+    this.ready.catch(() => {});
+  }
+
+  get position(): Position | null {
+    return this.last && { ...this.last };
+  }
+
+  unsubscribe(): void {
+    this.client.unsubscribeSub(this);
+  }
+
+  /** The spec SUB sends: a position to recover from once there is one, else the history asked for. */
+  spec(): string {
+    const spec = this.last ? `${this.subject}@${this.last.epoch}:${this.last.seq}` : `${this.subject}#${this.history}`;
+    return this.conflate ? `conflate=${this.conflate} ${spec}` : spec;
+  }
+
+  resolveReady(): void {
+    this.settle?.resolve({ ...this.last! });
+    this.settle = null;
+  }
+
+  rejectReady(e: StarlingError): void {
+    this.settle?.reject(e);
+    this.settle = null;
+  }
+}
+
+type Listener<K extends ClientEvent> = (value: ClientEvents[K]) => void;
+
+export class Client {
+  private readonly servers: string[];
+  private readonly token: string | undefined;
+  private readonly backoff: ReconnectOptions | false;
+  private readonly maxQueued: number;
+  private readonly keepAlive: number;
+  private readonly connectTimeout: number;
+  private readonly WebSocketImpl: WebSocketConstructor | undefined;
+
+  private socket: WebSocketLike | null = null;
+  /** The socket completed its handshake (still true after close() until its close event). */
+  private socketOpened = false;
+  /** connecting: an attempt is under way; open; waiting: for the next attempt; closed: by close() for good. */
+  private state: 'connecting' | 'open' | 'waiting' | 'closed' = 'waiting';
+  /** Index into `servers` of the current (or next) attempt. */
+  private server = 0;
+  /** Failed attempts since the last open connection. */
+  private failures = 0;
+  private timer: unknown = null;
+  private keepAliveTimer: unknown = null;
+  private lastHeard = 0;
+  private pingOutstanding = false;
+  private counter = 0;
+
+  private readonly subs = new Map<string, Sub>();
+  /** Subjects unsubscribed on this connection whose UNSUB's PONG has not come: their messages are the old subscription's. */
+  private readonly stale = new Map<string, string>();
+  private outstanding: Outstanding[] = [];
+  /** Publishes sent on this connection, by id, waiting for ACK or ERR. */
+  private readonly inFlight = new Map<string, PendingPublish>();
+  /** Publishes made while not connected, sent in order once connected. */
+  private queued: PendingPublish[] = [];
+  private readonly listeners = new Map<ClientEvent, Set<(value: never) => void>>();
+  private closing: Promise<void> | null = null;
+  private closed: (() => void) | null = null;
+
+  constructor(options: ConnectOptions) {
+    if (!options || !Array.isArray(options.servers) || options.servers.length === 0)
+      throw new TypeError('connect: options.servers must be a non-empty array of WebSocket URLs');
+    for (const url of options.servers)
+      if (typeof url !== 'string' || !/^(wss?|https?):\/\/[^\s]+$/i.test(url))
+        throw new TypeError(`connect: ${JSON.stringify(url)} is not a WebSocket URL (ws://host:port/path or wss://…)`);
+    if (options.token !== undefined && typeof options.token !== 'string') throw new TypeError('connect: options.token must be a string');
+    this.servers = [...options.servers];
+    this.token = options.token;
+    if (options.reconnect === false) this.backoff = false;
+    else {
+      const r = { ...DEFAULT_RECONNECT, ...options.reconnect };
+      if (!(r.min > 0) || !(r.max >= r.min) || !(r.jitter >= 0 && r.jitter <= 1))
+        throw new RangeError(`connect: reconnect needs 0 < min <= max and 0 <= jitter <= 1, got ${JSON.stringify(r)}`);
+      this.backoff = r;
+    }
+    this.maxQueued = checkCount(options.maxQueuedPublishes, 'connect: maxQueuedPublishes') ?? 1000;
+    this.keepAlive = checkCount(options.keepAlive, 'connect: keepAlive') ?? 30_000;
+    this.connectTimeout = checkCount(options.connectTimeout, 'connect: connectTimeout', { min: 1 }) ?? 10_000;
+    if (options.WebSocket !== undefined && typeof options.WebSocket !== 'function') throw new TypeError('connect: options.WebSocket must be a constructor');
+    this.WebSocketImpl = options.WebSocket;
+    this.attempt();
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // The API
+
+  /** True while a connection is open. */
+  get connected(): boolean {
+    return this.state === 'open';
+  }
+
+  /** URL of the open connection, or null. */
+  get url(): string | null {
+    return this.state === 'open' ? this.servers[this.server] : null;
+  }
+
+  /** Adds a listener; returns the function that removes it. */
+  on<K extends ClientEvent>(event: K, listener: Listener<K>): () => void {
+    if (typeof listener !== 'function') throw new TypeError(`on(${String(event)}): the listener must be a function`);
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(listener);
+    return () => void set.delete(listener);
+  }
+
+  /**
+   * Subscribes `handler` to `subject`. The first SUB asks for `history` messages (default 0) and so always yields
+   * a position; after a reconnect the subscription resumes from its last position. Throws on a bad subject or
+   * option, or when the client already subscribes to the subject.
+   */
+  subscribe(subject: string, handler: MessageHandler, options: SubscribeOptions = {}): Subscription {
+    checkSubject(subject, 'subscribe');
+    if (SPEC_SUFFIX.test(subject))
+      throw new TypeError(`subscribe: ${subject}: a last segment ending in @<epoch>:<seq> or #<n> is read by SUB as a position or a history request`);
+    if (typeof handler !== 'function') throw new TypeError('subscribe: the handler must be a function');
+    const history = checkCount(options.history, 'subscribe: history') ?? 0;
+    const conflate = checkCount(options.conflate, 'subscribe: conflate', { min: 100, max: 60_000, step: 100 });
+    if (this.subs.has(subject)) throw new Error(`subscribe: already subscribed to ${subject}; unsubscribe first`);
+    const sub = new Sub(this, subject, handler, history, conflate);
+    if (this.state === 'closed') {
+      sub.rejectReady(new StarlingError('closed', 'the client is closed', { subject }));
+      return sub;
+    }
+    this.subs.set(subject, sub);
+    if (this.state === 'open') this.sendSub(sub);
+    return sub;
+  }
+
+  /** Stops the client's subscription to `subject`, if any. */
+  unsubscribe(subject: string): void {
+    const sub = this.subs.get(subject);
+    if (sub) this.unsubscribeSub(sub);
+  }
+
+  /**
+   * Publishes `payload` (a string: a text frame; bytes — a Uint8Array, Buffer, ArrayBuffer or other view — a binary frame). Resolves when the server ACKs it;
+   * rejects with a StarlingError: the server's ERR code, or `connection-lost` (sent, then the connection dropped
+   * before the answer: it may or may not have been published; it is not sent again), `queue-full` or `closed`.
+   * While disconnected, publishes wait (at most maxQueuedPublishes) and are sent, in order, on the next connection.
+   */
+  publish(subject: string, payload: Payload | ArrayBuffer | ArrayBufferView, options: PublishOptions = {}): Promise<void> {
+    checkSubject(subject, 'publish');
+    let body: Payload;
+    if (typeof payload === 'string' || payload instanceof Uint8Array) body = payload;
+    else if (payload instanceof ArrayBuffer) body = new Uint8Array(payload);
+    else if (ArrayBuffer.isView(payload)) body = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+    else throw new TypeError(`publish: the payload must be a string, an ArrayBuffer or a typed array (Uint8Array, Buffer, …), got ${typeof payload}`);
+    if (this.state === 'closed') return Promise.reject(new StarlingError('closed', 'the client is closed', { subject }));
+    const id = `p${(++this.counter).toString(36)}`;
+    const header = `PUB ${subject} ${id}${options.retained ? ' +retained' : ''}\n`;
+    let frame: string | Uint8Array;
+    if (typeof body === 'string') frame = header + body;
+    else {
+      frame = new Uint8Array(header.length + body.length);
+      frame.set(asciiBytes(header));
+      frame.set(body, header.length);
+    }
+    return new Promise<void>((resolve, reject) => {
+      const p: PendingPublish = { id, subject, frame, resolve, reject };
+      if (this.state === 'open') this.sendPublish(p);
+      else if (this.queued.length >= this.maxQueued)
+        reject(new StarlingError('queue-full', `not connected, and ${this.maxQueued} publishes are already waiting (maxQueuedPublishes)`, { subject }));
+      else this.queued.push(p);
+    });
+  }
+
+  /**
+   * Closes the connection (1000) and stops reconnecting; no handler or listener but `disconnected` is called from
+   * then on. Publishes already sent still get their answer (the server answers every command it read before it
+   * closes); those not sent, or left unanswered, are rejected with `closed`. Resolves once the socket is closed.
+   * Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    const socket = this.socket;
+    const wasOpen = this.socketOpened;
+    this.state = 'closed';
+    this.stopTimers();
+    const queued = this.queued;
+    this.queued = [];
+    for (const p of queued) p.reject(new StarlingError('closed', 'the client was closed before it was sent', { subject: p.subject }));
+    if (!wasOpen) this.failInFlight('closed');
+    for (const sub of this.subs.values()) sub.rejectReady(new StarlingError('closed', 'the client was closed', { subject: sub.subject }));
+    this.closing = new Promise<void>((resolve) => {
+      if (!socket) return resolve();
+      this.closed = () => {
+        this.closed = null;
+        resolve();
+      };
+      // An open connection: its close event emits 'disconnected' and resolves this. One still connecting is
+      // abandoned at once.
+      if (!wasOpen) {
+        this.detach(socket);
+        this.socket = null;
+      }
+      try {
+        socket.close(1000);
+      } catch {
+        /* already closing */
+      }
+      if (!wasOpen) this.closed?.();
+    });
+    return this.closing;
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Connections
+
+  private attempt(): void {
+    if (this.state === 'closed') return;
+    this.state = 'connecting';
+    const url = this.servers[this.server];
+    let ctor: WebSocketConstructor | Promise<WebSocketConstructor>;
+    try {
+      ctor = webSocketConstructor(this.WebSocketImpl);
+    } catch (e) {
+      return this.cannotConnect(url, e);
+    }
+    if (typeof ctor === 'function') this.open(ctor, url);
+    else
+      ctor.then(
+        (c) => this.state === 'connecting' && this.open(c, url),
+        (e) => this.state === 'connecting' && this.cannotConnect(url, e),
+      );
+  }
+
+  private cannotConnect(url: string, e: unknown): void {
+    this.emit('error', new StarlingError('connect', `${url}: ${(e as Error)?.message ?? String(e)}`, { cause: e }));
+    this.retry(false, 1006);
+  }
+
+  private open(ctor: WebSocketConstructor, url: string): void {
+    let socket: WebSocketLike;
+    try {
+      socket = new ctor(this.token === undefined ? url : `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}`);
+      socket.binaryType = 'arraybuffer';
+    } catch (e) {
+      return this.cannotConnect(url, e);
+    }
+    this.socket = socket;
+    this.timer = platform.setTimeout(() => {
+      this.timer = null;
+      if (this.socket === socket && this.state === 'connecting') this.drop(socket, 1006, `no connection within ${this.connectTimeout} ms`);
+    }, this.connectTimeout);
+    socket.onopen = () => {
+      if (this.socket !== socket) return;
+      this.clearTimer();
+      this.state = 'open';
+      this.socketOpened = true;
+      this.failures = 0;
+      this.heard();
+      if (this.keepAlive > 0) this.keepAliveTimer = platform.setInterval(() => this.checkAlive(socket), this.keepAlive);
+      this.emit('connected', { url });
+      if (this.state !== 'open') return; // a listener closed the client
+      for (const sub of this.subs.values()) this.sendSub(sub);
+      const queued = this.queued;
+      this.queued = [];
+      for (const p of queued) this.sendPublish(p);
+    };
+    socket.onmessage = (event: { data: unknown }) => {
+      if (this.socket !== socket) return;
+      this.heard();
+      this.receive(event.data);
+    };
+    socket.onclose = (event: { code?: number; reason?: string }) => {
+      if (this.socket === socket) this.drop(socket, event.code ?? 1006, event.reason ?? '');
+      else this.closed?.();
+    };
+    // A close event always follows an error event; the `ws` package throws on an error nobody listens to.
+    socket.onerror = () => {};
+  }
+
+  /** The socket is gone (closed, cut, timed out): fail what it carried, then reconnect unless closed. */
+  private drop(socket: WebSocketLike, code: number, reason: string): void {
+    const wasOpen = this.socketOpened;
+    this.socketOpened = false;
+    const url = this.servers[this.server];
+    this.detach(socket);
+    if (this.socket === socket) this.socket = null;
+    this.stopTimers();
+    try {
+      socket.close();
+    } catch {
+      /* closed already */
+    }
+    this.outstanding = [];
+    this.stale.clear();
+    for (const sub of this.subs.values()) sub.phase = 'idle';
+    this.failInFlight(this.state === 'closed' ? 'closed' : 'connection-lost');
+    if (wasOpen) this.emit('disconnected', { url, code, reason });
+    if (this.state === 'closed') this.closed?.();
+    else this.retry(wasOpen, code);
+  }
+
+  /** Schedules the next attempt: the same server after a drop, the next one after a failure or a shutdown (1001). */
+  private retry(wasOpen: boolean, code: number): void {
+    if (this.backoff === false) {
+      void this.close();
+      return;
+    }
+    this.state = 'waiting';
+    if (!wasOpen || code === GOING_AWAY) this.server = (this.server + 1) % this.servers.length;
+    const { min, max, jitter } = this.backoff;
+    const base = Math.min(max, min * 2 ** Math.min(this.failures, 30));
+    const delay = Math.round(base * (1 - jitter * Math.random()));
+    this.failures++;
+    this.emit('reconnecting', { url: this.servers[this.server], attempt: this.failures, delay });
+    if (this.state !== 'waiting') return; // a listener closed the client
+    this.timer = platform.setTimeout(() => {
+      this.timer = null;
+      this.attempt();
+    }, delay);
+  }
+
+  private detach(socket: WebSocketLike): void {
+    socket.onopen = null;
+    socket.onmessage = null;
+    socket.onclose = () => this.closed?.();
+  }
+
+  private heard(): void {
+    this.lastHeard = Date.now();
+    this.pingOutstanding = false;
+  }
+
+  /** Keep-alive: PING after keepAlive ms of silence; a second silent period drops the connection. */
+  private checkAlive(socket: WebSocketLike): void {
+    if (this.socket !== socket || Date.now() - this.lastHeard < this.keepAlive) return;
+    if (this.pingOutstanding) return this.drop(socket, 1006, `no answer from the server for ${2 * this.keepAlive} ms`);
+    this.pingOutstanding = true;
+    this.barrier((e) => this.emit('error', e));
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) platform.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private stopTimers(): void {
+    this.clearTimer();
+    if (this.keepAliveTimer !== null) platform.clearInterval(this.keepAliveTimer);
+    this.keepAliveTimer = null;
+  }
+
+  /** Rejects the publishes sent and not answered: the connection is gone, so is their answer. */
+  private failInFlight(code: 'closed' | 'connection-lost'): void {
+    const lost = [...this.inFlight.values()];
+    this.inFlight.clear();
+    const detail =
+      code === 'closed'
+        ? 'the client was closed before the server answered; the message may or may not have been published'
+        : 'the connection closed before the server answered; the message may or may not have been published';
+    for (const p of lost) p.reject(new StarlingError(code, detail, { subject: p.subject }));
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Commands
+
+  private send(data: string | Uint8Array): void {
+    if (this.socket && this.socket.readyState === OPEN) this.socket.send(data);
+  }
+
+  /** Sends `PING <token>` after the commands sent so far; returns the token. */
+  private barrier(onError: (e: StarlingError) => void): string {
+    const token = `b${(++this.counter).toString(36)}`;
+    this.send(`PING ${token}`);
+    this.outstanding.push({ token, onError });
+    return token;
+  }
+
+  private sendSub(sub: Sub): void {
+    sub.phase = 'subscribing';
+    this.send(`SUB ${sub.spec()}`);
+    this.barrier((e) => this.refused(sub, e));
+  }
+
+  private sendPublish(p: PendingPublish): void {
+    this.inFlight.set(p.id, p);
+    this.outstanding.push({ publish: p });
+    this.send(p.frame);
+  }
+
+  /** @internal Subscription.unsubscribe(). */
+  unsubscribeSub(sub: Sub): void {
+    if (this.subs.get(sub.subject) !== sub) return;
+    this.subs.delete(sub.subject);
+    sub.rejectReady(new StarlingError('unsubscribed', 'unsubscribed before the first SYNC', { subject: sub.subject }));
+    if (this.state === 'open' && sub.phase !== 'idle') this.sendUnsub(sub.subject, (e) => this.emit('error', e));
+    sub.phase = 'idle';
+  }
+
+  /** UNSUB and its barrier: until that PONG, messages for the subject belong to the old subscription. */
+  private sendUnsub(subject: string, onError: (e: StarlingError) => void): void {
+    this.send(`UNSUB ${subject}`);
+    this.stale.set(subject, this.barrier(onError));
+  }
+
+  /** The server refused a SUB: the subscription is over. */
+  private refused(sub: Sub, e: StarlingError): void {
+    const err = new StarlingError(e.code, e.detail, { subject: sub.subject });
+    if (this.subs.get(sub.subject) === sub) {
+      this.subs.delete(sub.subject);
+      sub.phase = 'idle';
+    }
+    sub.rejectReady(err);
+    this.emit('error', err);
+  }
+
+  /**
+   * A gap or an epoch change in a live stream: resubscribe from the last position delivered (UNSUB, then SUB
+   * <s>@<epoch>:<seq>); what the old subscription still sends is dropped, the recovery fills the gap.
+   */
+  private recover(sub: Sub): void {
+    this.sendUnsub(sub.subject, (e) => this.emit('error', e));
+    this.sendSub(sub);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Server messages
+
+  private receive(data: unknown): void {
+    const frame = splitFrame(data);
+    if (!frame) {
+      if (this.state !== 'closed') this.malformed(typeof data === 'string' ? data : `(${typeof data} data, or a header that is not printable ASCII)`);
+      return;
+    }
+    const { header, hasBody, payload } = frame;
+    const parts = header.split(' ');
+    // After close(): only the answers to publishes already sent, which the server sends before its close frame.
+    if (this.state === 'closed' && !((parts[0] === 'ACK' || parts[0] === 'ERR') && this.inFlight.has(parts[parts[0] === 'ACK' ? 1 : 2])))
+      return;
+    switch (parts[0]) {
+      case 'MSG': {
+        const pos = parsePosition(parts[2]);
+        const kind = parts.length === 3 ? 'live' : KINDS[parts[3]];
+        if (!pos || !kind || parts.length > 4 || !parts[1] || !hasBody) return this.malformed(header);
+        return this.message(parts[1], pos, kind, payload);
+      }
+      case 'SYNC':
+      case 'RESYNC': {
+        const pos = parsePosition(parts[2]);
+        if (!pos || parts.length !== 3 || !parts[1]) return this.malformed(header);
+        return this.synced(parts[1], pos, parts[0] === 'RESYNC');
+      }
+      case 'ACK': {
+        const p = parts.length === 2 ? this.inFlight.get(parts[1]) : undefined;
+        if (!p) return this.malformed(header);
+        this.answered(p);
+        return p.resolve();
+      }
+      case 'ERR':
+        if (!parts[1]) return this.malformed(header);
+        return this.refusal(parts[1], parts.slice(2));
+      case 'PONG': {
+        // Only the client sends PINGs on its connection, each with a token it still waits for.
+        const i = this.outstanding.findIndex((o) => 'token' in o && o.token === parts[1]);
+        if (parts.length !== 2 || i < 0) return this.malformed(header);
+        this.outstanding.splice(i, 1);
+        for (const [subject, t] of this.stale) if (t === parts[1]) this.stale.delete(subject);
+        return;
+      }
+      case 'AUTH':
+        if (!parts[1]) return this.malformed(header);
+        return this.emit('auth', { state: parts[1], detail: parts.slice(2).join(' ') });
+      default:
+        return this.malformed(header);
+    }
+  }
+
+  private malformed(what: string): void {
+    this.emit('error', new StarlingError('protocol', `malformed server message ${JSON.stringify(what.slice(0, 120))}`));
+  }
+
+  /** A publish got its answer. */
+  private answered(p: PendingPublish): void {
+    this.inFlight.delete(p.id);
+    const i = this.outstanding.findIndex((o) => 'publish' in o && o.publish === p);
+    if (i >= 0) this.outstanding.splice(i, 1);
+  }
+
+  /** `ERR <code> [<id>] [<detail>]`: a publish's when the token after the code is an id in flight, else the oldest outstanding command's. */
+  private refusal(code: string, rest: string[]): void {
+    const p = rest.length > 0 ? this.inFlight.get(rest[0]) : undefined;
+    if (p) {
+      this.answered(p);
+      return p.reject(new StarlingError(code, rest.slice(1).join(' '), { subject: p.subject }));
+    }
+    const e = new StarlingError(code, rest.join(' '));
+    const head = this.outstanding[0];
+    if (!head) return this.emit('error', e);
+    if ('token' in head) return head.onError(e);
+    this.answered(head.publish);
+    head.publish.reject(new StarlingError(code, e.detail, { subject: head.publish.subject }));
+  }
+
+  private message(subject: string, pos: Position, kind: MessageKind, payload: Payload): void {
+    if (this.stale.has(subject)) return;
+    const sub = this.subs.get(subject);
+    if (!sub || sub.phase === 'idle') return;
+    const last = sub.last;
+    if (kind === 'snapshot' && sub.snapshotFloor !== undefined) {
+      // After a RESYNC: the retained snapshot is older than the position RESYNC gave; deliver it unless seen.
+      const floor = sub.snapshotFloor;
+      sub.snapshotFloor = undefined;
+      if (floor && floor.epoch === pos.epoch && pos.seq <= floor.seq) return;
+      if (last && last.epoch === pos.epoch && pos.seq > last.seq) sub.last = pos;
+      return this.deliver(sub, { subject, payload, epoch: pos.epoch, seq: pos.seq, kind });
+    }
+    sub.snapshotFloor = undefined;
+    if (last && last.epoch === pos.epoch && pos.seq <= last.seq) return; // a duplicate
+    if (kind === 'live' && sub.phase === 'live' && last && (pos.epoch !== last.epoch || (!sub.conflate && pos.seq !== last.seq + 1)))
+      return this.recover(sub);
+    sub.last = pos;
+    this.deliver(sub, { subject, payload, epoch: pos.epoch, seq: pos.seq, kind });
+  }
+
+  private deliver(sub: Sub, m: Message): void {
+    try {
+      sub.handler(m);
+    } catch (e) {
+      this.emit('error', new StarlingError('handler', `the handler of ${sub.subject} threw: ${(e as Error)?.message ?? String(e)}`, { subject: sub.subject, cause: e }));
+    }
+  }
+
+  private synced(subject: string, pos: Position, resync: boolean): void {
+    if (this.stale.has(subject)) return;
+    const sub = this.subs.get(subject);
+    if (!sub || sub.phase !== 'subscribing') return;
+    const previous = sub.last;
+    sub.last = pos;
+    sub.phase = 'live';
+    if (resync) sub.snapshotFloor = previous;
+    sub.resolveReady();
+    if (resync) this.emit('resync', { subject, epoch: pos.epoch, seq: pos.seq, previous: previous && { ...previous } });
+    else this.emit('sync', { subject, epoch: pos.epoch, seq: pos.seq });
+  }
+
+  private emit<K extends ClientEvent>(event: K, value: ClientEvents[K]): void {
+    const set = this.listeners.get(event) as Set<Listener<K>> | undefined;
+    if (!set || set.size === 0) {
+      if (event === 'error') platform.console?.error(`starling client: ${(value as StarlingError).message}`);
+      return;
+    }
+    for (const listener of [...set]) {
+      try {
+        listener(value);
+      } catch (e) {
+        if (event === 'error') platform.console?.error('starling client: an error listener threw', e);
+        else this.emit('error', new StarlingError('handler', `a ${String(event)} listener threw: ${(e as Error)?.message ?? String(e)}`, { cause: e }));
+      }
+    }
+  }
+}
