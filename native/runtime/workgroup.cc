@@ -38,7 +38,9 @@ constexpr uint32_t kPublishRing = 64 * 1024;
 constexpr uint32_t kDeliverRing = 64 * 1024;
 constexpr uint32_t kAcceptRing = 16 * 1024;
 // Memory given back to the system (malloc_trim) once the accounted bytes fell this far below their high
-// point: after a flood ends the heap shrinks instead of keeping its peak (defect: 1.1 GB kept).
+// point, or to half of it: after a flood ends the heap shrinks instead of keeping its peak (defect: 1.1 GB
+// kept). The half rule matters when the history cache keeps part of the account resident: a 40 MB flood over
+// an 8 MB cache falls by less than 32 MiB.
 constexpr uint64_t kTrimAfterBytes = 32ull << 20;
 // Connections cut per enforce_memory() call at most: enough to shed a flood in one go (each cut frees its
 // whole backlog), few enough that a workgroup holding none of the excess does not stall on it.
@@ -251,7 +253,8 @@ void Workgroup::pass() {
   if (index_ == 0) {
     uint64_t total = static_cast<uint64_t>(std::max<int64_t>(0, mem::total(server_.workgroup_count())));
     if (total > high_water_) high_water_ = total;
-    if (high_water_ - total >= kTrimAfterBytes) {
+    uint64_t fell = high_water_ - total;
+    if (fell >= kTrimAfterBytes || (fell > 0 && total <= high_water_ / 2 && fell >= kTrimAfterBytes / 8)) {
       malloc_trim(0);
       high_water_ = trimmed_at_ = total;
     }
