@@ -18,6 +18,8 @@
 #include <string>
 
 #include "io/poller.h"
+#include "pubsub/protocol.h"
+#include "pubsub/subject.h"
 #include "transport/ws_frame.h"
 
 namespace starling {
@@ -73,31 +75,10 @@ bool parse_u64(std::string_view t, uint64_t* out) {
   return true;
 }
 
-// An epoch token as the server writes it: lower-case base 36, at most 13 characters (PROTOCOL.md v2).
-bool parse_epoch36(std::string_view t, uint64_t* out) {
-  if (t.empty() || t.size() > 13) return false;
-  uint64_t v = 0;
-  for (char c : t) {
-    uint64_t d;
-    if (c >= '0' && c <= '9') d = static_cast<uint64_t>(c - '0');
-    else if (c >= 'a' && c <= 'z') d = static_cast<uint64_t>(c - 'a' + 10);
-    else return false;
-    if (v > (UINT64_MAX - d) / 36) return false;
-    v = v * 36 + d;
-  }
-  *out = v;
-  return true;
-}
-
+// The epoch text of a position, as the server writes it (pubsub/subject.h format_epoch).
 void append_epoch36(std::string& out, uint64_t v) {
   char buf[16];
-  size_t n = 0;
-  do {
-    uint64_t d = v % 36;
-    buf[n++] = static_cast<char>(d < 10 ? '0' + d : 'a' + (d - 10));
-    v /= 36;
-  } while (v);
-  while (n) out += buf[--n];
+  out.append(buf, format_epoch(v, buf));
 }
 
 // "<verb> <subject> <epoch>:<seq>[ <rest>]" after the verb and its space: the subject, position and rest.
@@ -118,7 +99,7 @@ bool parse_position_line(std::string_view line, PositionLine* out) {
   pos = pos.substr(0, end);
   size_t colon = pos.find(':');
   if (colon == std::string_view::npos) return false;
-  return parse_epoch36(pos.substr(0, colon), &out->epoch) && parse_u64(pos.substr(colon + 1), &out->seq);
+  return parse_epoch(pos.substr(0, colon), &out->epoch) && parse_u64(pos.substr(colon + 1), &out->seq);
 }
 
 // One latency record: the HDR-style histogram and Welford accumulator one thread writes and TypeScript
