@@ -5,7 +5,7 @@
 // the tests passed or not.
 import { after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -786,13 +786,9 @@ export async function starveWorkgroup(child: ServerChild, wg: number, cpu: numbe
     .readdirSync(`/proc/${child.pid}/task`)
     .find((t) => fs.readFileSync(`/proc/${child.pid}/task/${t}/comm`, 'latin1').trim() === `starling-wg${wg}`);
   assert.ok(tid, `thread starling-wg${wg} of the server child`);
-  const restore = () => {
-    try {
-      execFileSync('chrt', ['--other', '-p', '0', tid]);
-    } catch {
-      /* the child is gone */
-    }
-  };
+  // Restored asynchronously: the burst that piled up reaches the test's own readers the moment the hog ends,
+  // and a synchronous spawn would block their event loop just then (on a loaded machine, for half a second).
+  const restore = () => new Promise<void>((resolve) => execFile('chrt', ['--other', '-p', '0', tid], () => resolve()));
   execFileSync('chrt', ['--idle', '-p', '0', tid]);
   const hog = spawn('taskset', ['-c', String(cpu), 'timeout', String(ms / 1000), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
   const kill = { destroy: () => hog.kill('SIGKILL') };
@@ -800,8 +796,7 @@ export async function starveWorkgroup(child: ServerChild, wg: number, cpu: numbe
   const done = new Promise<void>((resolve) =>
     hog.on('exit', () => {
       owned.delete(kill);
-      restore();
-      resolve();
+      void restore().then(resolve);
     }),
   );
   await new Promise<void>((resolve) => hog.once('spawn', () => resolve()));

@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -432,10 +433,20 @@ class EpollLoop final : public Loop {
       return;
     }
     // Its socket has not taken MaxBacklog bytes since it went over: too slow for MaxBacklogTime, or its
-    // backlog grew past the hard bound on top of what it held then.
-    uint64_t hard = q->over_base + opt_.max_backlog * (kHardBacklogFactor - 1);
-    if (q->bytes > hard || now_ - q->over_since >= opt_.max_backlog_ms) slow(s);
+    // backlog grew past the hard bound on top of what it held when its grace ended.
+    const uint64_t over_ms = now_ - q->over_since;
+    if (over_ms >= opt_.max_backlog_ms) {
+      slow(s);
+      return;
+    }
+    if (over_ms < hard_grace_ms()) {  // still the burst: the client had no fair chance to read it yet
+      if (q->bytes > q->over_base) q->over_base = q->bytes;
+      return;
+    }
+    if (q->bytes > q->over_base + opt_.max_backlog * (kHardBacklogFactor - 1)) slow(s);
   }
+
+  uint32_t hard_grace_ms() const { return std::min(opt_.max_backlog_ms, kHardBacklogGraceMs); }
 
   void start_judging(OutQueue* q) {
     q->over_since = now_;

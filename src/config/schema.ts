@@ -150,8 +150,9 @@ export const SCHEMA = [
       'Output that queued only while the server itself was busy does not count. While a connection is over it, ' +
       'the server stops reading that client\'s commands; if it stays over it for `MaxBacklogTime` without its socket ' +
       'taking MaxBacklog bytes meanwhile, the client is a slow consumer and is reset (TCP RST: its full socket would ' +
-      'not take a close frame, and the kernel frees what it held); at 4 × MaxBacklog it is reset at once. Raise it ' +
-      'for subscribers that take bursts on slow links. See docs/limits.md.',
+      'not take a close frame, and the kernel frees what it held); growing past 4 × MaxBacklog (after half a ' +
+      'second\'s grace for a burst) it is reset at once. Raise it for subscribers that take bursts on slow links. ' +
+      'See docs/limits.md.',
   },
   {
     name: 'MaxBacklogTime',
