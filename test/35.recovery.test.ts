@@ -423,6 +423,31 @@ describe('conflation', SUITE, () => {
 });
 
 describe('CacheSize = 0: protocol v1 behaviour', SUITE, () => {
+  it('answers 40 recovery SUBs sent at once to a reader, in order and complete, though together they are 20 × MaxBacklog', async () => {
+    // Each answer fits MaxBacklog (64 KB), all of them do not: once the backlog is over it, the next SUB waits until
+    // the reader has taken the answers before (docs/limits.md) — it is delayed, never dropped or reordered.
+    const server = startServer({ MaxBacklog: '64K' });
+    const pub = await openOn(server, 0);
+    const asker = await openOn(server, 1);
+    const subjects = range(0, 39).map((i) => `/pipe/${i}`);
+    const epochs: Record<string, string> = {};
+    for (const s of subjects) epochs[s] = (await position(asker, s)).epoch;
+    const payload = (s: string, i: number) => `${s}:${i}:`.padEnd(1000, 'x');
+    for (const s of subjects) await publish(pub, s, range(1, 30).map((i) => payload(s, i)));
+    await take(asker, 40 * 30, 'the live messages');
+    await ask(asker, `UNSUB ${subjects.join(' ')}`);
+    const before = server.stats().total;
+    for (const s of subjects) asker.send(`SUB ${s}@${epochs[s]}:0`);
+    const want = subjects.flatMap((s) => [
+      ...range(1, 30).map((i) => `MSG ${s} ${epochs[s]}:${i} recovered ${payload(s, i)}`),
+      `SYNC ${s} ${epochs[s]}:30`,
+    ]);
+    const got = await replies(asker);
+    assert.equal(got.length, want.length, 'every answer arrived');
+    assert.deepEqual(got, want, 'in the order of the SUBs, each complete');
+    assert.deepEqual(delta(server, before, ['recoveries', 'resyncs']), { recoveries: 40, resyncs: 0 });
+  });
+
   it('drops a publish to a subject nobody subscribes to, keeps no snapshot, and answers SUB s@e:n SYNC only when nothing was missed', async () => {
     const server = startServer({ CacheSize: 0 });
     const pub = await openOn(server, 1);

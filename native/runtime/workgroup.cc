@@ -64,7 +64,8 @@ uint64_t monotonic_ms() {
 // One client connection: its transport endpoint, its WebSocket session and its subscriptions, in one
 // allocation. An idle subscribed connection is this struct (72 bytes) and the subject's list entry.
 struct Conn : Stream, Subscriber, WsSession {
-  uint32_t index = 0;   // in Workgroup::conns_
+  uint32_t index = 0;        // in Workgroup::conns_
+  bool backlogged = false;   // in Workgroup::backlogged_: paused until its backlog is under MaxBacklog
 };
 
 static Conn* conn_of(Stream* s) { return static_cast<Conn*>(s); }
@@ -149,6 +150,8 @@ void Workgroup::run() {
       // (Asked now, not after the flush: a flush stride may have taken deliveries that started a conflation.)
       int due = broker_->conflation_wait();
       if (due >= 0 && due < timeout) timeout = due;
+      for (Conn* c : backlogged_)
+        if (!over_backlog(c)) timeout = 0;  // drained by the last flush: take its next commands now
       loop_->wait(timeout);
       now_ms_ = monotonic_ms();
       loop_->set_now(now_ms_);
@@ -165,6 +168,7 @@ void Workgroup::run() {
         pass();
         next_pass = now_ms_ + kPassMs;
       }
+      if (!backlogged_.empty()) resume_drained();  // (their backlogs as the last writes left them)
       loop_->flush();
     } catch (const std::bad_alloc&) {
       // The last line of defence: a container of the broker (a held publish, a name index) could not grow.
@@ -355,6 +359,11 @@ void Workgroup::on_slow(Stream* s) {
 
 void Workgroup::on_closed(Stream* s) {
   Conn* c = conn_of(s);
+  if (c->backlogged) {
+    auto it = std::find(backlogged_.begin(), backlogged_.end(), c);
+    *it = backlogged_.back();
+    backlogged_.pop_back();
+  }
   broker_->on_leave(c);   // (already done when the session left kOpen; closes by the loop land here)
   engine_.release(c);
   Conn* last = conns_.back();
@@ -379,9 +388,43 @@ void Workgroup::on_open(WsSession*) { counters_.add(k_handshakes); }
 
 Verdict Workgroup::on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) {
   Conn* c = conn_of(s);
-  if (broker_->on_command(c, opcode, p, len)) return Verdict::kContinue;
-  loop_->pause(c);   // its publish is held: read nothing more from it until the broker resumes it
-  return Verdict::kPause;
+  if (!broker_->on_command(c, opcode, p, len)) {
+    loop_->pause(c);   // its publish is held, or it waits for answers: the broker resumes it
+    return Verdict::kPause;
+  }
+  if (over_backlog(c)) {  // its replies back up: its next command waits until they drain
+    hold_for_backlog(c);
+    return Verdict::kPause;
+  }
+  return Verdict::kContinue;
+}
+
+bool Workgroup::over_backlog(Conn* c) const { return loop_->backlog(c) > server_.options().max_backlog; }
+
+bool Workgroup::hold_for_backlog(Conn* c) {
+  loop_->pause(c);
+  if (c->backlogged) return true;
+  try {
+    backlogged_.push_back(c);
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);  // cannot be resumed later: shed it (DESIGN.md rule 3)
+    loop_->close(c, CloseMode::kAbort);
+    return false;
+  }
+  c->backlogged = true;
+  return true;
+}
+
+void Workgroup::resume_drained() {
+  // Downwards: resume() may hold a connection again, at the back.
+  for (size_t i = backlogged_.size(); i-- > 0;) {
+    Conn* c = backlogged_[i];
+    if (over_backlog(c)) continue;
+    c->backlogged = false;
+    backlogged_[i] = backlogged_.back();
+    backlogged_.pop_back();
+    resume(c);
+  }
 }
 
 void Workgroup::on_leave(WsSession* s, uint16_t code) {
@@ -433,6 +476,10 @@ void Workgroup::send(Subscriber* sub, Frame* f) {
 
 void Workgroup::resume(Subscriber* sub) {
   Conn* c = conn_of(sub);
+  if (over_backlog(c)) {  // resumed by resume_drained() once its replies drained
+    hold_for_backlog(c);
+    return;
+  }
   loop_->resume(c);
   shed_on_failure(c, [&] { engine_.resume(c, *this); });
 }

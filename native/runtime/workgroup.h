@@ -71,6 +71,9 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   void adopt(int fd);
   template <typename F>
   void shed_on_failure(Conn* c, F&& handle);
+  bool over_backlog(Conn* c) const;
+  bool hold_for_backlog(Conn* c);   // pauses c until its backlog is under MaxBacklog; false: c was reset
+  void resume_drained();            // resumes the held connections whose backlog fell under MaxBacklog
 
   // StreamEvents (io)
   void on_data(Stream* s, uint8_t* data, size_t len) override;
@@ -114,6 +117,10 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   std::vector<std::unique_ptr<SpscRing<Envelope>>> publish_;  // by producer: workgroups, then control
   std::vector<std::unique_ptr<SpscRing<Envelope>>> deliver_;  // by producer workgroup
   std::vector<Conn*> conns_;         // every connection, for the passes (Conn::index)
+  // Connections whose commands wait because their backlog is over MaxBacklog (Conn::backlogged): the rule
+  // "a client that does not read its replies is not read either" holds for input already read, command by
+  // command — one read may carry many commands, each answered with up to MaxBacklog (a recovery).
+  std::vector<Conn*> backlogged_;
   uint64_t wake_mask_ = 0;           // workgroups to wake at the end of this iteration
 };
 
