@@ -94,14 +94,20 @@ class AnswerWriter {
 HomeCache::~HomeCache() {
   // At shutdown, with the registry still alive: free every cache without touching the registry (it is
   // being destroyed with the server and drops its references itself).
-  for (Cache* c = lru_; c;) {
-    Cache* next = c->next;
+  // Every cache holds messages (the heap) or a snapshot (the list), or both (freed with the list).
+  auto release = [](Cache* c) {
     for (uint32_t i = 0; i < c->count; i++) c->at(i).frame->unref();
     if (c->snapshot) c->snapshot->unref();
     if (c->snapshot_msg) c->snapshot_msg->unref();
     mem::free(c->ring, c->cap * sizeof(Cache::Entry));
     c->subject->cache = nullptr;
     mem::free(c, sizeof(Cache));
+  };
+  for (Cache* c : heap_)
+    if (!c->snapshot) release(c);
+  for (Cache* c = lru_; c;) {
+    Cache* next = c->next;
+    release(c);
     c = next;
   }
 }
@@ -127,7 +133,7 @@ Cache* HomeCache::create(Subject* s) {
     mem::free(c, sizeof(Cache));
     return nullptr;
   }
-  *c = Cache{s, nullptr, nullptr, kNotInHeap, ring, kFirstRing, 0, 0, 0, nullptr, 0, nullptr, 0};
+  *c = Cache{s, nullptr, nullptr, kNotInHeap, ring, kFirstRing, 0, 0, 0, 0, nullptr, 0, nullptr, 0};
   caches_++;
   s->cache = c;
   charge(c, static_cast<int64_t>(sizeof(Cache) + kFirstRing * sizeof(Cache::Entry)));
@@ -135,6 +141,7 @@ Cache* HomeCache::create(Subject* s) {
 }
 
 void HomeCache::unlink(Cache* c) {
+  if (!linked(c)) return;
   (c->prev ? c->prev->next : lru_) = c->next;
   (c->next ? c->next->prev : mru_) = c->prev;
   c->prev = c->next = nullptr;
@@ -142,7 +149,7 @@ void HomeCache::unlink(Cache* c) {
 
 void HomeCache::touch(Cache* c) {
   if (mru_ == c) return;
-  if (c->prev || c->next || lru_ == c) unlink(c);
+  unlink(c);
   c->prev = mru_;
   c->next = nullptr;
   (mru_ ? mru_->next : lru_) = c;
@@ -151,8 +158,7 @@ void HomeCache::touch(Cache* c) {
 
 void HomeCache::free_cache(Cache* c) {
   while (c->count) drop_oldest(c);
-  if (c->snapshot) drop_snapshot(c);
-  unlink(c);
+  if (c->snapshot) drop_snapshot(c);  // (unlinks it)
   Subject* s = c->subject;
   charge(c, -static_cast<int64_t>(sizeof(Cache) + c->cap * sizeof(Cache::Entry)));
   mem::free(c->ring, c->cap * sizeof(Cache::Entry));
@@ -170,8 +176,12 @@ void HomeCache::drop_oldest(Cache* c) {
   c->count--;
   c->first_seq++;
   counters_.sub(k_cached_messages);
-  if (!c->count) heap_remove(c);
-  else heap_down(c->heap_at);  // its oldest message is younger now
+  if (!c->count) {
+    heap_remove(c);
+  } else {
+    c->oldest_ms = c->ring[c->head].at_ms;
+    heap_down(c->heap_at);  // its oldest message is younger now
+  }
 }
 
 bool HomeCache::heap_push(Cache* c) {
@@ -232,6 +242,7 @@ void HomeCache::drop_snapshot(Cache* c) {
   if (c->snapshot_msg) c->snapshot_msg->unref();
   c->snapshot = c->snapshot_msg = nullptr;
   c->subject->has_snapshot.store(false, std::memory_order_release);
+  unlink(c);
 }
 
 bool HomeCache::grow(Cache* c) {
@@ -264,7 +275,10 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
     }
   }
   if (opt_.max_messages && c->count < c->cap) {
-    if (c->count == 0) c->first_seq = s->seq;
+    if (c->count == 0) {
+      c->first_seq = s->seq;
+      c->oldest_ms = now_ms;
+    }
     f->ref();
     c->ring[(c->head + c->count) & (c->cap - 1)] = Cache::Entry{f, now_ms};
     c->count++;
@@ -286,12 +300,17 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
     charge(c, static_cast<int64_t>(f->cost));
     s->has_snapshot.store(true, std::memory_order_release);
   }
-  touch(c);
+  if (c->snapshot) {
+    touch(c);
+  } else if (!c->count) {  // kept nothing (MaxCachedMessagesPerSubject 0, or out of memory)
+    free_cache(c);
+    return;
+  }
   enforce_bound();
 }
 
 void HomeCache::enforce_bound() {
-  while (total_ > opt_.max_bytes && lru_) {
+  while (total_ > opt_.max_bytes && (!heap_.empty() || lru_)) {
     counters_.add(k_cache_evictions);
     if (!heap_.empty()) {  // the oldest message of all
       Cache* c = heap_[0];
@@ -305,7 +324,7 @@ void HomeCache::enforce_bound() {
 
 void HomeCache::expire(Cache* c, uint64_t now_ms) {
   if (!opt_.expire_ms) return;
-  while (c->count && c->ring[c->head].at_ms + opt_.expire_ms <= now_ms) {
+  while (c->count && c->oldest_ms + opt_.expire_ms <= now_ms) {
     drop_oldest(c);
     counters_.add(k_cache_evictions);
   }
@@ -313,7 +332,7 @@ void HomeCache::expire(Cache* c, uint64_t now_ms) {
 
 void HomeCache::expire(uint64_t now_ms) {
   if (opt_.expire_ms) {
-    while (!heap_.empty() && heap_[0]->at(0).at_ms + opt_.expire_ms <= now_ms) {
+    while (!heap_.empty() && heap_[0]->oldest_ms + opt_.expire_ms <= now_ms) {
       Cache* c = heap_[0];
       drop_oldest(c);
       counters_.add(k_cache_evictions);

@@ -48,7 +48,7 @@ struct Cache {
     uint64_t at_ms;  // when it was sequenced
   };
   Subject* subject;
-  Cache* prev;             // the home's list, least recently published first
+  Cache* prev;             // the home's list of caches holding a snapshot, least recently published first
   Cache* next;
   uint32_t heap_at;        // index in the home's heap of caches holding messages; kNotInHeap when empty
   Entry* ring;             // cap entries; count of them from head, seqs first_seq, first_seq + 1, ...
@@ -56,12 +56,14 @@ struct Cache {
   uint32_t head;
   uint32_t count;
   uint64_t first_seq;
+  uint64_t oldest_ms;      // at(0).at_ms while count > 0: expiry and the heap read it without touching the ring
   Frame* snapshot;         // live frame of the last retained message, or nullptr
   uint64_t snapshot_seq;
   Frame* snapshot_msg;     // "MSG … snapshot" made from it when first asked for (shared by every asker)
   uint64_t bytes;          // what this cache keeps alive: frames, entries, this struct
 
   const Entry& at(uint32_t i) const { return ring[(head + i) & (cap - 1)]; }
+  void prefetch_slot() const { __builtin_prefetch(&ring[(head + count) & (cap - 1)], 1); }
   uint64_t last_seq() const { return first_seq + count - 1; }
 };
 
@@ -109,14 +111,15 @@ class HomeCache {
   void drop_snapshot(Cache* c);
   bool grow(Cache* c);
   void expire(Cache* c, uint64_t now_ms);   // may free c
-  void touch(Cache* c);              // c was just published to: to the back of the list
+  void touch(Cache* c);              // c (holding a snapshot) was just published to: to the back of the list
+  bool linked(const Cache* c) const { return c->prev || c->next || lru_ == c; }
   // The heap of caches with messages, by their oldest message's time (heap_[0]: the oldest of all).
   bool heap_push(Cache* c);
   void heap_remove(Cache* c);
   void heap_down(uint32_t i);
   void heap_up(uint32_t i);
   void heap_swap(uint32_t a, uint32_t b);
-  uint64_t key(uint32_t i) const { return heap_[i]->at(0).at_ms; }
+  uint64_t key(uint32_t i) const { return heap_[i]->oldest_ms; }
   void unlink(Cache* c);
   void enforce_bound();
   void charge(Cache* c, int64_t delta);
@@ -127,7 +130,9 @@ class HomeCache {
   Counters& counters_;
   std::vector<Cache*> heap_;   // capacity >= caches_: pushing never allocates
   size_t caches_ = 0;
-  Cache* lru_ = nullptr;       // least recently published
+  // The caches holding a snapshot, least recently published first (the last to go, when no message is
+  // left). Only they are listed: a publish to a subject without one touches no other subject's cache.
+  Cache* lru_ = nullptr;
   Cache* mru_ = nullptr;
   uint64_t total_ = 0;         // bytes of every cache here
 };
