@@ -61,45 +61,10 @@ std::string nats_subject(const std::string& s) {
   return out;
 }
 
-// A decimal number of at most 20 digits; false if `t` is empty, not digits, or too large.
-bool parse_u64(std::string_view t, uint64_t* out) {
-  if (t.empty() || t.size() > 20) return false;
-  uint64_t v = 0;
-  for (char c : t) {
-    if (c < '0' || c > '9') return false;
-    uint64_t d = static_cast<uint64_t>(c - '0');
-    if (v > (UINT64_MAX - d) / 10) return false;
-    v = v * 10 + d;
-  }
-  *out = v;
-  return true;
-}
-
 // The epoch text of a position, as the server writes it (pubsub/subject.h format_epoch).
 void append_epoch36(std::string& out, uint64_t v) {
   char buf[16];
   out.append(buf, format_epoch(v, buf));
-}
-
-// "<verb> <subject> <epoch>:<seq>[ <rest>]" after the verb and its space: the subject, position and rest.
-struct PositionLine {
-  std::string_view subject;
-  uint64_t epoch = 0;
-  uint64_t seq = 0;
-  std::string_view rest;  // MSG: the kind, empty for a live message
-};
-
-bool parse_position_line(std::string_view line, PositionLine* out) {
-  size_t sp = line.find(' ');
-  if (sp == std::string_view::npos || sp == 0) return false;
-  out->subject = line.substr(0, sp);
-  std::string_view pos = line.substr(sp + 1);
-  size_t end = pos.find(' ');
-  out->rest = end == std::string_view::npos ? std::string_view() : pos.substr(end + 1);
-  pos = pos.substr(0, end);
-  size_t colon = pos.find(':');
-  if (colon == std::string_view::npos) return false;
-  return parse_epoch(pos.substr(0, colon), &out->epoch) && parse_u64(pos.substr(colon + 1), &out->seq);
 }
 
 // One latency record: the HDR-style histogram and Welford accumulator one thread writes and TypeScript

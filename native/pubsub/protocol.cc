@@ -519,6 +519,22 @@ Spec parse_spec(std::string_view token) {
   return spec;
 }
 
+bool parse_position_line(std::string_view line, PositionLine* out) {
+  const size_t sp = line.find(' ');
+  if (sp == std::string_view::npos || sp == 0) return false;
+  std::string_view pos = line.substr(sp + 1);
+  const size_t end = pos.find(' ');
+  const std::string_view rest = end == std::string_view::npos ? std::string_view() : pos.substr(end + 1);
+  pos = pos.substr(0, end);
+  const size_t colon = pos.find(':');
+  if (colon == std::string_view::npos) return false;
+  const std::string_view seq = pos.substr(colon + 1);
+  uint64_t epoch = 0, n = 0;
+  if (!parse_epoch(pos.substr(0, colon), &epoch) || !all_digits(seq) || !parse_decimal(seq, &n)) return false;
+  *out = PositionLine{line.substr(0, sp), epoch, n, rest};
+  return true;
+}
+
 bool parse_epoch(std::string_view text, uint64_t* out) {
   if (text.empty() || text.size() > kMaxEpochLen) return false;
   uint64_t v = 0;

@@ -102,6 +102,18 @@ Spec parse_spec(std::string_view token);
 // A base-36 epoch token ([0-9a-z]{1,13}, fitting in 64 bits) as written by format_epoch. False if not one.
 bool parse_epoch(std::string_view text, uint64_t* out);
 
+// The position part of a server line as a client reads it: what follows "MSG ", "SYNC " or "RESYNC " up to
+// the end of the line, "<subject> <epoch>:<seq>[ <rest>]" (rest: MSG's kind, empty for a live message). The
+// views point into the line. Server output is input to a client: anything else is refused (false) — an empty
+// subject, an epoch parse_epoch refuses, a seq that is not decimal or does not fit in 64 bits.
+struct PositionLine {
+  std::string_view subject;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  std::string_view rest;
+};
+bool parse_position_line(std::string_view line, PositionLine* out);
+
 // Splits off the first space-separated token of *rest (advancing *rest past it and its space). Returns
 // an empty view when *rest is empty.
 std::string_view next_token(std::string_view* rest);

@@ -1,12 +1,13 @@
 // libFuzzer target for protocol.cc: arbitrary messages through parse_command, checking that every
 // accepted command holds only valid subjects and views into the message, and every refusal a bounded,
-// printable detail.
+// printable detail; and the same bytes as a server line's position part (parse_position_line).
 // Build and run with `make fuzz` (needs clang++).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include "pubsub/protocol.h"
+#include "pubsub/subject.h"
 
 using namespace starling;
 
@@ -59,6 +60,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (ch < 0x20 || ch > 0x7E) abort();
       }
       break;
+    }
+  }
+  // The same bytes as a server line's position part, as a client reads it: an accepted one has a subject and
+  // views inside the input, and writes back as the same "<subject> <epoch>:<seq>" (the canonical forms: an
+  // epoch without leading zeros, a seq without them).
+  const std::string_view line(reinterpret_cast<const char*>(data), size);
+  PositionLine pl;
+  if (parse_position_line(line, &pl)) {
+    if (pl.subject.empty() || !inside(pl.subject, data, size) || !inside(pl.rest, data, size)) abort();
+    if (pl.subject.size() <= 255) {
+      char epoch[16];
+      const size_t elen = format_epoch(pl.epoch, epoch);
+      char out[kMaxMsgHeader + kMaxKindLen];
+      const size_t n = write_position_line(out, "SYNC", pl.subject, std::string_view(epoch, elen), pl.seq);
+      PositionLine back;
+      if (!parse_position_line(std::string_view(out + 5, n - 5), &back) || back.subject != pl.subject ||
+          back.epoch != pl.epoch || back.seq != pl.seq || !back.rest.empty())
+        abort();
     }
   }
   return 0;

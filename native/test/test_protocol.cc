@@ -1,4 +1,5 @@
 // Unit tests for protocol.cc: command parsing, subject validation, tokens and the MSG header writer.
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -459,6 +460,33 @@ TEST(a_written_msg_header_reads_back_with_next_token) {
 }
 
 // ---- hostile input ----
+
+TEST(parses_the_position_part_of_server_lines) {
+  PositionLine pl;
+  CHECK(parse_position_line("/a/b k3x9:42", &pl));
+  CHECK(pl.subject == "/a/b");
+  uint64_t e = 0;
+  CHECK(parse_epoch("k3x9", &e));
+  CHECK_EQ(pl.epoch, e);
+  CHECK_EQ(pl.seq, 42u);
+  CHECK(pl.rest.empty());
+  CHECK(parse_position_line("/a 0:0 recovered", &pl));
+  CHECK(pl.subject == "/a" && pl.epoch == 0 && pl.seq == 0 && pl.rest == "recovered");
+  CHECK(parse_position_line("/a 1:18446744073709551615", &pl));
+  CHECK_EQ(pl.seq, UINT64_MAX);
+}
+
+TEST(refuses_server_lines_that_are_not_positions) {
+  PositionLine pl;
+  for (const char* bad : {"", "/a", "/a ", " 1:2", "/a 1", "/a :2", "/a 1:", "/a 1:x", "/a 1:-2", "/a 1:+2",
+                          "/a A:2", "/a 1:18446744073709551616", "/a 1:99999999999999999999999",
+                          "/a zzzzzzzzzzzzzz:1", "/a 1:2:3", "/a 1 :2"}) {
+    if (parse_position_line(bad, &pl)) {
+      std::fprintf(stderr, "accepted %s\n", bad);
+      CHECK(false);
+    }
+  }
+}
 
 TEST(survives_random_bytes_and_keeps_its_invariants) {
   Rng rng(0xBADC0DE);
