@@ -206,18 +206,26 @@ function checkCount(value: unknown, what: string, { min = 0, max = Number.MAX_SA
 // ---------------------------------------------------------------------------------------------------
 // Parsing server messages (hostile input: anything unexpected is reported, never thrown)
 
-/** Longest server header line: "RESYNC " / "MSG " + subject (255) + position (16 + 1 + 16) + kind, with room. */
+/** Longest server header line: "RESYNC " / "MSG " + subject (255) + position (13 + 1 + 16) + kind, with room. */
 const MAX_HEADER = 512;
-const EPOCH = /^[0-9a-z]{1,16}$/;
+/** An epoch as the server writes it: lower-case base 36, at most 13 characters, at most 2^64 - 1 (EPOCH_MAX). */
+const EPOCH = /^[0-9a-z]{1,13}$/;
+const EPOCH_MAX = '3w5e11264sgsf';
 const SEQ = /^[0-9]{1,16}$/;
-const KINDS: Record<string, MessageKind | undefined> = { snapshot: 'snapshot', history: 'history', recovered: 'recovered' };
+/** A Map, not an object: a token such as `constructor` or `__proto__` must not find Object.prototype's members. */
+const KINDS = new Map<string, MessageKind>([
+  ['snapshot', 'snapshot'],
+  ['history', 'history'],
+  ['recovered', 'recovered'],
+]);
 
 function parsePosition(token: string | undefined): Position | null {
   if (token === undefined) return null;
   const colon = token.indexOf(':');
   const epoch = token.slice(0, colon);
   const seq = token.slice(colon + 1);
-  if (colon < 0 || !EPOCH.test(epoch) || !SEQ.test(seq)) return null;
+  // Base-36 digits sort as ASCII does, so among 13-character epochs the string order is the numeric one.
+  if (colon < 0 || !EPOCH.test(epoch) || (epoch.length === 13 && epoch > EPOCH_MAX) || !SEQ.test(seq)) return null;
   const n = Number(seq);
   return Number.isSafeInteger(n) ? { epoch, seq: n } : null;
 }
@@ -790,7 +798,7 @@ export class Client {
     switch (parts[0]) {
       case 'MSG': {
         const pos = parsePosition(parts[2]);
-        const kind = parts.length === 3 ? 'live' : KINDS[parts[3]];
+        const kind = parts.length === 3 ? 'live' : KINDS.get(parts[3]);
         if (!pos || !kind || parts.length > 4 || !parts[1] || !hasBody) return this.malformed(header);
         return this.message(parts[1], pos, kind, payload);
       }
