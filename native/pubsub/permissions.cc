@@ -25,7 +25,7 @@ uint32_t hash_of(std::string_view s) {
 }
 
 bool is_wildcard(std::string_view segment) {
-  return segment == "*" || (segment.size() >= 2 && segment.front() == '{' && segment.back() == '}');
+  return segment == "*" || (segment.size() >= 3 && segment.front() == '{' && segment.back() == '}');
 }
 
 struct Key {
@@ -56,6 +56,7 @@ std::string Permissions::pattern_problem(std::string_view pattern) {
     if (end == std::string_view::npos) end = pattern.size();
     const std::string_view segment = pattern.substr(start, end - start);
     if (is_wildcard(segment)) {
+      if (end != pattern.size()) return "a wildcard ('*' or '{name}') is the last segment: it grants everything below it";
       // The prefix before the wildcard must itself be "/" or a subject followed by '/'.
       if (start > 1 && !valid_subject(pattern.substr(0, start - 1)))
         return "the part before the wildcard is not a subject (empty segment, space, control or non-ASCII byte, or longer than 255 bytes)";

@@ -4,9 +4,10 @@
 //
 // An entry is a subject pattern with the access it grants (subscribe, publish, or both — the JWT claim's
 // "sub", "pub" and "all" lists). A pattern is a subject ("/a/b" grants exactly /a/b), or a subject whose
-// segment is a wildcard, `*` or `{name}`: the wildcard grants that segment and everything below it
-// ("/a/*" and "/a/{id}" grant /a/x and /a/x/y, not /a itself; "/*" grants every subject). Segments after the
-// first wildcard add nothing ("/a/*/c" is "/a/*"): the rule grants whole subtrees, never a middle segment.
+// last segment is a wildcard, `*` or `{name}` (at least one character between the braces): the wildcard
+// grants that segment and everything below it ("/a/*" and "/a/{id}" grant /a/x and /a/x/y, not /a itself;
+// "/*" grants every subject). A wildcard anywhere else is refused: "/a/*/c" would grant all of /a/x/y, which
+// is not what it says (the same rule as the JWT layer, src/entitlement/jwt.ts).
 //
 // The compiled set is immutable and shared (reference-counted) by every connection holding the same token.
 // One allocation: an open-addressing table of keys — an exact subject, or a wildcard's prefix up to and

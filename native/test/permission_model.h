@@ -23,7 +23,7 @@ inline std::vector<std::string_view> segments(std::string_view s) {
 }
 
 inline bool wildcard(std::string_view seg) {
-  return seg == "*" || (seg.size() >= 2 && seg.front() == '{' && seg.back() == '}');
+  return seg == "*" || (seg.size() >= 3 && seg.front() == '{' && seg.back() == '}');
 }
 
 // Whether one (valid) pattern grants one (valid) subject: equal segments up to a wildcard, which grants its
