@@ -7,9 +7,11 @@ import { effectiveValue, loadProfile, pageSize, profileFile, readSysctl, type Ro
 
 /**
  * Descriptors a Starling process keeps for itself below its RLIMIT_NOFILE: listeners, one epoll and eventfd
- * per workgroup, Node.js's own (~30: stdio, libuv, inspector pipes), worker IPC. Generous on purpose.
+ * per workgroup, Node.js's own (~30: stdio, libuv, inspector pipes), worker IPC. The server's own cap uses the
+ * same figure (native/runtime/server.cc kReservedFds: MaxConnections 0 = the open-file limit less 256), so
+ * what the doctor promises is what the server takes.
  */
-export const FD_RESERVE = 200;
+export const FD_RESERVE = 256;
 /** Kernel memory of one idle TCP socket, measured on these machines (the seeds measured ~3.2 KB on theirs). */
 export const KERNEL_BYTES_PER_SOCKET = 3800;
 /** Starling's own memory per idle subscribed connection: W3 in bench/results/2026-11-22-21-37.md. */

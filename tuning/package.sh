@@ -71,7 +71,9 @@ done
   cp "$f" "$pkg/lib/$f"
 done
 cp build/Release/starling.node "$pkg/lib/build/Release/"
-cp package.json starling.conf README.md "$pkg/lib/"
+cp package.json starling.conf README.md LICENSE "$pkg/lib/"
+mkdir -p "$pkg/lib/bench"
+cp bench/*.conf "$pkg/lib/bench/"   # benchsub/benchpub's example configs, which docs/benchmarks.md points to
 mkdir -p "$pkg/lib/docs"
 cp docs/*.md "$pkg/lib/docs/"
 cp -R tuning "$pkg/lib/tuning"
