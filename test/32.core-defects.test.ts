@@ -255,11 +255,12 @@ describe('rule 2: a reader that keeps up is never cut', SUITE, () => {
     // wg0: the reader and 200 non-readers, all on /b (homed on wg0); the publisher on wg1 sends 2,000 messages of
     // 1 KB a second for 8 s — 2 MB/s, which the reader takes easily. After 2 s wg0's CPU is taken away for 2 s
     // (as on a busy machine): what piled up meanwhile reaches the reader in one burst, which it reads at once.
-    // The non-readers fill their sockets and must be cut; the reader must not be. The burst (4 MB) is four times
-    // MaxBacklog, which the hard bound alone would cut; MaxBacklog is not smaller so that this test process, which
-    // shares two cores with the server (and, in CI, with whatever else runs), may miss its turn to read for most
-    // of a second without being slow by the rule.
-    const child = await ServerChild.start({ WorkgroupCpus: '0,1', MaxBacklog: '1M', 'BufferLimit.Send': '64K' });
+    // The non-readers fill their sockets and must be cut; the reader must not be. The burst (4 MB) is twice
+    // MaxBacklog, and pours out faster than any reader takes it. MaxBacklog and MaxBacklogTime are not smaller so
+    // that this test process, which shares two cores with the server and, in CI, with whatever else runs there,
+    // may miss its turn to read for a few seconds without being slow by the rule (it was, twice, with 256K and 1M
+    // and the default 2 s, on a loaded machine).
+    const child = await ServerChild.start({ WorkgroupCpus: '0,1', MaxBacklog: '2M', MaxBacklogTime: 4000, 'BufferLimit.Send': '64K' });
     await placeNextOn(child, 0);
     const reader = await SeqSubscriber.open(child, ['/b'], 'the reader');
     const nonReaders: RawWs[] = [];
