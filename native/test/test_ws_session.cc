@@ -1,4 +1,6 @@
 // Unit tests for ws_session.cc: WsEngine driven through a fake SessionHost (fake_session.h), no sockets.
+#include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -592,6 +594,37 @@ TEST(session_keepalive_input_or_pong_resets_the_count) {
     CHECK_EQ(t.engine.keepalive_pass(&t.s, t.host, kPasses), WsEngine::Keepalive::kPinged);
     CHECK_EQ(t.host.frames().size(), 2u);
   }
+}
+
+TEST(session_keepalive_spreads_the_pings_of_sessions_heard_in_the_same_pass) {
+  // 1,000 connections opened in the same second, silent since, KeepAlive 30 passes: their pings (and pongs) are
+  // spread over the last half of the interval instead of all falling in one pass, and none comes later.
+  constexpr unsigned kPasses = 30, kSessions = 1000;
+  std::vector<std::unique_ptr<Fixture>> all;
+  for (unsigned i = 0; i < kSessions; i++) {
+    all.push_back(std::make_unique<Fixture>());
+    all.back()->open();
+  }
+  std::vector<unsigned> pinged_at(kPasses + 1, 0);
+  unsigned pinged = 0;
+  for (auto& t : all) CHECK_EQ(t->engine.keepalive_pass(&t->s, t->host, kPasses), WsEngine::Keepalive::kFine);
+  for (unsigned pass = 1; pass <= kPasses; pass++) {
+    for (auto& t : all) {
+      if (t->engine.keepalive_pass(&t->s, t->host, kPasses) == WsEngine::Keepalive::kPinged) {
+        pinged_at[pass]++;
+        pinged++;
+      }
+    }
+  }
+  CHECK_EQ(pinged, kSessions);  // each once, within KeepAlive
+  unsigned busiest = 0, passes_with_pings = 0;
+  for (unsigned pass = 1; pass <= kPasses; pass++) {
+    busiest = std::max(busiest, pinged_at[pass]);
+    passes_with_pings += pinged_at[pass] > 0;
+    if (pass < kPasses - kPasses / 2) CHECK_EQ(pinged_at[pass], 0u);  // not before half the interval
+  }
+  CHECK(passes_with_pings >= kPasses / 2);
+  CHECK(busiest <= 2 * kSessions / (kPasses / 2 + 1));
 }
 
 TEST(session_keepalive_ignores_sessions_that_are_not_open) {

@@ -241,9 +241,10 @@ export const SCHEMA = [
     max: 3600,
     example: '60',
     doc:
-      'Seconds of silence after which a connection gets a WebSocket ping; a connection that stays silent for ' +
-      'another KeepAlive seconds is closed. This bounds how long a dead peer (unplugged, or behind a NAT that ' +
-      'forgot it) holds its connection and its memory. 0 turns it off.',
+      'Seconds of silence after which a connection gets a WebSocket ping (each connection between half of it and ' +
+      'all of it, by an offset of its own, so that connections opened together are not all pinged in the same ' +
+      'second); a connection that stays silent for another KeepAlive seconds is closed. This bounds how long a ' +
+      'dead peer (unplugged, or behind a NAT that forgot it) holds its connection and its memory. 0 turns it off.',
   },
   {
     name: 'LogLevel',
