@@ -30,10 +30,13 @@ enum SessionFlags : uint8_t {
 // KeepAlive 30; 5.5 and 22 ms with it off); spread over the last quarter of the interval, 16 and 62 ms; over the
 // last half, 9.7 and 36 ms. Earlier, never later: dead peers are found as soon as before.
 constexpr unsigned kKeepaliveSpreadDivisor = 2;
+// Shorter intervals are not spread: the offset counts whole passes (seconds), and one pass would be a third or
+// more of such an interval (they are for tests, and for a few connections whose pings cost nothing).
+constexpr unsigned kKeepaliveSpreadMinPasses = 4;
 
 uint16_t keepalive_phase(const WsSession* s, unsigned passes_per_interval) {
+  if (passes_per_interval < kKeepaliveSpreadMinPasses) return 0;
   const unsigned spread = passes_per_interval / kKeepaliveSpreadDivisor;
-  if (!spread) return 0;
   const uint64_t h = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(s) >> 4) * 0x9E3779B97F4A7C15ull;
   return static_cast<uint16_t>((h >> 32) % (spread + 1));
 }
