@@ -115,10 +115,8 @@ void Broker::publish_home(Subject* s, Frame* f) {
     return;
   }
   // The subject's cache is cold (one message per subject now and then, among thousands): fetch it while the
-  // header is written, and its ring's free slot while the message is handed to the subscribers' workgroups;
-  // it is cached last.
-  Cache* cached = s->cache;
-  if (cached) __builtin_prefetch(cached, 1);
+  // header is written.
+  if (s->cache) __builtin_prefetch(s->cache, 1);
   // Sequence, then write "MSG <subject> <epoch>:<seq>\n" and the WebSocket head in front of the payload.
   uint64_t seq = ++s->seq;
   char epoch[16];
@@ -130,7 +128,9 @@ void Broker::publish_home(Subject* s, Frame* f) {
   size_t hh = server_head_size(total);
   write_server_head(payload - mh - hh, f->opcode, total);
   f->begin -= static_cast<uint32_t>(mh + hh);
-  if (cached) cached->prefetch_slot();
+  // Cached before it is handed on: the cache numbers its entries first_seq + i, so no message may be left out
+  // (a delivery below that cannot allocate throws past the rest of this function).
+  if (cache_.enabled()) cache_.append(s, f, f->retained, now_ms_);
 
   uint64_t mask = s->interest.load(std::memory_order_acquire);
   for (; mask; mask &= mask - 1) {
@@ -146,8 +146,6 @@ void Broker::publish_home(Subject* s, Frame* f) {
       deferred_.push_back(Deferred{w, s, f, nullptr});
     }
   }
-  // (The home's own order holds: a recovery asked after this publish is answered after this append.)
-  if (cache_.enabled()) cache_.append(s, f, f->retained, now_ms_);
   s->unref();
   f->unref();
 }

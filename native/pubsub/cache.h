@@ -63,7 +63,6 @@ struct Cache {
   uint64_t bytes;          // what this cache keeps alive: frames, entries, this struct
 
   const Entry& at(uint32_t i) const { return ring[(head + i) & (cap - 1)]; }
-  void prefetch_slot() const { __builtin_prefetch(&ring[(head + count) & (cap - 1)], 1); }
   uint64_t last_seq() const { return first_seq + count - 1; }
 };
 
