@@ -11,6 +11,7 @@
         "native/pubsub/broker.cc",
         "native/pubsub/dispatch.cc",
         "native/pubsub/cache.cc",
+        "native/pubsub/permissions.cc",
         "native/transport/ws_session.cc",
         "native/io/memory.cc",
         "native/io/loop_epoll.cc",

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "client/client.h"
+#include "pubsub/permissions.h"
 #include "pubsub/protocol.h"
 #include "runtime/counters.h"
 #include "runtime/server.h"
@@ -59,6 +60,7 @@ Napi::Object protocol_limits(Napi::Env env) {
   o.Set("maxSubjectBytes", static_cast<double>(kMaxSubjectLen));
   o.Set("maxIdBytes", static_cast<double>(kMaxIdLen));
   o.Set("maxPubHeaderBytes", static_cast<double>(kMaxPubHeader));
+  o.Set("maxTokenBytes", static_cast<double>(kMaxTokenLen));
   return o;
 }
 
@@ -69,6 +71,7 @@ Napi::Array to_array(Napi::Env env, const std::vector<std::string>& names) {
 }
 
 std::vector<ListenAddress> read_addresses(const Napi::Array& list);
+std::vector<std::string> read_strings(const Napi::Array& list);
 
 ServerOptions read_options(const Napi::Object& o) {
   ServerOptions opts;
@@ -90,6 +93,9 @@ ServerOptions read_options(const Napi::Object& o) {
   opts.cache_size = static_cast<uint64_t>(o.Get("cacheSize").As<Napi::Number>().Int64Value());
   opts.max_cached_messages = o.Get("maxCachedMessagesPerSubject").As<Napi::Number>().Uint32Value();
   opts.cache_expire_ms = static_cast<uint64_t>(o.Get("cacheExpireTime").As<Napi::Number>().Int64Value()) * 1000;
+  opts.entitlement = static_cast<EntitlementMode>(o.Get("entitlement").As<Napi::Number>().Uint32Value());
+  opts.renew_before_s = o.Get("renewBefore").As<Napi::Number>().Uint32Value();
+  opts.publish_allow = read_strings(o.Get("publishAllow").As<Napi::Array>());
   return opts;
 }
 
@@ -137,20 +143,49 @@ ClientOptions read_client_options(const Napi::Object& o) {
   return opts;
 }
 
+// The JavaScript callback a server calls when tokens wait for decisions, and its release: once no workgroup
+// can call it any more (Server::set_auth_notify(nullptr) is a barrier).
+struct AuthCallback {
+  Napi::ThreadSafeFunction tsfn;
+  bool set = false;
+  void release(Server& server) {
+    if (!set) return;
+    server.set_auth_notify(nullptr);
+    tsfn.Release();
+    set = false;
+  }
+};
+
 // Runs Server::stop() (which blocks while connections close) off the JavaScript thread.
 class StopWorker : public Napi::AsyncWorker {
  public:
-  StopWorker(Napi::Env env, std::shared_ptr<Server> server)
-      : Napi::AsyncWorker(env), server_(std::move(server)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  StopWorker(Napi::Env env, std::shared_ptr<Server> server, std::shared_ptr<AuthCallback> auth)
+      : Napi::AsyncWorker(env),
+        server_(std::move(server)),
+        auth_(std::move(auth)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
   void Execute() override { server_->stop(); }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnOK() override {
+    auth_->release(*server_);
+    deferred_.Resolve(Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override {
+    auth_->release(*server_);
+    deferred_.Reject(e.Value());
+  }
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  private:
   std::shared_ptr<Server> server_;
+  std::shared_ptr<AuthCallback> auth_;
   Napi::Promise::Deferred deferred_;
 };
+
+// A compiled permission set held by JavaScript (one reference, dropped when the wrapper is collected).
+Napi::Value wrap_permissions(Napi::Env env, Permissions* p) {
+  return Napi::External<Permissions>::New(env, p, [](Napi::Env, Permissions* q) { q->unref(); });
+}
+
 
 class JsServer : public Napi::ObjectWrap<JsServer> {
  public:
@@ -161,6 +196,9 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
                         InstanceMethod<&JsServer::JS_publish>("publish"),
                         InstanceMethod<&JsServer::JS_counterSlots>("counterSlots"),
                         InstanceMethod<&JsServer::JS_readCounters>("readCounters"),
+                        InstanceMethod<&JsServer::JS_onAuthRequests>("onAuthRequests"),
+                        InstanceMethod<&JsServer::JS_takeAuthRequests>("takeAuthRequests"),
+                        InstanceMethod<&JsServer::JS_decide>("decide"),
                         InstanceMethod<&JsServer::JS_stop>("stop")});
   }
 
@@ -174,7 +212,7 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
   }
 
   // A server dropped by JavaScript without stop() is stopped here, blocking, as the last resort.
-  ~JsServer() override = default;
+  ~JsServer() override { auth_->release(*server_); }
 
  private:
   void JS_start(const Napi::CallbackInfo& info) { server_->start(); }
@@ -221,13 +259,65 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
 
   // stop() → Promise resolved once every connection is closed and every thread has exited.
   Napi::Value JS_stop(const Napi::CallbackInfo& info) {
-    auto* worker = new StopWorker(info.Env(), server_);
+    auto* worker = new StopWorker(info.Env(), server_, auth_);
     Napi::Promise p = worker->Promise();
     worker->Queue();
     return p;
   }
 
+  // onAuthRequests(callback): before start(). The callback (no arguments) runs on the JavaScript thread when
+  // tokens wait for decisions; it takes them with takeAuthRequests(). Does not keep the process alive.
+  void JS_onAuthRequests(const Napi::CallbackInfo& info) {
+    auth_->tsfn = Napi::ThreadSafeFunction::New(info.Env(), info[0].As<Napi::Function>(), "starling-auth", 0, 1);
+    auth_->tsfn.Unref(info.Env());
+    auth_->set = true;
+    Napi::ThreadSafeFunction tsfn = auth_->tsfn;
+    server_->set_auth_notify([tsfn]() mutable { tsfn.NonBlockingCall(); });
+  }
+
+  // takeAuthRequests() → [wg, id, token, address, wg, id, ...]: every request waiting, in one flat array.
+  Napi::Value JS_takeAuthRequests(const Napi::CallbackInfo& info) {
+    std::vector<AuthRequest> batch = server_->take_auth_requests();
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env, batch.size() * 4);
+    uint32_t k = 0;
+    for (const AuthRequest& r : batch) {
+      out.Set(k++, Napi::Number::New(env, r.wg));
+      out.Set(k++, Napi::Number::New(env, r.id));
+      out.Set(k++, Napi::String::New(env, r.token));
+      out.Set(k++, Napi::String::New(env, r.address));
+    }
+    return out;
+  }
+
+  // decide([wg, id, set | null, expiry, detail, ...]): the answers, five values each; `set` is a
+  // compilePermissions() result (null: refused, with detail).
+  void JS_decide(const Napi::CallbackInfo& info) {
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<AuthDecision> batch;
+    try {
+      batch.reserve(list.Length() / 5);
+      for (uint32_t k = 0; k + 5 <= list.Length(); k += 5) {
+        AuthDecision d{list.Get(k).As<Napi::Number>().Uint32Value(), list.Get(k + 1).As<Napi::Number>().Uint32Value(),
+                       nullptr, list.Get(k + 3).As<Napi::Number>().Uint32Value(),
+                       list.Get(k + 4).As<Napi::String>().Utf8Value()};
+        Napi::Value set = list.Get(k + 2);
+        if (set.IsExternal()) {
+          d.perms = set.As<Napi::External<Permissions>>().Data();
+          d.perms->ref();  // the connection's own
+        }
+        batch.push_back(std::move(d));
+      }
+      server_->decide(batch);
+    } catch (const std::bad_alloc&) {
+      for (AuthDecision& d : batch)
+        if (d.perms) d.perms->unref();
+      throw Napi::Error::New(info.Env(), "decide: out of memory");
+    }
+  }
+
   std::shared_ptr<Server> server_;
+  std::shared_ptr<AuthCallback> auth_ = std::make_shared<AuthCallback>();
 };
 
 // The benchmark client engine (bench/benchsub, bench/benchpub).
@@ -275,10 +365,29 @@ class JsClient : public Napi::ObjectWrap<JsClient> {
   std::unique_ptr<ClientEngine> engine_;
 };
 
+// compilePermissions(sub: string[], pub: string[], all: string[]) → an opaque set for decide(). Throws a
+// TypeError naming a pattern that is not one (pubsub/permissions.h), an Error when out of memory.
+Napi::Value compile_permissions(const Napi::CallbackInfo& info) {
+  std::vector<std::string> patterns[3];
+  const uint8_t access[3] = {kAccessSubscribe, kAccessPublish, kAccessAll};
+  std::vector<PermissionEntry> entries;
+  for (int i = 0; i < 3; i++) patterns[i] = read_strings(info[i].As<Napi::Array>());
+  for (int i = 0; i < 3; i++)
+    for (const std::string& p : patterns[i]) entries.push_back(PermissionEntry{access[i], p});
+  std::string problem;
+  Permissions* p = Permissions::build(entries, &problem);
+  if (!p) {
+    if (problem.empty()) throw Napi::Error::New(info.Env(), "compilePermissions: out of memory");
+    throw Napi::TypeError::New(info.Env(), problem);
+  }
+  return wrap_permissions(info.Env(), p);
+}
+
 class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports) {
     DefineAddon(exports, {InstanceValue("NativeServer", JsServer::Define(env), napi_enumerable),
+                          InstanceValue("compilePermissions", Napi::Function::New(env, compile_permissions), napi_enumerable),
                           InstanceValue("workgroupCounters", to_array(env, workgroup_counters()), napi_enumerable),
                           InstanceValue("serverCounters", to_array(env, server_counters()), napi_enumerable),
                           InstanceValue("NativeClient", JsClient::Define(env), napi_enumerable),

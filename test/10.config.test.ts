@@ -1,10 +1,11 @@
 // Configuration: schema types, config file, environment and -D overrides, printing and the generated docs.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import {
   ConfigError,
   SCHEMA,
@@ -12,9 +13,13 @@ import {
   loadConfig,
   renderConfigDocs,
   resolveConfig,
+  strayArgument,
   type Config,
 } from '../src/config/config';
 import { memoryCeiling } from '../src/config/schema';
+import { TYPES } from '../src/config/types';
+import { jwtOptionsFromConfig, matchesAddressList, mayPublishFrom } from '../src/entitlement/config';
+import { createJwtVerifier } from '../src/entitlement/jwt';
 
 const ROOT = path.resolve(__dirname, '../..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-config-'));
@@ -68,6 +73,15 @@ const DEFAULTS: Config = {
   CacheExpireTime: 180,
   MaxConnections: 0,
   KeepAlive: 30,
+  Entitlement: 'None',
+  'Entitlement.AllowToken': '',
+  'Entitlement.JWT.Secret': '',
+  'Entitlement.JWT.PublicKey': '',
+  'Entitlement.JWT.Algorithms': [],
+  'Entitlement.JWT.Audience': '',
+  'Entitlement.JWT.Issuer': '',
+  'Entitlement.RenewBefore': 60,
+  PublishAllowFromAddressList: [],
   LogLevel: 'info',
   Monitor: ['HTTP', 'PROMETHEUS'],
   'MonitorHTTP.Listen': [{ host: '127.0.0.1', port: 8900 }],
@@ -299,7 +313,9 @@ describe('monitoring keys', () => {
     assert.equal(parsed('MonitorUsername', ''), '');
     assert.equal(resolveConfig({ MonitorPassword: 'a\\b' }).config.MonitorPassword, 'a\\b');
     for (const bad of ['a\tb', 'a\u0000b']) {
-      assert.equal(rejected('MonitorPassword', bad), `-DMonitorPassword=${bad}: MonitorPassword: expected text without control characters, got ${JSON.stringify(bad)}`);
+      assert.equal(rejected('MonitorUsername', bad), `-DMonitorUsername=${bad}: MonitorUsername: expected text without control characters, got ${JSON.stringify(bad)}`);
+      // MonitorPassword is a secret: neither the argument's value nor the value itself is shown.
+      assert.equal(rejected('MonitorPassword', bad), '-DMonitorPassword=…: MonitorPassword: expected text without control characters, got a secret of 3 characters');
     }
     assert.throws(() => resolveConfig({ MonitorPassword: 'line\nbreak' }), ConfigError);
     assert.equal(resolveConfig({ MonitorPassword: ' padded ' }).config.MonitorPassword, 'padded', 'trimmed like the file');
@@ -339,6 +355,485 @@ describe('monitoring keys', () => {
   it('reports other errors without the credentials rule, which needs valid values to judge', () => {
     const err = configError(() => loadConfig({ defines: ['-DMonitorHTTP.Authentication=true', '-DWorkgroups=0'] }));
     assert.deepEqual(err.errors, ['-DWorkgroups=0: Workgroups: expected an integer between 1 and 64, got "0"']);
+  });
+});
+
+// ---- entitlement ----
+
+/** Valid secrets and tokens, made up for the tests: 32 and 64 bytes of base64, a 32-character token. */
+const SECRET32 = crypto.randomBytes(32);
+const SECRET64 = crypto.randomBytes(64);
+const TOKEN = crypto.randomBytes(16).toString('hex');
+
+/** Writes `text` to a file in the test directory and returns its path. */
+function keyFile(name: string, text: string): string {
+  const file = path.join(tmp, name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+const spki = (k: crypto.KeyObject) => k.export({ type: 'spki', format: 'pem' }).toString();
+const rsa2048 = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const p256 = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const p384 = crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' });
+
+/** A JWT signed by the test itself (Node's crypto), expiring in an hour. */
+function signedToken(alg: string, key: crypto.KeyObject | Buffer, claims: object = {}): string {
+  const b64u = (x: string | Buffer) => Buffer.from(x).toString('base64url');
+  const input = `${b64u(JSON.stringify({ alg, typ: 'JWT' }))}.${b64u(JSON.stringify({ exp: Math.floor(Date.now() / 1000) + 3600, ...claims }))}`;
+  const hash = `sha${alg.slice(2)}`;
+  const signature = Buffer.isBuffer(key)
+    ? crypto.createHmac(hash, key).update(input).digest()
+    : crypto.sign(hash, Buffer.from(input), alg.startsWith('ES') ? { key, dsaEncoding: 'ieee-p1363' } : key);
+  return `${input}.${b64u(signature)}`;
+}
+
+/** The errors loading `lines` as a config file gives, with the file's path as `F`. */
+function fileErrors(...lines: string[]): string[] {
+  const file = confFile(...lines);
+  return configError(() => loadConfig({ file })).errors.map((e) => e.split(file).join('F'));
+}
+
+describe('Entitlement', () => {
+  it('is None, Basic, JWT or Custom, in any case; None by default', () => {
+    assert.equal(loadConfig({}).config.Entitlement, 'None');
+    assert.equal(parsed('Entitlement', 'CUSTOM'), 'Custom');
+    assert.equal(loadConfig({ defines: ['-DEntitlement=jwt', `-DEntitlement.JWT.Secret=${SECRET32.toString('base64')}`] }).config.Entitlement, 'JWT');
+    assert.equal(resolveConfig({ Entitlement: 'Basic', 'Entitlement.AllowToken': TOKEN }).config.Entitlement, 'Basic');
+    assert.deepEqual(fileErrors('# c', 'Entitlement = OAuth'), ['F:2: Entitlement: expected one of None, Basic, JWT, Custom, got "OAuth"']);
+  });
+
+  it('Basic needs Entitlement.AllowToken, naming where Entitlement was set', () => {
+    assert.deepEqual(fileErrors('Listen = *:8800', 'Entitlement = Basic'), [
+      'F:2: Entitlement: expected Entitlement.AllowToken to be set when Basic, got it empty; set it to a token of 16 or ' +
+        'more characters, e.g. the output of openssl rand -hex 32',
+    ]);
+    const ok = loadConfig({ defines: ['-DEntitlement=Basic'], env: { STARLING_ENTITLEMENT_ALLOWTOKEN: TOKEN } }).config;
+    assert.equal(ok['Entitlement.AllowToken'], TOKEN);
+  });
+
+  it('JWT needs exactly one of Entitlement.JWT.Secret and Entitlement.JWT.PublicKey', () => {
+    assert.deepEqual(fileErrors('Entitlement = JWT'), [
+      'F:1: Entitlement: expected Entitlement.JWT.Secret or Entitlement.JWT.PublicKey to be set when JWT, got both ' +
+        'empty: set Secret for HMAC-signed tokens (HS256/384/512) or PublicKey for RSA/EC-signed ones',
+    ]);
+    const pub = keyFile('both.pem', spki(p256.publicKey));
+    assert.deepEqual(
+      fileErrors('Entitlement = JWT', `Entitlement.JWT.Secret = ${SECRET32.toString('base64')}`, `Entitlement.JWT.PublicKey = ${pub}`),
+      [
+        'F:3: Entitlement.JWT.PublicKey: expected only one of Entitlement.JWT.Secret and Entitlement.JWT.PublicKey to be ' +
+          'set, got both: keep Secret for HMAC-signed tokens or PublicKey for RSA/EC-signed ones, and remove the other',
+      ],
+    );
+  });
+
+  it('refuses a key of another mode, saying which mode uses it', () => {
+    const pub = keyFile('other-mode.pem', spki(p256.publicKey));
+    assert.deepEqual(
+      fileErrors(
+        `Entitlement.JWT.Secret = ${SECRET32.toString('base64')}`,
+        `Entitlement.JWT.PublicKey = ${pub}`,
+        'Entitlement.JWT.Algorithms = ES256',
+        'Entitlement.JWT.Audience = starling',
+        'Entitlement.JWT.Issuer = https://auth.example.com/',
+        `Entitlement.AllowToken = ${TOKEN}`,
+        'Entitlement.RenewBefore = 30',
+      ),
+      [
+        'F:6: Entitlement.AllowToken: is set but Entitlement is None (default), and only Entitlement = Basic uses it: set Entitlement = Basic, or remove Entitlement.AllowToken',
+        'F:1: Entitlement.JWT.Secret: is set but Entitlement is None (default), and only Entitlement = JWT uses it: set Entitlement = JWT, or remove Entitlement.JWT.Secret',
+        'F:2: Entitlement.JWT.PublicKey: is set but Entitlement is None (default), and only Entitlement = JWT uses it: set Entitlement = JWT, or remove Entitlement.JWT.PublicKey',
+        'F:3: Entitlement.JWT.Algorithms: is set but Entitlement is None (default), and only Entitlement = JWT uses it: set Entitlement = JWT, or remove Entitlement.JWT.Algorithms',
+        'F:4: Entitlement.JWT.Audience: is set but Entitlement is None (default), and only Entitlement = JWT uses it: set Entitlement = JWT, or remove Entitlement.JWT.Audience',
+        'F:5: Entitlement.JWT.Issuer: is set but Entitlement is None (default), and only Entitlement = JWT uses it: set Entitlement = JWT, or remove Entitlement.JWT.Issuer',
+        'F:7: Entitlement.RenewBefore: is set but Entitlement is None (default), and only Entitlement = JWT or Custom uses it: set Entitlement = JWT, or remove Entitlement.RenewBefore',
+      ],
+    );
+    const file = confFile('Entitlement = Basic', `Entitlement.AllowToken = ${TOKEN}`, 'Entitlement.JWT.Audience = x');
+    assert.deepEqual(configError(() => loadConfig({ file })).errors, [
+      `${file}:3: Entitlement.JWT.Audience: is set but Entitlement is Basic (from ${file}:1), and only Entitlement = JWT uses it: set Entitlement = JWT, or remove Entitlement.JWT.Audience`,
+    ]);
+    assert.deepEqual(configError(() => resolveConfig({ Entitlement: 'Custom', 'Entitlement.AllowToken': TOKEN })).errors, [
+      'createServer(): Entitlement.AllowToken: is set but Entitlement is Custom (from createServer()), and only Entitlement = Basic uses it: set Entitlement = Basic, or remove Entitlement.AllowToken',
+    ]);
+    assert.deepEqual(configError(() => loadConfig({ defines: ['-DEntitlement.JWT.Secret=' + SECRET32.toString('base64')] })).errors, [
+      '-DEntitlement.JWT.Secret=…: Entitlement.JWT.Secret: is set but Entitlement is None (default), and only Entitlement = JWT uses it: set Entitlement = JWT, or remove Entitlement.JWT.Secret',
+    ]);
+  });
+
+  it('lets keys of another mode stay at their defaults, and Custom use RenewBefore', () => {
+    const file = confFile('Entitlement.JWT.Audience =', 'Entitlement.RenewBefore = 60', 'Entitlement.AllowToken =');
+    assert.equal(loadConfig({ file }).config.Entitlement, 'None');
+    assert.equal(resolveConfig({ Entitlement: 'Custom', 'Entitlement.RenewBefore': 120 }).config['Entitlement.RenewBefore'], 120);
+  });
+});
+
+describe('Entitlement.AllowToken', () => {
+  it('takes 16 to 8192 printable ASCII characters without spaces, or nothing', () => {
+    const punctuation = '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~x';
+    for (const good of ['a'.repeat(16), 'a'.repeat(8192), TOKEN, punctuation]) {
+      const c = loadConfig({ defines: ['-DEntitlement=Basic', `-DEntitlement.AllowToken=${good}`] }).config;
+      assert.equal(c['Entitlement.AllowToken'], good);
+    }
+    assert.equal(parsed('Entitlement.AllowToken', ''), '');
+  });
+
+  it('refuses short, long, spaced, non-ASCII and backslash-ended tokens with file:line, without showing them', () => {
+    const expected = 'expected 16 to 8192 printable ASCII characters without spaces, or nothing';
+    const cases: [string, string][] = [
+      ['a'.repeat(15), 'a secret of 15 characters (15 characters, fewer than 16)'],
+      ['a'.repeat(8193), 'a secret of 8193 characters (8193 characters, more than 8192)'],
+      ['abcdefgh ijklmnopq', 'a secret of 18 characters (a space at character 9)'],
+      ['abcdefghijklmnopé', 'a secret of 17 characters (a non-ASCII character at character 17)'],
+    ];
+    for (const [bad, got] of cases) {
+      assert.deepEqual(fileErrors('Entitlement = Basic', '#', `Entitlement.AllowToken = ${bad}`), [`F:3: Entitlement.AllowToken: ${expected}, got ${got}`]);
+    }
+    assert.deepEqual(configError(() => loadConfig({ env: { STARLING_ENTITLEMENT_ALLOWTOKEN: 'abcdefghijklmnop\\' } })).errors, [
+      `environment STARLING_ENTITLEMENT_ALLOWTOKEN: Entitlement.AllowToken: ${expected}, got a secret of 17 characters ` +
+        '(a backslash at the end (in a config file it would continue the line))',
+    ]);
+    assert.deepEqual(configError(() => resolveConfig({ 'Entitlement.AllowToken': 'tab\there-and-more-text' })).errors, [
+      `createServer(): Entitlement.AllowToken: ${expected}, got a secret of 22 characters (a control character at character 4)`,
+    ]);
+    assert.deepEqual(configError(() => resolveConfig({ 'Entitlement.AllowToken': 1234567890123456 })).errors, [
+      `createServer(): Entitlement.AllowToken: ${expected}, got a secret that is a number`,
+    ]);
+  });
+});
+
+describe('Entitlement.JWT.Secret', () => {
+  it('takes base64 of at least 32 bytes, standard or URL alphabet, padded or not', () => {
+    const bytes = Buffer.from(Array.from({ length: 35 }, (_, i) => 250 - i)); // + and / in base64, - and _ in base64url
+    for (const good of [
+      SECRET32.toString('base64'),
+      SECRET64.toString('base64'),
+      bytes.toString('base64'),
+      bytes.toString('base64').replace(/=+$/, ''),
+      bytes.toString('base64url'),
+      bytes.toString('base64url') + '=',
+    ]) {
+      const c = loadConfig({ defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.Secret=${good}`] }).config;
+      assert.equal(c['Entitlement.JWT.Secret'], good, 'kept as written');
+    }
+  });
+
+  it('refuses what is not base64 or too short, with file:line and without showing it', () => {
+    const expected = 'expected base64 of at least 32 bytes (standard or URL alphabet, = padding optional), or nothing';
+    const short = crypto.randomBytes(31).toString('base64');
+    const cases: [string, string][] = [
+      [short, `a secret of 44 characters (it decodes to 31 bytes, fewer than 32; generate one with: openssl rand -base64 64)`],
+      ['abc*' + SECRET32.toString('hex'), 'a secret of 68 characters (not base64: a character outside A-Z, a-z, 0-9, +, /, -, _ and = at character 4)'],
+      ['ab+_' + SECRET32.toString('hex'), 'a secret of 68 characters (not base64: it mixes the standard (+ /) and URL (- _) alphabets)'],
+      ['ab=c' + SECRET32.toString('hex'), 'a secret of 68 characters (not base64: = may only pad the end, at most twice)'],
+      [SECRET32.toString('hex') + 'a', 'a secret of 65 characters (not base64: 65 characters cannot be base64 (the padding or the length is wrong))'],
+    ];
+    for (const [bad, got] of cases) {
+      const errors = fileErrors('Entitlement = JWT', '', '', `Entitlement.JWT.Secret = ${bad}`);
+      assert.deepEqual(errors, [`F:4: Entitlement.JWT.Secret: ${expected}, got ${got}`]);
+    }
+  });
+
+  it('HS algorithms need a secret long enough for them; RS/PS/ES need a public key', () => {
+    const s32 = SECRET32.toString('base64');
+    assert.deepEqual(
+      loadConfig({ defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.Secret=${SECRET64.toString('base64')}`, '-DEntitlement.JWT.Algorithms=hs512 HS256'] })
+        .config['Entitlement.JWT.Algorithms'],
+      ['HS512', 'HS256'],
+    );
+    assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.Secret = ${s32}`, 'Entitlement.JWT.Algorithms = HS256, HS384, ES256'), [
+      'F:3: Entitlement.JWT.Algorithms: expected algorithms that Entitlement.JWT.Secret allows (HS256), got HS384, ES256: ' +
+        'HS384 needs a secret of at least 48 bytes and Entitlement.JWT.Secret has 32 (a longer one: openssl rand -base64 48); ' +
+        'ES256 needs Entitlement.JWT.PublicKey instead of a secret',
+    ]);
+  });
+});
+
+describe('Entitlement.JWT.PublicKey', () => {
+  const jwt = (file: string, ...more: string[]) => ['-DEntitlement=JWT', `-DEntitlement.JWT.PublicKey=${file}`, ...more];
+
+  it('takes a PEM public key file: RSA (SPKI and PKCS#1), RSA-PSS, EC P-256 and P-384', () => {
+    const pss = crypto.generateKeyPairSync('rsa-pss', { modulusLength: 2048 });
+    const cases: [string, string, string[]][] = [
+      ['rsa.pem', spki(rsa2048.publicKey), ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']],
+      ['rsa-pkcs1.pem', rsa2048.publicKey.export({ type: 'pkcs1', format: 'pem' }).toString(), ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']],
+      ['pss.pem', spki(pss.publicKey), ['PS256', 'PS384', 'PS512']],
+      ['p256.pem', spki(p256.publicKey), ['ES256']],
+      ['p384.pem', spki(p384.publicKey), ['ES384']],
+    ];
+    for (const [name, pem, algorithms] of cases) {
+      const file = keyFile(name, pem);
+      const c = loadConfig({ defines: jwt(file) }).config;
+      assert.equal(c['Entitlement.JWT.PublicKey'], file);
+      assert.deepEqual(createJwtVerifier(jwtOptionsFromConfig(c)).algorithms, algorithms, name);
+    }
+  });
+
+  it('takes a certificate', { skip: spawnSync('openssl', ['version']).status !== 0 && 'openssl is not installed' }, () => {
+    const key = keyFile('cert-key.pem', p256.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+    const cert = path.join(tmp, 'cert.pem');
+    execFileSync('openssl', ['req', '-new', '-x509', '-key', key, '-out', cert, '-days', '1', '-subj', '/CN=starling-test'], { stdio: 'pipe' });
+    const c = loadConfig({ defines: jwt(cert, '-DEntitlement.JWT.Algorithms=ES256') }).config;
+    assert.deepEqual(createJwtVerifier(jwtOptionsFromConfig(c)).algorithms, ['ES256']);
+  });
+
+  it('is resolved against the working directory and kept absolute', () => {
+    const file = keyFile('relative.pem', spki(p256.publicKey));
+    const relative = path.relative(process.cwd(), file);
+    assert.equal(loadConfig({ defines: jwt(relative) }).config['Entitlement.JWT.PublicKey'], file);
+  });
+
+  it('refuses a missing file, a directory and a file that is not PEM, with file:line', () => {
+    const missing = path.join(tmp, 'missing.pem');
+    assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${missing}`), [
+      `F:2: Entitlement.JWT.PublicKey: cannot read ${missing}: no such file or directory (ENOENT); give the path of a PEM public key file the server can read`,
+    ]);
+    assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${tmp}`), [
+      `F:2: Entitlement.JWT.PublicKey: ${tmp} is not a file: give the path of a PEM public key file`,
+    ]);
+    const der = keyFile('key.der', p256.publicKey.export({ type: 'spki', format: 'der' }).toString('latin1'));
+    assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${der}`), [
+      `F:2: Entitlement.JWT.PublicKey: ${der} is not PEM (no -----BEGIN line): give a PEM public key (-----BEGIN PUBLIC KEY-----) ` +
+        'or certificate; a DER key converts with: openssl pkey -pubin -inform DER -in key.der -out public.pem',
+    ]);
+    const broken = keyFile('broken.pem', spki(p256.publicKey).slice(0, 80));
+    const [error] = fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${broken}`);
+    assert.match(error, /^F:2: Entitlement\.JWT\.PublicKey: \S+broken\.pem does not parse as a PEM public key or certificate \(.+\): check that it is complete, BEGIN and END lines included$/);
+  });
+
+  it('refuses a private key in any PEM form, saying how to get the public key', () => {
+    const forms = {
+      'pkcs8.pem': rsa2048.privateKey.export({ type: 'pkcs8', format: 'pem' }),
+      'pkcs1.pem': rsa2048.privateKey.export({ type: 'pkcs1', format: 'pem' }),
+      'sec1.pem': p256.privateKey.export({ type: 'sec1', format: 'pem' }),
+      'encrypted.pem': p256.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'x' }),
+      'pair.pem': spki(p256.publicKey) + p256.privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    };
+    for (const [name, pem] of Object.entries(forms)) {
+      const file = keyFile(name, pem.toString());
+      assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${file}`), [
+        `F:2: Entitlement.JWT.PublicKey: ${file} holds a private key: the server must not hold the private key; give the ` +
+          `public key: openssl pkey -in ${file} -pubout -out public.pem`,
+      ], name);
+    }
+  });
+
+  it('refuses keys the verifier cannot use: RSA under 2048 bits, Ed25519, other curves', () => {
+    const cases: [string, crypto.KeyObject, string][] = [
+      ['rsa1024.pem', crypto.generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey,
+        'the key is a 1024-bit RSA key; RS/PS algorithms need at least 2048 bits: use a larger key'],
+      ['ed25519.pem', crypto.generateKeyPairSync('ed25519').publicKey,
+        'the key is a ed25519 key; use an RSA key (RS/PS algorithms) or an EC key (ES algorithms)'],
+      ['k256.pem', crypto.generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).publicKey,
+        'the key is an EC key on curve secp256k1; supported curves are P-256 (ES256), P-384 (ES384) and P-521 (ES512)'],
+    ];
+    for (const [name, key, message] of cases) {
+      const file = keyFile(name, spki(key));
+      assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${file}`), [`F:2: Entitlement.JWT.PublicKey: ${file}: ${message}`]);
+    }
+  });
+
+  it('Algorithms must be ones the key allows: an EC key its curve\'s ES, an RSA key RS/PS, never HS', () => {
+    const ec = keyFile('alg-p256.pem', spki(p256.publicKey));
+    const rsa = keyFile('alg-rsa.pem', spki(rsa2048.publicKey));
+    assert.deepEqual(loadConfig({ defines: jwt(rsa, '-DEntitlement.JWT.Algorithms=PS256,RS512') }).config['Entitlement.JWT.Algorithms'], ['PS256', 'RS512']);
+    assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${ec}`, 'Entitlement.JWT.Algorithms = ES256, ES384'), [
+      `F:3: Entitlement.JWT.Algorithms: expected algorithms that the key in ${ec} allows (an EC P-256 key: ES256), got ES384`,
+    ]);
+    assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.PublicKey = ${rsa}`, 'Entitlement.JWT.Algorithms = HS256 ES256'), [
+      `F:3: Entitlement.JWT.Algorithms: expected algorithms that the key in ${rsa} allows (a 2048-bit RSA key: RS256, RS384, ` +
+        'RS512, PS256, PS384, PS512), got HS256, ES256; HS algorithms need Entitlement.JWT.Secret instead of a public key',
+    ]);
+  });
+});
+
+describe('Entitlement.JWT.Algorithms, Audience, Issuer, RenewBefore', () => {
+  it('Algorithms is a list of the JWS algorithms; none is not one of them', () => {
+    assert.deepEqual(parsed('Entitlement.JWT.Algorithms', ''), []);
+    assert.deepEqual(
+      fileErrors('Entitlement.JWT.Algorithms = HS256, none'),
+      ['F:1: Entitlement.JWT.Algorithms: expected a list of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ' +
+        'ES256, ES384, ES512 separated by commas or spaces, or nothing, got "HS256, none"'],
+    );
+    assert.throws(() => resolveConfig({ 'Entitlement.JWT.Algorithms': ['EdDSA'] }), ConfigError);
+  });
+
+  it('Audience and Issuer are text, empty (not checked) by default', () => {
+    const c = loadConfig({
+      defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.Secret=${SECRET32.toString('base64')}`, '-DEntitlement.JWT.Audience=starling', '-DEntitlement.JWT.Issuer=https://auth.example.com/'],
+    }).config;
+    assert.deepEqual([c['Entitlement.JWT.Audience'], c['Entitlement.JWT.Issuer']], ['starling', 'https://auth.example.com/']);
+    assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.JWT.Secret = ${SECRET32.toString('base64')}`, 'Entitlement.JWT.Issuer = a\tb'), [
+      'F:3: Entitlement.JWT.Issuer: expected text without control characters, got "a\\tb"',
+    ]);
+  });
+
+  it('RenewBefore is 1 to 86400 seconds, 60 by default', () => {
+    const base = ['-DEntitlement=JWT', `-DEntitlement.JWT.Secret=${SECRET32.toString('base64')}`];
+    assert.equal(loadConfig({ defines: [...base, '-DEntitlement.RenewBefore=1'] }).config['Entitlement.RenewBefore'], 1);
+    assert.equal(loadConfig({ defines: [...base, '-DEntitlement.RenewBefore=86400'] }).config['Entitlement.RenewBefore'], 86400);
+    for (const bad of ['0', '86401', '1m', '']) {
+      assert.deepEqual(fileErrors('Entitlement = JWT', `Entitlement.RenewBefore = ${bad}`), [
+        `F:2: Entitlement.RenewBefore: expected an integer between 1 and 86400, got ${JSON.stringify(bad)}`,
+      ]);
+    }
+  });
+});
+
+describe('jwtOptionsFromConfig', () => {
+  it('gives the secret, or the PEM text of the key file, and only the checks that are set', () => {
+    const secret = SECRET64.toString('base64url');
+    const c = loadConfig({ defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.Secret=${secret}`] }).config;
+    assert.deepEqual(jwtOptionsFromConfig(c), { secret });
+    const pem = spki(p256.publicKey);
+    const file = keyFile('options.pem', pem);
+    const d = loadConfig({
+      defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.PublicKey=${file}`, '-DEntitlement.JWT.Algorithms=ES256', '-DEntitlement.JWT.Audience=a', '-DEntitlement.JWT.Issuer=i'],
+    }).config;
+    assert.deepEqual(jwtOptionsFromConfig(d), { publicKey: pem, algorithms: ['ES256'], audience: 'a', issuer: 'i' });
+  });
+
+  it('makes a verifier that accepts tokens signed with the configured key and checks aud and iss', async () => {
+    const hs = loadConfig({ defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.Secret=${SECRET64.toString('base64')}`, '-DEntitlement.JWT.Audience=starling'] }).config;
+    const hsVerifier = createJwtVerifier(jwtOptionsFromConfig(hs));
+    assert.equal((await hsVerifier.verify(signedToken('HS512', SECRET64, { aud: 'starling' }))).ok, true);
+    assert.deepEqual(await hsVerifier.verify(signedToken('HS512', SECRET64, { aud: 'other' })), { ok: false, detail: 'audience' });
+    const es = loadConfig({ defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.PublicKey=${keyFile('verify.pem', spki(p256.publicKey))}`, '-DEntitlement.JWT.Issuer=me'] }).config;
+    const esVerifier = createJwtVerifier(jwtOptionsFromConfig(es));
+    assert.equal((await esVerifier.verify(signedToken('ES256', p256.privateKey, { iss: 'me' }))).ok, true);
+    assert.deepEqual(await esVerifier.verify(signedToken('ES256', p256.privateKey)), { ok: false, detail: 'issuer (no iss claim)' });
+  });
+
+  it('throws when the key file went away after the load', () => {
+    const file = keyFile('gone.pem', spki(p256.publicKey));
+    const c = loadConfig({ defines: ['-DEntitlement=JWT', `-DEntitlement.JWT.PublicKey=${file}`] }).config;
+    fs.rmSync(file);
+    assert.throws(() => jwtOptionsFromConfig(c), { name: 'KeyFileError', message: `cannot read ${file}: no such file or directory (ENOENT); give the path of a PEM public key file the server can read` });
+  });
+});
+
+describe('PublishAllowFromAddressList', () => {
+  it('takes IPv4 and IPv6 addresses and CIDR networks as canonical "<address>/<bits>", each once', () => {
+    assert.deepEqual(parsed('PublishAllowFromAddressList', '127.0.0.1, 10.0.0.0/8, ::1, fd00::/8'), ['127.0.0.1/32', '10.0.0.0/8', '::1/128', 'fd00::/8']);
+    assert.deepEqual(parsed('PublishAllowFromAddressList', '0.0.0.0/0 ::/0,,192.168.1.0/24  10.0.0.0/8,10.0.0.0/8'), ['0.0.0.0/0', '::/0', '192.168.1.0/24', '10.0.0.0/8']);
+    assert.deepEqual(parsed('PublishAllowFromAddressList', '2001:DB8:0:0:1:0:0:1, 2001:0db8:0000::/32, FD00:0:0:0:0:0:0:0/8'), ['2001:db8::1:0:0:1/128', '2001:db8::/32', 'fd00::/8']);
+    assert.deepEqual(parsed('PublishAllowFromAddressList', ''), []);
+    assert.deepEqual(resolveConfig({ PublishAllowFromAddressList: ['127.0.0.1', '::1/128'] }).config.PublishAllowFromAddressList, ['127.0.0.1/32', '::1/128']);
+    assert.deepEqual(resolveConfig({ PublishAllowFromAddressList: [] }).config.PublishAllowFromAddressList, []);
+  });
+
+  it('takes IPv4-mapped IPv6 forms as the IPv4 address or network they stand for', () => {
+    assert.deepEqual(parsed('PublishAllowFromAddressList', '::ffff:127.0.0.1, ::FFFF:10.0.0.0/104, ::ffff:0:0/96, ::ffff:c0a8:1'), ['127.0.0.1/32', '10.0.0.0/8', '0.0.0.0/0', '192.168.0.1/32']);
+    assert.deepEqual(parsed('PublishAllowFromAddressList', '::/80'), ['::/80'], 'wider than the mapped range: stays IPv6');
+  });
+
+  it('applies in every Entitlement mode', () => {
+    assert.deepEqual(parsed('PublishAllowFromAddressList', '10.0.0.0/8'), ['10.0.0.0/8']);
+    const c = resolveConfig({ Entitlement: 'Basic', 'Entitlement.AllowToken': TOKEN, PublishAllowFromAddressList: '10.0.0.0/8' }).config;
+    assert.deepEqual(c.PublishAllowFromAddressList, ['10.0.0.0/8']);
+  });
+
+  it('refuses host bits past the prefix, saying the network to write', () => {
+    const expected = 'expected IPv4/IPv6 addresses and CIDR networks separated by commas or spaces (e.g. 127.0.0.1, 10.0.0.0/8, ::1, fd00::/8), or nothing';
+    assert.deepEqual(fileErrors('#', 'PublishAllowFromAddressList = 127.0.0.1, 10.1.2.3/8'), [
+      `F:2: PublishAllowFromAddressList: ${expected}, got "127.0.0.1, 10.1.2.3/8" (10.1.2.3/8: host bits set; write 10.0.0.0/8)`,
+    ]);
+    assert.match(rejected('PublishAllowFromAddressList', 'fd00::1/8'), /\(fd00::1\/8: host bits set; write fd00::\/8\)$/);
+    assert.match(rejected('PublishAllowFromAddressList', '::ffff:10.1.2.3/104'), /\(::ffff:10\.1\.2\.3\/104: host bits set; write 10\.0\.0\.0\/8\)$/);
+    assert.match(rejected('PublishAllowFromAddressList', '192.168.1.1/31'), /write 192\.168\.1\.0\/31\)$/);
+  });
+
+  it('refuses bad prefix lengths, host names, brackets, zones and garbage, naming each bad entry', () => {
+    const cases: [string, string][] = [
+      ['10.0.0.0/33', '10.0.0.0/33: the prefix length of an IPv4 network is 0 to 32'],
+      ['::/129', '::/129: the prefix length of an IPv6 network is 0 to 128'],
+      ['10.0.0.0/', '10.0.0.0/: the prefix length of an IPv4 network is 0 to 32'],
+      ['10.0.0.0/-1', '10.0.0.0/-1: the prefix length of an IPv4 network is 0 to 32'],
+      ['localhost', 'localhost: not an IPv4 or IPv6 address (host names are not resolved; write the address)'],
+      ['[::1]', '[::1]: write IPv6 addresses without brackets'],
+      ['fe80::1%eth0', 'fe80::1%eth0: a zone index (%...) cannot be part of an entry; write the address without it'],
+      ['1.2.3.04', '1.2.3.04: not an IPv4 or IPv6 address'],
+      ['256.1.1.1', '256.1.1.1: not an IPv4 or IPv6 address'],
+      ['1.2.3', '1.2.3: not an IPv4 or IPv6 address'],
+      ['10.0.0.0/8/8', '10.0.0.0/8/8: the prefix length of an IPv4 network is 0 to 32'],
+      ['*', '*: not an IPv4 or IPv6 address'],
+    ];
+    for (const [bad, problem] of cases) {
+      assert.ok(rejected('PublishAllowFromAddressList', bad).endsWith(`, got ${JSON.stringify(bad)} (${problem})`), bad);
+    }
+    assert.match(rejected('PublishAllowFromAddressList', '1.2.3.4.5, 10.0.0.1/8, 10.0.0.0/8'), /\(1\.2\.3\.4\.5: not an IPv4 or IPv6 address; 10\.0\.0\.1\/8: host bits set; write 10\.0\.0\.0\/8\)$/);
+    assert.throws(() => resolveConfig({ PublishAllowFromAddressList: [1] }), ConfigError);
+  });
+
+  it('matchesAddressList matches addresses as Node.js reports them, IPv4-mapped ones by the IPv4 entries', () => {
+    const list = parsed('PublishAllowFromAddressList', '127.0.0.0/8, 10.1.0.0/16, ::1, fd00::/8');
+    for (const yes of ['127.0.0.1', '127.255.255.255', '::ffff:127.0.0.1', '::FFFF:10.1.200.3', '10.1.0.0', '::1', 'fd12:3456::1', 'fd00::1%eth0']) {
+      assert.equal(matchesAddressList(list, yes), true, yes);
+    }
+    for (const no of ['128.0.0.1', '10.2.0.1', '::ffff:10.2.0.1', '::2', 'fe00::1', '', 'garbage', '127.0.0.1:80']) {
+      assert.equal(matchesAddressList(list, no), false, no);
+    }
+    assert.equal(matchesAddressList(['::/0'], '::ffff:1.2.3.4'), false, 'IPv6 entries do not match IPv4 clients');
+    assert.equal(matchesAddressList(['0.0.0.0/0'], '::ffff:1.2.3.4'), true);
+    assert.equal(matchesAddressList([], '127.0.0.1'), false);
+    assert.throws(() => matchesAddressList(['10.1.2.3/8'], '10.1.2.3'), { name: 'RangeError', message: 'address list entry 10.1.2.3/8: host bits set; write 10.0.0.0/8' });
+  });
+
+  it('mayPublishFrom: an empty list lets every address publish', () => {
+    assert.equal(mayPublishFrom([], '203.0.113.9'), true);
+    assert.equal(mayPublishFrom(['10.0.0.0/8'], '203.0.113.9'), false);
+    assert.equal(mayPublishFrom(['10.0.0.0/8'], '::ffff:10.9.9.9'), true);
+  });
+});
+
+describe('secrets', () => {
+  const allSecrets = {
+    token: TOKEN,
+    jwt: SECRET32.toString('base64'),
+    password: 'pa55 w0rd-not-shown',
+  };
+
+  it('are never printed by formatEffectiveConfig: a set one is a comment with its length', () => {
+    const file = confFile('Entitlement = JWT', `Entitlement.JWT.Secret = ${allSecrets.jwt}`);
+    const loaded = loadConfig({ file, env: { STARLING_MONITORPASSWORD: allSecrets.password }, defines: ['-DMonitorHTTP.Authentication=true', '-DMonitorUsername=ops'] });
+    const text = formatEffectiveConfig(loaded);
+    for (const secret of Object.values(allSecrets)) assert.ok(!text.includes(secret), 'a secret in the output');
+    assert.match(text, new RegExp(`^# from ${file.replace(/[.\\]/g, '\\$&')}:2\n# Entitlement\\.JWT\\.Secret = \\(set, 44 characters; a secret, not printed\\)$`, 'm'));
+    assert.match(text, /^# from environment STARLING_MONITORPASSWORD\n# MonitorPassword = \(set, 19 characters; a secret, not printed\)$/m);
+    assert.match(text, /^# default\nEntitlement\.AllowToken +=$/m, 'an empty secret is printed: there is nothing to hide');
+    assert.match(text, /^# Secrets \(Entitlement\.AllowToken, Entitlement\.JWT\.Secret, MonitorPassword\) are not printed/m);
+
+    // The output loads; with the secrets given again (here in the environment) it is the same configuration.
+    const printed = path.join(tmp, 'printed-secrets.conf');
+    fs.writeFileSync(printed, text);
+    const again = loadConfig({ file: printed, env: { STARLING_MONITORPASSWORD: allSecrets.password, STARLING_ENTITLEMENT_JWT_SECRET: allSecrets.jwt } });
+    assert.deepEqual(again.config, loaded.config);
+  });
+
+  it('given with -D, are not shown in the source, in errors, or in the hint for a stray argument', () => {
+    const loaded = loadConfig({ defines: ['-DEntitlement=Basic', `-DEntitlement.AllowToken=${TOKEN}`] });
+    assert.deepEqual(loaded.sources['Entitlement.AllowToken'], { kind: 'command line', where: '-DEntitlement.AllowToken=…' });
+    assert.ok(!formatEffectiveConfig(loaded).includes(TOKEN));
+    const err = configError(() => loadConfig({ defines: [`-DEntitlement.AllowToken=${TOKEN} x`, `-DEntitlement.AllowTokn=${TOKEN}`, `Entitlement.JWT.Secret=${TOKEN}!`] }));
+    assert.deepEqual(err.errors, [
+      '-DEntitlement.AllowToken=…: Entitlement.AllowToken: expected 16 to 8192 printable ASCII characters without spaces, or nothing, got a secret of 34 characters (a space at character 33)',
+      '-DEntitlement.AllowTokn=…: unknown key "Entitlement.AllowTokn" (did you mean "Entitlement.AllowToken"?)',
+      'Entitlement.JWT.Secret=…: Entitlement.JWT.Secret: expected base64 of at least 32 bytes (standard or URL alphabet, = padding optional), or nothing, got a secret of 33 characters (not base64: a character outside A-Z, a-z, 0-9, +, /, -, _ and = at character 33)',
+    ]);
+    assert.equal(
+      strayArgument('w0rd', '-DMonitorPassword=pa55'),
+      'unexpected argument after -DMonitorPassword=…: if it belongs to the value of MonitorPassword, the shell split the value ' +
+        'at a space; quote the whole value so that it is one argument (or give STARLING_MONITORPASSWORD in the environment)',
+    );
+  });
+
+  it('are not printed by starling config --print', () => {
+    const out = execFileSync(
+      process.execPath,
+      [CLI_FOR_MEMORY, 'config', '--print', '-DEntitlement=Basic', `-DEntitlement.AllowToken=${TOKEN}`, `-DMonitorPassword=${allSecrets.password}`],
+      { encoding: 'utf8' },
+    );
+    assert.ok(!out.includes(TOKEN) && !out.includes(allSecrets.password));
+    assert.match(out, /^# from command line -DEntitlement\.AllowToken=…\n# Entitlement\.AllowToken = \(set, 32 characters; a secret, not printed\)$/m);
   });
 });
 
@@ -631,11 +1126,15 @@ describe('bundled files', () => {
     assert.equal(docs, renderConfigDocs(), 'regenerate with: node dist/src/config/gendocs.js docs/configuration.md');
   });
 
+  it('every key\'s documented example is a valid value of it', () => {
+    for (const def of SCHEMA) assert.notEqual(TYPES[def.type].parse(def.example, def as never), undefined, def.name);
+  });
+
   it('the docs name every key with its environment variable', () => {
     const docs = renderConfigDocs();
     for (const def of SCHEMA) {
       assert.ok(docs.includes(`### ${def.name}\n`), def.name);
-      assert.ok(docs.includes(`\`STARLING_${def.name.toUpperCase().replace('.', '_')}\``), def.name);
+      assert.ok(docs.includes(`\`STARLING_${def.name.toUpperCase().replace(/\./g, '_')}\``), def.name);
     }
   });
 

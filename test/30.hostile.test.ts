@@ -221,7 +221,8 @@ describe('protocol garbage', SUITE, () => {
     ['SUB /a//b', 'bad-subject'],
     ['PUB', 'bad-command'],
     ['SUB /é', 'bad-command'], // header must be printable ASCII
-    ['AUTH x', 'bad-command'], // reserved for a later version
+    ['AUTH', 'bad-command'], // AUTH needs a token
+    ['AUTH a b', 'bad-command'],
     ['SUB /a  /b', 'bad-command'], // double space
     [' SUB /a', 'bad-command'],
     ['SUB /a ', 'bad-command'],
@@ -268,7 +269,7 @@ describe('protocol garbage', SUITE, () => {
     ['PUB /a//b p7\nx', "ERR bad-subject p7 /a//b: empty segment (two '/' in a row at offset 2)"],
     ['sub /a', 'ERR bad-command unknown command "sub"; commands are upper case: SUB'],
     ['Ping', 'ERR bad-command unknown command "Ping"; commands are upper case: PING'],
-    ['FOO', 'ERR bad-command unknown command "FOO"; commands are SUB, UNSUB, PUB and PING (upper case)'],
+    ['FOO', 'ERR bad-command unknown command "FOO"; commands are SUB, UNSUB, PUB, PING and AUTH (upper case)'],
     ['SUB', 'ERR bad-command SUB needs at least one subject, e.g. "SUB /a/b"'],
     ['SUB /a  /b', 'ERR bad-command tokens must be separated by single spaces; remove the extra space at offset 7'],
     [`PUB /a ${'i'.repeat(65)}\nx`, 'ERR bad-command PUB id is 65 characters long; the limit is 64'],

@@ -130,6 +130,11 @@ class Loop {
   // Bytes written to sockets since the loop was created.
   virtual uint64_t bytes_written() const = 0;
 
+  // The peer's address as text ("192.0.2.1", "2001:db8::1"; an IPv4-mapped IPv6 address as IPv4), NUL-
+  // terminated in out[0..cap), cap >= 46 (INET6_ADDRSTRLEN); "" when unknown. For the control plane's
+  // decisions (the Custom hook's `address`), never per message.
+  virtual void peer_address(const Stream* s, char* out, size_t cap) const = 0;
+
   // Any thread: makes wait() return and call on_wake() soon.
   virtual void wake() = 0;
 };

@@ -1,4 +1,6 @@
 // epoll backend of Loop (io/loop.h): edge-triggered, one epoll_ctl per connection for its whole life.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -265,6 +267,20 @@ class EpollLoop final : public Loop {
   size_t size() const override { return open_; }
 
   uint64_t bytes_written() const override { return bytes_written_; }
+
+  void peer_address(const Stream* s, char* out, size_t cap) const override {
+    out[0] = '\0';
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    if (getpeername(s->fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
+    if (peer.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, out, static_cast<socklen_t>(cap));
+    } else if (peer.ss_family == AF_INET6) {
+      const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr;
+      if (IN6_IS_ADDR_V4MAPPED(&a)) inet_ntop(AF_INET, a.s6_addr + 12, out, static_cast<socklen_t>(cap));
+      else inet_ntop(AF_INET6, &a, out, static_cast<socklen_t>(cap));
+    }
+  }
 
   void wake() override {
     uint64_t one = 1;

@@ -32,17 +32,32 @@
 
 #include "io/frame.h"
 #include "pubsub/cache.h"
+#include "pubsub/permissions.h"
 #include "pubsub/protocol.h"
 #include "pubsub/subject.h"
 #include "runtime/counters.h"
 
 namespace starling {
 
+// Entitlement (PROTOCOL.md): whether SUB and PUB are checked, and against what before a token is accepted.
+struct EntitlementOptions {
+  bool on = false;                          // Entitlement != None
+  const Permissions* anonymous = nullptr;   // a connection without an accepted token (on: never nullptr) —
+                                            // Basic: subscribe to everything; JWT, Custom: nothing
+  uint32_t renew_before_s = 60;             // "AUTH expiring" this long before the token expires
+};
+
+// At most this many AUTH commands of one connection cross to the control plane per pass (a second); more
+// are answered "AUTH invalid too many" at once. One crossing at a time per connection already (its later
+// commands wait for the decision); this bounds the control plane's work a single client can cause.
+constexpr uint8_t kMaxAuthsPerPass = 4;
+
 struct BrokerOptions {
   uint64_t max_message = 65536;      // MaxMessageSize
   uint32_t max_subscriptions = 1000; // MaxSubscriptionsPerConnection
   uint64_t max_backlog = 1 << 20;    // MaxBacklog: what the recovery and history answers of one SUB may hold
   CacheOptions cache;                // this workgroup's share of the history cache (max_bytes 0: off)
+  EntitlementOptions entitlement;
 };
 
 // How a Broker reaches the rest of its workgroup. Every method runs on the workgroup's thread.
@@ -64,6 +79,9 @@ class BrokerHost {
   virtual void send(Subscriber* c, Frame* f) = 0;
   // A connection paused by on_command (false) may read again; its kept input is parsed by the host.
   virtual void resume(Subscriber* c) = 0;
+  // Hands `token` (1..kMaxTokenLen bytes, valid during the call) to the control plane for a decision. The
+  // host pauses c until it calls Broker::decided for it (on_command then returns false).
+  virtual void authenticate(Subscriber* c, std::string_view token) = 0;
 };
 
 // Room a publish payload is placed behind, so the home can write "MSG <subject> <epoch>:<seq>\n" and the
@@ -88,6 +106,19 @@ class Broker {
   bool on_command(Subscriber* c, uint8_t opcode, uint8_t* p, size_t len);
   // The connection left: drops its subscriptions and any held publish (never acknowledged).
   void on_leave(Subscriber* c);
+
+  // Entitlement. authenticate: "AUTH <token>" (also a token given on the upgrade URL): answered at once
+  // (entitlement off: "AUTH ok 0"; too large; too many AUTH this pass) and true, or handed to the host
+  // (BrokerHost::authenticate) and false: c waits. decided: the control plane's answer — perms (one
+  // reference, consumed) and expiry (unix s, 0: never) for an accepted token, else nullptr and why. An
+  // accepted token replaces the one in force ("AUTH ok <expiry>"), and every subscription it no longer
+  // grants is dropped with "ERR forbidden <subject>: ..."; a refused one leaves it in force ("AUTH invalid").
+  bool authenticate(Subscriber* c, std::string_view token);
+  void decided(Subscriber* c, Permissions* perms, uint32_t expiry, std::string_view detail);
+  // Once a pass, for each open connection: "AUTH expiring <s>" once within renew_before_s of its token's
+  // expiry; at or past it "AUTH expired" and kExpired (the host closes it with 1008). Resets the AUTH count.
+  enum class Expiry : uint8_t { kFine, kExpired };
+  Expiry check_expiry(Subscriber* c, uint64_t now_s);
 
   // From the inbox. on_publish / on_request: this workgroup is the subject's home (they consume one
   // reference to each argument); call only while accepting(). on_deliver: for the local subscribers
@@ -116,6 +147,8 @@ class Broker {
 
  private:
   // dispatch.cc
+  // What entitlement says about c doing `access` on subject: empty when allowed, else why not.
+  std::string_view refusal(const Subscriber* c, Access access, std::string_view subject) const;
   bool on_sub(Subscriber* c, const Command& cmd);
   void on_unsub(Subscriber* c, std::string_view subjects);
   bool on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id, std::string_view body,

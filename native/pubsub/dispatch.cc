@@ -50,11 +50,93 @@ bool Broker::on_command(Subscriber* c, uint8_t opcode, uint8_t* p, size_t len) {
       reply(c, out, n);
       return true;
     }
+    case Cmd::Auth:
+      return authenticate(c, cmd.id);
     case Cmd::Invalid:
       reply_err(c, cmd.error, cmd.id, cmd.detail());
       return true;
   }
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Entitlement
+
+std::string_view Broker::refusal(const Subscriber* c, Access access, std::string_view subject) const {
+  if (access == kAccessPublish && (c->entitle & kEntitleAddressMayNotPublish))
+    return "publishing is not allowed from this address (PublishAllowFromAddressList)";
+  if (!opt_.entitlement.on) return {};
+  const Permissions* p = c->perms ? c->perms : opt_.entitlement.anonymous;
+  if (p->allows(access, subject)) return {};
+  return c->perms ? "not permitted by the token" : "not permitted without a token; send AUTH <token> first";
+}
+
+bool Broker::authenticate(Subscriber* c, std::string_view token) {
+  if (!opt_.entitlement.on) {  // nothing to check: everything is allowed, for ever
+    reply(c, "AUTH ok 0", 9);
+    return true;
+  }
+  if (token.size() > kMaxTokenLen) {
+    counters_.add(k_auth_denied);
+    std::string text = "AUTH invalid too large (" + std::to_string(token.size()) + " bytes, at most " +
+                       std::to_string(kMaxTokenLen) + ")";
+    reply(c, text.data(), text.size());
+    return true;
+  }
+  if (c->auths >= kMaxAuthsPerPass) {
+    counters_.add(k_auth_denied);
+    std::string text = "AUTH invalid too many AUTH commands (at most " + std::to_string(kMaxAuthsPerPass) +
+                       " a second); the token in force stays";
+    reply(c, text.data(), text.size());
+    return true;
+  }
+  c->auths++;
+  host_.authenticate(c, token);
+  return false;
+}
+
+void Broker::decided(Subscriber* c, Permissions* perms, uint32_t expiry, std::string_view detail) {
+  if (!perms) {
+    counters_.add(k_auth_denied);
+    std::string text = "AUTH invalid ";
+    text.append(detail.data(), detail.size());
+    reply(c, text.data(), text.size());
+    return;
+  }
+  counters_.add(k_auth_ok);
+  if (c->perms) c->perms->unref();
+  c->perms = perms;
+  c->expiry = expiry;
+  c->entitle &= static_cast<uint8_t>(~kEntitleWarned);
+  std::string text = "AUTH ok " + std::to_string(expiry);
+  reply(c, text.data(), text.size());
+  // Revocation by renewal: what the new token does not grant is dropped (downwards: unsubscribe moves the
+  // last subscription into the slot it frees).
+  for (uint32_t k = c->nsubs; k-- > 0;) {
+    Subject* s = c->subs[k].subject;
+    if (perms->allows(kAccessSubscribe, s->name())) continue;
+    std::string detail_text = std::string(s->name()) + ": not permitted by the renewed token";
+    counters_.add(k_denied_subscribes);
+    reply_err(c, ErrCode::kForbidden, {}, detail_text);
+    unsubscribe(c, k);
+  }
+}
+
+Broker::Expiry Broker::check_expiry(Subscriber* c, uint64_t now_s) {
+  c->auths = 0;
+  if (!c->expiry) return Expiry::kFine;
+  if (now_s >= c->expiry) {
+    counters_.add(k_auth_expired);
+    reply(c, "AUTH expired", 12);
+    return Expiry::kExpired;
+  }
+  const uint64_t left = c->expiry - now_s;
+  if (left <= opt_.entitlement.renew_before_s && !(c->entitle & kEntitleWarned)) {
+    c->entitle |= kEntitleWarned;
+    std::string text = "AUTH expiring " + std::to_string(left);
+    reply(c, text.data(), text.size());
+  }
+  return Expiry::kFine;
 }
 
 bool Broker::on_sub(Subscriber* c, const Command& cmd) {
@@ -66,7 +148,14 @@ bool Broker::on_sub(Subscriber* c, const Command& cmd) {
   std::string_view rest = cmd.subjects;  // (after "conflate=<ms>")
   for (std::string_view token = next_token(&rest); !token.empty(); token = next_token(&rest)) {
     Spec spec = parse_spec(token);
-    if (find(c, spec.subject) < 0) fresh.push_back(spec);
+    if (find(c, spec.subject) >= 0) continue;
+    const std::string_view why = refusal(c, kAccessSubscribe, spec.subject);
+    if (!why.empty()) {  // (answered once per spec; a subject repeated in the SUB is refused each time)
+      counters_.add(k_denied_subscribes);
+      reply_err(c, ErrCode::kForbidden, {}, std::string(spec.subject) + ": " + std::string(why));
+      continue;
+    }
+    fresh.push_back(spec);
   }
   std::stable_sort(fresh.begin(), fresh.end(), [](const Spec& a, const Spec& b) { return a.subject < b.subject; });
   fresh.erase(std::unique(fresh.begin(), fresh.end(), [](const Spec& a, const Spec& b) { return a.subject == b.subject; }),
@@ -121,6 +210,12 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
   if (subject.compare(0, kReservedPrefix.size(), kReservedPrefix) == 0) {
     reply_err(c, ErrCode::kForbidden, id,
               std::string(subject) + ": subjects under /__starling__/ are published by the server only");
+    return true;
+  }
+  const std::string_view why = refusal(c, kAccessPublish, subject);
+  if (!why.empty()) {
+    counters_.add(k_denied_publishes);
+    reply_err(c, ErrCode::kForbidden, id, std::string(subject) + ": " + std::string(why));
     return true;
   }
   // With the cache on, a subject exists from its first publish (its home caches it for later history and

@@ -283,6 +283,19 @@ void parse_ping(std::string_view args, std::string_view body, Command* out) {
   out->id = token;
 }
 
+void parse_auth(std::string_view args, std::string_view body, Command* out) {
+  const std::string_view token = next_token(&args);
+  if (token.empty()) return fail(out, kBadCommand, "AUTH needs a token: \"AUTH <token>\"");
+  if (!args.empty()) {
+    Writer w = detail_writer(out);
+    w.put("AUTH takes one token (no spaces), got ").num(1 + count_tokens(args));
+    return fail(out, kBadCommand, w);
+  }
+  if (!body.empty()) return fail_body(out, "AUTH", body);
+  out->kind = Cmd::Auth;
+  out->id = token;
+}
+
 bool equals_ignoring_case(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t k = 0; k < a.size(); k++) {
@@ -295,14 +308,10 @@ bool equals_ignoring_case(std::string_view a, std::string_view b) {
 }
 
 void fail_unknown_verb(std::string_view verb, Command* out) {
-  constexpr std::string_view kCommands = "commands are SUB, UNSUB, PUB and PING (upper case)";
+  constexpr std::string_view kCommands = "commands are SUB, UNSUB, PUB, PING and AUTH (upper case)";
   Writer w = detail_writer(out);
-  if (verb == "AUTH") {
-    w.put("AUTH is reserved for a later protocol version; ").put(kCommands);
-    return fail(out, kBadCommand, w);
-  }
   w.put("unknown command \"").echo(verb, kMaxVerbEcho).put("\"; ");
-  for (std::string_view known : {"SUB", "UNSUB", "PUB", "PING"}) {
+  for (std::string_view known : {"SUB", "UNSUB", "PUB", "PING", "AUTH"}) {
     if (equals_ignoring_case(verb, known)) {
       w.put("commands are upper case: ").put(known);
       return fail(out, kBadCommand, w);
@@ -386,7 +395,8 @@ void parse_command(const uint8_t* msg, size_t len, Command* out) {
   if (verb == "UNSUB") return parse_subscription(Cmd::Unsub, args, body, out);
   if (verb == "PUB") return parse_pub(args, body, out);
   if (verb == "PING") return parse_ping(args, body, out);
-  return fail_unknown_verb(verb, out);  // includes the reserved AUTH
+  if (verb == "AUTH") return parse_auth(args, body, out);
+  return fail_unknown_verb(verb, out);
 }
 
 bool valid_subject(std::string_view s) {

@@ -27,6 +27,13 @@ constexpr uint32_t kMaxConflateMs = 60000;
 constexpr size_t kMaxHistoryDigits = 9;
 // A base-36 epoch token of a uint64_t has at most 13 characters.
 constexpr size_t kMaxEpochLen = 13;
+// "AUTH <token>": an entitlement token (a JWT, or the Basic allow-token) is at most this many bytes. Ample
+// for a header, the registered claims and a few dozen permission patterns; a longer one is answered
+// "AUTH invalid too large" without being looked at (nothing of it crosses to TypeScript).
+constexpr size_t kMaxTokenLen = 8192;
+// Longest AUTH command that gets an answer rather than a 1009 close: a WebSocket message may be this long
+// even when MaxMessageSize is smaller, so that "AUTH <token of kMaxTokenLen + 1 bytes>" still gets its answer.
+constexpr size_t kMaxAuthCommand = 5 + kMaxTokenLen + 64;
 
 // What one SUB token asks for (PROTOCOL.md v2).
 enum class SpecMode : uint8_t {
@@ -41,7 +48,7 @@ struct Spec {
   uint64_t seq = 0;     // kRecover: the last position the client holds; kHistory: n
 };
 
-enum class Cmd : uint8_t { Sub, Unsub, Pub, Ping, Invalid };
+enum class Cmd : uint8_t { Sub, Unsub, Pub, Ping, Auth, Invalid };
 
 // The `ERR <code>` codes of PROTOCOL.md. kNone: no error.
 enum class ErrCode : uint8_t { kNone, kBadCommand, kBadSubject, kTooLarge, kLimit, kForbidden };
@@ -57,7 +64,9 @@ struct Command {
   // been checked with valid_subject().
   std::string_view subjects;
   std::string_view subject;   // Pub
-  std::string_view id;        // Pub: the optional id (empty if none); Ping: the optional token
+  std::string_view id;        // Pub: the optional id (empty if none); Ping: the optional token; Auth: the
+                              // token (1 or more printable bytes without spaces; its length is not bounded
+                              // here: the caller answers one over kMaxTokenLen)
   std::string_view body;      // Pub: every byte after the first '\n' (may be empty)
   uint32_t conflate_ms = 0;   // Sub: "conflate=<ms>" (0: none)
   bool retained = false;      // Pub: "+retained"
@@ -81,7 +90,7 @@ struct Command {
 // are specs (parse_spec), PUB takes a subject, an optional id and an optional "+retained", PING an
 // optional token. Reserved verbs (AUTH) and everything else are bad-command, and so is a malformed
 // position or count in a SUB spec. A subject that fails valid_subject() is bad-subject.
-// Only PUB may have a body: SUB, UNSUB and PING with a non-empty body are bad-command. Every
+// Only PUB may have a body: SUB, UNSUB, PING and AUTH with a non-empty body are bad-command. Every
 // bad-command check comes before the bad-subject check.
 void parse_command(const uint8_t* msg, size_t len, Command* out);
 

@@ -1,5 +1,7 @@
 #include "pubsub/subject.h"
 
+#include "pubsub/permissions.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -27,6 +29,7 @@ void* xrealloc(void* p, size_t bytes) {
 
 Subscriber::~Subscriber() {
   if (subs != &one) std::free(subs);
+  if (perms) perms->unref();
 }
 
 int Subscriber::find(const Subject* s) const {

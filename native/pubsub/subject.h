@@ -27,6 +27,11 @@ namespace starling {
 struct Subject;
 struct Subscriber;
 struct Cache;
+class Permissions;
+
+// Subscriber::entitle flags.
+constexpr uint8_t kEntitleAddressMayNotPublish = 1;  // its address is not in PublishAllowFromAddressList
+constexpr uint8_t kEntitleWarned = 2;             // "AUTH expiring" was sent for the token in force
 
 // One entry of a subject's local subscriber list: the subscriber and the index of this subscription in
 // the subscriber's own list (so both sides can be removed in O(1) by swapping with the last entry).
@@ -56,6 +61,13 @@ struct Subscriber {
   uint32_t nsubs = 0;
   uint32_t capsubs = 1;
   SubSlot one{};
+  // Entitlement (PROTOCOL.md; set by the Broker): the permission set of the connection's token (one
+  // reference; nullptr: none accepted yet, the mode's anonymous set applies), when that token expires
+  // (unix seconds; 0: never), the kEntitle* flags, and the AUTH commands taken since the last pass.
+  Permissions* perms = nullptr;
+  uint32_t expiry = 0;
+  uint8_t entitle = 0;
+  uint8_t auths = 0;
 
   Subscriber() = default;
   Subscriber(const Subscriber&) = delete;

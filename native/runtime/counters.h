@@ -28,7 +28,7 @@ namespace starling {
   X(err_bad_subject, counter, "ERR bad-subject replies")                                                   \
   X(err_too_large, counter, "ERR too-large replies")                                                       \
   X(err_limit, counter, "ERR limit replies")                                                               \
-  X(err_forbidden, counter, "ERR forbidden replies (PUB to a server-only subject)")                         \
+  X(err_forbidden, counter, "ERR forbidden replies (a subject the connection's entitlement does not grant, or server-only)") \
   X(publish_pauses, counter, "publishes held (their connection paused) because the home could not take them") \
   X(deliveries_deferred, counter, "deliveries held back because a workgroup's inbox was full")             \
   X(alloc_failures, counter, "allocations refused (out of memory); the client that asked was shed")        \
@@ -40,7 +40,15 @@ namespace starling {
   X(history_requests, counter, "SUB <subject>#<n> answered from the cache")                                \
   X(messages_replayed, counter, "cached messages sent as recovered or history")                            \
   X(snapshots_sent, counter, "retained snapshots sent to new subscribers")                                 \
-  X(messages_conflated, counter, "messages not sent to a conflated subscription because a later one replaced them")
+  X(messages_conflated, counter, "messages not sent to a conflated subscription because a later one replaced them") \
+  X(auth_ok, counter, "tokens accepted (AUTH or ?token=): AUTH ok")                                          \
+  X(auth_denied, counter, "tokens refused: AUTH invalid")                                                    \
+  X(auth_expired, counter, "connections closed (1008) because their token expired without a renewal")      \
+  X(auth_waiting, gauge, "connections waiting for the decision on their token")                            \
+  X(auth_decisions, counter, "decisions on tokens made by the control plane (one per AUTH that crossed)")  \
+  X(auth_wait_ms, counter, "milliseconds connections waited for those decisions, in total (/ auth_decisions: the mean)") \
+  X(denied_subscribes, counter, "subjects of SUB refused by entitlement (ERR forbidden), renewals included") \
+  X(denied_publishes, counter, "PUB refused by entitlement or PublishAllowFromAddressList (ERR forbidden)")
 
 enum Counter : unsigned {
 #define STARLING_ENUM(name, kind, doc) k_##name,

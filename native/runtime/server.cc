@@ -104,6 +104,15 @@ Server::Server(ServerOptions options) : options_(std::move(options)), registry_(
       listen_fds_.push_back(open_listener(a, &port));
       ports_.push_back(port);
     }
+    parse_publish_allow();
+    if (options_.entitlement != EntitlementMode::kNone) {
+      // Basic: anyone may subscribe to anything ("/*" grants every subject); JWT, Custom: nothing.
+      std::vector<PermissionEntry> anyone;
+      if (options_.entitlement == EntitlementMode::kBasic) anyone.push_back(PermissionEntry{kAccessSubscribe, "/*"});
+      std::string problem;
+      anonymous_ = Permissions::build(anyone, &problem);
+      if (!anonymous_) throw std::bad_alloc();
+    }
     for (unsigned i = 0; i < options_.workgroups; i++) workgroups_.emplace_back(new Workgroup(*this, i));
     acceptor_wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (acceptor_wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
@@ -118,6 +127,8 @@ Server::Server(ServerOptions options) : options_(std::move(options)), registry_(
   } catch (...) {
     for (int fd : listen_fds_) close(fd);
     if (acceptor_wake_fd_ >= 0) close(acceptor_wake_fd_);
+    workgroups_.clear();
+    if (anonymous_) anonymous_->unref();
     throw;
   }
 }
@@ -127,6 +138,92 @@ Server::~Server() {
   for (int fd : listen_fds_) close(fd);
   if (acceptor_wake_fd_ >= 0) close(acceptor_wake_fd_);
   if (reserve_fd_ >= 0) close(reserve_fd_);
+  workgroups_.clear();   // (their brokers borrow anonymous_)
+  if (anonymous_) anonymous_->unref();
+}
+
+void Server::parse_publish_allow() {
+  for (const std::string& entry : options_.publish_allow) {
+    Cidr c{};
+    const size_t slash = entry.find('/');
+    const std::string address = entry.substr(0, slash);
+    c.family = address.find(':') == std::string::npos ? AF_INET : AF_INET6;
+    const unsigned max_bits = c.family == AF_INET ? 32 : 128;
+    c.bits = slash == std::string::npos ? max_bits : static_cast<unsigned>(std::strtoul(entry.c_str() + slash + 1, nullptr, 10));
+    if (inet_pton(c.family, address.c_str(), c.bytes) != 1 || c.bits > max_bits)
+      throw std::runtime_error("PublishAllowFromAddressList: not an address or network: " + entry);
+    publish_allow_.push_back(c);
+  }
+}
+
+bool Server::may_publish_from(const sockaddr_storage& peer) const {
+  if (publish_allow_.empty()) return true;
+  int family = peer.ss_family;
+  const uint8_t* bytes;
+  if (family == AF_INET) {
+    bytes = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr);
+  } else {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr;
+    bytes = a.s6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a)) {  // an IPv4 client of a dual-stack listener
+      family = AF_INET;
+      bytes += 12;
+    }
+  }
+  for (const Cidr& c : publish_allow_) {
+    if (c.family != family) continue;
+    const unsigned whole = c.bits / 8, rest = c.bits % 8;
+    if (std::memcmp(c.bytes, bytes, whole) != 0) continue;
+    if (rest && ((c.bytes[whole] ^ bytes[whole]) & static_cast<uint8_t>(0xff << (8 - rest)))) continue;
+    return true;
+  }
+  return false;
+}
+
+void Server::set_auth_notify(std::function<void()> notify) {
+  std::lock_guard<std::mutex> lock(auth_lock_);
+  auth_notify_ = std::move(notify);
+}
+
+void Server::submit_auth(std::vector<AuthRequest>& batch) {
+  std::lock_guard<std::mutex> lock(auth_lock_);
+  const bool was_empty = auth_requests_.empty();
+  if (was_empty) {
+    auth_requests_.swap(batch);
+  } else {
+    auth_requests_.reserve(auth_requests_.size() + batch.size());  // (may throw; then nothing moved)
+    for (AuthRequest& r : batch) auth_requests_.push_back(std::move(r));
+  }
+  batch.clear();
+  // Under the lock, so that set_auth_notify(nullptr) is a barrier (a non-blocking queue push: short).
+  if (was_empty && auth_notify_) auth_notify_();
+}
+
+std::vector<AuthRequest> Server::take_auth_requests() {
+  std::vector<AuthRequest> out;
+  {
+    std::lock_guard<std::mutex> lock(auth_lock_);
+    out.swap(auth_requests_);
+  }
+  size_t bytes = 0;  // charged by the workgroups that asked (Workgroup::authenticate)
+  for (const AuthRequest& r : out) bytes += r.token.size() + sizeof(AuthRequest);
+  mem::release(bytes);
+  return out;
+}
+
+void Server::decide(std::vector<AuthDecision>& batch) {
+  // Grouped by workgroup, so each is woken once and takes its share in one lock.
+  std::vector<std::vector<AuthDecision>> by(workgroup_count());
+  for (AuthDecision& d : batch) {
+    if (d.wg < workgroup_count()) {
+      by[d.wg].push_back(std::move(d));
+    } else if (d.perms) {
+      d.perms->unref();
+    }
+  }
+  batch.clear();
+  for (unsigned w = 0; w < workgroup_count(); w++)
+    if (!by[w].empty()) workgroups_[w]->push_decisions(by[w]);
 }
 
 void Server::start() {
@@ -226,7 +323,7 @@ void Server::accept_ready(int listen_fd, uint64_t* wake_mask, Poller& poller) {
     if (options_.receive_buffer > 0)
       setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options_.receive_buffer, sizeof options_.receive_buffer);
     unsigned w = pick_workgroup(peer);
-    if (!workgroups_[w]->push_conn(fd)) {
+    if (!workgroups_[w]->push_conn(fd, !may_publish_from(peer))) {
       refuse(fd);
       continue;
     }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "io/poller.h"
+#include "pubsub/permissions.h"
 #include "pubsub/subject.h"
 #include "runtime/workgroup.h"
 
@@ -21,6 +23,14 @@ namespace starling {
 struct ListenAddress {
   std::string host;   // numeric IPv4/IPv6 or a name (resolved once, first address used)
   uint16_t port;      // 0: ephemeral (see Server::ports)
+};
+
+// Entitlement modes as the native side sees them: whether anything is checked, and what a connection may do
+// before a token of it is accepted (PROTOCOL.md "Entitlement"). JWT and Custom differ only in TypeScript.
+enum class EntitlementMode : uint8_t {
+  kNone,    // nothing is checked (PublishAllowFromAddressList still is)
+  kBasic,   // anyone may subscribe; publishing needs an accepted token
+  kToken,   // JWT, Custom: nothing without an accepted token
 };
 
 // Plain copy of the validated configuration (validation happens in TypeScript, src/config).
@@ -42,6 +52,28 @@ struct ServerOptions {
   uint64_t cache_size = 0;           // history cache bytes, all subjects (CacheSize); 0: no cache
   uint32_t max_cached_messages = 1000;  // per subject (MaxCachedMessagesPerSubject)
   uint64_t cache_expire_ms = 180000; // CacheExpireTime; 0: never
+  EntitlementMode entitlement = EntitlementMode::kNone;
+  uint32_t renew_before_s = 60;      // Entitlement.RenewBefore
+  // PublishAllowFromAddressList: "<address>/<bits>" (IPv4 or IPv6, checked in TypeScript); empty: every
+  // address may publish.
+  std::vector<std::string> publish_allow;
+};
+
+// A token for the control plane to decide on: asked by workgroup `wg` for its connection `id`.
+struct AuthRequest {
+  uint32_t wg;
+  uint32_t id;
+  std::string token;
+  std::string address;   // the peer's (Loop::peer_address)
+};
+// The control plane's answer: perms (one reference, moved to the connection) and expiry (unix s, 0: never)
+// for an accepted token; nullptr and why (printable ASCII) for a refused one.
+struct AuthDecision {
+  uint32_t wg;
+  uint32_t id;
+  Permissions* perms;
+  uint32_t expiry;
+  std::string detail;
 };
 
 // Server-wide counters, after the per-workgroup ones in read_counters().
@@ -79,6 +111,21 @@ class Server {
   enum class Published { kRouted, kNoSubscribers, kOverflow, kBadSubject };
   Published publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary);
 
+  // Entitlement (THREADS.md "Decisions"). set_auth_notify: from the control thread; `notify` is called from
+  // a workgroup thread, under the requests' lock, when requests wait and none waited before (at most once
+  // until the next take_auth_requests); set_auth_notify(nullptr) returns once no call is running, and none
+  // follows. submit_auth: workgroups hand over their iteration's requests (the vector is
+  // emptied). take_auth_requests: the control thread takes every waiting request. decide: the control
+  // thread's answers, handed to their workgroups (answers for connections gone meanwhile are dropped there).
+  void set_auth_notify(std::function<void()> notify);
+  void submit_auth(std::vector<AuthRequest>& batch);
+  std::vector<AuthRequest> take_auth_requests();
+  void decide(std::vector<AuthDecision>& batch);
+  // What a connection may do before a token of it is accepted (nullptr with EntitlementMode::kNone).
+  const Permissions* anonymous() const { return anonymous_; }
+  // Whether a peer may publish (PublishAllowFromAddressList).
+  bool may_publish_from(const sockaddr_storage& peer) const;
+
   // Number of doubles read_counters() writes: workgroups * kCounterCount + server counters.
   size_t counter_slots() const;
   void read_counters(double* out) const;
@@ -99,6 +146,7 @@ class Server {
   void accept_ready(int listen_fd, uint64_t* wake_mask, Poller& poller);
   void refuse(int fd);
   unsigned pick_workgroup(const sockaddr_storage& peer);
+  void parse_publish_allow();
 
   ServerOptions options_;
   Registry registry_;
@@ -117,6 +165,16 @@ class Server {
   uint64_t max_connections_ = 0;
   bool listening_paused_ = false;   // the fd table is full and no spare descriptor is left: retry later
   std::mutex control_lock_;   // serialises producer_control() across JavaScript threads
+  struct Cidr {
+    int family;               // AF_INET, AF_INET6
+    uint8_t bytes[16];
+    unsigned bits;
+  };
+  std::vector<Cidr> publish_allow_;
+  Permissions* anonymous_ = nullptr;
+  std::function<void()> auth_notify_;
+  std::mutex auth_lock_;      // guards auth_requests_ (held only to append or swap)
+  std::vector<AuthRequest> auth_requests_;
 };
 
 }  // namespace starling

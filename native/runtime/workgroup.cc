@@ -16,6 +16,7 @@
 
 #include "io/reset.h"
 #include "runtime/server.h"
+#include "transport/http_upgrade.h"
 
 namespace starling {
 
@@ -65,6 +66,7 @@ uint64_t monotonic_ms() {
 // allocation. An idle subscribed connection is this struct (72 bytes) and the subject's list entry.
 struct Conn : Stream, Subscriber, WsSession {
   uint32_t index = 0;        // in Workgroup::conns_
+  uint32_t auth_id = 0;      // in Workgroup::awaiting_: paused until the decision on its token (0: none)
   bool backlogged = false;   // in Workgroup::backlogged_: paused until its backlog is under MaxBacklog
 };
 
@@ -81,9 +83,10 @@ Workgroup::Workgroup(Server& server, unsigned index)
   loop_ = Loop::create(*this, LoopOptions{o.max_backlog, o.max_backlog_ms});
   // Each workgroup caches the subjects it is home of within an equal share of CacheSize.
   CacheOptions cache{o.max_cached_messages, o.cache_expire_ms, o.cache_size / server.workgroup_count()};
+  EntitlementOptions entitlement{o.entitlement != EntitlementMode::kNone, server.anonymous(), o.renew_before_s};
   broker_ = std::make_unique<Broker>(server.registry(), index,
-                                     BrokerOptions{o.max_message, o.max_subscriptions, o.max_backlog, cache}, *this,
-                                     counters_);
+                                     BrokerOptions{o.max_message, o.max_subscriptions, o.max_backlog, cache, entitlement},
+                                     *this, counters_);
   unsigned n = server.workgroup_count();
   for (unsigned p = 0; p <= n; p++)  // n: the control thread (Server::publish)
     publish_.emplace_back(p == index ? nullptr : new SpscRing<Envelope>(kPublishRing));
@@ -105,7 +108,23 @@ Workgroup::~Workgroup() {
           delete e.request;
         }
       }
+  for (AuthDecision& d : decisions_)
+    if (d.perms) d.perms->unref();
   broker_.reset();
+}
+
+void Workgroup::push_decisions(std::vector<AuthDecision>& batch) {
+  {
+    std::lock_guard<std::mutex> lock(decisions_lock_);
+    if (decisions_.empty()) {
+      decisions_.swap(batch);
+    } else {
+      for (AuthDecision& d : batch) decisions_.push_back(std::move(d));
+    }
+    decisions_pending_.store(true, std::memory_order_release);
+  }
+  batch.clear();
+  wake();
 }
 
 void Workgroup::start(int cpu) {
@@ -157,6 +176,8 @@ void Workgroup::run() {
       loop_->set_now(now_ms_);
       broker_->set_now(now_ms_);
       drain_inbox();
+      // (Not in drain_inbox: a decision resumes its connection, whose commands must not run inside a flush.)
+      if (decisions_pending_.load(std::memory_order_acquire)) apply_decisions();
       broker_->retry();
       broker_->flush_conflated();
       enforce_memory();
@@ -169,6 +190,7 @@ void Workgroup::run() {
         next_pass = now_ms_ + kPassMs;
       }
       if (!backlogged_.empty()) resume_drained();  // (their backlogs as the last writes left them)
+      if (!auth_out_.empty()) server_.submit_auth(auth_out_);  // this iteration's tokens, in one batch
       loop_->flush();
     } catch (const std::bad_alloc&) {
       // The last line of defence: a container of the broker (a held publish, a name index) could not grow.
@@ -211,7 +233,7 @@ void Workgroup::drain_inbox() {
       ::close(e.fd);
       server_.connection_closed();
     } else {
-      adopt(e.fd);
+      adopt(e.fd, e.may_not_publish);
     }
   }
   // Deliveries first and always: queuing to a local connection never waits, so homes that deferred
@@ -242,11 +264,21 @@ void Workgroup::drain_inbox() {
 void Workgroup::pass() {
   broker_->pass();  // expired cache entries
   unsigned keepalive = server_.options().keepalive_s;
+  const bool entitled = server_.options().entitlement != EntitlementMode::kNone;
+  const uint64_t now_s = static_cast<uint64_t>(time(nullptr));
   for (Conn* c : conns_) {
     if (WsEngine::handshake_expired(c)) {
       counters_.add(k_http_errors);
       engine_.fail(c, *this, 0);
       continue;
+    }
+    if (entitled && c->ws_state == WsState::kOpen) {
+      bool expired = false;
+      shed_on_failure(c, [&] { expired = broker_->check_expiry(c, now_s) == Broker::Expiry::kExpired; });
+      if (expired) {
+        engine_.fail(c, *this, kClosePolicy);  // after "AUTH expired", queued ahead of the close frame
+        continue;
+      }
     }
     if (keepalive && engine_.keepalive_pass(c, *this, keepalive) == WsEngine::Keepalive::kDead) {
       counters_.add(k_keepalive_closes);
@@ -292,7 +324,7 @@ void Workgroup::begin_shutdown() {
   loop_->flush();
 }
 
-void Workgroup::adopt(int fd) {
+void Workgroup::adopt(int fd, bool may_not_publish) {
   Conn* c = new (std::nothrow) Conn();
   if (!c) {
     counters_.add(k_alloc_failures);
@@ -320,6 +352,7 @@ void Workgroup::adopt(int fd) {
   mem::charge(sizeof(Conn) + mem::kMallocOverhead);
   counters_.add(k_connections);
   c->index = static_cast<uint32_t>(conns_.size() - 1);
+  if (may_not_publish) c->entitle |= kEntitleAddressMayNotPublish;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -365,6 +398,10 @@ void Workgroup::on_closed(Stream* s) {
     backlogged_.pop_back();
   }
   broker_->on_leave(c);   // (already done when the session left kOpen; closes by the loop land here)
+  if (c->auth_id) {       // its decision, when it comes, finds nobody
+    awaiting_.erase(c->auth_id);
+    counters_.sub(k_auth_waiting);
+  }
   engine_.release(c);
   Conn* last = conns_.back();
   conns_[c->index] = last;
@@ -384,7 +421,63 @@ bool Workgroup::send(WsSession* s, Frame* f) { return loop_->send(conn_of(s), f)
 
 void Workgroup::close(WsSession* s, CloseMode mode) { loop_->close(conn_of(s), mode); }
 
-void Workgroup::on_open(WsSession*) { counters_.add(k_handshakes); }
+Verdict Workgroup::on_open(WsSession* s, std::string_view token) {
+  counters_.add(k_handshakes);
+  if (token.empty()) return Verdict::kContinue;
+  // "?token=": as if the connection's first command were "AUTH <token>" (its answer is the first message).
+  Conn* c = conn_of(s);
+  std::string decoded(token.size(), '\0');  // (decoding never lengthens; the head is at most kMaxRequestHead)
+  const long n = percent_decode(token, decoded.data(), decoded.size());
+  bool printable = n > 0;
+  for (long k = 0; printable && k < n; k++) printable = decoded[k] > ' ' && decoded[k] <= '~';
+  if (!printable) {
+    broker_->decided(c, nullptr, 0, "malformed token parameter: percent-encoded printable ASCII without spaces expected");
+    return Verdict::kContinue;
+  }
+  if (broker_->authenticate(c, std::string_view(decoded.data(), static_cast<size_t>(n)))) return Verdict::kContinue;
+  loop_->pause(c);
+  return Verdict::kPause;
+}
+
+void Workgroup::authenticate(Subscriber* sub, std::string_view token) {
+  Conn* c = conn_of(sub);
+  if (++next_auth_id_ == 0) ++next_auth_id_;  // 0 means "none"
+  char address[64];
+  loop_->peer_address(c, address, sizeof address);
+  auth_out_.push_back(AuthRequest{index_, next_auth_id_, std::string(token), std::string(address)});
+  mem::charge(token.size() + sizeof(AuthRequest));   // released when the control thread takes it
+  awaiting_.emplace(next_auth_id_, Waiting{c, now_ms_});
+  c->auth_id = next_auth_id_;
+  counters_.add(k_auth_waiting);
+}
+
+void Workgroup::apply_decisions() {
+  std::vector<AuthDecision> batch;
+  {
+    std::lock_guard<std::mutex> lock(decisions_lock_);
+    batch.swap(decisions_);
+    decisions_pending_.store(false, std::memory_order_relaxed);
+  }
+  for (AuthDecision& d : batch) {
+    auto it = awaiting_.find(d.id);
+    if (it == awaiting_.end()) {  // the connection left meanwhile
+      if (d.perms) d.perms->unref();
+      continue;
+    }
+    Conn* c = it->second.conn;
+    counters_.add(k_auth_decisions);
+    counters_.add(k_auth_wait_ms, now_ms_ - it->second.since_ms);
+    counters_.sub(k_auth_waiting);
+    awaiting_.erase(it);
+    c->auth_id = 0;
+    if (c->ws_state != WsState::kOpen) {
+      if (d.perms) d.perms->unref();
+      continue;
+    }
+    shed_on_failure(c, [&] { broker_->decided(c, d.perms, d.expiry, d.detail); });
+    resume(c);
+  }
+}
 
 Verdict Workgroup::on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) {
   Conn* c = conn_of(s);

@@ -7,7 +7,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "io/loop.h"
@@ -20,11 +23,14 @@
 namespace starling {
 
 class Server;
+struct AuthDecision;
+struct AuthRequest;
 
 // What crosses from one thread to a workgroup. Subject and Frame pointers carry one reference each,
 // which the receiving workgroup drops.
 struct Envelope {
   int fd = -1;               // new connection: an accepted, non-blocking socket the workgroup now owns
+  bool may_not_publish = false;  // ... whose address is not in PublishAllowFromAddressList
   Subject* subject = nullptr;
   Frame* frame = nullptr;    // publish: the payload behind publish_headroom(); delivery: the framed MSG
   Request* request = nullptr;  // instead of a frame: a SUB spec for the home (publish ring), its answer
@@ -46,13 +52,17 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
 
   // Rings into this workgroup, each with one producer thread (THREADS.md). False when full: the
   // envelope's references stay with the caller, who pushes back (never drops).
-  bool push_conn(int fd) { return accept_ring_.push(Envelope{fd, nullptr, nullptr, nullptr}); }
+  bool push_conn(int fd, bool may_not_publish) {
+    return accept_ring_.push(Envelope{fd, may_not_publish, nullptr, nullptr, nullptr});
+  }
   bool push_publish(unsigned producer, Subject* s, Frame* f, Request* r = nullptr) {
-    return publish_[producer]->push(Envelope{-1, s, f, r});
+    return publish_[producer]->push(Envelope{-1, false, s, f, r});
   }
   bool push_deliver(unsigned producer, Subject* s, Frame* f, Request* r = nullptr) {
-    return deliver_[producer]->push(Envelope{-1, s, f, r});
+    return deliver_[producer]->push(Envelope{-1, false, s, f, r});
   }
+  // The control thread's decisions on tokens this workgroup asked about (the vector is emptied); wakes it.
+  void push_decisions(std::vector<AuthDecision>& batch);
   // Any thread: makes the workgroup drain its inbox soon. Costs one eventfd write only when the
   // workgroup may be asleep (it has not drained since the last wake).
   void wake();
@@ -68,7 +78,8 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   void enforce_memory();
   bool over_budget() const;
   void begin_shutdown();
-  void adopt(int fd);
+  void adopt(int fd, bool may_not_publish);
+  void apply_decisions();
   template <typename F>
   void shed_on_failure(Conn* c, F&& handle);
   bool over_backlog(Conn* c) const;
@@ -85,7 +96,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   // SessionHost (transport)
   bool send(WsSession* s, Frame* f) override;
   void close(WsSession* s, CloseMode mode) override;
-  void on_open(WsSession* s) override;
+  Verdict on_open(WsSession* s, std::string_view token) override;
   Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) override;
   void on_leave(WsSession* s, uint16_t code) override;
   void on_http_error(WsSession* s) override;
@@ -97,6 +108,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   bool post_answer(unsigned w, Subject* s, Request* r) override;
   void send(Subscriber* c, Frame* f) override;
   void resume(Subscriber* c) override;
+  void authenticate(Subscriber* c, std::string_view token) override;
 
   Server& server_;
   const unsigned index_;
@@ -122,6 +134,19 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   // command — one read may carry many commands, each answered with up to MaxBacklog (a recovery).
   std::vector<Conn*> backlogged_;
   uint64_t wake_mask_ = 0;           // workgroups to wake at the end of this iteration
+  // Entitlement decisions (THREADS.md "Decisions"): this iteration's requests, handed to the Server at its
+  // end; the connections waiting for a decision, by request id (Conn::auth_id), with when they asked; the
+  // decisions the control thread handed back.
+  std::vector<AuthRequest> auth_out_;
+  struct Waiting {
+    Conn* conn;
+    uint64_t since_ms;
+  };
+  std::unordered_map<uint32_t, Waiting> awaiting_;
+  uint32_t next_auth_id_ = 0;
+  std::mutex decisions_lock_;        // guards decisions_ (held only to append or swap)
+  std::vector<AuthDecision> decisions_;
+  std::atomic<bool> decisions_pending_{false};
 };
 
 }  // namespace starling

@@ -147,6 +147,8 @@ class Host : public SessionHost {
   std::vector<uint16_t> leaves;         // every on_leave code
   std::vector<Message> messages;        // every on_message
   int opens = 0, http_errors = 0, nomems = 0;
+  std::string open_token;       // the token query parameter on_open was given
+  bool pause_on_open = false;   // on_open answers kPause (a token being decided)
   size_t close_frames_sent = 0;         // close frames among `sent`
   std::vector<std::string> violations;  // contract breaches seen (empty when all is well)
   bool refuse_send = false;             // send() fails (and drops the reference), as a full queue would
@@ -170,9 +172,11 @@ class Host : public SessionHost {
     return true;
   }
   void close(WsSession*, CloseMode mode) override { closes.push_back(mode); }
-  void on_open(WsSession*) override {
+  Verdict on_open(WsSession*, std::string_view token) override {
     if (opens) violations.push_back("second on_open");
     opens++;
+    open_token = std::string(token);
+    return pause_on_open ? Verdict::kPause : Verdict::kContinue;
   }
   Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) override {
     if (!closes.empty()) violations.push_back("on_message after close");

@@ -52,6 +52,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case Cmd::Ping:
       if (c.id.size() > kMaxIdLen) abort();
       break;
+    case Cmd::Auth:
+      // One token of printable bytes, no space, no body.
+      if (c.id.empty() || c.id.find(' ') != std::string_view::npos || !c.body.empty()) abort();
+      for (char ch : c.id)
+        if (ch < 0x21 || ch > 0x7e) abort();
+      break;
     case Cmd::Invalid: {
       // A detail is always given, within its bound, and printable ASCII (it is echoed in a text frame).
       const std::string_view d = c.detail();

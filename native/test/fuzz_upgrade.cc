@@ -31,6 +31,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (std::memcmp(data + r.head_len - 4, "\r\n\r\n", 4) != 0) abort();
       if (has_bare_lf(data, r.head_len)) abort();
       if (write_upgrade_response(r, out, sizeof out) == 0) abort();
+      // The token is a view into the request line; decoding it never writes past its buffer and never
+      // makes it longer.
+      if (r.token_len) {
+        if (r.token < reinterpret_cast<const char*>(data) ||
+            r.token + r.token_len > reinterpret_cast<const char*>(data) + r.head_len)
+          abort();
+        char decoded[kMaxRequestHead];
+        const long n = percent_decode(std::string_view(r.token, r.token_len), decoded, sizeof decoded);
+        if (n > static_cast<long>(r.token_len)) abort();
+      }
       break;
     default:
       if (r.head_len > size || r.reason == nullptr) abort();

@@ -1,6 +1,7 @@
 // Unit tests for broker.cc and dispatch.cc: a Broker over a real Registry of 2 workgroups, with a fake
 // BrokerHost whose rings can refuse posts (full), which records the frames sent to each subscriber and
 // the connections resumed. Plain Subscriber objects stand for connections.
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
@@ -92,6 +93,8 @@ class FakeBrokerHost : public BrokerHost {
     f->unref();
   }
   void resume(Subscriber* c) override { resumed.push_back(c); }
+  std::vector<std::string> tokens;  // asked of the control plane (authenticate), in order
+  void authenticate(Subscriber*, std::string_view token) override { tokens.emplace_back(token); }
 
   const std::vector<std::string>& to(const Subscriber& c) { return sent[&c]; }
 };
@@ -193,7 +196,7 @@ TEST(broker_ping_and_bad_commands_are_answered) {
   if (got.size() == 4) {
     CHECK_EQ(got[0], "PONG tok");
     CHECK_EQ(got[1], "PONG");
-    CHECK_EQ(got[2], "ERR bad-command unknown command \"HELLO\"; commands are SUB, UNSUB, PUB and PING (upper case)");
+    CHECK_EQ(got[2], "ERR bad-command unknown command \"HELLO\"; commands are SUB, UNSUB, PUB, PING and AUTH (upper case)");
     CHECK_EQ(got[3], "ERR bad-subject nope: must start with '/'");
   }
 }
@@ -829,4 +832,171 @@ TEST(conflation_sends_the_latest_once_per_interval) {
   CHECK(command(w.b0, pub, "PUB /q\n4"));   // within the interval that began at 1100: held
   w.b0.on_leave(&c);                        // the held frame is dropped with the subscription
   CHECK_EQ(w.host0.to(c).size(), 2u);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Entitlement
+
+namespace {
+
+Permissions* permissions(std::vector<std::pair<uint8_t, std::string>> entries) {
+  std::vector<PermissionEntry> list;
+  for (auto& [access, pattern] : entries) list.push_back(PermissionEntry{access, pattern});
+  std::string problem;
+  Permissions* p = Permissions::build(list, &problem);
+  CHECK(p != nullptr);
+  return p;
+}
+
+// An entitled broker pair: anonymous connections may do what `anonymous` grants (the mode's default).
+struct Entitled {
+  Permissions* anonymous;
+  World w;
+  explicit Entitled(std::vector<std::pair<uint8_t, std::string>> anon)
+      : anonymous(permissions(std::move(anon))), w(options(anonymous)) {}
+  ~Entitled() { anonymous->unref(); }
+  static BrokerOptions options(Permissions* anonymous) {
+    BrokerOptions o;
+    o.entitlement.on = true;
+    o.entitlement.anonymous = anonymous;
+    o.entitlement.renew_before_s = 60;
+    return o;
+  }
+};
+
+}  // namespace
+
+TEST(broker_without_entitlement_answers_auth_ok_0_without_asking) {
+  World w;
+  Subscriber c;
+  CHECK(command(w.b0, c, "AUTH anything"));
+  CHECK(w.host0.tokens.empty());
+  CHECK(w.host0.to(c) == std::vector<std::string>{"AUTH ok 0"});
+}
+
+TEST(broker_basic_anonymous_may_subscribe_but_not_publish_until_its_token_is_accepted) {
+  Entitled e({{kAccessSubscribe, "/*"}});
+  World& w = e.w;
+  Subscriber sub, pub;
+  CHECK(command(w.b0, sub, "SUB /a"));
+  CHECK(command(w.b0, pub, "PUB /a 7\nx"));
+  CHECK(w.host0.to(sub).empty());
+  CHECK(w.host0.to(pub) ==
+        std::vector<std::string>{"ERR forbidden 7 /a: not permitted without a token; send AUTH <token> first"});
+  CHECK_EQ(w.counters0.get(k_denied_publishes), 1u);
+  CHECK(!command(w.b0, pub, "AUTH secret-token"));  // waits for the decision
+  CHECK(w.host0.tokens == std::vector<std::string>{"secret-token"});
+  w.b0.decided(&pub, permissions({{kAccessAll, "/*"}}), 0, {});
+  CHECK(command(w.b0, pub, "PUB /a 8\ny"));
+  CHECK_EQ(w.host0.to(pub).back(), "ACK 8");
+  CHECK_EQ(w.host0.to(pub)[1], "AUTH ok 0");
+  CHECK_EQ(w.host0.to(sub).size(), 1u);
+  CHECK_EQ(w.counters0.get(k_auth_ok), 1u);
+  w.b0.on_leave(&sub);
+}
+
+TEST(broker_refused_subjects_get_err_forbidden_and_do_not_count_against_the_limit) {
+  Entitled e({});
+  World& w = e.w;
+  Subscriber c;
+  CHECK(!command(w.b0, c, "AUTH t"));
+  w.b0.decided(&c, permissions({{kAccessSubscribe, "/a/*"}, {kAccessPublish, "/p"}}), 2000000000, {});
+  CHECK(command(w.b0, c, "SUB /a/x /b /a /a/y/z"));
+  const auto& got = w.host0.to(c);
+  CHECK_EQ(got.size(), 3u);
+  if (got.size() == 3) {
+    CHECK_EQ(got[0], "AUTH ok 2000000000");
+    CHECK_EQ(got[1], "ERR forbidden /b: not permitted by the token");
+    CHECK_EQ(got[2], "ERR forbidden /a: not permitted by the token");
+  }
+  CHECK_EQ(c.nsubs, 2u);
+  CHECK_EQ(w.counters0.get(k_denied_subscribes), 2u);
+  CHECK(command(w.b0, c, "PUB /a/x 1\nz"));  // subscribe-only
+  CHECK_EQ(w.host0.to(c).back(), "ERR forbidden 1 /a/x: not permitted by the token");
+  CHECK(command(w.b0, c, "PUB /p 2\nz"));
+  CHECK_EQ(w.host0.to(c).back(), "ACK 2");
+  w.b0.on_leave(&c);
+}
+
+TEST(broker_renewal_that_drops_permissions_drops_those_subscriptions) {
+  Entitled e({});
+  World& w = e.w;
+  Subscriber c, pub;
+  command(w.b0, c, "AUTH t1");
+  w.b0.decided(&c, permissions({{kAccessSubscribe, "/*"}}), 0, {});
+  command(w.b0, pub, "AUTH p");
+  w.b0.decided(&pub, permissions({{kAccessPublish, "/*"}}), 0, {});
+  CHECK(command(w.b0, c, "SUB /keep /drop/1 /drop/2 /keep/too"));
+  CHECK_EQ(c.nsubs, 4u);
+  command(w.b0, c, "AUTH t2");
+  w.b0.decided(&c, permissions({{kAccessSubscribe, "/keep"}, {kAccessSubscribe, "/keep/*"}}), 0, {});
+  CHECK_EQ(c.nsubs, 2u);
+  std::vector<std::string> got = w.host0.to(c);
+  std::sort(got.begin() + 2, got.end());
+  CHECK(got == (std::vector<std::string>{"AUTH ok 0", "AUTH ok 0", "ERR forbidden /drop/1: not permitted by the renewed token",
+                                         "ERR forbidden /drop/2: not permitted by the renewed token"}));
+  command(w.b0, pub, "PUB /drop/1\nx");
+  command(w.b0, pub, "PUB /keep\ny");
+  CHECK_EQ(w.host0.to(c).size(), 5u);
+  CHECK_EQ(parse_msg(w.host0.to(c).back()).body, "y");
+  // A refused renewal leaves the token in force.
+  command(w.b0, c, "AUTH bad");
+  w.b0.decided(&c, nullptr, 0, "bad signature");
+  CHECK_EQ(w.host0.to(c).back(), "AUTH invalid bad signature");
+  CHECK_EQ(c.nsubs, 2u);
+  CHECK_EQ(w.counters0.get(k_auth_denied), 1u);
+  w.b0.on_leave(&c);
+}
+
+TEST(broker_expiry_warns_once_then_expires) {
+  Entitled e({});
+  World& w = e.w;
+  Subscriber c;
+  command(w.b0, c, "AUTH t");
+  w.b0.decided(&c, permissions({{kAccessSubscribe, "/*"}}), 1000, {});
+  CHECK(w.b0.check_expiry(&c, 900) == Broker::Expiry::kFine);
+  CHECK_EQ(w.host0.to(c).size(), 1u);
+  CHECK(w.b0.check_expiry(&c, 940) == Broker::Expiry::kFine);
+  CHECK_EQ(w.host0.to(c).back(), "AUTH expiring 60");
+  CHECK(w.b0.check_expiry(&c, 950) == Broker::Expiry::kFine);
+  CHECK_EQ(w.host0.to(c).size(), 2u);  // once
+  // A renewal re-arms the warning.
+  command(w.b0, c, "AUTH t2");
+  w.b0.decided(&c, permissions({{kAccessSubscribe, "/*"}}), 1100, {});
+  CHECK(w.b0.check_expiry(&c, 1045) == Broker::Expiry::kFine);
+  CHECK_EQ(w.host0.to(c).back(), "AUTH expiring 55");
+  CHECK(w.b0.check_expiry(&c, 1100) == Broker::Expiry::kExpired);
+  CHECK_EQ(w.host0.to(c).back(), "AUTH expired");
+  CHECK_EQ(w.counters0.get(k_auth_expired), 1u);
+}
+
+TEST(broker_auth_over_the_size_or_rate_bound_is_answered_without_asking) {
+  Entitled e({});
+  World& w = e.w;
+  Subscriber c;
+  CHECK(command(w.b0, c, "AUTH " + std::string(kMaxTokenLen + 1, 't')));
+  CHECK_EQ(w.host0.to(c).back(), "AUTH invalid too large (8193 bytes, at most 8192)");
+  CHECK(w.host0.tokens.empty());
+  for (unsigned i = 0; i < kMaxAuthsPerPass; i++) {
+    CHECK(!command(w.b0, c, "AUTH t"));
+    w.b0.decided(&c, nullptr, 0, "expired");
+  }
+  CHECK(command(w.b0, c, "AUTH t"));
+  CHECK_EQ(w.host0.to(c).back(), "AUTH invalid too many AUTH commands (at most 4 a second); the token in force stays");
+  CHECK_EQ(w.host0.tokens.size(), static_cast<size_t>(kMaxAuthsPerPass));
+  w.b0.check_expiry(&c, 1);  // the next pass
+  CHECK(!command(w.b0, c, "AUTH t"));
+  w.b0.decided(&c, nullptr, 0, "expired");
+}
+
+TEST(broker_address_not_in_the_allow_list_may_not_publish_even_without_entitlement) {
+  World w;
+  Subscriber c;
+  c.entitle |= kEntitleAddressMayNotPublish;
+  CHECK(command(w.b0, c, "PUB /a 1\nx"));
+  CHECK_EQ(w.host0.to(c).back(),
+           "ERR forbidden 1 /a: publishing is not allowed from this address (PublishAllowFromAddressList)");
+  CHECK(command(w.b0, c, "SUB /a"));
+  CHECK_EQ(c.nsubs, 1u);
+  w.b0.on_leave(&c);
 }

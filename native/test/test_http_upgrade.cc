@@ -581,3 +581,49 @@ TEST(survives_random_bytes_and_mutated_requests) {
     }
   }
 }
+
+// ---- the token query parameter ----
+
+namespace {
+std::string with_target(const std::string& target) {
+  std::string req = kValid;
+  const size_t at = req.find(' ') + 1;
+  req.replace(at, req.find(' ', at) - at, target);
+  return req;
+}
+std::string token_of(const std::string& target) {
+  const std::string req = with_target(target);
+  UpgradeRequest r = parse_upgrade(req.data(), req.size(), "/chat");
+  if (r.status != Upgrade::Ok) return "<status " + std::to_string(static_cast<int>(r.status)) + ">";
+  return std::string(r.token, r.token_len);
+}
+std::string decoded(std::string_view in, size_t cap = 64) {
+  char out[64];
+  long n = percent_decode(in, out, cap);
+  return n < 0 ? "<refused>" : std::string(out, static_cast<size_t>(n));
+}
+}  // namespace
+
+TEST(the_first_token_parameter_of_the_query_is_handed_over_raw) {
+  CHECK_EQ(token_of("/chat"), "");
+  CHECK_EQ(token_of("/chat?"), "");
+  CHECK_EQ(token_of("/chat?token=abc"), "abc");
+  CHECK_EQ(token_of("/chat?a=1&token=x.y.z&b"), "x.y.z");
+  CHECK_EQ(token_of("/chat?token=first&token=second"), "first");
+  CHECK_EQ(token_of("/chat?tokens=no&xtoken=no"), "");
+  CHECK_EQ(token_of("/chat?token"), "");
+  CHECK_EQ(token_of("/chat?token=a%20b"), "a%20b");
+  CHECK_EQ(token_of("/other?token=abc"), "<status 3>");  // 404: another path
+}
+
+TEST(percent_decoding_refuses_truncated_escapes_and_overflow) {
+  CHECK_EQ(decoded("a%2Eb%2fc+d"), "a.b/c d");
+  CHECK_EQ(decoded(""), "");
+  CHECK_EQ(decoded("%"), "<refused>");
+  CHECK_EQ(decoded("%2"), "<refused>");
+  CHECK_EQ(decoded("ab%"), "<refused>");
+  CHECK_EQ(decoded("%zz"), "<refused>");
+  CHECK_EQ(decoded("%00"), std::string(1, '\0'));
+  CHECK_EQ(decoded("abcd", 3), "<refused>");
+  CHECK_EQ(decoded("abc", 3), "abc");
+}

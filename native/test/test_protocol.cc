@@ -234,9 +234,22 @@ TEST(rejects_malformed_pings_as_bad_command) {
 
 // ---- the header line ----
 
-TEST(rejects_unknown_reserved_and_lowercase_verbs_as_bad_command) {
-  CHECK_EQ(error_of("AUTH x"), "bad-command");
-  CHECK_EQ(error_of("AUTH"), "bad-command");
+TEST(parses_auth_with_exactly_one_token_and_no_body) {
+  Command cmd;
+  std::string m = "AUTH eyJ.a-b_c.d=";
+  parse_command(reinterpret_cast<const uint8_t*>(m.data()), m.size(), &cmd);
+  CHECK(cmd.kind == Cmd::Auth);
+  CHECK_EQ(std::string(cmd.id), "eyJ.a-b_c.d=");
+  // The token's length is the caller's to bound (it answers "AUTH invalid too large").
+  CHECK_EQ(error_of("AUTH " + repeat('t', kMaxTokenLen + 1)), "ok");
+  CHECK_EQ(error_of("AUTH x\r\n"), "ok");
+  CHECK_EQ(refusal("AUTH"), "bad-command AUTH needs a token: \"AUTH <token>\"");
+  CHECK_EQ(refusal("AUTH a b"), "bad-command AUTH takes one token (no spaces), got 2");
+  CHECK_EQ(error_of("AUTH a\nbody"), "bad-command");
+  CHECK_EQ(refusal("auth x"), "bad-command unknown command \"auth\"; commands are upper case: AUTH");
+}
+
+TEST(rejects_unknown_and_lowercase_verbs_as_bad_command) {
   CHECK_EQ(error_of("sub /a"), "bad-command");
   CHECK_EQ(error_of("Pub /a"), "bad-command");
   CHECK_EQ(error_of("SUBX /a"), "bad-command");
@@ -328,16 +341,13 @@ TEST(a_lowercase_verb_gets_the_upper_case_hint) {
 }
 
 TEST(other_unknown_verbs_list_the_commands) {
-  CHECK_EQ(refusal("FOO"), "bad-command unknown command \"FOO\"; commands are SUB, UNSUB, PUB and PING (upper case)");
+  CHECK_EQ(refusal("FOO"), "bad-command unknown command \"FOO\"; commands are SUB, UNSUB, PUB, PING and AUTH (upper case)");
   CHECK_EQ(refusal("MSG /a e:1"),
-           "bad-command unknown command \"MSG\"; MSG is a message the server sends; commands are SUB, UNSUB, PUB and "
-           "PING (upper case)");
-  CHECK_EQ(refusal("AUTH x"),
-           "bad-command AUTH is reserved for a later protocol version; commands are SUB, UNSUB, PUB and PING (upper "
-           "case)");
+           "bad-command unknown command \"MSG\"; MSG is a message the server sends; commands are SUB, UNSUB, PUB, "
+           "PING and AUTH (upper case)");
   // A long verb is echoed cut.
   CHECK_EQ(refusal(repeat('V', 100)),
-           "bad-command unknown command \"" + repeat('V', 29) + "...\"; commands are SUB, UNSUB, PUB and PING (upper case)");
+           "bad-command unknown command \"" + repeat('V', 29) + "...\"; commands are SUB, UNSUB, PUB, PING and AUTH (upper case)");
 }
 
 TEST(malformed_headers_say_where_and_what_to_change) {
@@ -528,6 +538,9 @@ TEST(survives_random_bytes_and_keeps_its_invariants) {
         break;
       case Cmd::Ping:
         CHECK(c.id.size() <= kMaxIdLen);
+        break;
+      case Cmd::Auth:
+        CHECK(!c.id.empty() && c.id.find(' ') == std::string_view::npos && c.body.empty());
         break;
       case Cmd::Invalid:
         CHECK(c.error != ErrCode::kNone && sane_detail(c.detail()));

@@ -20,7 +20,8 @@ using fake::text;
 namespace {
 
 constexpr uint64_t kMaxMessage = 100;
-constexpr uint64_t kLimit = kMaxMessage + kMaxPubHeader;  // the largest message the engine accepts
+// The largest message the engine accepts: a PUB of kMaxMessage bytes, but never less than an AUTH command.
+constexpr uint64_t kLimit = kMaxMessage + kMaxPubHeader > kMaxAuthCommand ? kMaxMessage + kMaxPubHeader : kMaxAuthCommand;
 
 SessionOptions options() {
   SessionOptions o;
@@ -553,6 +554,29 @@ TEST(session_pause_in_the_read_that_completes_the_upgrade) {
   CHECK(data_of(t.host) == (std::vector<std::string>{"m1", "m2"}));
   CHECK_EQ(t.host.opens, 1);
   CHECK_EQ(t.host.sent.size(), 1u);
+}
+
+TEST(session_open_hands_over_the_token_query_parameter_still_encoded) {
+  Fixture t;
+  std::string req = kUpgrade;
+  req.replace(req.find("GET / "), 6, "GET /?x=1&token=a%2Eb.c&token=second ");
+  t.feed(req);
+  CHECK_EQ(t.host.opens, 1);
+  CHECK_EQ(t.host.open_token, "a%2Eb.c");
+  Fixture none;
+  none.feed(kUpgrade);
+  CHECK_EQ(none.host.open_token, "");
+}
+
+TEST(session_open_that_pauses_keeps_the_messages_after_the_head_until_resume) {
+  Fixture t;
+  t.host.pause_on_open = true;
+  t.feed(kUpgrade + text("m1") + text("m2"));
+  CHECK_EQ(t.s.ws_state, WsState::kOpen);
+  CHECK_EQ(t.host.messages.size(), 0u);
+  t.engine.resume(&t.s, t.host);
+  CHECK(data_of(t.host) == (std::vector<std::string>{"m1", "m2"}));
+  CHECK(t.host.violations.empty());
 }
 
 // ---------------------------------------------------------------------------------------------------

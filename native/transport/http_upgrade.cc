@@ -232,7 +232,47 @@ void sha1_block(uint32_t h[5], const uint8_t block[kSha1Block]) {
 constexpr char kBase64Alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+// The raw value of the first parameter called `name` in a query string ("a=1&token=x&b" → "x"); empty when
+// there is none. A parameter without '=' has an empty value.
+std::string_view query_parameter(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 }  // namespace
+
+long percent_decode(std::string_view in, char* out, size_t cap) {
+  size_t n = 0;
+  for (size_t k = 0; k < in.size(); k++) {
+    char c = in[k];
+    if (c == '%') {
+      if (k + 2 >= in.size()) return -1;  // needs two digits after it
+      const int hi = hex_digit(in[k + 1]), lo = hex_digit(in[k + 2]);
+      if (hi < 0 || lo < 0) return -1;
+      c = static_cast<char>(hi * 16 + lo);
+      k += 2;
+    } else if (c == '+') {
+      c = ' ';
+    }
+    if (n == cap) return -1;
+    out[n++] = c;
+  }
+  return static_cast<long>(n);
+}
 
 UpgradeRequest parse_upgrade(const char* p, size_t len, std::string_view path) {
   // Find the end of the head within the first kMaxRequestHead bytes.
@@ -295,7 +335,11 @@ UpgradeRequest parse_upgrade(const char* p, size_t len, std::string_view path) {
   if (h.host_count != 1) return fail(Upgrade::BadRequest, head_len, "exactly one Host header required");
   std::string_view target = rl.target;
   const size_t query = target.find('?');
-  if (query != std::string_view::npos) target = target.substr(0, query);
+  std::string_view token;
+  if (query != std::string_view::npos) {
+    token = query_parameter(target.substr(query + 1), "token");
+    target = target.substr(0, query);
+  }
   if (target != path) return fail(Upgrade::NotFound, head_len, "no WebSocket endpoint at this path");
   if (!h.upgrade_websocket || !h.connection_upgrade)
     return fail(Upgrade::UpgradeRequired, head_len, "WebSocket upgrade required");
@@ -317,6 +361,8 @@ UpgradeRequest parse_upgrade(const char* p, size_t len, std::string_view path) {
   const size_t n = base64_encode(digest, sizeof digest, r.accept);
   r.accept[n] = '\0';
   r.starling_v1 = h.starling_v1;
+  r.token = token.data();
+  r.token_len = token.size();
   r.reason = "ok";
   return r;
 }

@@ -29,6 +29,11 @@ struct UpgradeRequest {
                           // before its "\r\n\r\n" arrived)
   char accept[29];        // Sec-WebSocket-Accept value, NUL-terminated (when Ok)
   bool starling_v1;       // the client offered the subprotocol "starling.v1" (when Ok)
+  // The value of the first "token" parameter of the query string, still percent-encoded (when Ok; empty
+  // when there is none): an entitlement token given on the URL, since browsers cannot set headers on a
+  // WebSocket (PROTOCOL.md "Entitlement"). Points into the request head: valid while it is.
+  const char* token;
+  size_t token_len;
   const char* reason;     // short human-readable reason for an error status (static string)
 };
 
@@ -37,7 +42,7 @@ struct UpgradeRequest {
 // client using "\n" line endings is refused at once instead of waiting for the handshake timeout (bytes
 // after a complete head are not looked at). Header names are case-insensitive; the Upgrade and Connection
 // headers are comma-separated token lists (case-insensitive); the request target must equal `path`
-// exactly (a query string "?..." after the path is allowed and ignored). Checks in this order, the first
+// exactly (a query string "?..." after the path is allowed; only its "token" parameter is read). Checks in this order, the first
 // failure deciding: bare LF, head too large (400); request line, method, version, header syntax, Host
 // (400); path (404); Upgrade and Connection tokens, then Sec-WebSocket-Version (426); Sec-WebSocket-Key
 // (400). So "GET /other" is 404 and a plain "GET /" is 426. Never reads past p[len).
@@ -53,6 +58,11 @@ size_t write_upgrade_response(const UpgradeRequest& req, char* out, size_t cap);
 // "Sec-WebSocket-Version: 13". Returns bytes written, or 0 if cap is too small (512 always suffices;
 // a longer reason is cut) or status is NeedMore/Ok. reason may be null (empty body line).
 size_t write_http_error(Upgrade status, const char* reason, char* out, size_t cap);
+
+// Decodes the percent-encoding of a query parameter value ("%2F" → '/', '+' → ' ') into out[0..cap).
+// Returns the decoded length, or -1 when a '%' is not followed by two hex digits or the result would not
+// fit in cap bytes.
+long percent_decode(std::string_view in, char* out, size_t cap);
 
 // SHA-1 of data (RFC 3174) into out[20]. Used only for the accept key.
 void sha1(const uint8_t* data, size_t len, uint8_t out[20]);

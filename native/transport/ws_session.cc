@@ -128,6 +128,11 @@ void WsEngine::parse(WsSession* s, SessionHost& host, uint8_t* p, size_t len, bo
   (void)paused;
 }
 
+uint64_t WsEngine::message_limit() const {
+  const uint64_t pub = opt_.max_message + kMaxPubHeader;
+  return pub > kMaxAuthCommand ? pub : kMaxAuthCommand;
+}
+
 // Handles the complete units in p[0..len). Returns the bytes consumed; *need is the size of the
 // incomplete unit at p[consumed] when known; *paused when a handler answered kPause.
 size_t WsEngine::consume(WsSession* s, SessionHost& host, uint8_t* p, size_t len, size_t* need,
@@ -162,11 +167,16 @@ size_t WsEngine::consume(WsSession* s, SessionHost& host, uint8_t* p, size_t len
       return len;
     }
     s->ws_state = WsState::kOpen;
-    host.on_open(s);
     pos = req.head_len;
+    Verdict v = host.on_open(s, std::string_view(req.token, req.token_len));
+    if (s->ws_state != WsState::kOpen) return len;
+    if (v == Verdict::kPause) {
+      *paused = true;
+      return pos;
+    }
   }
 
-  const uint64_t limit = opt_.max_message + kMaxPubHeader;
+  const uint64_t limit = message_limit();
   while (pos < len && s->ws_state == WsState::kOpen) {
     FrameHead head;
     uint16_t code = 0;
@@ -237,7 +247,7 @@ bool WsEngine::on_frame(WsSession* s, SessionHost& host, uint8_t opcode, bool fi
       fail(s, host, kCloseProtocol);
       return false;
     }
-    if (fr->len + len > opt_.max_message + kMaxPubHeader) {
+    if (fr->len + len > message_limit()) {
       fail(s, host, kCloseTooBig);
       return false;
     }

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "io/frame.h"
 #include "io/loop.h"
@@ -45,8 +46,10 @@ class SessionHost {
   // Queues f (one reference taken). False if it could not be queued; the session then aborts.
   virtual bool send(WsSession* s, Frame* f) = 0;
   virtual void close(WsSession* s, CloseMode mode) = 0;
-  // The upgrade succeeded (the 101 answer is queued).
-  virtual void on_open(WsSession* s) = 0;
+  // The upgrade succeeded (the 101 answer is queued). `token`: the request's "token" query parameter,
+  // still percent-encoded (empty: none), valid during the call. kPause: the session keeps the input after
+  // the request head until WsEngine::resume (the host paused the stream, e.g. while the token is decided).
+  virtual Verdict on_open(WsSession* s, std::string_view token) = 0;
   // One complete message (text already checked to be UTF-8). `p` may be modified; valid during the call.
   virtual Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) = 0;
   // The session left kOpen: `code` is the close code sent (0 when the peer hung up without one). The
@@ -61,7 +64,8 @@ class SessionHost {
 struct SessionOptions {
   std::string path = "/";       // the upgrade path
   uint64_t max_message = 65536; // largest PUB payload (MaxMessageSize); a message may exceed it by the
-                                // longest PUB header line (kMaxPubHeader)
+                                // longest PUB header line (kMaxPubHeader), and is never refused under
+                                // kMaxAuthCommand (an AUTH with a token one byte too long gets its answer)
 };
 
 class WsEngine {
@@ -101,6 +105,9 @@ class WsEngine {
                 bool* paused) const;
   bool message(WsSession* s, SessionHost& host, uint8_t opcode, uint8_t* p, size_t len, bool* paused) const;
   void drop_buffers(WsSession* s) const;
+
+  // Largest message accepted (close 1009 beyond): a PUB of MaxMessageSize bytes, or an AUTH command.
+  uint64_t message_limit() const;
 
   SessionOptions opt_;
 };

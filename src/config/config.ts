@@ -3,6 +3,7 @@
 // one ConfigError, each line as "<where>: <Key>: expected <what>, got <value>".
 import * as fs from 'node:fs';
 import * as util from 'node:util';
+import { checkJwtConfig } from '../entitlement/config';
 import { SCHEMA, envName, type SchemaConfig } from './schema';
 import { M, TYPES, typeOf, type KeyBase, type KeyDef, type ListenAddress, type SomeValueType, type TypeTable } from './types';
 
@@ -33,6 +34,23 @@ export interface Config {
   MaxConnections: number;
   /** Seconds; 0: off. */
   KeepAlive: number;
+  Entitlement: 'None' | 'Basic' | 'JWT' | 'Custom';
+  /** '' or 16 to 8192 printable ASCII characters without spaces. A secret. */
+  'Entitlement.AllowToken': string;
+  /** '' or base64 (as written) of at least 32 bytes. A secret. */
+  'Entitlement.JWT.Secret': string;
+  /** '' or the absolute path of a PEM public key or certificate file (read by jwtOptionsFromConfig). */
+  'Entitlement.JWT.PublicKey': string;
+  /** Empty: every algorithm the key allows. */
+  'Entitlement.JWT.Algorithms': JwtAlgorithm[];
+  /** '': not checked. */
+  'Entitlement.JWT.Audience': string;
+  /** '': not checked. */
+  'Entitlement.JWT.Issuer': string;
+  /** Seconds before expiry that `AUTH expiring` is sent. */
+  'Entitlement.RenewBefore': number;
+  /** Canonical "<address>/<bits>" (IPv4-mapped forms as IPv4); empty: every address may publish. */
+  PublishAllowFromAddressList: string[];
   LogLevel: 'error' | 'warn' | 'info' | 'debug';
   Monitor: ('HTTP' | 'PROMETHEUS')[];
   /** Exactly one address. */
@@ -43,6 +61,12 @@ export interface Config {
   MonitorPassword: string;
   'Stats.LogInterval': number;
 }
+
+export type JwtAlgorithm =
+  | 'HS256' | 'HS384' | 'HS512'
+  | 'RS256' | 'RS384' | 'RS512'
+  | 'PS256' | 'PS384' | 'PS512'
+  | 'ES256' | 'ES384' | 'ES512';
 
 // Compile-time check that Config and the schema describe the same keys with the same types.
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -145,7 +169,68 @@ const cacheWithinMemory: CrossCheck = (values) => {
   ];
 };
 
-const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [monitorCredentials, monitorPort, cacheWithinMemory]);
+type EntitlementMode = Config['Entitlement'];
+
+/** The Entitlement modes that use each Entitlement.* key (the compiler checks that every such key is listed). */
+const ENTITLEMENT_KEY_MODES: { readonly [K in Extract<Key, `Entitlement.${string}`>]: readonly EntitlementMode[] } = {
+  'Entitlement.AllowToken': ['Basic'],
+  'Entitlement.JWT.Secret': ['JWT'],
+  'Entitlement.JWT.PublicKey': ['JWT'],
+  'Entitlement.JWT.Algorithms': ['JWT'],
+  'Entitlement.JWT.Audience': ['JWT'],
+  'Entitlement.JWT.Issuer': ['JWT'],
+  // The modes whose tokens expire (Basic's token does not).
+  'Entitlement.RenewBefore': ['JWT', 'Custom'],
+};
+
+/**
+ * An Entitlement.* key set to other than its default while Entitlement is a mode that does not use it: most likely
+ * Entitlement itself was forgotten (a JWT secret configured, and the server open to everyone), so it stops the start.
+ */
+const entitlementKeysOfOtherModes: CrossCheck = (values) => {
+  const entitlement = values.get('Entitlement')!;
+  const mode = entitlement.value as EntitlementMode;
+  const errors: string[] = [];
+  for (const [key, modes] of Object.entries(ENTITLEMENT_KEY_MODES) as [Key, readonly EntitlementMode[]][]) {
+    if (modes.includes(mode)) continue;
+    const { value, source } = values.get(key)!;
+    const def = SERVER_KEYS.byName.get(key)!;
+    const defaultText = typeof def.default === 'function' ? def.default() : def.default;
+    if (util.isDeepStrictEqual(value, typeOf(def).parse(defaultText, def))) continue;
+    errors.push(
+      `${sourceLabel(source)}: ${key}: is set but Entitlement is ${mode} (${describeSource(entitlement.source)}), and only ` +
+        `Entitlement = ${modes.join(' or ')} uses it: set Entitlement = ${modes[0]}, or remove ${key}`,
+    );
+  }
+  return errors;
+};
+
+/** Entitlement = Basic needs its token: without one, nobody could publish. */
+const basicToken: CrossCheck = (values) => {
+  const entitlement = values.get('Entitlement')!;
+  if (entitlement.value !== 'Basic' || values.get('Entitlement.AllowToken')!.value !== '') return [];
+  return [
+    `${sourceLabel(entitlement.source)}: Entitlement: expected Entitlement.AllowToken to be set when Basic, got it empty; ` +
+      'set it to a token of 16 or more characters, e.g. the output of openssl rand -hex 32',
+  ];
+};
+
+/** Entitlement = JWT: a key to verify with, the key file usable, the algorithms fit for the key (entitlement/config.ts). */
+const jwtKey: CrossCheck = (values) => {
+  const entitlement = values.get('Entitlement')!;
+  if (entitlement.value !== 'JWT') return [];
+  const c = Object.fromEntries([...values].map(([k, v]) => [k, v.value])) as unknown as Config;
+  return checkJwtConfig(c).map(({ key, problem }) => `${sourceLabel(values.get(key)!.source)}: ${key}: ${problem}`);
+};
+
+const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [
+  monitorCredentials,
+  monitorPort,
+  cacheWithinMemory,
+  entitlementKeysOfOtherModes,
+  basicToken,
+  jwtKey,
+]);
 
 /** Collects the values of one load, later sources overriding earlier ones, and every error on the way. */
 class Loader<D extends AnyKeyDef> {
@@ -166,8 +251,17 @@ class Loader<D extends AnyKeyDef> {
     const type = this.keys.typeOf(def);
     const value = typeof raw === 'string' ? type.parse(raw.trim(), def) : type.accept(raw, def);
     if (value === undefined) {
-      const got = typeof raw === 'string' ? JSON.stringify(raw.trim()) : util.inspect(raw, { breakLength: Infinity });
-      this.errors.push(`${label}: ${def.name}: expected ${type.expected(def)}, got ${got}`);
+      const text = typeof raw === 'string' ? raw.trim() : undefined;
+      // A secret is described, never quoted (nor is the argument that gave it: see loadKeys).
+      const got = def.secret
+        ? text !== undefined
+          ? `a secret of ${[...text].length} characters`
+          : `a secret that is ${kindOf(raw)}`
+        : text !== undefined
+          ? JSON.stringify(text)
+          : util.inspect(raw, { breakLength: Infinity });
+      const problem = text !== undefined ? type.problem?.(text, def) : undefined;
+      this.errors.push(`${label}: ${def.name}: expected ${type.expected(def)}, got ${got}${problem ? ` (${problem})` : ''}`);
     } else {
       this.values.set(def.name as Key, { value, source });
     }
@@ -223,9 +317,13 @@ export function loadKeys<D extends AnyKeyDef>(
     const eq = text.indexOf('=');
     const key = text.slice(0, eq).trim();
     const def = keys.byName.get(key);
+    // A secret's argument is named without its value, here and wherever its source is shown; so is an unknown
+    // key's whose nearest key is a secret (a misspelt secret key).
+    const near = def ?? keys.byName.get(suggest(key, keys.byName.keys()) ?? '');
+    const label = near?.secret ? hideValue(define) : define;
     if (eq < 0 || key === '') loader.errors.push(`${define}: expected -DKey=value, got ${JSON.stringify(define)}`);
-    else if (!def) loader.unknown(define, 'key', key, keys.byName.keys());
-    else loader.set(def, text.slice(eq + 1), { kind: 'command line', where: define }, define);
+    else if (!def) loader.unknown(label, 'key', key, keys.byName.keys());
+    else loader.set(def, text.slice(eq + 1), { kind: 'command line', where: label }, label);
   }
   if (opts.repeatedDefines === 'refuse') loader.errors.push(...repeatedDefines(opts.defines ?? []).map(describeRepeat));
   return loader.finish();
@@ -322,6 +420,19 @@ function levenshtein(a: string, b: string): number {
   return prev[b.length];
 }
 
+/** "a number", "an array", "null": what an API value is, without showing it. */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/** "-DKey=value" -> "-DKey=…": the argument of a secret, without the secret. */
+function hideValue(define: string): string {
+  const eq = define.indexOf('=');
+  return eq < 0 ? define : `${define.slice(0, eq + 1)}…`;
+}
+
 /** The label error lines use for a source: "starling.conf:12", "environment STARLING_X", "-DKey=v", "createServer()". */
 function sourceLabel(source: Source): string {
   return source.kind === 'environment' ? `environment ${source.where}` : source.where;
@@ -344,18 +455,26 @@ function describeSource(source: Source): string {
 
 /**
  * For `starling config --print`: every key with its effective value, `=` aligned, each preceded by a comment
- * saying where the value came from. The output is itself a valid config file with the same values.
+ * saying where the value came from. The output is itself a valid config file with the same values, except that a
+ * secret that is set (MonitorPassword, Entitlement.AllowToken, Entitlement.JWT.Secret) is not printed: its line is a
+ * comment that gives its length.
  */
 export function formatEffectiveConfig(loaded: Loaded): string {
   const width = Math.max(...SCHEMA.map((d) => d.name.length));
+  const secrets = SCHEMA.filter((d) => 'secret' in d && d.secret).map((d) => d.name);
   const lines = [
     '# Starling effective configuration: every key, its value, and where the value came from.',
     "# (Comments stand on their own line: a '#' after a value would be part of the value.)",
+    `# Secrets (${secrets.join(', ')}) are not printed: a set one is a comment with its length.`,
   ];
   for (const def of SCHEMA) {
     const value = typeOf(def).format(loaded.config[def.name]);
     lines.push('', `# ${describeSource(loaded.sources[def.name]).replace(/[\r\n]+/g, ' ')}`);
-    lines.push(`${def.name.padEnd(width)} = ${value}`.trimEnd());
+    if ('secret' in def && def.secret && value !== '') {
+      lines.push(`# ${def.name} = (set, ${[...value].length} characters; a secret, not printed)`);
+    } else {
+      lines.push(`${def.name.padEnd(width)} = ${value}`.trimEnd());
+    }
   }
   return lines.join('\n') + '\n';
 }
@@ -492,6 +611,13 @@ export function strayArgument(arg: string, previousDefine?: string): string {
   if (previousDefine === undefined || arg.startsWith('-')) return `unknown argument ${JSON.stringify(arg)}`;
   const text = previousDefine.slice(2);
   const key = text.slice(0, text.indexOf('=')).trim();
+  if ((SERVER_KEYS.byName.get(key) as KeyDef | undefined)?.secret) {
+    // Most likely the rest of a secret: neither part is shown.
+    return (
+      `unexpected argument after ${hideValue(previousDefine)}: if it belongs to the value of ${key}, the shell split the ` +
+      `value at a space; quote the whole value so that it is one argument (or give ${envName(key)} in the environment)`
+    );
+  }
   return (
     `unexpected argument ${JSON.stringify(arg)} after ${previousDefine}: ${key ? `if it belongs to the value of ${key}, ` : ''}` +
     `the shell split the value at a space or expanded an unquoted {a..b} range; quote the whole value so that it is one ` +

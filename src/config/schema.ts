@@ -3,6 +3,7 @@
 // To add a key: add an entry here and its field to `Config` in config.ts (the compiler checks they agree).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { HMAC_MIN_SECRET_BYTES } from '../entitlement/jwt';
 import { G, K, M, type KeyDef, type TypeName, type TypeValues } from './types';
 
 /** The most workgroups a server runs; also the cap of the CPU-count default. */
@@ -40,6 +41,11 @@ export function memoryCeiling(): { bytes: number; source: string } {
 /** The default CacheSize is this fraction of Memory: room for seconds to minutes of history at high rates while
  * most of the budget stays for the clients' queues. */
 export const CACHE_SHARE_OF_MEMORY = 8;
+
+/** Entitlement.AllowToken: shorter tokens can be guessed by trying (16 random hex digits are 64 bits); longer ones
+ * than the JWT verifier's token bound (DEFAULT_MAX_TOKEN_BYTES) would not fit the lines and URLs tokens travel in. */
+const MIN_ALLOW_TOKEN = 16;
+const MAX_ALLOW_TOKEN = 8192;
 
 /** Default Memory: half of what the ceiling leaves after the runtime's own share, in whole M, at least 64M. */
 function defaultMemory(): string {
@@ -247,6 +253,119 @@ export const SCHEMA = [
       'dead peer (unplugged, or behind a NAT that forgot it) holds its connection and its memory. 0 turns it off.',
   },
   {
+    name: 'Entitlement',
+    type: 'enum',
+    choices: ['None', 'Basic', 'JWT', 'Custom'],
+    default: 'None',
+    example: 'JWT',
+    doc:
+      'Who may subscribe and publish what. `None`: anyone may subscribe and publish (the server warns at start when ' +
+      'it listens beyond loopback). `Basic`: anyone may subscribe; publishing needs `AUTH <Entitlement.AllowToken>` ' +
+      'on the connection. `JWT`: clients present a JSON Web Token (`AUTH <token>`, or `?token=` on the WebSocket URL) ' +
+      'verified with `Entitlement.JWT.Secret` or `Entitlement.JWT.PublicKey`, whose `permissions` claim lists the ' +
+      'subjects it may subscribe and publish to. `Custom`: the application\'s `authorize` hook given to ' +
+      '`createServer()` decides (programmatic use only). In every mode, `PublishAllowFromAddressList` can restrict ' +
+      'publishing further. Leave `None` only on a trusted network.',
+  },
+  {
+    name: 'Entitlement.AllowToken',
+    type: 'token',
+    min: MIN_ALLOW_TOKEN,
+    max: MAX_ALLOW_TOKEN,
+    secret: true,
+    default: '',
+    defaultDoc: 'empty',
+    example: 'use-openssl-rand-hex-32-not-this',
+    doc:
+      'The token that lets a connection publish when `Entitlement = Basic` (required then, used by no other mode): ' +
+      'clients send `AUTH <token>` or put `?token=` on the WebSocket URL, so it is printable ASCII without spaces; at ' +
+      'least 16 characters, because a short token can be guessed by trying. Generate it, e.g. `openssl rand -hex 32` ' +
+      '(hex needs no escaping in a URL). A secret: `starling config --print` and error messages show only its length.',
+  },
+  {
+    name: 'Entitlement.JWT.Secret',
+    type: 'base64',
+    minBytes: HMAC_MIN_SECRET_BYTES.HS256,
+    secret: true,
+    default: '',
+    defaultDoc: 'empty',
+    example: 'Generate+your+own+with+openssl+rand+base64+64+not+this+example',
+    doc:
+      'For `Entitlement = JWT` with HMAC-signed tokens (HS256, HS384, HS512): the shared secret, in base64, at least ' +
+      '32 bytes once decoded (HS384 needs 48 and HS512 64; a shorter secret would weaken the hash). Generate it, e.g. ' +
+      '`openssl rand -base64 64`. Set this or `Entitlement.JWT.PublicKey`, not both. Whoever has it can issue tokens: ' +
+      'give it in the environment, or keep the config file readable by the server\'s user only. A secret: ' +
+      '`starling config --print` and error messages show only its length.',
+  },
+  {
+    name: 'Entitlement.JWT.PublicKey',
+    type: 'file',
+    default: '',
+    defaultDoc: 'empty',
+    example: '/etc/starling/jwt-public.pem',
+    doc:
+      'For `Entitlement = JWT` with RSA or ECDSA signatures: a PEM file with the issuer\'s public key (`BEGIN PUBLIC ' +
+      'KEY`, `BEGIN RSA PUBLIC KEY`) or certificate: RSA of at least 2048 bits (RS256/384/512, PS256/384/512), RSA-PSS ' +
+      '(PS), or EC on P-256 (ES256), P-384 (ES384) or P-521 (ES512). It is read and checked when the configuration ' +
+      'loads. A private key is refused: the server must not hold the key that signs tokens (`openssl pkey -in key.pem ' +
+      '-pubout` gives its public key). Set this or `Entitlement.JWT.Secret`, not both.',
+  },
+  {
+    name: 'Entitlement.JWT.Algorithms',
+    type: 'enumlist',
+    choices: ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'],
+    default: '',
+    defaultDoc: 'empty (every algorithm the key allows)',
+    example: 'ES256',
+    doc:
+      'The `alg` values tokens may be signed with. Empty accepts every algorithm the key allows: with a secret, the ' +
+      'HS algorithms it is long enough for; with an RSA key, RS and PS; with an EC key, the ES algorithm of its curve. ' +
+      'Each listed one must suit the key. Unsigned tokens (`none`) are never accepted. Narrow it to what your issuer ' +
+      'uses.',
+  },
+  {
+    name: 'Entitlement.JWT.Audience',
+    type: 'string',
+    default: '',
+    defaultDoc: 'empty (not checked)',
+    example: 'starling',
+    doc:
+      'When set, a token is accepted only if its `aud` claim is this value (or an array that contains it). Set it ' +
+      'when the issuer also makes tokens for other services, so that theirs are refused here.',
+  },
+  {
+    name: 'Entitlement.JWT.Issuer',
+    type: 'string',
+    default: '',
+    defaultDoc: 'empty (not checked)',
+    example: 'https://auth.example.com/',
+    doc: 'When set, a token is accepted only if its `iss` claim is this value.',
+  },
+  {
+    name: 'Entitlement.RenewBefore',
+    type: 'int',
+    default: '60',
+    min: 1,
+    max: 86_400,
+    example: '300',
+    doc:
+      'Seconds before a connection\'s token expires at which the server sends it `AUTH expiring <seconds>`, so that ' +
+      'the client sends a fresh token with `AUTH` in time (at expiry: `AUTH expired`, and the connection is closed). ' +
+      'For `Entitlement = JWT` and `Custom` (the modes whose tokens expire). Raise it when clients need longer to ' +
+      'get a new token.',
+  },
+  {
+    name: 'PublishAllowFromAddressList',
+    type: 'addresslist',
+    default: '',
+    defaultDoc: 'empty (every address may publish)',
+    example: '127.0.0.1, 10.0.0.0/8, ::1, fd00::/8',
+    doc:
+      'The client addresses allowed to publish: IPv4 and IPv6 addresses and CIDR networks. A publish from any other ' +
+      'address is refused, whatever `Entitlement` says (with `None` too). An IPv4 client is matched by the IPv4 ' +
+      'entries also when it reaches an IPv6 socket as `::ffff:a.b.c.d`. Use it to let only your back-end hosts publish.',
+  },
+  {
     name: 'LogLevel',
     type: 'enum',
     choices: ['error', 'warn', 'info', 'debug'],
@@ -312,9 +431,11 @@ export const SCHEMA = [
     default: '',
     defaultDoc: 'empty',
     example: 's3cret-Pa55',
+    secret: true,
     doc:
       'Password for `MonitorHTTP.Authentication`. Basic authentication sends it in the clear: outside a trusted ' +
-      'network, put the monitor behind a TLS proxy. Keep the config file readable by the server\'s user only.',
+      'network, put the monitor behind a TLS proxy. Keep the config file readable by the server\'s user only. A ' +
+      'secret: `starling config --print` and error messages show only its length.',
   },
   {
     name: 'Stats.LogInterval',

@@ -3,6 +3,7 @@
 // for an invalid value and the caller reports it as "<where>: <Key>: expected <expected()>, got <value>".
 // (The benchmark tools add types of their own in bench/config.ts.)
 import * as net from 'node:net';
+import * as path from 'node:path';
 
 /** What every key definition has, whatever its type. */
 export interface KeyBase {
@@ -16,6 +17,11 @@ export interface KeyBase {
   example: string;
   /** One or two sentences: what it does, units, when to change it. */
   doc: string;
+  /**
+   * The value is a secret: `config --print`, error messages and sources (a `-DKey=value` argument) never show it,
+   * only whether it is set and how long it is.
+   */
+  secret?: boolean;
 }
 /** One key of the server. Numeric types carry an inclusive range, enums their choices. */
 export type KeyDef = KeyBase &
@@ -30,6 +36,15 @@ export type KeyDef = KeyBase &
     | { type: 'cpulist' }
     | { type: 'path' }
     | { type: 'string' }
+    /** Printable ASCII without spaces, `min` to `max` characters, or empty. */
+    | { type: 'token'; min: number; max: number }
+    /** Base64 text that decodes to at least `minBytes` bytes, or empty. */
+    | { type: 'base64'; minBytes: number }
+    /** A file path, or empty; stored absolute (relative to the working directory). Whether it exists is checked
+     * where the key is used (a cross-check), not by the type. */
+    | { type: 'file' }
+    /** IPv4/IPv6 addresses and CIDR networks. */
+    | { type: 'addresslist' }
   );
 
 /** A listening address. `host` as written: "0.0.0.0" for "*", IPv6 without brackets, host names unresolved. */
@@ -46,6 +61,11 @@ export interface TypeValues {
   cpulist: number[];
   path: string;
   string: string;
+  token: string;
+  base64: string;
+  file: string;
+  /** Canonical `"<address>/<bits>"` strings (see parseAddressList). */
+  addresslist: string[];
 }
 export type TypeName = keyof TypeValues;
 
@@ -71,6 +91,11 @@ export interface ValueType<V, D extends KeyBase> {
   syntax: string;
   /** Docs: the allowed range of one key, or '' when the type says it all. */
   range(def: D): string;
+  /**
+   * Optional: for text that parse() refuses, what is wrong with it in a few words (added to the error line after
+   * "expected ..., got ..."), when more can be said than expected() does. Must not quote a secret key's value.
+   */
+  problem?(text: string, def: D): string | undefined;
 }
 /** Any value type, as the loader uses it (it pairs each key with its own type, which TypeScript cannot follow). */
 export type SomeValueType = ValueType<unknown, KeyBase>;
@@ -240,7 +265,254 @@ export const TYPES: { [N in TypeName]: ValueType<TypeValues[N], Extract<KeyDef, 
     syntax: 'Any text without control characters; spaces around it are dropped. Empty means none.',
     range: () => '',
   },
+  token: {
+    expected: (def) => `${def.min} to ${def.max} printable ASCII characters without spaces, or nothing`,
+    parse: (text, def) => (text === '' || tokenProblem(text, def) === undefined ? text : undefined),
+    accept: () => undefined,
+    format: String,
+    syntax:
+      'Printable ASCII (`!` to `~`) without spaces, not ending in `\\`, of the length the key allows. Empty means none.',
+    range: (def) => `${def.min} to ${def.max} characters`,
+    problem: (text, def) => tokenProblem(text, def),
+  },
+  base64: {
+    expected: (def) => `base64 of at least ${def.minBytes} bytes (standard or URL alphabet, = padding optional), or nothing`,
+    parse: (text, def) => (text === '' || base64Problem(text, def.minBytes) === undefined ? text : undefined),
+    accept: () => undefined,
+    format: String,
+    syntax:
+      'Base64 text in the standard (`+`, `/`) or the URL (`-`, `_`) alphabet, not both, with or without `=` padding. ' +
+      'Empty means none.',
+    range: (def) => `at least ${def.minBytes} bytes once decoded`,
+    problem: (text, def) => base64Problem(text, def.minBytes),
+  },
+  file: {
+    expected: () => 'a file path without control characters, or nothing',
+    parse: (text) => (text === '' ? '' : TEXT.test(text) ? path.resolve(text) : undefined),
+    accept: () => undefined,
+    format: String,
+    syntax:
+      'A file path. A relative path is relative to the directory the server is started in (not to the config file) ' +
+      'and is shown and used as the absolute path. Empty means none.',
+    range: () => '',
+  },
+  addresslist: {
+    expected: () =>
+      'IPv4/IPv6 addresses and CIDR networks separated by commas or spaces (e.g. 127.0.0.1, 10.0.0.0/8, ::1, fd00::/8), or nothing',
+    parse: (text) => {
+      const { list, problems } = parseAddressList(text);
+      return problems.length === 0 ? list : undefined;
+    },
+    accept: (value) => {
+      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) return undefined;
+      const { list, problems } = parseAddressList((value as string[]).join(','));
+      return problems.length === 0 ? list : undefined;
+    },
+    format: (list) => list.join(', '),
+    syntax:
+      'IPv4 and IPv6 addresses and CIDR networks (`address/bits`), separated by commas and/or spaces: ' +
+      '`127.0.0.1, 10.0.0.0/8, ::1, fd00::/8`. IPv6 without brackets; an IPv4-mapped IPv6 form (`::ffff:10.0.0.0/104`) ' +
+      'stands for its IPv4 network (`10.0.0.0/8`); the bits past the prefix length must be zero. Host names are not ' +
+      'resolved. Empty means none.',
+    range: () => '',
+    problem: (text) => parseAddressList(text).problems.join('; ') || undefined,
+  },
 };
+
+/** Why `text` is not a token of `def`'s length (without quoting it: tokens are secrets), or undefined. */
+function tokenProblem(text: string, def: { min: number; max: number }): string | undefined {
+  const chars = [...text];
+  for (let i = 0; i < chars.length; i++) {
+    const c = chars[i];
+    if (c >= '!' && c <= '~') continue;
+    const what = c === ' ' ? 'a space' : c < ' ' || c === '\x7f' ? 'a control character' : 'a non-ASCII character';
+    return `${what} at character ${i + 1}`;
+  }
+  if (text.endsWith('\\')) return 'a backslash at the end (in a config file it would continue the line)';
+  if (chars.length < def.min) return `${chars.length} characters, fewer than ${def.min}`;
+  if (chars.length > def.max) return `${chars.length} characters, more than ${def.max}`;
+  return undefined;
+}
+
+/**
+ * The bytes of base64 text, standard or URL alphabet (not a mix), `=` padding optional but right if present; or
+ * undefined. The same rules as the JWT verifier's (src/entitlement/jwt.ts), so that a secret accepted here is
+ * accepted there.
+ */
+export function decodeBase64(text: string): Buffer | undefined {
+  const standard = /^[A-Za-z0-9+/]+={0,2}$/.test(text);
+  const url = /^[A-Za-z0-9_-]+={0,2}$/.test(text);
+  if (!standard && !url) return undefined;
+  const body = text.replace(/=+$/, '');
+  if (body.length % 4 === 1) return undefined;
+  if (body.length !== text.length && text.length % 4 !== 0) return undefined;
+  return Buffer.from(body, url && !standard ? 'base64url' : 'base64');
+}
+
+/** Why `text` is not base64 of at least `minBytes` bytes (without quoting it: it is a secret), or undefined. */
+function base64Problem(text: string, minBytes: number): string | undefined {
+  const bytes = decodeBase64(text);
+  if (bytes === undefined) {
+    const bad = [...text].findIndex((c) => !/[A-Za-z0-9+/_=-]/.test(c));
+    if (bad >= 0) return `not base64: a character outside A-Z, a-z, 0-9, +, /, -, _ and = at character ${bad + 1}`;
+    if (/[+/]/.test(text) && /[_-]/.test(text)) return 'not base64: it mixes the standard (+ /) and URL (- _) alphabets';
+    if (/=[^=]/.test(text) || /={3,}$/.test(text)) return 'not base64: = may only pad the end, at most twice';
+    return `not base64: ${text.length} characters cannot be base64 (the padding or the length is wrong)`;
+  }
+  if (bytes.length < minBytes) {
+    return `it decodes to ${bytes.length} bytes, fewer than ${minBytes}; generate one with: openssl rand -base64 ${Math.max(minBytes, 64)}`;
+  }
+  return undefined;
+}
+
+// ---- IP addresses and networks (addresslist) ----
+
+/** An IPv4 (4 bytes) or IPv6 (16 bytes) address. */
+type IpBytes = number[];
+
+function ipv4Bytes(text: string): IpBytes {
+  return text.split('.').map(Number);
+}
+
+/** Bytes of an IPv6 address that net.isIPv6 accepted (no zone index). */
+function ipv6Bytes(text: string): IpBytes {
+  let s = text.toLowerCase();
+  const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(s);
+  if (v4) {
+    const b = ipv4Bytes(v4[2]);
+    s = `${v4[1]}${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`;
+  }
+  const double = s.indexOf('::');
+  const split = (part: string) => (part === '' ? [] : part.split(':'));
+  let groups: string[];
+  if (double < 0) groups = s.split(':');
+  else {
+    const head = split(s.slice(0, double));
+    const tail = split(s.slice(double + 2));
+    groups = [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
+  }
+  return groups.flatMap((g) => {
+    const n = parseInt(g, 16);
+    return [n >> 8, n & 0xff];
+  });
+}
+
+/** The address of `text` (IPv4 dotted decimal, or IPv6 without brackets or zone), or undefined. */
+function parseIp(text: string): IpBytes | undefined {
+  if (net.isIPv4(text)) return ipv4Bytes(text);
+  if (net.isIPv6(text) && !text.includes('%')) return ipv6Bytes(text);
+  return undefined;
+}
+
+/** ::ffff:a.b.c.d, the form an IPv4 client has on an IPv6 socket. */
+function isMapped(b: IpBytes): boolean {
+  return b.length === 16 && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+}
+
+/** RFC 5952 text: IPv4 dotted decimal; IPv6 in lower case, without leading zeros, the longest run of two or more
+ * zero groups (the first, if two are as long) written `::`. */
+export function formatIp(b: IpBytes): string {
+  if (b.length === 4) return b.join('.');
+  const groups = Array.from({ length: 8 }, (_, i) => (b[2 * i] << 8) | b[2 * i + 1]);
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (best < 0) return hex.join(':');
+  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+}
+
+/** `b` with every bit past the first `bits` cleared. */
+function networkOf(b: IpBytes, bits: number): IpBytes {
+  return b.map((x, i) => {
+    const keep = Math.max(0, Math.min(8, bits - 8 * i));
+    return x & ((0xff << (8 - keep)) & 0xff);
+  });
+}
+
+/** A network: its address (host bits zero) and prefix length. */
+export interface IpNetwork {
+  bytes: IpBytes;
+  bits: number;
+}
+
+/**
+ * One entry of an address list: `address` or `address/bits`. An IPv4-mapped IPv6 entry with a prefix of 96 bits
+ * or more becomes the IPv4 network it stands for. Returns the network, or what is wrong with the entry.
+ */
+export function parseAddressEntry(token: string): { network: IpNetwork } | { problem: string } {
+  const slash = token.indexOf('/');
+  const addressText = slash < 0 ? token : token.slice(0, slash);
+  const bitsText = slash < 0 ? undefined : token.slice(slash + 1);
+  if (addressText.startsWith('[')) return { problem: `${token}: write IPv6 addresses without brackets` };
+  if (addressText.includes('%') && net.isIPv6(addressText)) {
+    return { problem: `${token}: a zone index (%...) cannot be part of an entry; write the address without it` };
+  }
+  let bytes = parseIp(addressText);
+  if (bytes === undefined) {
+    const name = HOSTNAME.test(addressText) && !/^[\d.]+$/.test(addressText);
+    return { problem: `${token}: not an IPv4 or IPv6 address${name ? ' (host names are not resolved; write the address)' : ''}` };
+  }
+  const max = bytes.length * 8;
+  let bits = max;
+  if (bitsText !== undefined) {
+    if (!/^\d{1,3}$/.test(bitsText) || Number(bitsText) > max) {
+      return { problem: `${token}: the prefix length of an ${max === 32 ? 'IPv4' : 'IPv6'} network is 0 to ${max}` };
+    }
+    bits = Number(bitsText);
+  }
+  if (isMapped(bytes) && bits >= 96) [bytes, bits] = [bytes.slice(12), bits - 96];
+  const network = networkOf(bytes, bits);
+  if (network.some((x, i) => x !== bytes![i])) {
+    return { problem: `${token}: host bits set; write ${formatIp(network)}/${bits}` };
+  }
+  return { network: { bytes, bits } };
+}
+
+/**
+ * An address list in config syntax (entries separated by commas and/or spaces) -> canonical `"<address>/<bits>"`
+ * strings, each once, in the order given (a bare address is /32 or /128), and one problem per bad entry.
+ */
+export function parseAddressList(text: string): { list: string[]; problems: string[] } {
+  const list: string[] = [];
+  const problems: string[] = [];
+  for (const token of text.split(/[\s,]+/).filter((t) => t !== '')) {
+    const entry = parseAddressEntry(token);
+    if ('problem' in entry) problems.push(entry.problem);
+    else {
+      const canonical = `${formatIp(entry.network.bytes)}/${entry.network.bits}`;
+      if (!list.includes(canonical)) list.push(canonical);
+    }
+  }
+  return { list, problems };
+}
+
+/**
+ * A client address as Node.js reports it (`socket.remoteAddress`: `127.0.0.1`, `::1`, `::ffff:127.0.0.1`,
+ * `fe80::1%eth0`) -> its bytes, IPv4-mapped IPv6 as IPv4 and a zone index dropped; undefined if it is not an address.
+ */
+export function parseClientAddress(address: string): IpBytes | undefined {
+  if (typeof address !== 'string') return undefined;
+  const zone = address.indexOf('%');
+  const bytes = parseIp(zone >= 0 && net.isIPv6(address) ? address.slice(0, zone) : address);
+  return bytes && isMapped(bytes) ? bytes.slice(12) : bytes;
+}
+
+/** Whether `address` (bytes as parseClientAddress gives) is inside `network`. IPv4 and IPv6 never match each other. */
+export function inNetwork(address: IpBytes, network: IpNetwork): boolean {
+  if (address.length !== network.bytes.length) return false;
+  const masked = networkOf(address, network.bits);
+  return masked.every((x, i) => x === network.bytes[i]);
+}
 
 // Text values: no control characters (a newline would end the config line), and no trailing backslash (it
 // would continue the line in a config file).
