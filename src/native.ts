@@ -27,6 +27,22 @@ export interface NativeOptions {
   maxCachedMessagesPerSubject: number;
   /** Seconds; 0: never (CacheExpireTime). */
   cacheExpireTime: number;
+  /** EntitlementMode of native/runtime/server.h. */
+  entitlement: Entitlement;
+  /** Seconds before a token's expiry that `AUTH expiring` is sent (Entitlement.RenewBefore). */
+  renewBefore: number;
+  /** PublishAllowFromAddressList: "<address>/<bits>"; empty: every address may publish. */
+  publishAllow: string[];
+}
+
+/** How the native side checks SUB and PUB (EntitlementMode in native/runtime/server.h). */
+export const enum Entitlement {
+  /** Nothing is checked. */
+  None = 0,
+  /** Anyone may subscribe; publishing needs an accepted token. */
+  Basic = 1,
+  /** JWT, Custom: nothing without an accepted token. */
+  Token = 2,
 }
 
 /** Result of NativeServer.publish. */
@@ -45,6 +61,12 @@ export interface NativeServer {
   publish(subject: string, payload: Buffer, binary: boolean): Published;
   counterSlots(): number;
   readCounters(out: Float64Array): void;
+  /** Before start(): `callback` runs when tokens wait for decisions (take them with takeAuthRequests). */
+  onAuthRequests(callback: () => void): void;
+  /** Every waiting request: [wg, id, token, address] × n. */
+  takeAuthRequests(): (number | string)[];
+  /** The answers: [wg, id, set (a compilePermissions result) | null, expiry (unix s, 0: never), detail] × n. */
+  decide(flat: unknown[]): void;
   stop(): Promise<void>;
 }
 
@@ -69,7 +91,10 @@ interface Addon {
   /** The server-wide counters, written after all workgroups. */
   serverCounters: readonly CounterInfo[];
   /** The protocol's numeric contracts, from native/pubsub/protocol.h. */
-  protocolLimits: { maxSubjectBytes: number; maxIdBytes: number; maxPubHeaderBytes: number };
+  protocolLimits: { maxSubjectBytes: number; maxIdBytes: number; maxPubHeaderBytes: number; maxTokenBytes: number };
+  /** An opaque compiled permission set (native/pubsub/permissions.h) for decide(); throws TypeError naming a
+   * pattern that is not one. */
+  compilePermissions(sub: string[], pub: string[], all: string[]): unknown;
 }
 
 /** Names another build of the addon (e.g. the sanitized one of `npm run test:asan`). */

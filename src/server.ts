@@ -2,14 +2,26 @@
 // samples their counters once a second (and hands each sample to the monitor), publishes on behalf of the
 // application, and shuts down cleanly. Published messages from clients never pass through here (DESIGN.md,
 // the one rule).
-import { type Config, type Loaded, resolveConfig } from './config/config';
+import { type Config, ConfigError, type Loaded, resolveConfig } from './config/config';
 import { Logger } from './log';
 import { Monitor } from './monitor/monitor';
-import { addon, type NativeServer, Published } from './native';
+import { addon, Entitlement, type NativeServer, Published } from './native';
+import { type AuthorizeHook, Authorizer, type AuthorizerOptions, DEFAULT_AUTHORIZE_TIMEOUT_MS } from './entitlement/authorizer';
+import { jwtOptionsFromConfig } from './entitlement/config';
+import { createJwtVerifier } from './entitlement/jwt';
 import { CACHE_SHARE_OF_MEMORY, memoryCeiling, RUNTIME_RESERVE_BYTES } from './config/schema';
 import { CounterLayout, type ServerStats } from './stats';
 
 export type { Counters, ServerStats, WorkgroupStats } from './stats';
+export type { AuthorizeClient, AuthorizeHook, Grant } from './entitlement/authorizer';
+
+/** What a program gives createServer besides configuration keys. */
+export interface ServerHooks {
+  /** Entitlement = Custom: decides each token (see AuthorizeHook). Required with Custom, refused otherwise. */
+  authorize?: AuthorizeHook;
+  /** Milliseconds the authorize hook has to answer before the token is refused. Default 5000. */
+  authorizeTimeout?: number;
+}
 
 /** How often counters are sampled for rates: MigratoryData's and Prometheus' natural resolution. */
 const SAMPLE_INTERVAL_MS = 1000;
@@ -31,14 +43,16 @@ export class Server {
   /** Per-slot rates of the last sampling interval (null before the first one). */
   private lastRates: Float64Array | null = null;
   private publishOverflows = 0;
+  private readonly authorizer: Authorizer | null;
   private sampler: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
 
-  constructor(loaded: Loaded, log = new Logger(loaded.config.LogLevel)) {
+  constructor(loaded: Loaded, log = new Logger(loaded.config.LogLevel), hooks: ServerHooks = {}) {
     this.config = loaded.config;
     this.sources = loaded.sources;
     this.log = log;
     const c = this.config;
+    const decisions = authorizerOptions(c, hooks);
     const ceiling = memoryCeiling();
     if (c.Memory + RUNTIME_RESERVE_BYTES > ceiling.bytes)
       log.warn(
@@ -64,7 +78,30 @@ export class Server {
       cacheSize: this.sources.CacheSize.kind === 'default' ? Math.floor(c.Memory / CACHE_SHARE_OF_MEMORY) : c.CacheSize,
       maxCachedMessagesPerSubject: c.MaxCachedMessagesPerSubject,
       cacheExpireTime: c.CacheExpireTime,
+      entitlement: c.Entitlement === 'None' ? Entitlement.None : c.Entitlement === 'Basic' ? Entitlement.Basic : Entitlement.Token,
+      renewBefore: c['Entitlement.RenewBefore'],
+      publishAllow: c.PublishAllowFromAddressList,
     });
+    const native = this.native;
+    this.authorizer = decisions
+      ? new Authorizer(decisions, { compile: (sub, pub, all) => addon.compilePermissions(sub, pub, all), decide: (flat) => native.decide(flat) }, log)
+      : null;
+    if (this.authorizer) {
+      const authorizer = this.authorizer;
+      native.onAuthRequests(() => {
+        const flat = native.takeAuthRequests();
+        const requests = [];
+        for (let i = 0; i + 4 <= flat.length; i += 4)
+          requests.push({ wg: flat[i] as number, id: flat[i + 1] as number, token: flat[i + 2] as string, address: flat[i + 3] as string });
+        authorizer.handle(requests);
+      });
+    }
+    if (c.Entitlement === 'None' && c.Listen.some((a) => !isLoopback(a.host)))
+      log.warn(
+        `Entitlement = None: anyone who reaches ${c.Listen.filter((a) => !isLoopback(a.host)).map((a) => `${a.host}:${a.port}`).join(', ')} ` +
+          'may subscribe to and publish on every subject. Set Entitlement (Basic, JWT or Custom; see docs/security.md), ' +
+          'or listen on loopback addresses only.',
+      );
     this.layout = new CounterLayout(c.Workgroups, addon.workgroupCounters, addon.serverCounters);
     const slots = this.native.counterSlots();
     if (slots !== this.layout.slots)
@@ -148,6 +185,8 @@ export class Server {
     return this.layout.decode(values, this.lastRates, {
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
       publishOverflows: this.publishOverflows,
+      authorizeErrors: this.authorizer?.hookErrors ?? 0,
+      authorizeTimeouts: this.authorizer?.hookTimeouts ?? 0,
     });
   }
 
@@ -171,9 +210,45 @@ export class Server {
  * as strings or typed values, or an already loaded configuration; missing keys take their defaults.
  * Throws ConfigError for bad configuration and Error when a listen address cannot be bound.
  */
-export function createServer(config: Record<string, unknown> | Loaded = {}, log?: Logger): Server {
-  const loaded = isLoaded(config) ? config : resolveConfig(config);
-  return new Server(loaded, log);
+export function createServer(config: (Record<string, unknown> & ServerHooks) | Loaded = {}, log?: Logger, hooks: ServerHooks = {}): Server {
+  if (isLoaded(config)) return new Server(config, log, hooks);
+  const { authorize, authorizeTimeout, ...keys } = config;
+  return new Server(resolveConfig(keys), log, { authorize: authorize ?? hooks.authorize, authorizeTimeout: authorizeTimeout ?? hooks.authorizeTimeout });
+}
+
+/** How the control plane decides tokens, from the configuration and the program's hooks (null: Entitlement = None).
+ * Throws ConfigError when they do not fit together. */
+function authorizerOptions(c: Config, hooks: ServerHooks): AuthorizerOptions | null {
+  if (hooks.authorize !== undefined && typeof hooks.authorize !== 'function')
+    throw new ConfigError([`authorize must be a function (token, { address, workgroup }) => grant | null, got ${typeof hooks.authorize}`]);
+  if (hooks.authorize && c.Entitlement !== 'Custom')
+    throw new ConfigError([`an authorize hook is given but Entitlement is ${c.Entitlement}: set Entitlement = Custom to use it`]);
+  switch (c.Entitlement) {
+    case 'None':
+      return null;
+    case 'Basic':
+      return { mode: 'Basic', allowToken: c['Entitlement.AllowToken'] };
+    case 'JWT':
+      return { mode: 'JWT', verifier: createJwtVerifier({ ...jwtOptionsFromConfig(c), maxTokenBytes: addon.protocolLimits.maxTokenBytes }) };
+    case 'Custom': {
+      if (!hooks.authorize)
+        throw new ConfigError([
+          'Entitlement = Custom needs the application\'s authorize hook: createServer({ ..., Entitlement: \'Custom\', authorize: async (token, client) => grant | null }). ' +
+            'From the command line, use Basic or JWT.',
+        ]);
+      const timeout = hooks.authorizeTimeout ?? DEFAULT_AUTHORIZE_TIMEOUT_MS;
+      if (!Number.isInteger(timeout) || timeout < 1 || timeout > 600_000)
+        throw new ConfigError([`authorizeTimeout must be whole milliseconds from 1 to 600000, got ${String(timeout)}`]);
+      return { mode: 'Custom', authorize: hooks.authorize, timeoutMs: timeout };
+    }
+    default:
+      throw new ConfigError([`unknown Entitlement ${String(c.Entitlement)}`]);
+  }
+}
+
+/** Whether a listen host reaches only this machine. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 function isLoaded(x: Record<string, unknown> | Loaded): x is Loaded {

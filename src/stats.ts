@@ -20,6 +20,10 @@ export interface ServerStats {
   uptimeSeconds: number;
   /** Application publishes (server.publish) dropped because the subject's home workgroup was overloaded. */
   publishOverflows: number;
+  /** Entitlement = Custom: authorize hook calls that failed (threw, rejected, answered a malformed grant). */
+  authorizeErrors: number;
+  /** Entitlement = Custom: authorize hook calls that did not answer in time. */
+  authorizeTimeouts: number;
   /** Server-wide: every workgroup counter summed over the workgroups, then the server-only counters. */
   total: Counters;
   /** `<name>_per_second` of each counter of kind `counter` in `total`, over the last sampling interval. */
@@ -65,7 +69,7 @@ export class CounterLayout {
   }
 
   /** ServerStats from one batch and the rates of the last interval (from rates(); null: all 0). */
-  decode(values: Float64Array, rates: Float64Array | null, extra: { uptimeSeconds: number; publishOverflows: number }): ServerStats {
+  decode(values: Float64Array, rates: Float64Array | null, extra: { uptimeSeconds: number; publishOverflows: number; authorizeErrors: number; authorizeTimeouts: number }): ServerStats {
     const k = this.workgroupCounters.length;
     const total: Counters = {};
     const totalRates: Counters = {};

@@ -503,7 +503,7 @@ describe('counters the addon adds', () => {
   it('are in server.stats(), /stats, /metrics and the stats log under their own names, with rates', async () => {
     const before = batch(false);
     const after = batch(true);
-    const stats = layout.decode(after, layout.rates(before, after, 1), { uptimeSeconds: 5, publishOverflows: 0 });
+    const stats = layout.decode(after, layout.rates(before, after, 1), { uptimeSeconds: 5, publishOverflows: 0, authorizeErrors: 0, authorizeTimeouts: 0 });
     assert.equal(stats.total.memory_cuts, 17 + 27);
     assert.equal(stats.total.connections_refused, 9, 'server counters decode after the workgroups');
     assert.equal(stats.workgroups[1].counters.publish_pauses, 22 + 3);
@@ -533,7 +533,7 @@ describe('counters the addon adds', () => {
     assert.equal(sample(prom, 'starling_connections_refused_total'), 9);
     assert.equal(sample(prom, 'starling_queued_bytes', { workgroup: '0' }), 14 + 5);
 
-    const start = { at: 0, server: set.indicators(layout.decode(before, null, { uptimeSeconds: 0, publishOverflows: 0 })).server,
+    const start = { at: 0, server: set.indicators(layout.decode(before, null, { uptimeSeconds: 0, publishOverflows: 0, authorizeErrors: 0, authorizeTimeouts: 0 })).server,
       cpuSeconds: 0, samples: 1, loopMeans: 0, loopMax: 0 };
     const fields = Object.fromEntries(statsLineFields(set, start, 2000, snapshot));
     assert.equal(fields.memory_cuts_per_second, 4, 'averaged over the two seconds of the interval');

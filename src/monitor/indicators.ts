@@ -87,6 +87,10 @@ const round2 = (x: number) => Math.round(x * 100) / 100;
 const CONTROL: readonly Omit<IndicatorDef, 'metric' | 'source'>[] = [
   { name: 'publish_overflows', scope: 'server', kind: 'counter',
     help: 'Application publishes (server.publish) dropped because the subject\'s home workgroup was overloaded.' },
+  { name: 'authorize_errors', scope: 'server', kind: 'counter',
+    help: 'Entitlement = Custom: authorize hook calls that threw, rejected or answered a malformed grant (the token was refused).' },
+  { name: 'authorize_timeouts', scope: 'server', kind: 'counter',
+    help: 'Entitlement = Custom: authorize hook calls that did not answer in time (the token was refused).' },
   { name: 'workgroups', scope: 'server', kind: 'gauge', help: 'Workgroups (native threads) the server runs.' },
   { name: 'uptime_seconds', scope: 'server', kind: 'gauge', help: 'Seconds since the server started.' },
 ];
@@ -157,6 +161,8 @@ export class IndicatorSet {
       if (c.kind === 'counter') server[rateName(c.name)] = round2(stats.rates[rateName(c.name)]);
     }
     server.publish_overflows = stats.publishOverflows;
+    server.authorize_errors = stats.authorizeErrors;
+    server.authorize_timeouts = stats.authorizeTimeouts;
     server.workgroups = stats.workgroups.length;
     server.uptime_seconds = stats.uptimeSeconds;
     return { server, workgroups };

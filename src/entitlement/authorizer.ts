@@ -1,0 +1,252 @@
+// The control plane's side of entitlement decisions (PROTOCOL.md "Entitlement", native/THREADS.md
+// "Decisions"): the workgroups hand over the tokens of AUTH commands (and `?token=`) in batches; this module
+// decides each distinct token once — the Basic allow-token, a JWT (./jwt.ts), or the application's Custom
+// hook — turns the permissions into a compiled native set (shared: every connection with the same token
+// holds the same set), and answers in batches. No published message passes through here.
+import { timingSafeEqual } from 'node:crypto';
+import type { Logger } from '../log';
+import type { JwtVerifier } from './jwt';
+
+/** What a token grants: subject patterns as in PROTOCOL.md (a last segment `*` or `{name}` grants it and below). */
+export interface Grant {
+  /** May subscribe to. */
+  sub?: string[];
+  /** May publish to. */
+  pub?: string[];
+  /** May subscribe and publish to. */
+  all?: string[];
+  /** Unix time (seconds) the grant ends: the connection gets `AUTH expiring`, then `AUTH expired` and 1008. 0 or
+   * absent: never. */
+  expiry?: number;
+}
+
+/** Who presents the token, for a Custom hook. */
+export interface AuthorizeClient {
+  /** The peer's IP address ("192.0.2.1", "2001:db8::1"). */
+  address: string;
+  /** The workgroup serving the connection. */
+  workgroup: number;
+}
+
+/**
+ * Entitlement = Custom: decides a token. Return (or resolve to) the grant, or null to refuse. A throw, a
+ * rejection, a malformed grant or no answer within the timeout refuses the token (logged and counted); it never
+ * affects other tokens or the server.
+ */
+export type AuthorizeHook = (token: string, client: AuthorizeClient) => Grant | null | Promise<Grant | null>;
+
+/** One request as the native side hands it over. */
+export interface AuthRequest {
+  wg: number;
+  id: number;
+  token: string;
+  address: string;
+}
+
+/** The native surface this module needs (src/native.ts). */
+export interface DecisionSink {
+  /** Compiles permission lists into an opaque native set; throws TypeError naming a bad pattern. */
+  compile(sub: string[], pub: string[], all: string[]): unknown;
+  /** [wg, id, set | null, expiry, detail] × n. */
+  decide(flat: unknown[]): void;
+}
+
+export type AuthorizerOptions =
+  | { mode: 'Basic'; allowToken: string }
+  | { mode: 'JWT'; verifier: JwtVerifier }
+  | { mode: 'Custom'; authorize: AuthorizeHook; timeoutMs: number };
+
+/** Default time a Custom hook has to answer before the token is refused. */
+export const DEFAULT_AUTHORIZE_TIMEOUT_MS = 5000;
+/** Accepted tokens remembered (until they expire), so a reconnect storm of clients sharing tokens verifies each
+ * once; compiled sets remembered likewise. Bounds the memory both take (LRU). */
+export const DECISION_CACHE_ENTRIES = 10_000;
+/** A failing hook is logged at most this often (the count of the failures in between is in the next line). */
+const LOG_EVERY_MS = 1000;
+/** Native expiries are unsigned 32-bit unix seconds (good until 2106). */
+const MAX_EXPIRY = 2 ** 32 - 1;
+
+interface Accepted {
+  set: unknown;
+  expiry: number;
+}
+type Verdict = Accepted | { detail: string };
+
+export class Authorizer {
+  /** Custom hook calls that threw or rejected, or answered something that is not a grant. */
+  hookErrors = 0;
+  /** Custom hook calls that did not answer within the timeout. */
+  hookTimeouts = 0;
+  private readonly accepted = new Map<string, Accepted>();
+  private readonly sets = new Map<string, unknown>();
+  private outbox: unknown[] = [];
+  private flushing = false;
+  private lastLog = 0;
+  private unlogged = 0;
+  private everything: unknown;
+
+  constructor(
+    private readonly options: AuthorizerOptions,
+    private readonly sink: DecisionSink,
+    private readonly log: Logger,
+  ) {}
+
+  /** Decides a batch: each distinct token (Custom: token and address) once; answers as the decisions come. */
+  handle(requests: AuthRequest[]): void {
+    const groups = new Map<string, AuthRequest[]>();
+    for (const r of requests) {
+      const key = this.options.mode === 'Custom' ? `${r.address} ${r.token}` : r.token;
+      const group = groups.get(key);
+      if (group) group.push(r);
+      else groups.set(key, [r]);
+    }
+    for (const group of groups.values()) {
+      const first = group[0];
+      const cached = this.options.mode === 'Custom' ? undefined : this.remembered(first.token);
+      if (cached) {
+        this.answer(group, cached);
+        continue;
+      }
+      this.decideOne(first).then(
+        (v) => this.answer(group, v),
+        () => this.answer(group, { detail: 'refused (internal error)' }),
+      );
+    }
+  }
+
+  private async decideOne(r: AuthRequest): Promise<Verdict> {
+    const o = this.options;
+    if (o.mode === 'Basic') return this.basic(o.allowToken, r.token);
+    if (o.mode === 'JWT') {
+      const d = await o.verifier.verify(r.token);
+      if (!d.ok) return { detail: d.detail };
+      const v = this.grant(d.permissions, d.expiry);
+      if ('set' in v) this.remember(r.token, v);
+      return v;
+    }
+    return this.custom(o.authorize, o.timeoutMs, r);
+  }
+
+  private basic(allowToken: string, token: string): Verdict {
+    const a = Buffer.from(token);
+    const b = Buffer.from(allowToken);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) return { detail: 'not the allow-token' };
+    this.everything ??= this.sink.compile([], [], ['/*']);
+    return { set: this.everything, expiry: 0 };
+  }
+
+  private async custom(hook: AuthorizeHook, timeoutMs: number, r: AuthRequest): Promise<Verdict> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    let answer: Grant | null | 'timeout';
+    try {
+      answer = await Promise.race([Promise.resolve().then(() => hook(r.token, { address: r.address, workgroup: r.wg })), timeout]);
+    } catch (err) {
+      this.hookErrors++;
+      this.warn(`the authorize hook failed for a client at ${r.address}: ${err instanceof Error ? err.message : String(err)}; the token is refused`);
+      return { detail: 'authorization failed' };
+    } finally {
+      clearTimeout(timer);
+    }
+    if (answer === 'timeout') {
+      this.hookTimeouts++;
+      this.warn(`the authorize hook did not answer within ${timeoutMs} ms for a client at ${r.address}; the token is refused`);
+      return { detail: 'authorization timed out' };
+    }
+    if (answer === null || answer === undefined) return { detail: 'refused by the application' };
+    const problem = grantProblem(answer);
+    if (problem) {
+      this.hookErrors++;
+      this.warn(`the authorize hook answered a malformed grant (${problem}); the token is refused`);
+      return { detail: 'authorization failed' };
+    }
+    const v = this.grant({ sub: answer.sub ?? [], pub: answer.pub ?? [], all: answer.all ?? [] }, answer.expiry ?? 0);
+    if ('detail' in v) {
+      this.hookErrors++;
+      this.warn(`the authorize hook granted a pattern that is not one (${v.detail}); the token is refused`);
+    }
+    return v;
+  }
+
+  /** The compiled set for these lists (shared with every identical grant) and the expiry in whole seconds. */
+  private grant(p: { sub: string[]; pub: string[]; all: string[] }, expiry: number): Verdict {
+    const key = JSON.stringify([p.sub, p.pub, p.all]);
+    let set = this.sets.get(key);
+    if (set === undefined) {
+      try {
+        set = this.sink.compile(p.sub, p.pub, p.all);
+      } catch (err) {
+        return { detail: `permissions: ${err instanceof Error ? err.message : String(err)}`.slice(0, 200) };
+      }
+      bounded(this.sets, key, set);
+    } else {
+      this.sets.delete(key); // most recently used last
+      this.sets.set(key, set);
+    }
+    return { set, expiry: Math.min(MAX_EXPIRY, Math.max(0, Math.floor(expiry))) };
+  }
+
+  private remembered(token: string): Accepted | undefined {
+    const a = this.accepted.get(token);
+    if (!a) return undefined;
+    if (a.expiry !== 0 && a.expiry * 1000 <= Date.now()) {
+      this.accepted.delete(token);
+      return undefined;
+    }
+    return a;
+  }
+
+  private remember(token: string, a: Accepted): void {
+    bounded(this.accepted, token, a);
+  }
+
+  private answer(group: AuthRequest[], v: Verdict): void {
+    for (const r of group) {
+      if ('set' in v) this.outbox.push(r.wg, r.id, v.set, v.expiry, '');
+      else this.outbox.push(r.wg, r.id, null, 0, v.detail);
+    }
+    // Everything decided in this turn of the event loop crosses in one call.
+    if (!this.flushing) {
+      this.flushing = true;
+      setImmediate(() => {
+        this.flushing = false;
+        const flat = this.outbox;
+        this.outbox = [];
+        this.sink.decide(flat);
+      });
+    }
+  }
+
+  private warn(message: string): void {
+    const now = Date.now();
+    if (now - this.lastLog < LOG_EVERY_MS) {
+      this.unlogged++;
+      return;
+    }
+    const more = this.unlogged ? ` (and ${this.unlogged} more such problems since the last one logged)` : '';
+    this.lastLog = now;
+    this.unlogged = 0;
+    this.log.warn(`entitlement: ${message}${more}`);
+  }
+}
+
+function bounded<V>(map: Map<string, V>, key: string, value: V): void {
+  map.set(key, value);
+  if (map.size > DECISION_CACHE_ENTRIES) map.delete(map.keys().next().value as string);
+}
+
+/** What makes a Custom hook's answer not a Grant ('' if it is one). */
+function grantProblem(g: unknown): string {
+  if (typeof g !== 'object' || g === null || Array.isArray(g)) return `expected an object or null, got ${Array.isArray(g) ? 'an array' : typeof g}`;
+  const o = g as Record<string, unknown>;
+  for (const name of ['sub', 'pub', 'all']) {
+    const list = o[name];
+    if (list === undefined) continue;
+    if (!Array.isArray(list) || !list.every((p) => typeof p === 'string')) return `${name} must be an array of strings`;
+  }
+  if (o.expiry !== undefined && (typeof o.expiry !== 'number' || !Number.isFinite(o.expiry) || o.expiry < 0))
+    return 'expiry must be unix seconds (a finite number >= 0)';
+  return '';
+}
