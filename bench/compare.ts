@@ -6,10 +6,12 @@
 //                              [--clients 15000] [--seconds 20] [--rates 20000,30000,...]
 //                              [--w5-drop 5000] [--w5-mode reset|close]
 //
+// W7 (entitled): W1 again with Entitlement = JWT and a token per client (see w7); run with W1 to get the ratio.
 // W5 (the reconnect storm) runs W1, then drops --w5-drop of the subscribers at once (a third of --clients by
 // default: 5,000 of 15,000) and reconnects them from their last positions while publishing continues
 // (benchsub's ReconnectAfter). Starling only: the peers have no recovery protocol.
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -137,7 +139,58 @@ async function w1(server: ServerHandle, dir: string, clients: number, rate: numb
     { Publishers: 4, Frequency: rate, Subjects: subjects, MessageSize: 512 },
     seconds,
   );
-  return latencyRow(server.name, label, rate, r);
+  const row = latencyRow(server.name, label, rate, r);
+  const t = label === 'W1' ? connectSeconds(path.join(dir, `${label}-${rate}-${server.name}`)) : null;
+  if (t) row.note = `${clients} clients connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)`;
+  return row;
+}
+
+/** The `connected: N/M in X s` line of a benchsub log: how long opening every subscriber took (the upgrade and,
+ * with tokens, the decision included). */
+function connectSeconds(out: string): number | null {
+  try {
+    const m = /^connected: \d+\/\d+ in ([\d.]+) s/m.exec(fs.readFileSync(out + '.log', 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** An HS256 JWT signed here with node:crypto (the server verifies it with jose). */
+function signJwt(secret: Buffer, claims: Record<string, unknown>): string {
+  const part = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${body}.${crypto.createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+/**
+ * W7 (BENCHMARKS.md): W1 with Entitlement = JWT. Every subscriber connects with a token of its own on the upgrade
+ * URL (15,000 distinct tokens verified through the batch path as they connect at once); half of them are granted
+ * their subject exactly (`/p/s17`), half through a wildcard (`/p/{id}`); the publishers' token grants `/p/*`.
+ * The row's note carries the connect time; the ratio to W1 is in the summary.
+ */
+async function w7(server: ServerHandle, base: string, dir: string, clients: number, rate: number, seconds: number, secret: Buffer): Promise<Row> {
+  const subjects = `/p/s{1..${clients}}`;
+  const exp = Math.floor(Date.now() / 1000) + 24 * 3600;
+  const subTokens: string[] = [];
+  for (let i = 0; i < clients; i++)
+    subTokens.push(signJwt(secret, { exp, cid: i, permissions: { sub: [i % 2 === 0 ? `/p/s${i + 1}` : '/p/{id}'] } }));
+  const subFile = path.join(dir, `W7-sub-tokens.txt`);
+  const pubFile = path.join(dir, `W7-pub-tokens.txt`);
+  fs.writeFileSync(subFile, subTokens.join('\n') + '\n');
+  fs.writeFileSync(pubFile, signJwt(secret, { exp, permissions: { pub: ['/p/*'] } }) + '\n');
+  const out = path.join(dir, `W7-${rate}-${base.replace(/[^A-Za-z0-9_.-]+/g, '_')}`);
+  const r = await measure(
+    server,
+    out,
+    { Clients: clients, Subjects: subjects, OneToOne: true, TokenFile: subFile },
+    { Publishers: 4, Frequency: rate, Subjects: subjects, MessageSize: 512, TokenFile: pubFile },
+    seconds,
+  );
+  const row = latencyRow(`${base} +JWT`, 'W7', rate, r);
+  const t = connectSeconds(out);
+  row.note = t ? `${clients} clients with distinct tokens connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)` : '';
+  return row;
 }
 
 /** Whether a W5 run met its goal (BENCHMARKS.md), and if not, why. */
@@ -324,6 +377,12 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     const held = rows.filter((r) => r.server === server && r.workload === 'W1-max' && r.note === 'held').map((r) => r.offered ?? 0);
     lines.push(`- W1-max ${server}: ${held.length ? `${Math.max(...held)} msg/s held` : 'no rate held'} (held = ≥ 99% delivered, p99 ≤ 10 ms)`);
   }
+  for (const w7 of rows.filter((r) => r.workload === 'W7')) {
+    const base = w7.server.replace(/ \+JWT$/, '');
+    const w1 = rows.find((r) => r.server === base && r.workload === 'W1');
+    const ratio = w1?.cpuMicrosPerMessage && w7.cpuMicrosPerMessage ? (w7.cpuMicrosPerMessage / w1.cpuMicrosPerMessage).toFixed(3) : '–';
+    lines.push(`- W7 ${base}: CPU µs/msg with JWT entitlement / without: ${ratio} (goal ≤ 1.05)`);
+  }
   lines.push(...renderW5(opts, rows));
   if (errors.length) lines.push('', '## Errors', '', ...errors.map((e) => `- ${e}`));
   return lines.join('\n') + '\n';
@@ -361,6 +420,15 @@ async function main(): Promise<void> {
     if (opts.workloads.includes('W3')) await run(name, 'W3', (s) => w3(s, dir, opts.clients));
     if (opts.workloads.includes('W1')) await run(name, 'W1', (s) => w1(s, dir, opts.clients, 20000, opts.seconds));
     if (opts.workloads.includes('W2')) await run(name, 'W2', (s) => w2(s, dir, opts.clients, opts.seconds));
+    if (opts.workloads.includes('W7')) {
+      if (isStarling(name)) {
+        const secret = crypto.randomBytes(32);
+        const entitled = `${name}${name.includes(':') ? ',' : ':'}Entitlement=JWT,Entitlement.JWT.Secret=${secret.toString('base64')}`;
+        await run(entitled, 'W7', (s) => w7(s, name, dir, opts.clients, 20000, opts.seconds, secret));
+      } else {
+        log(`${name} W7: skipped, the peers have no entitlement`);
+      }
+    }
     if (opts.workloads.includes('W5')) {
       if (isStarling(name)) await run(name, 'W5', (s) => w5(s, dir, opts.clients, w5DropOf(opts), opts.w5Mode, opts.seconds));
       else log(`${name} W5: skipped, the peers have no recovery protocol`);

@@ -19,6 +19,15 @@ const COMMON: ToolKeyDef[] = [
   },
   { name: 'Path', type: 'path', default: '/', example: '/', doc: 'WebSocket request path.' },
   {
+    name: 'TokenFile',
+    type: 'string',
+    default: '',
+    example: '/tmp/w7-tokens.txt',
+    doc:
+      'Entitlement tokens, one per line (URL-safe, as JWTs are): connection i upgrades with `?token=` and line i (modulo the count), ' +
+      'so every client authenticates as it connects. Empty: no token.',
+  },
+  {
     name: 'Dialect',
     type: 'enum',
     choices: ['starling', 'plain', 'nats'],
@@ -245,6 +254,8 @@ export interface ClientOptions {
   messageSize: number;
   maxConnecting: number;
   socketBuffer: number;
+  /** Per-connection entitlement tokens (connection i: tokens[i % length]); [] for none. */
+  tokens: string[];
 }
 
 /**
@@ -440,7 +451,24 @@ export function clientOptions(cfg: Record<string, unknown>, publisher: boolean, 
     messageSize: publisher ? (cfg.MessageSize as number) : 0,
     maxConnecting: cfg.MaxConnecting as number,
     socketBuffer: cfg.BufferSize as number,
+    tokens: readTokens(cfg.TokenFile as string),
   };
+}
+
+/** The tokens of a TokenFile (one per line; blank lines skipped); [] for none. Throws ConfigError naming the file. */
+function readTokens(file: string): string[] {
+  if (!file) return [];
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError([`TokenFile: cannot read ${file}: ${(e as Error).message}`]);
+  }
+  const tokens = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const bad = tokens.findIndex((t) => !/^[A-Za-z0-9._~-]+$/.test(t));
+  if (bad >= 0) throw new ConfigError([`TokenFile: ${file}: line ${bad + 1} is not URL-safe (letters, digits and . _ ~ - only)`]);
+  if (tokens.length === 0) throw new ConfigError([`TokenFile: ${file} holds no token`]);
+  return tokens;
 }
 
 /** utime + stime of a process in seconds (/proc/<pid>/stat), or NaN if it cannot be read. */

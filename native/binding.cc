@@ -140,6 +140,7 @@ ClientOptions read_client_options(const Napi::Object& o) {
   opts.message_size = o.Get("messageSize").As<Napi::Number>().Uint32Value();
   opts.max_connecting = o.Get("maxConnecting").As<Napi::Number>().Uint32Value();
   opts.socket_buffer = o.Get("socketBuffer").As<Napi::Number>().Int32Value();
+  opts.tokens = read_strings(o.Get("tokens").As<Napi::Array>());
   return opts;
 }
 

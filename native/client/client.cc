@@ -321,7 +321,9 @@ class ClientThread {
       return;
     }
     c->state = CConn::kUpgrading;
-    std::string req = "GET " + o_.path + " HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    std::string target = o_.path;
+    if (!o_.tokens.empty()) target += "?token=" + o_.tokens[c->index % o_.tokens.size()];
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                       "Sec-WebSocket-Key: " + std::string(kHandshakeKey) + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
     c->tx += req;
     flush(c);

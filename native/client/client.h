@@ -49,6 +49,9 @@ struct ClientOptions {
   uint32_t message_size = 512;             // publishers: payload bytes (at least the 16-byte timestamp)
   uint32_t max_connecting = 1000;          // connection attempts in flight per thread
   int socket_buffer = 0;                   // SO_RCVBUF and SO_SNDBUF; 0: kernel default
+  // Entitlement tokens: connection i upgrades with "?token=" + tokens[i % size] after the path (URL-safe
+  // characters only, as JWTs are); empty: no token.
+  std::vector<std::string> tokens;
 };
 
 // Per-thread statistics, in the order read() writes them (then the Welford fields, then the histogram).
