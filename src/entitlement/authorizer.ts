@@ -59,8 +59,11 @@ export type AuthorizerOptions =
 /** Default time a Custom hook has to answer before the token is refused. */
 export const DEFAULT_AUTHORIZE_TIMEOUT_MS = 5000;
 /** Accepted tokens remembered (until they expire), so a reconnect storm of clients sharing tokens verifies each
- * once; compiled sets remembered likewise. Bounds the memory both take (LRU). */
+ * once; compiled sets remembered likewise (LRU). The two bounds keep what they hold small whatever the grants:
+ * at most this many entries each, ... */
 export const DECISION_CACHE_ENTRIES = 10_000;
+/** ... and at most this many bytes of tokens and patterns each (a grant may carry 1,000 patterns of 255 bytes). */
+export const DECISION_CACHE_BYTES = 32 * 1024 * 1024;
 /** A failing hook is logged at most this often (the count of the failures in between is in the next line). */
 const LOG_EVERY_MS = 1000;
 /** Native expiries are unsigned 32-bit unix seconds (good until 2106). */
@@ -70,6 +73,39 @@ interface Accepted {
   set: unknown;
   expiry: number;
 }
+
+/** A Map kept under DECISION_CACHE_ENTRIES entries and DECISION_CACHE_BYTES (as the caller weighs them), least
+ * recently used first out. */
+class Lru<V> {
+  private readonly map = new Map<string, { value: V; bytes: number }>();
+  private bytes = 0;
+
+  get(key: string): V | undefined {
+    const e = this.map.get(key);
+    if (!e) return undefined;
+    this.map.delete(key); // most recently used last
+    this.map.set(key, e);
+    return e.value;
+  }
+
+  set(key: string, value: V, bytes: number): void {
+    this.delete(key);
+    this.map.set(key, { value, bytes });
+    this.bytes += bytes;
+    for (const [k, e] of this.map) {
+      if (this.map.size <= DECISION_CACHE_ENTRIES && this.bytes <= DECISION_CACHE_BYTES) break;
+      this.map.delete(k);
+      this.bytes -= e.bytes;
+    }
+  }
+
+  delete(key: string): void {
+    const e = this.map.get(key);
+    if (!e) return;
+    this.map.delete(key);
+    this.bytes -= e.bytes;
+  }
+}
 type Verdict = Accepted | { detail: string };
 
 export class Authorizer {
@@ -77,8 +113,8 @@ export class Authorizer {
   hookErrors = 0;
   /** Custom hook calls that did not answer within the timeout. */
   hookTimeouts = 0;
-  private readonly accepted = new Map<string, Accepted>();
-  private readonly sets = new Map<string, unknown>();
+  private readonly accepted = new Lru<Accepted>();
+  private readonly sets = new Lru<unknown>();
   private outbox: unknown[] = [];
   private flushing = false;
   private lastLog = 0;
@@ -180,10 +216,7 @@ export class Authorizer {
       } catch (err) {
         return { detail: `permissions: ${err instanceof Error ? err.message : String(err)}`.slice(0, 200) };
       }
-      bounded(this.sets, key, set);
-    } else {
-      this.sets.delete(key); // most recently used last
-      this.sets.set(key, set);
+      this.sets.set(key, set, key.length);
     }
     return { set, expiry: Math.min(MAX_EXPIRY, Math.max(0, Math.floor(expiry))) };
   }
@@ -199,7 +232,7 @@ export class Authorizer {
   }
 
   private remember(token: string, a: Accepted): void {
-    bounded(this.accepted, token, a);
+    this.accepted.set(token, a, token.length);
   }
 
   private answer(group: AuthRequest[], v: Verdict): void {
@@ -230,11 +263,6 @@ export class Authorizer {
     this.unlogged = 0;
     this.log.warn(`entitlement: ${message}${more}`);
   }
-}
-
-function bounded<V>(map: Map<string, V>, key: string, value: V): void {
-  map.set(key, value);
-  if (map.size > DECISION_CACHE_ENTRIES) map.delete(map.keys().next().value as string);
 }
 
 /** What makes a Custom hook's answer not a Grant ('' if it is one). */
