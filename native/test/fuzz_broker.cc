@@ -11,6 +11,7 @@
 // SYNC/RESYNC at N is N+1 and after a live n is n+1 (nothing lost, nothing twice); SYNC follows the
 // history/recovered messages it closes.
 // Build and run with `make fuzz` (needs clang++).
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -81,7 +82,8 @@ class Host : public BrokerHost {
   bool post_answer(unsigned w, Subject* s, Request* r) override { return post(deliveries, allow_deliver, {w, s, nullptr, r}); }
   void send(Subscriber* c, Frame* f) override;
   void resume(Subscriber* c) override;
-  void authenticate(Subscriber*, std::string_view) override { FAIL(); }  // entitlement is off: never asked
+  void authenticate(Subscriber* c, std::string_view) override { asked.push_back(c); }
+  std::vector<Subscriber*> asked;   // connections waiting for a decision on their token
 
  private:
   static bool post(std::vector<Post>& to, bool allow, Post p) {
@@ -98,6 +100,9 @@ struct Conn {
   bool raw = false;  // sent arbitrary bytes: its subscriptions may be conflated
   std::map<std::string, Track> tracks;
 };
+
+// Entitlement on: what a connection without an accepted token may do (nullptr: entitlement off).
+const Permissions* g_anonymous = nullptr;
 
 // Checks one server message against what the connection saw before.
 void check(Conn& c, const fake::ServerFrame& f, std::vector<std::string>& epochs) {
@@ -119,6 +124,8 @@ void check(Conn& c, const fake::ServerFrame& f, std::vector<std::string>& epochs
   const uint64_t seq = std::strtoull(head.substr(colon + 1, end - colon - 1).c_str(), nullptr, 10);
   const std::string kind = end == std::string::npos ? "" : head.substr(end + 1);
   if (epochs.size() < 16) epochs.push_back(epoch);
+  // Nothing reaches a connection on a subject its entitlement (as it is now) does not let it subscribe to.
+  if (msg && g_anonymous && !(c.sub.perms ? c.sub.perms : g_anonymous)->allows(kAccessSubscribe, subject)) FAIL();
   Track& t = c.tracks[subject];
   if (c.raw) t.conflated = true;
   if (t.have && !t.epoch.empty() && t.epoch != epoch) FAIL();  // a subscribed subject keeps its epoch
@@ -187,13 +194,34 @@ const char* const kSubjects[] = {"/a", "/b", "/c/d"};
 
 }  // namespace
 
+// The permission sets an AUTH may be decided with (index 0: refused).
+Permissions* make_set(std::vector<PermissionEntry> entries) {
+  std::string problem;
+  Permissions* p = Permissions::build(entries, &problem);
+  if (!p) FAIL();
+  return p;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
   Registry registry(2, 1);
   Counters c0, c1;
   Host h0, h1;
   BrokerOptions o;
   o.cache = CacheOptions{4, 50, 2048};  // 4 per subject, 50 ms, 2 KiB per workgroup: every eviction path
   o.max_backlog = 1500;                 // answers that do not fit: RESYNC, history cut short
+  // The first byte: entitlement off, Basic (anyone subscribes), or token-only (nothing without a token).
+  const uint8_t mode = data[0] % 3;
+  data++;
+  size--;
+  std::unique_ptr<Permissions, void (*)(Permissions*)> anonymous(
+      mode == 0 ? nullptr : make_set(mode == 1 ? std::vector<PermissionEntry>{{kAccessSubscribe, "/*"}} : std::vector<PermissionEntry>{}),
+      [](Permissions* p) { if (p) p->unref(); });
+  Permissions* sets[] = {nullptr, make_set({{kAccessAll, "/*"}}), make_set({{kAccessSubscribe, "/a"}}),
+                         make_set({{kAccessSubscribe, "/c/*"}, {kAccessPublish, "/*"}}), make_set({}),
+                         make_set({{kAccessAll, "/b"}, {kAccessSubscribe, "/c/{x}"}})};
+  o.entitlement = EntitlementOptions{mode != 0, anonymous.get(), 60};
+  g_anonymous = anonymous.get();
   std::map<const Subscriber*, Conn*> by_sub;
   std::vector<std::string> epochs;
   h0.conns = h1.conns = &by_sub;
@@ -207,6 +235,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (conns[k]) {
       brokers[conns[k]->wg]->on_leave(&conns[k]->sub);
       by_sub.erase(&conns[k]->sub);
+      for (Host* h : {&h0, &h1})  // (the workgroup forgets a connection's wait when it closes)
+        h->asked.erase(std::remove(h->asked.begin(), h->asked.end(), &conns[k]->sub), h->asked.end());
     }
     conns[k] = std::make_unique<Conn>();
     conns[k]->wg = k < 3 ? 0 : 1;
@@ -244,6 +274,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   };
 
+  // Decides the first waiting token of one host's connections with set k (0: refused); the connection reads on.
+  auto decide = [&](Host& h, unsigned k) {
+    if (h.asked.empty()) return;
+    Subscriber* s = h.asked.front();
+    h.asked.erase(h.asked.begin());
+    auto it = by_sub.find(s);
+    if (it == by_sub.end()) return;  // it left meanwhile
+    Conn& c = *it->second;
+    Permissions* p = sets[k % 6];
+    if (p) p->ref();
+    brokers[c.wg]->decided(s, p, 0, "refused");
+    c.paused = false;
+  };
   Input in(data, size);
   while (in.more()) {
     const uint8_t op = in.byte();
@@ -332,9 +375,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 9:
-        command(c, "PING x");
+        if (mode && in.byte() % 2) {
+          command(c, "AUTH t");
+          decide(*hosts[in.byte() % 2], in.byte());
+        } else {
+          command(c, "PING x");
+        }
         break;
     }
+  }
+  while (!h0.asked.empty() || !h1.asked.empty()) {
+    decide(h0, 1);
+    decide(h1, 1);
   }
   // Drain everything with open rings: every held publish, deferred delivery and answer must go through.
   h0.allow_publish = h0.allow_deliver = h1.allow_publish = h1.allow_deliver = true;
@@ -353,5 +405,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   b0.reset();
   b1.reset();
+  for (Permissions* p : sets)
+    if (p) p->unref();
+  g_anonymous = nullptr;
   return 0;
 }
