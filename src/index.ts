@@ -1,5 +1,15 @@
 // Public API of the starling package.
-export { createServer, Server, type Counters, type ServerStats, type WorkgroupStats } from './server';
+export {
+  createServer,
+  Server,
+  type AuthorizeClient,
+  type AuthorizeHook,
+  type Counters,
+  type Grant,
+  type ServerHooks,
+  type ServerStats,
+  type WorkgroupStats,
+} from './server';
 export { loadConfig, resolveConfig, formatEffectiveConfig, ConfigError, type Config, type Loaded } from './config/config';
 export { Logger, type LogLevel } from './log';
 export { Monitor, STATS_SUBJECT } from './monitor/monitor';

@@ -24,8 +24,11 @@ uint32_t hash_of(std::string_view s) {
   return slot_hash(h);
 }
 
+// "*", or "{name}": a name of one or more characters, none of them a brace ("{a{b}" is a plain segment).
 bool is_wildcard(std::string_view segment) {
-  return segment == "*" || (segment.size() >= 3 && segment.front() == '{' && segment.back() == '}');
+  if (segment == "*") return true;
+  if (segment.size() < 3 || segment.front() != '{' || segment.back() != '}') return false;
+  return segment.substr(1, segment.size() - 2).find_first_of("{}") == std::string_view::npos;
 }
 
 struct Key {

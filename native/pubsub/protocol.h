@@ -88,7 +88,7 @@ struct Command {
 // '\n'), tokens are separated by exactly one space (no leading/trailing/double spaces), the verb is
 // case-sensitive, SUB/UNSUB need at least one subject, SUB may start with "conflate=<ms>" and its tokens
 // are specs (parse_spec), PUB takes a subject, an optional id and an optional "+retained", PING an
-// optional token. Reserved verbs (AUTH) and everything else are bad-command, and so is a malformed
+// optional token, AUTH exactly one token. Everything else is bad-command, and so is a malformed
 // position or count in a SUB spec. A subject that fails valid_subject() is bad-subject.
 // Only PUB may have a body: SUB, UNSUB, PING and AUTH with a non-empty body are bad-command. Every
 // bad-command check comes before the bad-subject check.

@@ -280,7 +280,9 @@ void Workgroup::pass() {
         continue;
       }
     }
-    if (keepalive && engine_.keepalive_pass(c, *this, keepalive) == WsEngine::Keepalive::kDead) {
+    // (A connection waiting for the decision on its token is not read, so its pongs are not seen: its silence
+    // is ours, not a dead peer's.)
+    if (keepalive && !c->auth_id && engine_.keepalive_pass(c, *this, keepalive) == WsEngine::Keepalive::kDead) {
       counters_.add(k_keepalive_closes);
       engine_.abort(c, *this, kCloseGoingAway);
     }

@@ -22,8 +22,13 @@ inline std::vector<std::string_view> segments(std::string_view s) {
   return out;
 }
 
+// "*", or "{name}" with a name of one or more characters and no brace in it.
 inline bool wildcard(std::string_view seg) {
-  return seg == "*" || (seg.size() >= 3 && seg.front() == '{' && seg.back() == '}');
+  if (seg == "*") return true;
+  if (seg.size() < 3 || seg.front() != '{' || seg.back() != '}') return false;
+  for (size_t i = 1; i + 1 < seg.size(); i++)
+    if (seg[i] == '{' || seg[i] == '}') return false;
+  return true;
 }
 
 // Whether one (valid) pattern grants one (valid) subject: equal segments up to a wildcard, which grants its

@@ -65,6 +65,12 @@ TEST(permissions_merge_duplicate_keys_and_grant_nothing_when_empty) {
   Permissions* braces = build({{kAccessSubscribe, "/a/{}"}});  // "{}" is a plain segment, not a wildcard
   CHECK(braces->allows(kAccessSubscribe, "/a/{}") && !braces->allows(kAccessSubscribe, "/a/b"));
   braces->unref();
+  // A brace inside the name makes a plain segment too (the rule of src/entitlement/jwt.ts): "/x/{a{b}" grants
+  // exactly that subject, and "/x/{a{b}/c" is a subject pattern, not a wildcard with segments after it.
+  Permissions* nested = build({{kAccessSubscribe, "/x/{a{b}"}, {kAccessSubscribe, "/y/{a}b}/c"}});
+  CHECK(nested->allows(kAccessSubscribe, "/x/{a{b}") && !nested->allows(kAccessSubscribe, "/x/zz/yy"));
+  CHECK(nested->allows(kAccessSubscribe, "/y/{a}b}/c") && !nested->allows(kAccessSubscribe, "/y/q/c"));
+  nested->unref();
   Permissions* none = build({});
   CHECK(!none->allows(kAccessSubscribe, "/a"));
   none->unref();

@@ -2,8 +2,8 @@
 // checked by `jose` (a maintained JOSE library; no crypto is written here); this file chooses the keys and the
 // algorithms they may be used with, bounds the input, and checks Starling's own `permissions` claim.
 //
-// Not wired into the server yet: the config layer turns `Entitlement.JWT.*` into JwtOptions later (it reads the
-// PEM file; this module takes PEM text).
+// The server builds one from `Entitlement.JWT.*` (./config.ts reads the PEM file; this module takes PEM text) and
+// the Authorizer (./authorizer.ts) calls it once per distinct token.
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { jwtVerify } from 'jose';
 
