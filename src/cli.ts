@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `starling` command: `serve` runs a server; `config --print` shows the effective configuration;
 // `doctor` and `tune` check and tune the kernel for a number of connections (src/doctor.ts, src/tune.ts).
-import { ConfigError, formatEffectiveConfig, loadConfig, repeatedDefines, strayArgument, type Loaded } from './config/config';
+import { ConfigError, formatEffectiveConfig, loadConfig, repeatedDefines, SCHEMA, strayArgument, type Loaded } from './config/config';
 import { doctor, DoctorUsageError } from './doctor';
 import { Logger } from './log';
 import { AddonError } from './native';
@@ -36,6 +36,9 @@ const CONFIG_OPTIONS = `Options:
 
 Keys, their defaults and environment variables: docs/configuration.md.`;
 
+/** The keys `config --print` shows only as a comment with their length (formatEffectiveConfig). */
+const SECRET_KEYS = SCHEMA.filter((d) => 'secret' in d && d.secret).map((d) => d.name).join(', ');
+
 const HELP: Record<string, string | (() => string)> = {
   serve: `Usage: starling serve [--config FILE] [-DKey=value ...]
 
@@ -51,7 +54,10 @@ Examples:
   config: `Usage: starling config --print [--config FILE] [-DKey=value ...]
 
 Prints every key with its effective value and, above it, where the value came from (default, file:line,
-environment variable or -D argument). The output is itself a valid config file.
+environment variable or -D argument). The output is itself a valid config file, except for the secrets
+(${SECRET_KEYS}):
+a set one is printed as a comment with its length, never its value; put the values back before using the
+output as a config file.
 
   --print                  print the effective configuration (required)
 ${CONFIG_OPTIONS.slice('Options:\n'.length)}
