@@ -144,16 +144,27 @@ ClientOptions read_client_options(const Napi::Object& o) {
   return opts;
 }
 
+// Runs the callback of onAuthRequests on the JavaScript thread. Written against the C API (a thread-safe
+// function's call_js), so that no C++ exception can leave it, since nothing above it would catch one: a call
+// still queued when Node tears the environment down (the function does not keep the event loop alive) comes
+// without an environment, or fails quietly; an exception the callback throws stays pending in JavaScript,
+// which reports it as any uncaught exception.
+void call_auth_callback(napi_env env, napi_value callback, void*, void*) {
+  if (env == nullptr || callback == nullptr) return;
+  napi_value undefined;
+  if (napi_get_undefined(env, &undefined) != napi_ok) return;
+  napi_call_function(env, undefined, callback, 0, nullptr, nullptr);
+}
+
 // The JavaScript callback a server calls when tokens wait for decisions, and its release: once no workgroup
 // can call it any more (Server::set_auth_notify(nullptr) is a barrier).
 struct AuthCallback {
-  Napi::ThreadSafeFunction tsfn;
-  bool set = false;
+  napi_threadsafe_function tsfn = nullptr;
   void release(Server& server) {
-    if (!set) return;
+    if (!tsfn) return;
     server.set_auth_notify(nullptr);
-    tsfn.Release();
-    set = false;
+    napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+    tsfn = nullptr;
   }
 };
 
@@ -269,11 +280,16 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
   // onAuthRequests(callback): before start(). The callback (no arguments) runs on the JavaScript thread when
   // tokens wait for decisions; it takes them with takeAuthRequests(). Does not keep the process alive.
   void JS_onAuthRequests(const Napi::CallbackInfo& info) {
-    auth_->tsfn = Napi::ThreadSafeFunction::New(info.Env(), info[0].As<Napi::Function>(), "starling-auth", 0, 1);
-    auth_->tsfn.Unref(info.Env());
-    auth_->set = true;
-    Napi::ThreadSafeFunction tsfn = auth_->tsfn;
-    server_->set_auth_notify([tsfn]() mutable { tsfn.NonBlockingCall(); });
+    napi_env env = info.Env();
+    napi_value name;
+    napi_threadsafe_function tsfn;
+    if (auth_->tsfn || napi_create_string_utf8(env, "starling-auth", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+        napi_create_threadsafe_function(env, info[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr,
+                                         call_auth_callback, &tsfn) != napi_ok)
+      throw Napi::Error::New(info.Env(), "onAuthRequests: cannot create the callback (called twice?)");
+    napi_unref_threadsafe_function(env, tsfn);
+    auth_->tsfn = tsfn;
+    server_->set_auth_notify([tsfn] { napi_call_threadsafe_function(tsfn, nullptr, napi_tsfn_nonblocking); });
   }
 
   // takeAuthRequests() → [wg, id, token, address, wg, id, ...]: every request waiting, in one flat array.

@@ -425,15 +425,16 @@ describe('refusals and errors', SUITE, () => {
     await until('the second message', () => seen.length === 2);
   });
 
-  it('passes the token as ?token= on the upgrade URL and reports AUTH lines as auth events', async () => {
+  it('presents the token as its first command, AUTH <token> (not on the URL), and reports AUTH lines as auth events', async () => {
     const server = await ScriptedServer.start();
-    const { rec } = client(server, { token: 'a b/c' });
+    const { rec } = client(server, { token: 'a/b+c' });
     const conn = await server.accept();
-    assert.equal(conn.url, '/?token=a%20b%2Fc');
+    assert.equal(conn.url, '/');
+    await conn.expect('AUTH a/b+c');
     conn.send('AUTH ok 1900000000');
     conn.send('AUTH expiring 30');
-    await rec.event('connected');
     assert.deepEqual(await rec.event('auth'), { state: 'ok', detail: '1900000000' });
+    await rec.event('connected');
     assert.deepEqual(await rec.event('auth'), { state: 'expiring', detail: '30' });
   });
 });

@@ -130,6 +130,10 @@ class Loop {
   // Bytes written to sockets since the loop was created.
   virtual uint64_t bytes_written() const = 0;
 
+  // Whether the peer hung up (FIN, reset or error seen), also while s's input is paused: an owner that keeps
+  // a stream paused for long (a decision on its token) looks, rather than wait for the report at resume.
+  virtual bool peer_closed(const Stream* s) const = 0;
+
   // The peer's address as text ("192.0.2.1", "2001:db8::1"; an IPv4-mapped IPv6 address as IPv4), NUL-
   // terminated in out[0..cap), cap >= 46 (INET6_ADDRSTRLEN); "" when unknown. For the control plane's
   // decisions (the Custom hook's `address`), never per message.

@@ -207,6 +207,14 @@ class EpollLoop final : public Loop {
       Stream* s = static_cast<Stream*>(events[i].data.ptr);
       if (s->io_flags & kDead) continue;
       uint32_t e = events[i].events;
+      if ((e & (EPOLLHUP | EPOLLERR)) && (s->io_flags & (kPaused | kOver)) && !(s->io_flags & kClosing)) {
+        // The peer reset (or both directions are shut): nothing more can reach it. Its input is gated, so its
+        // owner would hear of it only at a resume, which may be far off (a connection waiting for the decision
+        // on its token waits up to the authorize hook's timeout): close it now. (A FIN alone is reported once
+        // the input before it was handled, as ever: the commands a client sent before it still count.)
+        abort_now(s);
+        continue;
+      }
       if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->io_flags |= kPeerClosed | kReadable;
       if (e & EPOLLIN) s->io_flags |= kReadable;
       if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) input(s);
@@ -267,6 +275,8 @@ class EpollLoop final : public Loop {
   size_t size() const override { return open_; }
 
   uint64_t bytes_written() const override { return bytes_written_; }
+
+  bool peer_closed(const Stream* s) const override { return s->io_flags & kPeerClosed; }
 
   void peer_address(const Stream* s, char* out, size_t cap) const override {
     out[0] = '\0';

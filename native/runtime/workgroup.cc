@@ -287,6 +287,16 @@ void Workgroup::pass() {
       engine_.abort(c, *this, kCloseGoingAway);
     }
   }
+  // A client that hung up while its token is being decided is gone: its wait (up to the authorize hook's
+  // timeout) would hold a connection slot for nobody. (A reset is seen at once by the loop; a FIN only here,
+  // since a paused stream's input, the FIN included, is otherwise handled at resume.) Its commands after the
+  // AUTH are not carried out.
+  if (!awaiting_.empty()) {
+    std::vector<Conn*> gone;
+    for (const auto& [id, w] : awaiting_)
+      if (loop_->peer_closed(w.conn)) gone.push_back(w.conn);
+    for (Conn* c : gone) engine_.abort(c, *this, 0);
+  }
   // Give memory back after a flood (one workgroup does it for the process: malloc_trim covers every arena).
   if (index_ == 0) {
     uint64_t total = static_cast<uint64_t>(std::max<int64_t>(0, mem::total(server_.workgroup_count())));

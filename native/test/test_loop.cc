@@ -601,6 +601,37 @@ TEST(loop_pause_holds_input_and_resume_delivers_it_then_the_hangup) {
   CHECK(!r.data_after_hangup);
 }
 
+TEST(loop_a_paused_stream_whose_peer_resets_is_closed_without_waiting_for_a_resume) {
+  Fixture fx;
+  Peer peer;
+  Conn* c = fx.adopt(tcp_pair(peer));
+  const int id = c->id;
+  fx.loop->pause(c);
+  CHECK_EQ(peer_write(peer.fd, "AUTH t"), 6u);
+  linger reset{1, 0};
+  sys(setsockopt(peer.fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset), "SO_LINGER");
+  peer.close();  // RST
+  CHECK(fx.pump_until([&] { return fx.closed(id); }));
+  CHECK_EQ(fx.r(id).data_events, 0);  // nothing of it was handled: it could answer nobody
+}
+
+TEST(loop_peer_closed_reports_a_fin_while_the_stream_is_paused) {
+  Fixture fx;
+  Peer peer;
+  Conn* c = fx.adopt(tcp_pair(peer));
+  const int id = c->id;
+  fx.loop->pause(c);
+  CHECK(!fx.loop->peer_closed(c));
+  CHECK_EQ(peer_write(peer.fd, "AUTH t"), 6u);
+  sys(shutdown(peer.fd, SHUT_WR), "shutdown");
+  CHECK(fx.pump_until([&] { return fx.loop->peer_closed(c); }));
+  CHECK_EQ(fx.r(id).hangups, 0);  // (the hang-up itself is reported after the input, at resume)
+  CHECK(!fx.closed(id));
+  fx.loop->resume(c);
+  CHECK(fx.pump_until([&] { return fx.r(id).hangups > 0; }));
+  CHECK_EQ(fx.r(id).data, "AUTH t");
+}
+
 TEST(loop_pause_from_on_data_stops_the_burst) {
   // The owner pauses from inside on_data (its parser is full): no more on_data until resume.
   class Pauser final : public StreamEvents {

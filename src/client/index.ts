@@ -9,9 +9,14 @@
 // when neither exists — the `ws` package, loaded with a dynamic import (Node 20 has no global WebSocket).
 //
 // Ordering is what makes the bookkeeping simple: the server processes a connection's commands in order and
-// answers them in order. Every PUB carries an id (answered by ACK or ERR), every SUB/UNSUB is followed by
+// answers them in order. Every PUB carries an id (answered by ACK or ERR), every SUB/UNSUB/AUTH is followed by
 // `PING <token>` (a "barrier"); an `ERR` without an id in flight belongs to the oldest of these still unanswered
-// (the `outstanding` queue below) — a SUB refused, or a PUB the server could not parse far enough to read its id.
+// (the `outstanding` queue below) — a SUB refused, a subscription an AUTH's new token no longer grants, or a PUB
+// the server could not parse far enough to read its id.
+//
+// Entitlement: a connection with a token sends `AUTH <token>` first and nothing else until `AUTH ok` (state
+// 'authenticating'); a token that expired or was refused is never presented again — refreshToken gives another,
+// or, without one, the client waits for authenticate().
 
 // ---------------------------------------------------------------------------------------------------
 // Public types
@@ -62,8 +67,18 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 export interface ConnectOptions {
   /** WebSocket URLs (`ws://host:8800/`, `wss://…`), tried in order; at least one. */
   servers: string[];
-  /** Entitlement token, sent as `?token=` on the upgrade URL (browsers cannot set headers on a WebSocket). */
+  /**
+   * Entitlement token (a JWT, or the Basic allow-token): printable ASCII without spaces. Every connection presents
+   * the latest token the client holds as its first command, `AUTH <token>`, and subscribes and publishes once the
+   * server has accepted it.
+   */
   token?: string;
+  /**
+   * Gets a fresh token: called when the server says the token is expiring (`AUTH expiring`), when it expired or was
+   * refused before a (re)connection, and for the first token when `token` is not given. It has `connectTimeout` ms
+   * to answer; a failure is an `error` event (code `auth`) and it is asked again later, never in a tight loop.
+   */
+  refreshToken?: () => string | Promise<string>;
   /** Backoff between attempts (defaults: min 250, max 10000, jitter 0.5), or false: never reconnect. */
   reconnect?: Partial<ReconnectOptions> | false;
   /** Publishes held while disconnected, sent in order on the next connection (default 1000); more are rejected. */
@@ -119,6 +134,7 @@ export type ErrorCode =
   | 'protocol' // the server sent something this client cannot parse
   | 'handler' // a subscription handler or an event listener threw (the error is the `cause`)
   | 'connect' // a connection could not even be attempted (no WebSocket implementation, a bad URL)
+  | 'auth' // a token refused (AUTH invalid) or expired, or refreshToken failed
   | (string & {}); // codes of later server versions
 
 /** Every error of the SDK: a server refusal (`code` is the ERR code) or one of the client's own. */
@@ -140,9 +156,9 @@ export class StarlingError extends Error {
 
 /** What each event passes to its listeners. */
 export interface ClientEvents {
-  /** A connection is open; subscriptions are being (re)sent. */
+  /** A connection is open (and its token accepted, when there is one); subscriptions are being (re)sent. */
   connected: { url: string };
-  /** An open connection closed (the close code the client saw; 1006 when it was cut). */
+  /** A `connected` connection closed (the close code the client saw; 1006 when it was cut, 1008 when its token expired). */
   disconnected: { url: string; code: number; reason: string };
   /** The next attempt goes to `url` after `delay` ms; `attempt` counts from 1 since the last open connection. */
   reconnecting: { url: string; attempt: number; delay: number };
@@ -154,7 +170,7 @@ export interface ClientEvents {
    * the snapshot (if any) and live messages.
    */
   resync: { subject: string; epoch: string; seq: number; previous: Position | null };
-  /** Entitlement state (`AUTH ok|invalid|expiring|expired`) with the rest of the server's line. */
+  /** Entitlement state (`AUTH ok|invalid|expiring|expired`) with the rest of the server's line, for every AUTH line. */
   auth: { state: string; detail: string };
   /** Something went wrong that no promise reports: malformed server input, a refused subscription, a throwing handler. */
   error: StarlingError;
@@ -192,6 +208,13 @@ export function subjectProblem(subject: unknown): string | null {
 function checkSubject(subject: unknown, what: string): asserts subject is string {
   const problem = subjectProblem(subject);
   if (problem) throw new TypeError(`${what}: ${problem}`);
+}
+
+/** Why `token` cannot be sent as `AUTH <token>`, or null (the server takes at most 8192 bytes). */
+function tokenProblem(token: unknown): string | null {
+  if (typeof token !== 'string') return `a token must be a string, got ${typeof token}`;
+  if (!/^[\x21-\x7e]{1,8192}$/.test(token)) return `a token is 1 to 8192 printable ASCII characters without spaces (got ${token.length} characters${/^[\x21-\x7e]*$/.test(token) ? '' : ', some of them spaces or not printable'})`;
+  return null;
 }
 
 function checkCount(value: unknown, what: string, { min = 0, max = Number.MAX_SAFE_INTEGER, step = 1 } = {}): number | undefined {
@@ -327,11 +350,23 @@ interface PendingPublish {
   reject(e: StarlingError): void;
 }
 
+/** An `AUTH <token>` sent, waiting for `AUTH ok|invalid`. */
+interface AuthCommand {
+  token: string;
+  /** tokenSeq when it was sent: its answer settles the authenticate() promises up to it. */
+  seq: number;
+  /** The connection's first: the subscriptions and publishes wait for its answer. */
+  initial: boolean;
+  /** Sent by a renewal after `AUTH expiring`: the failures so far (a refusal is one more, and it is tried again). */
+  renewal?: number;
+}
+
 /**
- * A command still waiting for its answer, in the order sent: a publish (ACK or ERR), or a `PING <token>` sent
- * after a SUB/UNSUB (PONG; an ERR without an id before it is that command's).
+ * A command still waiting for its answer, in the order sent: a publish (ACK or ERR), an AUTH (AUTH ok|invalid), or
+ * a `PING <token>` sent after a SUB/UNSUB/AUTH (PONG; an ERR without an id before it is that command's — after an
+ * AUTH, a subscription the renewed token no longer grants).
  */
-type Outstanding = { publish: PendingPublish } | { token: string; onError(e: StarlingError): void };
+type Outstanding = { publish: PendingPublish } | { auth: AuthCommand } | { token: string; onError(e: StarlingError): void };
 
 /** A subscription's state. `phase`: idle (not sent on this connection), subscribing (SUB sent, no SYNC yet), live. */
 class Sub implements Subscription {
@@ -389,7 +424,9 @@ type Listener<K extends ClientEvent> = (value: ClientEvents[K]) => void;
 
 export class Client {
   private readonly servers: string[];
-  private readonly token: string | undefined;
+  /** The token presented next (the latest given or fetched; after a refused renewal, the one in force). */
+  private token: string | undefined;
+  private readonly refreshToken: (() => string | Promise<string>) | undefined;
   private readonly backoff: ReconnectOptions | false;
   private readonly maxQueued: number;
   private readonly keepAlive: number;
@@ -399,8 +436,14 @@ export class Client {
   private socket: WebSocketLike | null = null;
   /** The socket completed its handshake (still true after close() until its close event). */
   private socketOpened = false;
-  /** connecting: an attempt is under way; open; waiting: for the next attempt; closed: by close() for good. */
-  private state: 'connecting' | 'open' | 'waiting' | 'closed' = 'waiting';
+  /** 'connected' was emitted for the current socket. */
+  private announced = false;
+  /**
+   * connecting: an attempt is under way (or a token for it is being fetched); authenticating: open, its first AUTH
+   * not answered yet (subscriptions and publishes wait); open; waiting: for the next attempt (for ever when
+   * `suspended`); closed: by close() for good.
+   */
+  private state: 'connecting' | 'authenticating' | 'open' | 'waiting' | 'closed' = 'waiting';
   /** Index into `servers` of the current (or next) attempt. */
   private server = 0;
   /** Failed attempts since the last open connection. */
@@ -423,15 +466,36 @@ export class Client {
   private closing: Promise<void> | null = null;
   private closed: (() => void) | null = null;
 
+  // Entitlement
+  /** Why `token` must not be presented again (it expired, or was refused when connecting), or null. */
+  private tokenStale: string | null = null;
+  /** Not reconnecting: the token is stale and there is no refreshToken; authenticate() resumes. */
+  private suspended = false;
+  /** Bumped with every new token; an AUTH's answer settles the authenticate() promises made up to its token. */
+  private tokenSeq = 0;
+  private authWaiters: { seq: number; resolve(expiry: number): void; reject(e: StarlingError): void }[] = [];
+  /** The token accepted on the current connection. */
+  private accepted: string | null = null;
+  /** The refreshToken() call under way (one at a time), and its timeout. */
+  private tokenRequest: Promise<string> | null = null;
+  private tokenTimer: unknown = null;
+  /** Renewal after `AUTH expiring`: the next try, and when the token expires (Date.now() ms). */
+  private renewTimer: unknown = null;
+  private renewBy = 0;
+
   constructor(options: ConnectOptions) {
     if (!options || !Array.isArray(options.servers) || options.servers.length === 0)
       throw new TypeError('connect: options.servers must be a non-empty array of WebSocket URLs');
     for (const url of options.servers)
       if (typeof url !== 'string' || !/^(wss?|https?):\/\/[^\s]+$/i.test(url))
         throw new TypeError(`connect: ${JSON.stringify(url)} is not a WebSocket URL (ws://host:port/path or wss://…)`);
-    if (options.token !== undefined && typeof options.token !== 'string') throw new TypeError('connect: options.token must be a string');
+    const problem = options.token === undefined ? null : tokenProblem(options.token);
+    if (problem) throw new TypeError(`connect: options.token: ${problem}`);
+    if (options.refreshToken !== undefined && typeof options.refreshToken !== 'function')
+      throw new TypeError('connect: options.refreshToken must be a function returning a token (or a promise of one)');
     this.servers = [...options.servers];
     this.token = options.token;
+    this.refreshToken = options.refreshToken;
     if (options.reconnect === false) this.backoff = false;
     else {
       const r = { ...DEFAULT_RECONNECT, ...options.reconnect };
@@ -531,6 +595,27 @@ export class Client {
   }
 
   /**
+   * Presents `token` now (`AUTH <token>` on the open connection; otherwise on the next one, which this starts if
+   * the client had stopped for want of a valid token) and keeps it for every later connection. Resolves with its
+   * expiry (Unix seconds, 0 = never) on `AUTH ok`; rejects with a StarlingError, code `auth`, on `AUTH invalid` (a
+   * refused renewal leaves the token in force, on the server and in the client), `closed` if the client
+   * is closed first. Throws a TypeError for a token that is not 1 to 8192 printable ASCII characters without spaces.
+   */
+  authenticate(token: string): Promise<number> {
+    const problem = tokenProblem(token);
+    if (problem) throw new TypeError(`authenticate: ${problem}`);
+    if (this.state === 'closed') return Promise.reject(new StarlingError('closed', 'the client is closed'));
+    this.useToken(token);
+    const answer = new Promise<number>((resolve, reject) => this.authWaiters.push({ seq: this.tokenSeq, resolve, reject }));
+    if ((this.state === 'open' || this.state === 'authenticating') && this.socket) this.sendAuth(token, false);
+    else if (this.suspended) {
+      this.suspended = false;
+      this.attempt();
+    }
+    return answer;
+  }
+
+  /**
    * Closes the connection (1000) and stops reconnecting; no handler or listener but `disconnected` is called from
    * then on. Publishes already sent still get their answer (the server answers every command it read before it
    * closes); those not sent, or left unanswered, are rejected with `closed`. Resolves once the socket is closed.
@@ -547,6 +632,9 @@ export class Client {
     for (const p of queued) p.reject(new StarlingError('closed', 'the client was closed before it was sent', { subject: p.subject }));
     if (!wasOpen) this.failInFlight('closed');
     for (const sub of this.subs.values()) sub.rejectReady(new StarlingError('closed', 'the client was closed', { subject: sub.subject }));
+    this.settleAuth(Infinity, new StarlingError('closed', 'the client was closed before the server answered'));
+    if (this.tokenTimer !== null) platform.clearTimeout(this.tokenTimer);
+    this.tokenTimer = null;
     this.closing = new Promise<void>((resolve) => {
       if (!socket) return resolve();
       this.closed = () => {
@@ -575,6 +663,28 @@ export class Client {
   private attempt(): void {
     if (this.state === 'closed') return;
     this.state = 'connecting';
+    // A token that expired or was refused is not presented again: refreshToken() gives another first (without
+    // one, retry() has stopped). A failure counts as a failed attempt: the next one waits longer.
+    if (this.refreshToken && (this.token === undefined || this.tokenStale !== null)) {
+      const stale = this.token;
+      this.requestToken().then(
+        (token) => {
+          if (this.state !== 'connecting' || this.socket) return;
+          if (this.token === stale) this.useToken(token); // else authenticate() gave one meanwhile
+          this.connectNow();
+        },
+        (e: StarlingError) => {
+          if (this.state !== 'connecting' || this.socket) return;
+          this.emit('error', e);
+          if (this.state === 'connecting') this.retry(false, 1006);
+        },
+      );
+      return;
+    }
+    this.connectNow();
+  }
+
+  private connectNow(): void {
     const url = this.servers[this.server];
     let ctor: WebSocketConstructor | Promise<WebSocketConstructor>;
     try {
@@ -598,30 +708,28 @@ export class Client {
   private open(ctor: WebSocketConstructor, url: string): void {
     let socket: WebSocketLike;
     try {
-      socket = new ctor(this.token === undefined ? url : `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}`);
+      socket = new ctor(url);
       socket.binaryType = 'arraybuffer';
     } catch (e) {
       return this.cannotConnect(url, e);
     }
     this.socket = socket;
+    // The attempt includes the answer to the connection's AUTH, when it has a token.
     this.timer = platform.setTimeout(() => {
       this.timer = null;
-      if (this.socket === socket && this.state === 'connecting') this.drop(socket, 1006, `no connection within ${this.connectTimeout} ms`);
+      if (this.socket === socket && (this.state === 'connecting' || this.state === 'authenticating'))
+        this.drop(socket, 1006, `no connection${this.state === 'authenticating' ? ' (no answer to AUTH)' : ''} within ${this.connectTimeout} ms`);
     }, this.connectTimeout);
     socket.onopen = () => {
       if (this.socket !== socket) return;
-      this.clearTimer();
-      this.state = 'open';
       this.socketOpened = true;
-      this.failures = 0;
       this.heard();
       if (this.keepAlive > 0) this.keepAliveTimer = platform.setInterval(() => this.checkAlive(socket), this.keepAlive);
-      this.emit('connected', { url });
-      if (this.state !== 'open') return; // a listener closed the client
-      for (const sub of this.subs.values()) this.sendSub(sub);
-      const queued = this.queued;
-      this.queued = [];
-      for (const p of queued) this.sendPublish(p);
+      if (this.token === undefined) return this.opened(url);
+      // AUTH first, and nothing else until it is accepted: a subscription sent with a token the server refuses
+      // would be refused too, and dropped for good.
+      this.state = 'authenticating';
+      this.sendAuth(this.token, true);
     };
     socket.onmessage = (event: { data: unknown }) => {
       if (this.socket !== socket) return;
@@ -636,10 +744,29 @@ export class Client {
     socket.onerror = () => {};
   }
 
+  /** The connection is usable (its token accepted, if it has one): the subscriptions, then the publishes held. */
+  private opened(url: string): void {
+    this.clearTimer();
+    this.state = 'open';
+    this.announced = true;
+    this.failures = 0;
+    this.emit('connected', { url });
+    if (this.state !== 'open') return; // a listener closed the client
+    for (const sub of this.subs.values()) this.sendSub(sub);
+    const queued = this.queued;
+    this.queued = [];
+    for (const p of queued) this.sendPublish(p);
+  }
+
   /** The socket is gone (closed, cut, timed out): fail what it carried, then reconnect unless closed. */
   private drop(socket: WebSocketLike, code: number, reason: string): void {
-    const wasOpen = this.socketOpened;
+    const wasOpen = this.announced;
+    this.announced = false;
     this.socketOpened = false;
+    // 1008 (policy violation) is how the server closes a connection whose token expired.
+    if (code === 1008 && this.token !== undefined && this.token === this.accepted)
+      this.tokenStale ??= 'the server closed the connection with 1008: the token expired';
+    this.accepted = null;
     const url = this.servers[this.server];
     this.detach(socket);
     if (this.socket === socket) this.socket = null;
@@ -653,6 +780,8 @@ export class Client {
     this.stale.clear();
     for (const sub of this.subs.values()) sub.phase = 'idle';
     this.failInFlight(this.state === 'closed' ? 'closed' : 'connection-lost');
+    // Not 'open' for the listeners: what they publish or subscribe waits for the next connection.
+    if (this.state !== 'closed') this.state = 'waiting';
     if (wasOpen) this.emit('disconnected', { url, code, reason });
     if (this.state === 'closed') this.closed?.();
     else this.retry(wasOpen, code);
@@ -660,6 +789,15 @@ export class Client {
 
   /** Schedules the next attempt: the same server after a drop, the next one after a failure or a shutdown (1001). */
   private retry(wasOpen: boolean, code: number): void {
+    if (this.tokenStale !== null && !this.refreshToken) {
+      // Suspended first: a listener may call authenticate() (which resumes) or close().
+      if (this.backoff !== false) {
+        this.state = 'waiting';
+        this.suspended = true;
+      }
+      this.emit('error', new StarlingError('auth', `${this.tokenStale}; without refreshToken the client does not reconnect until authenticate() gives another token`));
+      if (this.backoff !== false || this.state === 'closed') return;
+    }
     if (this.backoff === false) {
       void this.close();
       return;
@@ -704,6 +842,8 @@ export class Client {
 
   private stopTimers(): void {
     this.clearTimer();
+    if (this.renewTimer !== null) platform.clearTimeout(this.renewTimer);
+    this.renewTimer = null;
     if (this.keepAliveTimer !== null) platform.clearInterval(this.keepAliveTimer);
     this.keepAliveTimer = null;
   }
@@ -782,6 +922,139 @@ export class Client {
   }
 
   // -------------------------------------------------------------------------------------------------
+  // Entitlement
+
+  private useToken(token: string): void {
+    this.token = token;
+    this.tokenSeq++;
+    this.tokenStale = null;
+  }
+
+  /** `AUTH <token>`, then a barrier: an ERR between the AUTH's answer and its PONG is a subscription revoked. */
+  private sendAuth(token: string, initial: boolean, renewal?: number): void {
+    this.send(`AUTH ${token}`);
+    this.outstanding.push({ auth: { token, seq: this.tokenSeq, initial, renewal } });
+    this.barrier((e) => this.revoked(e));
+  }
+
+  /** Settles the authenticate() promises made up to token number `seq`: with the expiry, or rejected with `error`. */
+  private settleAuth(seq: number, error: StarlingError | null, expiry = 0): void {
+    const settled = this.authWaiters.filter((w) => w.seq <= seq);
+    this.authWaiters = this.authWaiters.filter((w) => w.seq > seq);
+    for (const w of settled) {
+      if (error) w.reject(error);
+      else w.resolve(expiry);
+    }
+  }
+
+  /** The server's answer to an AUTH of ours. */
+  private authAnswered(cmd: AuthCommand, expiry: number | null, detail: string): void {
+    const refusal = expiry === null ? new StarlingError('auth', `the server refused the token: ${detail}`) : null;
+    this.settleAuth(cmd.seq, refusal, expiry ?? 0);
+    if (!refusal) {
+      this.accepted = cmd.token;
+      if (cmd.initial && this.state === 'authenticating') this.opened(this.servers[this.server]);
+      return;
+    }
+    if (cmd.initial) {
+      // Another AUTH (authenticate()) follows on this connection: its answer decides instead.
+      const next = this.outstanding.find((o): o is { auth: AuthCommand } => 'auth' in o);
+      if (next) {
+        next.auth.initial = true;
+        return;
+      }
+      // Not presented again: the connection ends, and the next one asks refreshToken for another (retry()
+      // reports it and stops without one).
+      if (this.token === cmd.token) this.tokenStale = `the server refused the token (${detail})`;
+      const socket = this.socket;
+      if (this.refreshToken || this.tokenStale === null)
+        this.emit('error', new StarlingError('auth', `the server refused the token (${detail})${this.refreshToken ? '; asking refreshToken for another' : ''}`));
+      if (socket && this.socket === socket) this.drop(socket, 1000, 'token refused');
+      return;
+    }
+    // A renewal refused: the token in force stays, on the server and for the next connection.
+    if (this.token === cmd.token && this.accepted !== null) this.token = this.accepted;
+    if (cmd.renewal !== undefined) {
+      this.emit('error', new StarlingError('auth', `the server refused the token refreshToken gave: ${detail}`));
+      this.renewLater(cmd.renewal + 1);
+    }
+  }
+
+  /** One refreshToken() call at a time, at most connectTimeout ms; rejects with a StarlingError (code `auth`). */
+  private requestToken(): Promise<string> {
+    if (!this.tokenRequest) {
+      const refresh = this.refreshToken!;
+      const request = new Promise<string>((resolve, reject) => {
+        this.tokenTimer = platform.setTimeout(() => reject(new Error(`no answer within ${this.connectTimeout} ms (connectTimeout)`)), this.connectTimeout);
+        Promise.resolve()
+          .then(refresh)
+          .then((token) => {
+            const problem = tokenProblem(token);
+            if (problem) throw new Error(`it gave something that is not a token: ${problem}`);
+            resolve(token);
+          })
+          .catch(reject);
+      });
+      const done = (): void => {
+        platform.clearTimeout(this.tokenTimer);
+        this.tokenTimer = null;
+        this.tokenRequest = null;
+      };
+      this.tokenRequest = request.then(
+        (token) => (done(), token),
+        (e: unknown) => {
+          done();
+          throw new StarlingError('auth', `refreshToken failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+        },
+      );
+    }
+    return this.tokenRequest;
+  }
+
+  /** After `AUTH expiring`: a token from refreshToken(), presented on this connection; a failure is tried again. */
+  private renew(failures: number): void {
+    const socket = this.socket;
+    const live = (): boolean => this.socket === socket && this.state === 'open';
+    this.requestToken().then(
+      (token) => {
+        if (this.state === 'closed') return;
+        if (token === this.accepted && live()) {
+          this.emit('error', new StarlingError('auth', 'refreshToken gave the token in force, which is expiring'));
+          return this.renewLater(failures + 1);
+        }
+        if (token !== this.token) this.useToken(token);
+        if (live()) this.sendAuth(token, false, failures); // else the next connection presents it
+      },
+      (e: StarlingError) => {
+        if (!live()) return; // the reconnection asks again
+        this.emit('error', e);
+        this.renewLater(failures + 1);
+      },
+    );
+  }
+
+  /** The next renewal try: 1 s after the first failure, twice as long after each, at most half the time left. */
+  private renewLater(failures: number): void {
+    if (this.renewTimer !== null) platform.clearTimeout(this.renewTimer);
+    this.renewTimer = null;
+    const left = this.renewBy - Date.now();
+    if (left <= 0 || this.state !== 'open') return; // it expires; the reconnection asks refreshToken again
+    const delay = Math.max(250, Math.min(1000 * 2 ** Math.min(failures - 1, 10), left / 2));
+    this.renewTimer = platform.setTimeout(() => {
+      this.renewTimer = null;
+      this.renew(failures);
+    }, delay);
+  }
+
+  /** An ERR after an AUTH's answer: `ERR forbidden <subject>: not permitted by the renewed token`. */
+  private revoked(e: StarlingError): void {
+    const subject = e.detail.split(' ')[0].replace(/:$/, '');
+    const sub = this.subs.get(subject);
+    if (sub && e.code === 'forbidden') this.refused(sub, e);
+    else this.emit('error', e);
+  }
+
+  // -------------------------------------------------------------------------------------------------
   // Server messages
 
   private receive(data: unknown): void {
@@ -827,10 +1100,34 @@ export class Client {
       }
       case 'AUTH':
         if (!parts[1]) return this.malformed(header);
-        return this.emit('auth', { state: parts[1], detail: parts.slice(2).join(' ') });
+        return this.auth(header, parts[1], parts.slice(2).join(' '));
       default:
         return this.malformed(header);
     }
+  }
+
+  /** `AUTH ok <expiry>|invalid <detail>` answers our oldest AUTH; `expiring <s>` and `expired` come on their own. */
+  private auth(header: string, state: string, detail: string): void {
+    this.emit('auth', { state, detail });
+    if (this.state === 'closed') return;
+    if (state === 'ok' || state === 'invalid') {
+      const i = this.outstanding.findIndex((o) => 'auth' in o);
+      if (i < 0) return; // not ours to settle (an older server's line, a later protocol's)
+      const cmd = (this.outstanding.splice(i, 1)[0] as { auth: AuthCommand }).auth;
+      let expiry: number | null = null;
+      if (state === 'ok') {
+        expiry = /^[0-9]{1,16}$/.test(detail) ? Number(detail) : NaN;
+        if (Number.isNaN(expiry)) this.malformed(header);
+      }
+      return this.authAnswered(cmd, expiry, detail);
+    }
+    if (state === 'expiring' && this.refreshToken && this.state === 'open') {
+      const seconds = /^[0-9]{1,9}$/.test(detail) ? Number(detail) : 0;
+      this.renewBy = Date.now() + seconds * 1000;
+      if (this.renewTimer !== null) platform.clearTimeout(this.renewTimer);
+      this.renewTimer = null;
+      this.renew(0);
+    } else if (state === 'expired' && this.token !== undefined && this.token === this.accepted) this.tokenStale = 'the token expired';
   }
 
   private malformed(what: string): void {
@@ -855,6 +1152,11 @@ export class Client {
     const head = this.outstanding[0];
     if (!head) return this.emit('error', e);
     if ('token' in head) return head.onError(e);
+    if ('auth' in head) {
+      // The AUTH itself refused (the server could not read it): as AUTH invalid.
+      this.outstanding.shift();
+      return this.authAnswered(head.auth, null, `${code} ${e.detail}`);
+    }
     this.answered(head.publish);
     head.publish.reject(new StarlingError(code, e.detail, { subject: head.publish.subject }));
   }

@@ -133,7 +133,8 @@ export const SCHEMA = [
     example: '1M',
     doc:
       'Largest PUB payload in bytes; a larger payload is answered with `ERR too-large`. A WebSocket message larger ' +
-      'than this plus the longest PUB header line closes the connection with status 1009 (message too big).',
+      'than this plus the longest PUB header line (and larger than the longest AUTH command, 8261 bytes, which always ' +
+      'gets its answer) closes the connection with status 1009 (message too big).',
   },
   {
     name: 'MaxSubscriptionsPerConnection',

@@ -175,6 +175,9 @@ export class Authorizer {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      // The running server keeps the process alive; a hook that never answers must not keep it alive after
+      // close() for up to authorizeTimeout (10 minutes at most).
+      timer.unref();
     });
     let answer: Grant | null | 'timeout';
     try {
@@ -192,13 +195,20 @@ export class Authorizer {
       return { detail: 'authorization timed out' };
     }
     if (answer === null || answer === undefined) return { detail: 'refused by the application' };
-    const problem = grantProblem(answer);
-    if (problem) {
+    // Read once (a getter may throw, or answer differently the second time), then checked; a throw while
+    // reading is the hook's failure like any other.
+    let read: ReadGrant | string;
+    try {
+      read = readGrant(answer);
+    } catch (err) {
+      read = `reading it threw: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    if (typeof read === 'string') {
       this.hookErrors++;
-      this.warn(`the authorize hook answered a malformed grant (${problem}); the token is refused`);
+      this.warn(`the authorize hook answered a malformed grant (${read}); the token is refused`);
       return { detail: 'authorization failed' };
     }
-    const v = this.grant({ sub: answer.sub ?? [], pub: answer.pub ?? [], all: answer.all ?? [] }, answer.expiry ?? 0);
+    const v = this.grant({ sub: read.sub, pub: read.pub, all: read.all }, read.expiry);
     if ('detail' in v) {
       this.hookErrors++;
       this.warn(`the authorize hook granted a pattern that is not one (${v.detail}); the token is refused`);
@@ -265,16 +275,31 @@ export class Authorizer {
   }
 }
 
-/** What makes a Custom hook's answer not a Grant ('' if it is one). */
-function grantProblem(g: unknown): string {
+/** A Custom hook's answer, each field read once and copied. */
+interface ReadGrant {
+  sub: string[];
+  pub: string[];
+  all: string[];
+  expiry: number;
+}
+
+/** A Custom hook's answer as a ReadGrant, or what makes it not a Grant. May throw (a getter of the answer). */
+function readGrant(g: unknown): ReadGrant | string {
   if (typeof g !== 'object' || g === null || Array.isArray(g)) return `expected an object or null, got ${Array.isArray(g) ? 'an array' : typeof g}`;
   const o = g as Record<string, unknown>;
-  for (const name of ['sub', 'pub', 'all']) {
+  const out: ReadGrant = { sub: [], pub: [], all: [], expiry: 0 };
+  for (const name of ['sub', 'pub', 'all'] as const) {
     const list = o[name];
     if (list === undefined) continue;
-    if (!Array.isArray(list) || !list.every((p) => typeof p === 'string')) return `${name} must be an array of strings`;
+    if (!Array.isArray(list)) return `${name} must be an array of strings`;
+    const copy = Array.from(list as unknown[]);
+    if (!copy.every((p) => typeof p === 'string')) return `${name} must be an array of strings`;
+    out[name] = copy as string[];
   }
-  if (o.expiry !== undefined && (typeof o.expiry !== 'number' || !Number.isFinite(o.expiry) || o.expiry < 0))
-    return 'expiry must be unix seconds (a finite number >= 0)';
-  return '';
+  const expiry = o.expiry;
+  if (expiry !== undefined) {
+    if (typeof expiry !== 'number' || !Number.isFinite(expiry) || expiry < 0) return 'expiry must be unix seconds (a finite number >= 0)';
+    out.expiry = expiry;
+  }
+  return out;
 }
