@@ -172,6 +172,7 @@ export class Server {
   close(): Promise<void> {
     if (!this.closing) {
       if (this.sampler) clearInterval(this.sampler);
+      this.authorizer?.close();
       // allSettled: a failing native stop must not resolve close() while the monitor is still closing.
       this.closing = Promise.allSettled([this.native.stop(), this.monitor?.close()]).then((results) => {
         for (const r of results) if (r.status === 'rejected') throw r.reason;

@@ -352,6 +352,7 @@ describe('Custom: the authorize hook', SUITE, () => {
     'bad-pattern': () => ({ sub: ['c/1'] }),
     'bad-pattern-space': () => ({ pub: ['/c/a b'] }),
     'bad-pattern-inner-wildcard': () => ({ all: ['/c/*/x'] }),
+    'too-many-patterns': () => ({ sub: Array.from({ length: 600 }, (_, i) => `/c/${i}`), pub: Array.from({ length: 401 }, (_, i) => `/p/${i}`) }),
     'getter-throws': () => ({
       get sub(): string[] {
         throw new Error('a lazy field failed');
@@ -436,6 +437,7 @@ describe('Custom: the authorize hook', SUITE, () => {
     ['bad-pattern-space', /^AUTH invalid permissions: .*\/c\/a b/, 'authorizeErrors'],
     ['bad-pattern-inner-wildcard', /^AUTH invalid permissions: .*\/c\/\*\/x/, 'authorizeErrors'],
     ['getter-throws', 'authorization failed', 'authorizeErrors'],
+    ['too-many-patterns', 'authorization failed', 'authorizeErrors'], // 1,001: the JWT claim's bound applies too
   ];
   for (const [token, detail, counted] of failing) {
     it(`a hook that answers "${token}" refuses the token (${detail}${counted ? ', counted' : ''}); the server goes on`, () => refused(token, detail, counted));

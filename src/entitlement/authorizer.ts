@@ -5,7 +5,7 @@
 // holds the same set), and answers in batches. No published message passes through here.
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../log';
-import type { JwtVerifier } from './jwt';
+import { type JwtVerifier, MAX_PERMISSION_ENTRIES } from './jwt';
 
 /** What a token grants: subject patterns as in PROTOCOL.md (a last segment `*` or `{name}` grants it and below). */
 export interface Grant {
@@ -120,12 +120,20 @@ export class Authorizer {
   private lastLog = 0;
   private unlogged = 0;
   private everything: unknown;
+  /** Set by close(): decisions still coming are dropped, and nothing more is logged. */
+  private closed = false;
 
   constructor(
     private readonly options: AuthorizerOptions,
     private readonly sink: DecisionSink,
     private readonly log: Logger,
   ) {}
+
+  /** The server closed: what is still being decided is dropped (its connections are gone), quietly. */
+  close(): void {
+    this.closed = true;
+    this.outbox = [];
+  }
 
   /** Decides a batch: each distinct token (Custom: token and address) once; answers as the decisions come. */
   handle(requests: AuthRequest[]): void {
@@ -246,6 +254,7 @@ export class Authorizer {
   }
 
   private answer(group: AuthRequest[], v: Verdict): void {
+    if (this.closed) return;
     for (const r of group) {
       if ('set' in v) this.outbox.push(r.wg, r.id, v.set, v.expiry, '');
       else this.outbox.push(r.wg, r.id, null, 0, v.detail);
@@ -257,12 +266,13 @@ export class Authorizer {
         this.flushing = false;
         const flat = this.outbox;
         this.outbox = [];
-        this.sink.decide(flat);
+        if (!this.closed && flat.length > 0) this.sink.decide(flat);
       });
     }
   }
 
   private warn(message: string): void {
+    if (this.closed) return;
     const now = Date.now();
     if (now - this.lastLog < LOG_EVERY_MS) {
       this.unlogged++;
@@ -296,6 +306,8 @@ function readGrant(g: unknown): ReadGrant | string {
     if (!copy.every((p) => typeof p === 'string')) return `${name} must be an array of strings`;
     out[name] = copy as string[];
   }
+  const total = out.sub.length + out.pub.length + out.all.length;
+  if (total > MAX_PERMISSION_ENTRIES) return `${total} patterns, at most ${MAX_PERMISSION_ENTRIES} (as in a JWT permissions claim)`;
   const expiry = o.expiry;
   if (expiry !== undefined) {
     if (typeof expiry !== 'number' || !Number.isFinite(expiry) || expiry < 0) return 'expiry must be unix seconds (a finite number >= 0)';
