@@ -21,6 +21,11 @@ const SUITE = { timeout: 60_000 };
 const MAX_MESSAGE = 1024;
 /** Longest PUB header line ("PUB " + 255-byte subject + " " + 64-character id + "\r\n"): the WebSocket message limit is MaxMessageSize plus this. */
 const MAX_PUB_HEADER = 326;
+/** Longest AUTH command ("AUTH " + a token of 8192 bytes + slack): always accepted, so that a token one byte too long
+ * gets its "AUTH invalid too large" answer. */
+const MAX_AUTH_COMMAND = 5 + 8192 + 64;
+/** The WebSocket message limit: the larger of the two (here, with MaxMessageSize = 1K, the AUTH command's). */
+const LIMIT = Math.max(MAX_MESSAGE + MAX_PUB_HEADER, MAX_AUTH_COMMAND);
 
 const server = startServer({ MaxMessageSize: MAX_MESSAGE });
 
@@ -153,13 +158,13 @@ describe('illegal frames', SUITE, () => {
     assert.equal(n, 1);
   });
 
-  it(`closes with 1009 on a message of MaxMessageSize + ${MAX_PUB_HEADER + 1} bytes`, async () => {
-    const message = Buffer.concat([Buffer.from('PUB /big\n'), Buffer.alloc(MAX_MESSAGE + MAX_PUB_HEADER + 1 - 9, 0x41)]);
+  it(`closes with 1009 on a message of ${LIMIT + 1} bytes (the larger of MaxMessageSize + ${MAX_PUB_HEADER} and the longest AUTH command, plus one)`, async () => {
+    const message = Buffer.concat([Buffer.from('PUB /big\n'), Buffer.alloc(LIMIT + 1 - 9, 0x41)]);
     assert.equal(await closeCodeFor(frame(OP.binary, message)), 1009);
   });
 
   it('closes with 1009 on a fragmented message whose fragments add up to more than the limit', async () => {
-    const half = Buffer.alloc((MAX_MESSAGE + MAX_PUB_HEADER) / 2 + 1, 0x41);
+    const half = Buffer.alloc(Math.ceil(LIMIT / 2) + 1, 0x41);
     assert.equal(await closeCodeFor(frame(OP.binary, Buffer.concat([Buffer.from('PUB /big\n'), half]), { fin: false }), frame(OP.cont, half)), 1009);
   });
 
