@@ -110,6 +110,11 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     lastConnected = c.connected;
   }
   out(`connected: ${merged().counters.connected}/${clients} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  // Each connection's own connect time: socket to the 101, or with a TokenFile to its AUTH answer.
+  const connected = merged().connect;
+  const connectTime = summarize(connected.histogram, connected.welford);
+  const ms = (us: number | null) => (us === null ? '–' : (us / 1000).toFixed(2));
+  out(`connect time ms: p50 ${ms(connectTime.p50)} p99 ${ms(connectTime.p99)} max ${ms(connectTime.max)}`);
 
   const warmup = (cfg.Warmup as number) * 1000;
   if (warmup > 0 && !run.interrupted) {
@@ -206,6 +211,7 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
       ...(serverPid ? { serverCpuSeconds: serverCpu, serverCpuMicrosPerMessage: window.messages > 0 ? (serverCpu * 1e6) / window.messages : null } : {}),
     },
     latency: summarize(window.h, window.w),
+    connectTime,
     ...(recovery ? { recovery } : {}),
     timelinePath: path.basename(output) + '.csv',
   };

@@ -141,7 +141,7 @@ async function w1(server: ServerHandle, dir: string, clients: number, rate: numb
   );
   const row = latencyRow(server.name, label, rate, r);
   const t = label === 'W1' ? connectSeconds(path.join(dir, `${label}-${rate}-${server.name}`)) : null;
-  if (t) row.note = `${clients} clients connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)`;
+  if (t) row.note = `${clients} clients connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)${connectP99(r)}`;
   return row;
 }
 
@@ -154,6 +154,12 @@ function connectSeconds(out: string): number | null {
   } catch {
     return null;
   }
+}
+
+/** ", connect p50 / p99 x / y ms" of a run (each connection's socket to its 101, or to its AUTH answer with tokens). */
+function connectP99(r: RunSummary): string {
+  const c = r.connectTime;
+  return c && c.p99 !== null ? `, connect p50 / p99 ${msOf(c.p50)} / ${msOf(c.p99)} ms` : '';
 }
 
 /** An HS256 JWT signed here with node:crypto (the server verifies it with jose). */
@@ -189,7 +195,7 @@ async function w7(server: ServerHandle, base: string, dir: string, clients: numb
   );
   const row = latencyRow(`${base} +JWT`, 'W7', rate, r);
   const t = connectSeconds(out);
-  row.note = t ? `${clients} clients with distinct tokens connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)` : '';
+  row.note = t ? `${clients} clients with distinct tokens connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)${connectP99(r)}` : '';
   return row;
 }
 

@@ -93,6 +93,8 @@ export interface RunSummary {
     recovered?: number;
   };
   latency: Summary;
+  /** Each subscriber connection's connect time (µs): socket to the 101, or with a TokenFile to its AUTH answer. */
+  connectTime?: Summary;
   /** With ReconnectAfter: the reconnect storm (W5). */
   recovery?: RecoverySummary;
   timelinePath: string;

@@ -282,7 +282,7 @@ interface NativeClient {
 const nativeClient = () => (addon as unknown as { NativeClient: new (o: ClientOptions) => NativeClient }).NativeClient;
 let counterNames: string[] | undefined;
 // Latency records per client thread (native/client/client.h kClientLatencyRecords).
-const RECORDS = 3;
+const RECORDS = 4;
 const counters = (): string[] => (counterNames ??= (addon as unknown as { clientCounters: string[] }).clientCounters);
 
 /** A latency record of the engine: Welford accumulator and histogram of the same values (µs). */
@@ -304,7 +304,8 @@ const recordFromJSON = (j: { welford: WelfordJSON; histogram: HistogramJSON }): 
 /**
  * A snapshot of one or more client engines: counters summed, latency merged. `welford`/`histogram`: latency of
  * live messages. reconnect(): `sync` is the time from a connection's drop to the SYNC/RESYNC of its last
- * subject; `resubscribe` from its recovery SUBs (sent as the 101 arrives) to that SYNC/RESYNC (µs).
+ * subject; `resubscribe` from its recovery SUBs (sent as the 101 arrives) to that SYNC/RESYNC (µs). `connect`: each
+ * new connection's connect time, from its socket to the 101 (with a TokenFile: to its AUTH answer) (µs).
  */
 export interface Snapshot {
   counters: Record<string, number>;
@@ -312,6 +313,7 @@ export interface Snapshot {
   histogram: Histogram;
   sync: LatencyRecord;
   resubscribe: LatencyRecord;
+  connect: LatencyRecord;
 }
 
 export function emptySnapshot(): Snapshot {
@@ -321,6 +323,7 @@ export function emptySnapshot(): Snapshot {
     histogram: new Histogram(),
     sync: emptyRecord(),
     resubscribe: emptyRecord(),
+    connect: emptyRecord(),
   };
 }
 
@@ -330,6 +333,7 @@ export function mergeSnapshot(into: Snapshot, s: Snapshot): void {
   into.histogram.merge(s.histogram);
   mergeRecord(into.sync, s.sync);
   mergeRecord(into.resubscribe, s.resubscribe);
+  mergeRecord(into.connect, s.connect);
 }
 
 /** A snapshot in the form a worker process sends (JSON over IPC), and back. */
@@ -339,6 +343,7 @@ export interface SnapshotJSON {
   histogram: HistogramJSON;
   sync: { welford: WelfordJSON; histogram: HistogramJSON };
   resubscribe: { welford: WelfordJSON; histogram: HistogramJSON };
+  connect: { welford: WelfordJSON; histogram: HistogramJSON };
 }
 
 export function snapshotToJSON(s: Snapshot): SnapshotJSON {
@@ -348,6 +353,7 @@ export function snapshotToJSON(s: Snapshot): SnapshotJSON {
     histogram: s.histogram.toJSON(),
     sync: recordToJSON(s.sync),
     resubscribe: recordToJSON(s.resubscribe),
+    connect: recordToJSON(s.connect),
   };
 }
 
@@ -358,6 +364,7 @@ export function snapshotFromJSON(j: SnapshotJSON): Snapshot {
     histogram: Histogram.fromJSON(j.histogram),
     sync: recordFromJSON(j.sync),
     resubscribe: recordFromJSON(j.resubscribe),
+    connect: recordFromJSON(j.connect),
   };
 }
 
@@ -396,7 +403,7 @@ export class Client {
     this.native.read(this.buf);
     const snap = emptySnapshot();
     const COUNTERS = counters();
-    // Per thread: the counters, then three latency records (Welford n, mean, m2, min, max; then the buckets).
+    // Per thread: the counters, then four latency records (Welford n, mean, m2, min, max; then the buckets).
     const per = COUNTERS.length + RECORDS * (5 + LATENCY_BUCKETS);
     const record = (at: number, welford: Welford, histogram: Histogram) => {
       const [n, mean, m2, min, max] = this.buf.subarray(at, at + 5);
@@ -412,6 +419,7 @@ export class Client {
       record(w, snap.welford, snap.histogram);
       record(w + 5 + LATENCY_BUCKETS, snap.sync.welford, snap.sync.histogram);
       record(w + 2 * (5 + LATENCY_BUCKETS), snap.resubscribe.welford, snap.resubscribe.histogram);
+      record(w + 3 * (5 + LATENCY_BUCKETS), snap.connect.welford, snap.connect.histogram);
     }
     return snap;
   }

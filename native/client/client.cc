@@ -138,6 +138,7 @@ struct CConn {
   uint32_t open_at = 0;          // its place in ClientThread::open_ while kOpen
   uint64_t dropped_ns = 0;       // when reconnect() dropped it (monotonic)
   uint64_t resubscribed_ns = 0;  // when it sent its recovery SUBs (monotonic)
+  uint64_t connect_ns = 0;       // when its socket was opened (monotonic); 0 once its connect time is recorded
   std::vector<uint8_t> rx;       // partial input (HTTP response or frame)
   std::vector<uint8_t> stream;   // NATS: protocol bytes carried across frames
   std::string tx;                // output not yet accepted by the kernel
@@ -184,7 +185,14 @@ class ClientThread {
     for (unsigned i = 0; i < kClientCounterCount; i++) *out++ = static_cast<double>(counters_[i].load(std::memory_order_relaxed));
     out = latency_.read(out);
     out = sync_time_.read(out);
-    resubscribe_time_.read(out);
+    out = resubscribe_time_.read(out);
+    connect_time_.read(out);
+  }
+
+  // A new connection is ready: upgraded, and with a token, its AUTH answered (entitlement decided).
+  void connected_in(CConn* c) {
+    connect_time_.add((monotonic_ns() - c->connect_ns) / 1000);
+    c->connect_ns = 0;
   }
 
   // Called from another thread: queued, and the thread woken to act on it.
@@ -279,6 +287,7 @@ class ClientThread {
   void connect_socket(CConn* c) {
     const uint32_t index = c->index;
     c->state = CConn::kConnecting;
+    c->connect_ns = c->reconnecting ? 0 : monotonic_ns();  // (reconnect() has records of its own)
     const Resolved& server = servers_[index % servers_.size()];
     c->fd = socket(server.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
@@ -632,6 +641,7 @@ class ClientThread {
         return len;
       }
       pos = static_cast<size_t>(end - reinterpret_cast<const char*>(p)) + 4;
+      if (c->connect_ns && o_.tokens.empty()) connected_in(c);  // (with a token: at its AUTH answer)
       on_open(c);
     }
     while (pos + 2 <= len) {
@@ -716,6 +726,8 @@ class ClientThread {
           on_position(c, head.substr(7), true);
         } else if (starts_with(head, "ERR ")) {
           add(kc_errors);
+        } else if (starts_with(head, "AUTH ") && c->connect_ns) {
+          connected_in(c);
         }
         return;
       }
@@ -783,6 +795,7 @@ class ClientThread {
   LatencyRecord latency_;    // live messages: publisher's timestamp to receipt
   LatencyRecord sync_time_;  // reconnect(): drop to the connection's last SYNC / RESYNC
   LatencyRecord resubscribe_time_;  // reconnect(): recovery SUBs sent (on the 101) to that SYNC / RESYNC
+  LatencyRecord connect_time_;      // a new connection: socket opened to the 101 (with a token: to its AUTH answer)
 };
 
 ClientEngine::ClientEngine(ClientOptions options) : options_(std::move(options)) {

@@ -86,11 +86,12 @@ enum ClientCounter : unsigned {
   kClientCounterCount
 };
 
-// Doubles per thread in read(): counters, then three latency records, each Welford (n, mean, m2, min, max)
+// Doubles per thread in read(): counters, then four latency records, each Welford (n, mean, m2, min, max)
 // and histogram buckets: message latency (live messages); reconnect(): the time from a connection's drop to
-// the SYNC/RESYNC of its last subject; and from its recovery SUBs (sent on the 101) to that SYNC/RESYNC.
+// the SYNC/RESYNC of its last subject; and from its recovery SUBs (sent on the 101) to that SYNC/RESYNC; and
+// the connect time of each new connection (socket opened to the 101, with a token to its AUTH answer).
 constexpr size_t kClientLatencySlots = 5 + kLatencyBuckets;
-constexpr unsigned kClientLatencyRecords = 3;
+constexpr unsigned kClientLatencyRecords = 4;
 constexpr size_t kClientSlotsPerThread = kClientCounterCount + kClientLatencyRecords * kClientLatencySlots;
 
 // Which connections reconnect() drops: global indices i in [from, to) with (i - from) % every == 0, those
