@@ -4,17 +4,14 @@
 // (its status goes through disconnected and back, each subject reports resync) and shows the quotes after it.
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { connect } from 'starling/client';
-import { TIMEOUT_MS, describeWith, startServer } from './helpers';
+import { CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, TIMEOUT_MS, describeWith, startServer } from './helpers';
 import { ServerChild } from './hostile-kit';
 import { Recorder, restartablePort } from './client-kit';
 
-const CHROMIUM = process.env.STARLING_CHROMIUM || '/usr/bin/chromium';
-const ARGS = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update'];
 const SUITE = { timeout: 120_000 };
 const TICKER = path.join(__dirname, '..', '..', 'examples', 'ticker.html');
 const MONITORED = { Monitor: 'HTTP', 'MonitorHTTP.Listen': '127.0.0.1:0' };
@@ -30,13 +27,12 @@ async function pageWait<T>(page: Page, expr: string, what: string): Promise<T> {
   }
 }
 
-const NEEDS = { program: 'chromium', path: fs.existsSync(CHROMIUM) ? CHROMIUM : null, install: 'apt-get install chromium' };
 
-describeWith(NEEDS, 'the client SDK in headless Chromium', SUITE, () => {
+describeWith(NEEDS_CHROMIUM, 'the client SDK in headless Chromium', SUITE, () => {
   let browser: Browser;
   const problems: string[] = [];
   before(async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   });
   after(async () => {
     await browser?.close();

@@ -4,15 +4,11 @@
 // subjects its token grants and `ERR forbidden` on the others. The token is signed here with node:crypto.
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { describeWith, startServer } from './helpers';
+import { CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, describeWith, startServer } from './helpers';
 import { HsIssuer, nowS } from './entitlement-kit';
 
-const CHROMIUM = process.env.STARLING_CHROMIUM || '/usr/bin/chromium';
-const ARGS = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update'];
 const SUITE = { timeout: 120_000 };
-const NEEDS = { program: 'chromium', path: fs.existsSync(CHROMIUM) ? CHROMIUM : null, install: 'apt-get install chromium' };
 
 /**
  * Page code (a string: this project compiles without the DOM library): opens the WebSocket with the token on the
@@ -40,13 +36,13 @@ async function messages(page: Page, n: number, what: string): Promise<string[]> 
   return (await handle!.jsonValue()) as string[];
 }
 
-describeWith(NEEDS, 'entitlement from headless Chromium (?token= on the WebSocket URL)', SUITE, () => {
+describeWith(NEEDS_CHROMIUM, 'entitlement from headless Chromium (?token= on the WebSocket URL)', SUITE, () => {
   const issuer = new HsIssuer();
   const server = startServer({ Entitlement: 'JWT', 'Entitlement.JWT.Secret': issuer.base64 });
   let browser: Browser;
   const problems: string[] = [];
   before(async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   });
   after(async () => {
     await browser?.close();

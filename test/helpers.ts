@@ -5,6 +5,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import WebSocket from 'ws';
 import { createServer, type Logger, type Server } from '../src/index';
@@ -558,3 +559,12 @@ export function takeServerFrame(buf: Buffer): { frame: ServerFrame; size: number
   if (buf.length < off + len) return undefined;
   return { frame: { fin: (buf[0] & 0x80) !== 0, opcode: buf[0] & 0x0f, payload: buf.subarray(off, off + len) }, size: off + len };
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Headless Chromium (Debian's package; STARLING_CHROMIUM names another build; nothing downloads a browser)
+
+export const CHROMIUM = process.env.STARLING_CHROMIUM || '/usr/bin/chromium';
+/** Flags for a quiet, sandbox-free headless browser in a test. */
+export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update'];
+/** For describeWith: skipped outside CI with the line saying what to install, required with CI=true. */
+export const NEEDS_CHROMIUM = { program: 'chromium', path: fs.existsSync(CHROMIUM) ? CHROMIUM : null, install: 'apt-get install chromium' };
