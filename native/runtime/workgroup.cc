@@ -181,6 +181,7 @@ void Workgroup::run() {
       broker_->retry();
       broker_->flush_conflated();
       enforce_memory();
+      if (index_ == 0) note_memory_peak();
       if (now_ms_ >= next_tick) {
         loop_->tick(now_ms_);
         next_tick = now_ms_ + kTickMs;
@@ -307,6 +308,13 @@ void Workgroup::pass() {
       high_water_ = trimmed_at_ = total;
     }
   }
+}
+
+void Workgroup::note_memory_peak() {
+  // Every iteration, not only in the pass: a flood that rises and is shed within one second would otherwise
+  // leave no high point for the pass to compare with, and its memory would never be given back.
+  const int64_t total = mem::total(server_.workgroup_count());
+  if (total > 0 && static_cast<uint64_t>(total) > high_water_) high_water_ = static_cast<uint64_t>(total);
 }
 
 bool Workgroup::over_budget() const {

@@ -76,6 +76,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   void wake_peers();   // wakes the workgroups this one posted to since the last call
   void pass();         // once a second: handshake timeouts, keepalive
   void enforce_memory();
+  void note_memory_peak();  // workgroup 0: the account's high point since the last trim (see pass)
   bool over_budget() const;
   void begin_shutdown();
   void adopt(int fd, bool may_not_publish);
@@ -122,7 +123,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   uint64_t drain_deadline_ = 0;
   uint64_t now_ms_ = 0;
   uint64_t trimmed_at_ = 0;          // accounted bytes after the last malloc_trim (workgroup 0)
-  uint64_t high_water_ = 0;          // most accounted bytes since then
+  uint64_t high_water_ = 0;          // most accounted bytes since then (seen by any loop iteration)
   std::thread thread_;
 
   SpscRing<Envelope> accept_ring_;
