@@ -289,7 +289,7 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
       throw Napi::Error::New(info.Env(), "onAuthRequests: cannot create the callback (called twice?)");
     napi_unref_threadsafe_function(env, tsfn);
     auth_->tsfn = tsfn;
-    server_->set_auth_notify([tsfn] { napi_call_threadsafe_function(tsfn, nullptr, napi_tsfn_nonblocking); });
+    server_->set_auth_notify([tsfn] { return napi_call_threadsafe_function(tsfn, nullptr, napi_tsfn_nonblocking) == napi_ok; });
   }
 
   // takeAuthRequests() → [wg, id, token, address, wg, id, ...]: every request waiting, in one flat array.

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { benchsub } from '../bench/benchsub';
 import { commandLine, quoteRanges, renderMarkdown, type RunSummary } from '../bench/report';
-import { BENCHPUB_KEYS, BENCHSUB_KEYS, loadTool } from '../bench/tools';
+import { BENCHPUB_KEYS, BENCHSUB_KEYS, clientOptions, loadTool } from '../bench/tools';
 import { ConfigError, loadConfig } from '../src/config/config';
 import { createServer } from '../src/index';
 
@@ -81,6 +81,25 @@ describe('shipped benchmark configuration files', () => {
         if (/\{\d+\.\.\d+\}/.test(word)) assert.match(word, /^'.*'$/, `unquoted range in docs/benchmarks.md: ${word}`);
       }
     }
+  });
+});
+
+describe('TokenFile', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-tokens-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const options = (content: string | null) => {
+    const file = path.join(dir, `t${Math.random()}`);
+    if (content !== null) fs.writeFileSync(file, content);
+    return clientOptions(loadTool(BENCHSUB_KEYS, [`-DTokenFile=${file}`], {}), false, 1);
+  };
+
+  it('gives connection i the token of line i, blank lines skipped', () => {
+    assert.deepEqual(options('a.b.c\n\n  d-e_f~  \n').tokens, ['a.b.c', 'd-e_f~']);
+  });
+  it('refuses a missing file, an empty one and a token that is not URL-safe, naming the file', () => {
+    assert.throws(() => options(null), (e: Error) => e instanceof ConfigError && /TokenFile: cannot read/.test(e.message));
+    assert.throws(() => options('\n\n'), (e: Error) => e instanceof ConfigError && /holds no token/.test(e.message));
+    assert.throws(() => options('ok\na b&c\n'), (e: Error) => e instanceof ConfigError && /is not URL-safe/.test(e.message));
   });
 });
 

@@ -180,7 +180,7 @@ bool Server::may_publish_from(const sockaddr_storage& peer) const {
   return false;
 }
 
-void Server::set_auth_notify(std::function<void()> notify) {
+void Server::set_auth_notify(std::function<bool()> notify) {
   std::lock_guard<std::mutex> lock(auth_lock_);
   auth_notify_ = std::move(notify);
 }
@@ -196,7 +196,15 @@ void Server::submit_auth(std::vector<AuthRequest>& batch) {
   }
   batch.clear();
   // Under the lock, so that set_auth_notify(nullptr) is a barrier (a non-blocking queue push: short).
-  if (was_empty && auth_notify_) auth_notify_();
+  if ((was_empty || auth_notify_owed_.load(std::memory_order_relaxed)) && auth_notify_)
+    auth_notify_owed_.store(!auth_notify_(), std::memory_order_relaxed);
+}
+
+void Server::retry_auth_notify() {
+  if (!auth_notify_owed_.load(std::memory_order_relaxed)) return;
+  std::lock_guard<std::mutex> lock(auth_lock_);
+  if (auth_notify_owed_.load(std::memory_order_relaxed) && auth_notify_ && !auth_requests_.empty())
+    auth_notify_owed_.store(!auth_notify_(), std::memory_order_relaxed);
 }
 
 std::vector<AuthRequest> Server::take_auth_requests() {

@@ -113,12 +113,14 @@ class Server {
 
   // Entitlement (THREADS.md "Decisions"). set_auth_notify: from the control thread; `notify` is called from
   // a workgroup thread, under the requests' lock, when requests wait and none waited before (at most once
-  // until the next take_auth_requests); set_auth_notify(nullptr) returns once no call is running, and none
-  // follows. submit_auth: workgroups hand over their iteration's requests (the vector is
+  // until the next take_auth_requests), and returns whether the call was queued; one that was not is made
+  // again by the next submit_auth or retry_auth_notify (each workgroup's pass), so no token waits for good.
+  // set_auth_notify(nullptr) returns once no call is running, and none follows. submit_auth: workgroups hand over their iteration's requests (the vector is
   // emptied). take_auth_requests: the control thread takes every waiting request. decide: the control
   // thread's answers, handed to their workgroups (answers for connections gone meanwhile are dropped there).
-  void set_auth_notify(std::function<void()> notify);
+  void set_auth_notify(std::function<bool()> notify);
   void submit_auth(std::vector<AuthRequest>& batch);
+  void retry_auth_notify();
   std::vector<AuthRequest> take_auth_requests();
   void decide(std::vector<AuthDecision>& batch);
   // What a connection may do before a token of it is accepted (nullptr with EntitlementMode::kNone).
@@ -172,7 +174,8 @@ class Server {
   };
   std::vector<Cidr> publish_allow_;
   Permissions* anonymous_ = nullptr;
-  std::function<void()> auth_notify_;
+  std::function<bool()> auth_notify_;
+  std::atomic<bool> auth_notify_owed_{false};  // requests wait and their notify could not be queued
   std::mutex auth_lock_;      // guards auth_requests_ (held only to append or swap)
   std::vector<AuthRequest> auth_requests_;
 };

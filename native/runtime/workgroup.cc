@@ -288,6 +288,7 @@ void Workgroup::pass() {
       engine_.abort(c, *this, kCloseGoingAway);
     }
   }
+  server_.retry_auth_notify();  // (a call to the control plane that could not be queued: out of memory)
   // A client that hung up while its token is being decided is gone: its wait (up to the authorize hook's
   // timeout) would hold a connection slot for nobody. (A reset is seen at once by the loop; a FIN only here,
   // since a paused stream's input, the FIN included, is otherwise handled at resume.) Its commands after the
