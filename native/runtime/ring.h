@@ -3,6 +3,8 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <utility>
+#include <vector>
 #include <memory>
 
 namespace starling {
@@ -50,5 +52,19 @@ class SpscRing {
   alignas(64) uint32_t cap_;
   std::unique_ptr<T[]> slots_;
 };
+
+// The other way batches cross threads (entitlement's tokens and decisions, THREADS.md "Decisions"): a vector
+// guarded by a mutex the caller holds. Moves every element of `from` to the end of `into` and empties `from`;
+// an allocation that fails throws before anything moved, so the caller still owns every element.
+template <typename T>
+void hand_over(std::vector<T>& into, std::vector<T>& from) {
+  if (into.empty()) {
+    into.swap(from);
+  } else {
+    into.reserve(into.size() + from.size());
+    for (T& x : from) into.push_back(std::move(x));
+  }
+  from.clear();
+}
 
 }  // namespace starling

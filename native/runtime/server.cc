@@ -188,13 +188,7 @@ void Server::set_auth_notify(std::function<bool()> notify) {
 void Server::submit_auth(std::vector<AuthRequest>& batch) {
   std::lock_guard<std::mutex> lock(auth_lock_);
   const bool was_empty = auth_requests_.empty();
-  if (was_empty) {
-    auth_requests_.swap(batch);
-  } else {
-    auth_requests_.reserve(auth_requests_.size() + batch.size());  // (may throw; then nothing moved)
-    for (AuthRequest& r : batch) auth_requests_.push_back(std::move(r));
-  }
-  batch.clear();
+  hand_over(auth_requests_, batch);
   // Under the lock, so that set_auth_notify(nullptr) is a barrier (a non-blocking queue push: short).
   if ((was_empty || auth_notify_owed_.load(std::memory_order_relaxed)) && auth_notify_)
     auth_notify_owed_.store(!auth_notify_(), std::memory_order_relaxed);
@@ -220,18 +214,24 @@ std::vector<AuthRequest> Server::take_auth_requests() {
 }
 
 void Server::decide(std::vector<AuthDecision>& batch) {
-  // Grouped by workgroup, so each is woken once and takes its share in one lock.
+  // Grouped by workgroup, so each is woken once and takes its share in one lock. Out of memory on the way, every
+  // reference is dropped once: those still in `batch` by the caller, those grouped here below.
   std::vector<std::vector<AuthDecision>> by(workgroup_count());
-  for (AuthDecision& d : batch) {
-    if (d.wg < workgroup_count()) {
-      by[d.wg].push_back(std::move(d));
-    } else if (d.perms) {
-      d.perms->unref();
+  try {
+    for (AuthDecision& d : batch) {
+      if (d.wg < workgroup_count()) by[d.wg].push_back(std::move(d));
+      else if (d.perms) d.perms->unref();
+      d.perms = nullptr;  // (gone with the move, or dropped)
     }
+    batch.clear();
+    for (unsigned w = 0; w < workgroup_count(); w++)
+      if (!by[w].empty()) workgroups_[w]->push_decisions(by[w]);
+  } catch (...) {
+    for (auto& group : by)
+      for (AuthDecision& d : group)
+        if (d.perms) d.perms->unref();
+    throw;
   }
-  batch.clear();
-  for (unsigned w = 0; w < workgroup_count(); w++)
-    if (!by[w].empty()) workgroups_[w]->push_decisions(by[w]);
 }
 
 void Server::start() {

@@ -116,14 +116,9 @@ Workgroup::~Workgroup() {
 void Workgroup::push_decisions(std::vector<AuthDecision>& batch) {
   {
     std::lock_guard<std::mutex> lock(decisions_lock_);
-    if (decisions_.empty()) {
-      decisions_.swap(batch);
-    } else {
-      for (AuthDecision& d : batch) decisions_.push_back(std::move(d));
-    }
+    hand_over(decisions_, batch);  // (a failed allocation leaves every decision, and its reference, with the caller)
     decisions_pending_.store(true, std::memory_order_release);
   }
-  batch.clear();
   wake();
 }
 
