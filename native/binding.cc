@@ -96,6 +96,7 @@ ServerOptions read_options(const Napi::Object& o) {
   opts.entitlement = static_cast<EntitlementMode>(o.Get("entitlement").As<Napi::Number>().Uint32Value());
   opts.renew_before_s = o.Get("renewBefore").As<Napi::Number>().Uint32Value();
   opts.publish_allow = read_strings(o.Get("publishAllow").As<Napi::Array>());
+  opts.io = static_cast<IoChoice>(o.Get("ioBackend").As<Napi::Number>().Uint32Value());
   return opts;
 }
 
@@ -205,6 +206,7 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
     return DefineClass(env, "NativeServer",
                        {InstanceMethod<&JsServer::JS_start>("start"),
                         InstanceMethod<&JsServer::JS_ports>("ports"),
+                        InstanceMethod<&JsServer::JS_io>("io"),
                         InstanceMethod<&JsServer::JS_publish>("publish"),
                         InstanceMethod<&JsServer::JS_counterSlots>("counterSlots"),
                         InstanceMethod<&JsServer::JS_readCounters>("readCounters"),
@@ -228,6 +230,15 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
 
  private:
   void JS_start(const Napi::CallbackInfo& info) { server_->start(); }
+
+  Napi::Value JS_io(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("backend", server_->backend() == IoBackend::kUring ? "io_uring" : "epoll");
+    o.Set("note", server_->backend_note());
+    o.Set("ringFiles", static_cast<double>(server_->ring_files()));
+    o.Set("maxConnections", static_cast<double>(server_->max_connections()));
+    return o;
+  }
 
   Napi::Value JS_ports(const Napi::CallbackInfo& info) {
     const auto& ports = server_->ports();

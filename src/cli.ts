@@ -171,7 +171,11 @@ function serve(args: Args): void {
   const server = createServer(loaded, log);
   const where = server.addresses.map((a) => `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`).join(', ');
   const n = loaded.config.Workgroups;
-  log.info(`starling listening on ${where} (path ${loaded.config.Path}) with ${n} workgroup${n === 1 ? '' : 's'}`);
+  const io = server.io;
+  log.info(
+    `starling listening on ${where} (path ${loaded.config.Path}) with ${n} workgroup${n === 1 ? '' : 's'} on ${io.backend}, ` +
+      `at most ${io.maxConnections} connections`,
+  );
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

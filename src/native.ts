@@ -33,6 +33,19 @@ export interface NativeOptions {
   renewBefore: number;
   /** PublishAllowFromAddressList: "<address>/<bits>"; empty: every address may publish. */
   publishAllow: string[];
+  /** IoChoice of native/runtime/server.h: 0 auto, 1 epoll, 2 io_uring (IoBackend). */
+  ioBackend: number;
+}
+
+/** The I/O backend a server runs (NativeServer.io). */
+export interface IoInfo {
+  backend: 'epoll' | 'io_uring';
+  /** Why IoBackend = auto runs epoll ("" otherwise). */
+  note: string;
+  /** Connections per io_uring ring (0 with epoll). */
+  ringFiles: number;
+  /** The connection cap in effect (MaxConnections or its default). */
+  maxConnections: number;
 }
 
 /** How the native side checks SUB and PUB (EntitlementMode in native/runtime/server.h). */
@@ -58,6 +71,7 @@ export const enum Published {
 export interface NativeServer {
   start(): void;
   ports(): number[];
+  io(): IoInfo;
   publish(subject: string, payload: Buffer, binary: boolean): Published;
   counterSlots(): number;
   readCounters(out: Float64Array): void;

@@ -5,12 +5,15 @@
 import { type Config, ConfigError, type Loaded, resolveConfig } from './config/config';
 import { Logger } from './log';
 import { Monitor } from './monitor/monitor';
-import { addon, Entitlement, type NativeServer, Published } from './native';
+import { addon, Entitlement, type IoInfo, type NativeServer, Published } from './native';
 import { type AuthorizeHook, Authorizer, type AuthorizerOptions, DEFAULT_AUTHORIZE_TIMEOUT_MS } from './entitlement/authorizer';
 import { jwtOptionsFromConfig } from './entitlement/config';
 import { createJwtVerifier } from './entitlement/jwt';
 import { CACHE_SHARE_OF_MEMORY, memoryCeiling, RUNTIME_RESERVE_BYTES } from './config/schema';
 import { CounterLayout, type ServerStats } from './stats';
+
+/** IoBackend as the addon's IoChoice (native/runtime/server.h). */
+const IO_CHOICE = { auto: 0, epoll: 1, io_uring: 2 } as const;
 
 export type { Counters, ServerStats, WorkgroupStats } from './stats';
 export type { AuthorizeClient, AuthorizeHook, Grant } from './entitlement/authorizer';
@@ -81,8 +84,11 @@ export class Server {
       entitlement: c.Entitlement === 'None' ? Entitlement.None : c.Entitlement === 'Basic' ? Entitlement.Basic : Entitlement.Token,
       renewBefore: c['Entitlement.RenewBefore'],
       publishAllow: c.PublishAllowFromAddressList,
+      ioBackend: IO_CHOICE[c.IoBackend],
     });
     const native = this.native;
+    const io = native.io();
+    if (io.note) log.warn(`IoBackend = auto: ${io.note}; running epoll`);
     this.authorizer = decisions
       ? new Authorizer(decisions, { compile: (sub, pub, all) => addon.compilePermissions(sub, pub, all), decide: (flat) => native.decide(flat) }, log)
       : null;
@@ -120,6 +126,11 @@ export class Server {
       void this.native.stop();
       throw e;
     }
+  }
+
+  /** The I/O backend in effect, and the connection cap that follows from it. */
+  get io(): IoInfo {
+    return this.native.io();
   }
 
   /** The listen addresses with their bound ports (port 0 in the config is resolved here). */

@@ -62,10 +62,19 @@ after(async () => {
 });
 
 /**
- * Defaults for tests: loopback, an ephemeral port, two workgroups assigned round-robin, quiet logs, and no
- * monitor (its default port 8900 would be shared by every server; test/60.monitor.test.ts turns it on).
+ * Defaults for tests: loopback, an ephemeral port, two workgroups assigned round-robin, quiet logs, no monitor
+ * (its default port 8900 would be shared by every server; test/60.monitor.test.ts turns it on), and the I/O
+ * backend STARLING_TEST_IO_BACKEND names (epoll by default).
  */
-export const TEST_CONFIG = { Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn', Monitor: '' };
+export const TEST_CONFIG = {
+  Listen: '127.0.0.1:0',
+  Workgroups: 2,
+  BenchmarkMode: true,
+  LogLevel: 'warn',
+  Monitor: '',
+  // `npm test` runs the server suites once per backend (test/run-backends.sh sets this for the second pass).
+  IoBackend: process.env.STARLING_TEST_IO_BACKEND ?? 'epoll',
+};
 
 /**
  * Starts a server with TEST_CONFIG plus `overrides` (and `log`, to capture its log lines); it is closed when the

@@ -18,10 +18,14 @@ struct OutQueue;   // backend-private: frames waiting to be written to one strea
 // connection is a single allocation) and must keep that object alive until StreamEvents::on_closed.
 // Every field is the backend's; the owner never reads or writes them.
 struct Stream {
-  int fd = -1;
+  int fd = -1;               // epoll: the socket; io_uring: its slot in the ring's direct-descriptor table
   uint16_t io_flags = 0;
+  uint8_t ring = 0;          // io_uring: which of the loop's rings holds it
+  uint8_t ops = 0;           // io_uring: operations in flight that name it (it is freed only at zero)
   OutQueue* out = nullptr;   // non-null only while output is queued (an idle stream holds no buffer)
 };
+
+enum class IoBackend : uint8_t { kEpoll, kUring };
 
 enum class CloseMode : uint8_t {
   // Write what is queued, then half-close (FIN), then read and discard until the peer closes or
@@ -42,6 +46,10 @@ struct LoopOptions {
   // meanwhile is a slow consumer (StreamEvents::on_slow). Time the server itself was busy does not
   // count against it: the backlog is judged only right after a write attempt.
   uint32_t max_backlog_ms = 2000;
+  IoBackend backend = IoBackend::kEpoll;
+  // io_uring: connections per ring (the size of its direct-descriptor table; the kernel allows at most
+  // RLIMIT_NOFILE). The loop adds rings as connections need them, up to kMaxRings.
+  uint32_t ring_files = 1024;
 };
 
 // The hard per-connection bound (DESIGN.md rule 3), for a flood faster than MaxBacklogTime: a stream that is
@@ -85,7 +93,8 @@ class Loop {
  public:
   virtual ~Loop() = default;
 
-  // The backend for this machine (epoll). Throws std::runtime_error naming what failed.
+  // The backend options.backend names (io_uring only where io_uring_unavailable() said yes). Throws
+  // std::runtime_error naming what failed.
   static std::unique_ptr<Loop> create(StreamEvents& events, const LoopOptions& options);
 
   // Takes ownership of a connected, non-blocking socket. False if it cannot be watched (the socket is

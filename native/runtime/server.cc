@@ -19,6 +19,7 @@
 
 #include "io/poller.h"
 #include "io/reset.h"
+#include "io/uring.h"
 #include "pubsub/protocol.h"
 
 namespace starling {
@@ -37,6 +38,12 @@ constexpr uint64_t kReservedFds = 256;
 // With the fd table full and no spare descriptor to shed a connection, the acceptor stops watching the
 // listeners for this long instead of spinning on a readable listener it cannot serve.
 constexpr int kAcceptRetryMs = 100;
+// With io_uring a full fd table is only a connect burst the workgroups have not installed into their rings
+// yet (each accepted descriptor leaves the table within an iteration): the acceptor waits this long, and the
+// pending clients wait in the listen queue instead of being refused.
+constexpr int kInstallWaitMs = 2;
+// The kernel's largest direct-descriptor table (IORING_MAX_FIXED_FILES).
+constexpr uint64_t kMaxRingFiles = 1u << 20;
 
 std::string describe(const ListenAddress& a) {
   bool v6 = a.host.find(':') != std::string::npos;
@@ -105,6 +112,7 @@ Server::Server(ServerOptions options) : options_(std::move(options)), registry_(
       ports_.push_back(port);
     }
     parse_publish_allow();
+    choose_backend();
     if (options_.entitlement != EntitlementMode::kNone) {
       // Basic: anyone may subscribe to anything ("/*" grants every subject); JWT, Custom: nothing.
       std::vector<PermissionEntry> anyone;
@@ -117,19 +125,33 @@ Server::Server(ServerOptions options) : options_(std::move(options)), registry_(
     acceptor_wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (acceptor_wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    max_connections_ = options_.max_connections;
-    if (!max_connections_) {
-      rlimit rl{};
-      getrlimit(RLIMIT_NOFILE, &rl);
-      uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : rl.rlim_cur;
-      max_connections_ = limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
-    }
   } catch (...) {
     for (int fd : listen_fds_) close(fd);
     if (acceptor_wake_fd_ >= 0) close(acceptor_wake_fd_);
     workgroups_.clear();
     if (anonymous_) anonymous_->unref();
     throw;
+  }
+}
+
+void Server::choose_backend() {
+  if (options_.io != IoChoice::kEpoll) {
+    std::string why = io_uring_unavailable();
+    if (why.empty()) backend_ = IoBackend::kUring;
+    else if (options_.io == IoChoice::kUring) throw std::runtime_error("IoBackend = io_uring: " + why);
+    else backend_note_ = "io_uring unavailable: " + why;
+  }
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  const uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? kMaxRingFiles : rl.rlim_cur;
+  const uint64_t per_table = limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
+  max_connections_ = options_.max_connections;
+  if (backend_ == IoBackend::kUring) {
+    // A ring's table may be as large as the limit (the kernel's only check on it): it holds no process descriptor.
+    ring_files_ = static_cast<uint32_t>(std::min(limit, kMaxRingFiles));
+    if (!max_connections_) max_connections_ = per_table * options_.workgroups;
+  } else if (!max_connections_) {
+    max_connections_ = per_table;
   }
 }
 
@@ -267,7 +289,8 @@ void Server::accept_loop() {
   for (int& fd : listen_fds_) poller->watch_readable(fd, &fd);
   PollEvent events[16];
   while (!stopping_.load(std::memory_order_acquire)) {
-    int n = poller->wait(events, 16, listening_paused_ ? kAcceptRetryMs : -1);
+    const int paused_ms = backend_ == IoBackend::kUring ? kInstallWaitMs : kAcceptRetryMs;
+    int n = poller->wait(events, 16, listening_paused_ ? paused_ms : -1);
     if (listening_paused_) {
       // Try to get the spare back; watch the listeners again either way (the next EMFILE pauses again).
       if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -299,6 +322,12 @@ void Server::accept_ready(int listen_fd, uint64_t* wake_mask, Poller& poller) {
     int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
+      if ((errno == EMFILE || errno == ENFILE) && backend_ == IoBackend::kUring) {
+        // Descriptors accepted and not yet installed in a ring fill the table: wait for the workgroups.
+        listening_paused_ = true;
+        for (int lfd : listen_fds_) poller.unwatch(lfd);
+        return;
+      }
       if (errno == EMFILE || errno == ENFILE) {
         // The fd table is full (something besides our clients took the reserve). Free the spare
         // descriptor, take the connection off the queue and reset it, so the client is told at once.

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/loop.h"
 #include "io/poller.h"
 #include "pubsub/permissions.h"
 #include "pubsub/subject.h"
@@ -31,6 +32,13 @@ enum class EntitlementMode : uint8_t {
   kNone,    // nothing is checked (PublishAllowFromAddressList still is)
   kBasic,   // anyone may subscribe; publishing needs an accepted token
   kToken,   // JWT, Custom: nothing without an accepted token
+};
+
+// IoBackend in the config: which Loop backend the workgroups run (io/loop.h).
+enum class IoChoice : uint8_t {
+  kAuto,    // io_uring where io_uring_unavailable() says yes, else epoll (the reason is in backend_note())
+  kEpoll,
+  kUring,   // io_uring or nothing: the Server constructor throws the reason
 };
 
 // Plain copy of the validated configuration (validation happens in TypeScript, src/config).
@@ -57,6 +65,7 @@ struct ServerOptions {
   // PublishAllowFromAddressList: "<address>/<bits>" (IPv4 or IPv6, checked in TypeScript); empty: every
   // address may publish.
   std::vector<std::string> publish_allow;
+  IoChoice io = IoChoice::kEpoll;
 };
 
 // A token for the control plane to decide on: asked by workgroup `wg` for its connection `id`.
@@ -100,8 +109,13 @@ class Server {
 
   // Workgroups: a connection handed over by the acceptor is gone (MaxConnections accounting).
   void connection_closed() { open_connections_.fetch_sub(1, std::memory_order_relaxed); }
-  // The connection cap in effect (MaxConnections, or the open-file limit less kReservedFds).
+  // The connection cap in effect (MaxConnections, or its default: see the constructor).
   uint64_t max_connections() const { return max_connections_; }
+  // The backend the workgroups run, connections per io_uring ring (0 with epoll), and why auto chose epoll
+  // ("" when there is nothing to say).
+  IoBackend backend() const { return backend_; }
+  uint32_t ring_files() const { return ring_files_; }
+  const std::string& backend_note() const { return backend_note_; }
 
   // Publishes from the control thread (server.publish() in TypeScript): the payload is copied once
   // into a frame and handed to the subject's home workgroup. Returns false if nobody subscribes or the
@@ -149,6 +163,9 @@ class Server {
   void refuse(int fd);
   unsigned pick_workgroup(const sockaddr_storage& peer);
   void parse_publish_allow();
+  // Decides backend_ (options_.io and the kernel), ring_files_ and max_connections_. Throws for IoBackend =
+  // io_uring where the kernel cannot.
+  void choose_backend();
 
   ServerOptions options_;
   Registry registry_;
@@ -165,6 +182,9 @@ class Server {
   std::atomic<uint64_t> accept_refused_{0};
   std::atomic<int64_t> open_connections_{0};
   uint64_t max_connections_ = 0;
+  IoBackend backend_ = IoBackend::kEpoll;
+  uint32_t ring_files_ = 0;
+  std::string backend_note_;
   bool listening_paused_ = false;   // the fd table is full and no spare descriptor is left: retry later
   std::mutex control_lock_;   // serialises producer_control() across JavaScript threads
   struct Cidr {

@@ -24,6 +24,8 @@ namespace {
 
 // How often time-based work runs (slow-consumer deadlines, lingering closes) when the loop is idle.
 constexpr int kTickMs = 250;
+// Iterations the stopping loop waits for the kernel to confirm closes (io_uring), each up to kTickMs.
+constexpr int kFinalCloseIterations = 8;
 // Handshake timeouts and keepalive advance in passes over every connection, one a second: a pass over a
 // million connections costs a few milliseconds, and one second is the resolution of both settings.
 constexpr uint64_t kPassMs = 1000;
@@ -80,7 +82,7 @@ Workgroup::Workgroup(Server& server, unsigned index)
       engine_(SessionOptions{server.options().path, server.options().max_message}),
       accept_ring_(kAcceptRing) {
   const ServerOptions& o = server.options();
-  loop_ = Loop::create(*this, LoopOptions{o.max_backlog, o.max_backlog_ms});
+  loop_ = Loop::create(*this, LoopOptions{o.max_backlog, o.max_backlog_ms, server.backend(), server.ring_files()});
   // Each workgroup caches the subjects it is home of within an equal share of CacheSize.
   CacheOptions cache{o.max_cached_messages, o.cache_expire_ms, o.cache_size / server.workgroup_count()};
   EntitlementOptions entitlement{o.entitlement != EntitlementMode::kNone, server.anonymous(), o.renew_before_s};
@@ -202,6 +204,11 @@ void Workgroup::run() {
   // Whatever did not close in time is reset.
   for (Conn* c : conns_) engine_.abort(c, *this, kCloseGoingAway);
   loop_->flush();
+  // (io_uring: a connection is let go of once the kernel confirmed its close, a few iterations at most.)
+  for (int i = 0; loop_->size() && i < kFinalCloseIterations; i++) {
+    loop_->wait(kTickMs);
+    loop_->flush();
+  }
 }
 
 void Workgroup::wake_peers() {

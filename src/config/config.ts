@@ -32,6 +32,7 @@ export interface Config {
   CacheExpireTime: number;
   /** 0: the open-file limit less 256. */
   MaxConnections: number;
+  IoBackend: 'auto' | 'epoll' | 'io_uring';
   /** Seconds; 0: off. */
   KeepAlive: number;
   Entitlement: 'None' | 'Basic' | 'JWT' | 'Custom';

@@ -231,7 +231,9 @@ export const SCHEMA = [
     name: 'MaxConnections',
     type: 'int',
     default: '0',
-    defaultDoc: '`0`: the open-file limit (RLIMIT_NOFILE) less 256 descriptors reserved for the process',
+    defaultDoc:
+      '`0`: the open-file limit (RLIMIT_NOFILE) less 256 descriptors reserved for the process; with `IoBackend = ' +
+      'io_uring`, that many per workgroup',
     min: 0,
     max: 10_000_000,
     example: '1000000',
@@ -239,6 +241,23 @@ export const SCHEMA = [
       'Most client connections held at once (WebSocket sessions and connections still in the HTTP upgrade). Past ' +
       'it, new connections are refused at once (TCP reset). 0 derives it from the open-file limit, keeping 256 ' +
       'descriptors for the process itself (the monitor port, logs, the Node.js runtime).',
+  },
+  {
+    name: 'IoBackend',
+    type: 'enum',
+    choices: ['auto', 'epoll', 'io_uring'],
+    default: 'epoll',
+    example: 'io_uring',
+    doc:
+      'The kernel interface the workgroups do their network I/O through. `epoll`: readiness events and a system ' +
+      'call per read and per write; every connection is a descriptor, so the open-file limit bounds the connections ' +
+      '(`MaxConnections`). `io_uring`: multishot receives into shared buffers and batched sends, one system call per ' +
+      'loop iteration; connections are direct descriptors of the rings, outside the process\'s fd table, so one ' +
+      'process holds more connections than its open-file limit (a workgroup adds a ring per open-file-limit ' +
+      'connections; set `MaxConnections`). Needs Linux 6.7 or later with io_uring allowed (`kernel.io_uring_disabled`, ' +
+      'seccomp); the server refuses to start when it cannot, with the reason. `auto`: io_uring where the kernel ' +
+      'allows it, else epoll with the reason logged. `starling doctor` says what this machine allows; ' +
+      'docs/tuning.md has the measurements behind the default.',
   },
   {
     name: 'KeepAlive',

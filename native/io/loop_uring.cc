@@ -1,0 +1,636 @@
+// io_uring backend of Loop (io/loop.h). Each connection is a direct descriptor in one of the loop's rings
+// (io/uring.h): the socket leaves the process's fd table once it is installed, so the loop holds more
+// connections than RLIMIT_NOFILE (a ring's table may be as large as the limit, and the loop adds rings as
+// connections need them). Input arrives by one multishot receive per connection into the ring's shared
+// provided buffers (an idle connection holds no receive buffer); output leaves as one SENDMSG per connection
+// in flight, its frames pinned by the queue until the completion says what the socket took; every SQE an
+// iteration prepares reaches the kernel in the one io_uring_enter that also waits for the next events.
+// Closing, resetting (SO_LINGER through a socket command) and cancelling go through the ring too.
+//
+// Paused input: a paused (or backlog-gated) connection's receive stays armed; what arrives is held, in
+// arrival order, and handed over at resume. Once kHoldLimit bytes are held the receive is cancelled, so the
+// rest waits in the kernel and TCP pushes back on the peer, as with epoll.
+#include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "io/stream_loop.h"
+#include "io/uring.h"
+
+#ifndef SOCKET_URING_OP_SETSOCKOPT
+#define SOCKET_URING_OP_SETSOCKOPT 3
+#endif
+
+namespace starling {
+
+namespace {
+
+// Rings per loop: Stream::ring is one byte. At RLIMIT_NOFILE 20,000 per table that is 5.1 million
+// connections per workgroup, far past what memory allows.
+constexpr unsigned kMaxRings = 255;
+// Provided receive buffers per ring, and their size. 16 KiB takes a typical burst of small messages in one
+// completion; 64 of them (1 MiB) are what one ring's connections can have in completions not yet handled
+// before a receive finds none and is re-armed (a busy connection rarely holds more than one at a time).
+constexpr unsigned kRecvBuffers = 64;
+constexpr unsigned kRecvBufferBytes = 16 * 1024;
+// Frames handed to one SENDMSG (the iovec array lives until the submit): 16 covers a coalesced burst of
+// small messages; a longer queue goes in several sends.
+constexpr int kMaxIov = 16;
+// Sends prepared between two submits (their msghdr and iovecs must stay put until the kernel copied them,
+// IORING_FEAT_SUBMIT_STABLE). When they run out mid-flush, what is prepared is submitted and they are reused.
+constexpr unsigned kSendArena = 1024;
+// Bytes held for a paused connection before its receive is cancelled (see the top of the file): one buffer.
+constexpr size_t kHoldLimit = kRecvBufferBytes;
+
+// user_data: a Stream pointer (8-aligned) or a ring index shifted left by 3, with the operation in the low bits
+// (7 is the ring's own: Ring::kInternal).
+enum Op : uint64_t { kOpRecv = 1, kOpSend = 2, kOpClose = 3, kOpOther = 4, kOpWake = 5, kOpRingPoll = 6 };
+constexpr uint64_t kOpMask = 7;
+
+struct Held {
+  uint8_t* data = nullptr;
+  size_t len = 0;
+  size_t cap = 0;
+};
+
+class UringLoop final : public StreamLoop {
+ public:
+  UringLoop(StreamEvents& events, const LoopOptions& options) : StreamLoop(events, options) {
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+    msgs_.resize(kSendArena);
+    iovs_.resize(static_cast<size_t>(kSendArena) * kMaxIov);
+    std::string why;
+    if (!add_ring(&why)) {
+      ::close(wake_fd_);
+      throw std::runtime_error("io_uring: " + why);
+    }
+    arm_wake();
+  }
+
+  ~UringLoop() override {
+    for (auto& [s, h] : held_) mem::free(h.data, h.cap);
+    rings_.clear();  // closing a ring cancels what is in flight and drops its descriptors
+    for (uint8_t* a : addresses_) std::free(a);
+    ::close(wake_fd_);
+  }
+
+  bool adopt(Stream* s, int fd) override {
+    if (!reserve_one() || !reserve_own()) {
+      ::close(fd);
+      return false;
+    }
+    int r = ring_with_room();
+    if (r < 0) {
+      ::close(fd);
+      return false;
+    }
+    Ring& ring = *rings_[r];
+    int slot = ring.take_slot();
+    // The peer's address, kept for peer_address() (the descriptor it could be asked of is about to go).
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    uint8_t* a = addresses_[r] + static_cast<size_t>(slot) * 16;
+    std::memset(a, 0, 16);
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+      if (peer.ss_family == AF_INET6) {
+        std::memcpy(a, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, 16);
+      } else if (peer.ss_family == AF_INET) {
+        a[10] = a[11] = 0xff;  // as IPv4-mapped IPv6
+        std::memcpy(a + 12, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, 4);
+      }
+    }
+    int rc = ring.install(fd, slot);
+    ::close(fd);
+    if (rc < 0) {
+      ring.put_slot(slot);
+      return false;
+    }
+    s->fd = slot;
+    s->ring = static_cast<uint8_t>(r);
+    s->io_flags = 0;
+    s->ops = 0;
+    s->out = nullptr;
+    open_++;
+    arm_recv(s);
+    return true;
+  }
+
+  void wait(int timeout_ms) override {
+    retry_closes();
+    bool ready = !ready_.empty();
+    for (auto& ring : rings_) ready = ready || ring->ready();
+    for (size_t r = 1; r < rings_.size(); r++) rings_[r]->submit();
+    rings_[0]->submit(!ready, ready ? 0 : timeout_ms);
+    arena_used_ = 0;
+    if (!ready_.empty()) {
+      resume_.swap(ready_);
+      for (Stream* s : resume_) {
+        s->io_flags &= ~kInReady;
+        input(s);
+      }
+      resume_.clear();
+    }
+    for (size_t r = 0; r < rings_.size(); r++) {
+      Ring& ring = *rings_[r];
+      unsigned n = ring.ready();
+      for (unsigned i = 0; i < n; i++) {
+        const io_uring_cqe c = ring.cqe(i);
+        complete(ring, c);
+      }
+      ring.advance(n);
+    }
+    // Receives that found no buffer: re-armed now that this batch gave its buffers back.
+    for (Stream* s : rearm_)
+      if (wants_recv(s)) arm_recv(s);
+    rearm_.clear();
+  }
+
+  void flush() override {
+    // Sends that found the submission queue full last time.
+    for (Stream* s : resend_)
+      if (!(s->io_flags & kDead)) mark_dirty(s);
+    resend_.clear();
+    StreamLoop::flush();
+  }
+
+  void peer_address(const Stream* s, char* out, size_t cap) const override {
+    sockaddr_storage peer{};
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&peer);
+    in6->sin6_family = AF_INET6;
+    std::memcpy(&in6->sin6_addr, addresses_[s->ring] + static_cast<size_t>(s->fd) * 16, 16);
+    static const uint8_t kNone[16] = {};
+    if (std::memcmp(&in6->sin6_addr, kNone, 16) == 0) {
+      out[0] = '\0';
+      return;
+    }
+    format_address(peer, out, cap);
+  }
+
+  void wake() override {
+    uint64_t one = 1;
+    ssize_t ignored = write(wake_fd_, &one, sizeof one);
+    (void)ignored;
+  }
+
+ private:
+  enum UringFlags : uint16_t {
+    kRecvArmed = kBackend0,   // a multishot receive is in flight
+    kCancelSent = kBackend1,  // that receive is being cancelled (enough is held)
+    kHeld = kBackend2,        // held_ has input for it
+    kAbortClose = kBackend3,  // its close (deferred for want of SQEs) is a reset
+  };
+
+  static uint64_t tag(Stream* s, Op op) { return reinterpret_cast<uint64_t>(s) | op; }
+  static Stream* stream_of(uint64_t user_data) { return reinterpret_cast<Stream*>(user_data & ~kOpMask); }
+  Ring& ring_of(const Stream* s) { return *rings_[s->ring]; }
+
+  bool add_ring(std::string* why) {
+    if (rings_.size() >= kMaxRings) {
+      *why = "too many rings";
+      return false;
+    }
+    RingSize size;
+    size.files = opt_.ring_files;
+    size.buffers = kRecvBuffers;
+    size.buffer_bytes = kRecvBufferBytes;
+    size.classic_buffers = uring_classic_buffers();
+    try {
+      rings_.reserve(rings_.size() + 1);
+      addresses_.reserve(rings_.size() + 1);
+    } catch (const std::bad_alloc&) {
+      *why = "out of memory";
+      return false;
+    }
+    // (calloc: pages are touched only as slots fill)
+    uint8_t* addresses = static_cast<uint8_t*>(std::calloc(size.files, 16));
+    if (!addresses) {
+      *why = "out of memory";
+      return false;
+    }
+    std::unique_ptr<Ring> ring = Ring::create(size, why);
+    if (!ring) {
+      std::free(addresses);
+      return false;
+    }
+    rings_.push_back(std::move(ring));
+    addresses_.push_back(addresses);
+    if (rings_.size() > 1) arm_ring_poll(rings_.size() - 1);
+    return true;
+  }
+
+  // The ring to put a new connection in (adding one when all are full), or -1.
+  int ring_with_room() {
+    for (size_t i = 0; i < rings_.size(); i++) {
+      size_t r = (fill_ + i) % rings_.size();
+      if (rings_[r]->free_slots()) {
+        fill_ = r;
+        return static_cast<int>(r);
+      }
+    }
+    std::string why;
+    if (!add_ring(&why)) return -1;
+    fill_ = rings_.size() - 1;
+    return static_cast<int>(fill_);
+  }
+
+  // The lists only this backend keeps, sized like the shared ones (never grown on the I/O path).
+  bool reserve_own() {
+    size_t want = ready_.capacity();
+    try {
+      for (auto* list : {&rearm_, &resend_, &closes_, &retry_}) list->reserve(want);
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+    return true;
+  }
+
+  // Ring 0 hears of the other rings' completions through a multishot poll of their descriptors, so that one
+  // wait covers them all.
+  void arm_ring_poll(size_t r) {
+    io_uring_sqe* e = rings_[0]->sqe();
+    if (!e) return;  // (its completions are still read every iteration; only a sleep could oversleep them)
+    e->opcode = IORING_OP_POLL_ADD;
+    e->fd = rings_[r]->fd();
+    e->poll32_events = POLLIN_EVENTS;
+    e->len = IORING_POLL_ADD_MULTI;
+    e->user_data = (static_cast<uint64_t>(r) << 3) | kOpRingPoll;
+  }
+
+  void arm_wake() {
+    io_uring_sqe* e = rings_[0]->sqe();
+    if (!e) return;
+    e->opcode = IORING_OP_POLL_ADD;
+    e->fd = wake_fd_;
+    e->poll32_events = POLLIN_EVENTS;
+    e->len = IORING_POLL_ADD_MULTI;
+    e->user_data = kOpWake;
+  }
+  static constexpr uint32_t POLLIN_EVENTS = 0x001;  // POLLIN
+
+  void arm_recv(Stream* s) {
+    io_uring_sqe* e = ring_of(s).sqe();
+    if (!e) {  // the submission queue is stuck full: try again next iteration
+      s->io_flags |= kReadable;
+      make_ready(s);
+      return;
+    }
+    e->opcode = IORING_OP_RECV;
+    e->fd = s->fd;
+    e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+    e->ioprio = IORING_RECV_MULTISHOT;
+    e->buf_group = Ring::kBufferGroup;
+    e->user_data = tag(s, kOpRecv);
+    s->io_flags |= kRecvArmed;
+    s->io_flags &= ~kCancelSent;
+    s->ops++;
+  }
+
+  void cancel_recv(Stream* s) {
+    io_uring_sqe* e = ring_of(s).sqe();
+    if (!e) return;  // the next completion tries again
+    e->opcode = IORING_OP_ASYNC_CANCEL;
+    e->addr = tag(s, kOpRecv);
+    e->user_data = tag(s, kOpOther);
+    s->io_flags |= kCancelSent;
+    s->ops++;
+  }
+
+  // Whether a stream whose receive ended should have it armed again now.
+  bool wants_recv(const Stream* s) const {
+    const uint16_t fl = s->io_flags;
+    if (fl & (kDead | kRecvArmed | kPeerClosed)) return false;
+    if (fl & kClosing) return true;  // read (and drop) until the peer's FIN
+    return !(fl & (kPaused | kOver | kHeld));  // otherwise resume() or ungating arms it
+  }
+
+  bool gated(const Stream* s) const { return s->io_flags & (kPaused | kOver | kHeld); }
+
+  void complete(Ring& ring, const io_uring_cqe& c) {
+    const uint64_t op = c.user_data & kOpMask;
+    switch (op) {
+      case kOpWake: {
+        uint64_t count;
+        ssize_t ignored = read(wake_fd_, &count, sizeof count);
+        (void)ignored;
+        if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();
+        ev_.on_wake();
+        return;
+      }
+      case kOpRingPoll:
+        if (!(c.flags & IORING_CQE_F_MORE)) arm_ring_poll(c.user_data >> 3);
+        return;  // (their completions are read in this same pass)
+      case Ring::kInternal: return;
+      case kOpRecv: on_recv(ring, stream_of(c.user_data), c.res, c.flags); return;
+      case kOpSend: on_send(stream_of(c.user_data), c.res); return;
+      case kOpClose: {
+        Stream* s = stream_of(c.user_data);
+        rings_[s->ring]->put_slot(s->fd);  // (a failed close leaves the slot taken: never reused wrongly)
+        settle(s);
+        return;
+      }
+      default: settle(stream_of(c.user_data)); return;
+    }
+  }
+
+  // One operation naming s has ended.
+  void settle(Stream* s) {
+    s->ops--;
+    if ((s->io_flags & kDead) && s->ops == 0) bury(s);
+  }
+
+  void on_recv(Ring& ring, Stream* s, int res, uint32_t flags) {
+    const bool more = flags & IORING_CQE_F_MORE;
+    uint8_t* data = nullptr;
+    uint16_t bid = 0;
+    if (flags & IORING_CQE_F_BUFFER) {
+      bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+      data = ring.buffer(bid);
+    }
+    if (!more) s->io_flags &= ~(kRecvArmed | kCancelSent);
+    uint16_t& fl = s->io_flags;
+    if (fl & kDead) {
+      // (dropped)
+    } else if (res > 0) {
+      if (fl & kClosing) {
+        // dropped: a closing stream reads only to see the peer's FIN
+      } else if (gated(s)) {
+        if (!hold(s, data, static_cast<size_t>(res))) {
+          if (data) ring.give_back(bid);
+          if (!more) settle(s);
+          abort_now(s);
+          return;
+        }
+        if (held_len(s) >= kHoldLimit && (fl & kRecvArmed) && !(fl & kCancelSent)) cancel_recv(s);
+      } else {
+        ev_.on_data(s, data, static_cast<size_t>(res));
+        gate_if_over(s);
+      }
+    } else if (res == 0) {
+      fl |= kPeerClosed;
+      if (fl & kClosing) {
+        if (fl & kShut) finish(s, false);
+      } else if (!gated(s)) {
+        hangup(s);
+      }  // else reported once the held input is handed over (resume)
+    } else if (res == -ENOBUFS) {
+      if (!more) rearm_.push_back(s);  // (reserved)
+    } else if (res == -ECANCELED) {
+      // we cancelled it: resume() or ungating arms it again
+    } else {  // the connection failed (reset)
+      fl |= kPeerClosed;
+      if (fl & kClosing) finish(s, false);
+      else if (gated(s)) abort_now(s);  // nothing can reach it: close now, as epoll does on EPOLLHUP
+      else hangup(s);
+    }
+    if (data) ring.give_back(bid);
+    if (!more) {
+      if (!(fl & kDead) && res > 0 && wants_recv(s)) arm_recv(s);
+      if (!(fl & kDead) && (fl & (kPaused | kOver | kHeld)) && !(fl & kPeerClosed)) fl |= kReadable;
+      settle(s);
+    }
+  }
+
+  void hangup(Stream* s) {
+    if (s->io_flags & kHangupSent) return;
+    s->io_flags |= kHangupSent;
+    ev_.on_hangup(s);
+  }
+
+  bool hold(Stream* s, const uint8_t* data, size_t len) {
+    Held* h;
+    try {
+      h = &held_[s];
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+    if (h->len + len > h->cap) {
+      size_t cap = std::max(h->cap * 2, h->len + len);
+      void* grown = mem::grow(h->data, h->cap, cap);
+      if (!grown) return false;
+      h->data = static_cast<uint8_t*>(grown);
+      h->cap = cap;
+    }
+    std::memcpy(h->data + h->len, data, len);
+    h->len += len;
+    s->io_flags |= kHeld | kReadable;
+    return true;
+  }
+
+  size_t held_len(Stream* s) {
+    auto it = held_.find(s);
+    return it == held_.end() ? 0 : it->second.len;
+  }
+
+  void drop_held(Stream* s) {
+    if (!(s->io_flags & kHeld)) return;
+    auto it = held_.find(s);
+    if (it != held_.end()) {
+      mem::free(it->second.data, it->second.cap);
+      held_.erase(it);
+    }
+    s->io_flags &= ~kHeld;
+  }
+
+  // A stream in ready_: held input to hand over, a receive to arm, or a hang-up to report.
+  void input(Stream* s) {
+    uint16_t& fl = s->io_flags;
+    if (fl & kDead) return;
+    fl &= ~kReadable;
+    if (fl & kClosing) {
+      drop_held(s);
+      if (wants_recv(s)) arm_recv(s);
+      return;
+    }
+    if (fl & (kPaused | kOver)) {
+      fl |= kReadable;  // resume() or ungating brings it back
+      return;
+    }
+    if (fl & kHeld) {
+      auto it = held_.find(s);
+      Held h = it->second;
+      held_.erase(it);
+      fl &= ~kHeld;
+      ev_.on_data(s, h.data, h.len);
+      mem::free(h.data, h.cap);
+      if (fl & kDead) return;
+      gate_if_over(s);
+      if (fl & (kPaused | kOver | kClosing)) {
+        if (!(fl & kPeerClosed) || (fl & kClosing)) fl |= kReadable;
+        if (fl & kClosing) make_ready(s);
+        return;
+      }
+    }
+    if (fl & kPeerClosed) {
+      hangup(s);
+      return;
+    }
+    if (wants_recv(s)) arm_recv(s);
+  }
+
+  void write_out(Stream* s) override {
+    OutQueue* q = s->out;
+    if (!q) return;
+    if (!q->count) {
+      written_all(s);
+      return;
+    }
+    if (arena_used_ == kSendArena) {  // hand what is prepared to the kernel, then reuse the arena
+      for (auto& ring : rings_) ring->submit();
+      arena_used_ = 0;
+    }
+    io_uring_sqe* e = ring_of(s).sqe();
+    if (!e) {
+      resend_.push_back(s);  // (reserved; at most once: it stays unblocked and undirty until then)
+      return;
+    }
+    msghdr& m = msgs_[arena_used_];
+    iovec* iov = &iovs_[static_cast<size_t>(arena_used_) * kMaxIov];
+    arena_used_++;
+    int n = 0;
+    for (uint32_t i = 0; i < q->count && n < kMaxIov; i++, n++) {
+      Frame* f = q->at(i);
+      size_t skip = i == 0 ? q->offset : 0;
+      iov[n].iov_base = const_cast<uint8_t*>(f->data()) + skip;
+      iov[n].iov_len = f->size() - skip;
+    }
+    m = msghdr{};
+    m.msg_iov = iov;
+    m.msg_iovlen = static_cast<size_t>(n);
+    e->opcode = IORING_OP_SENDMSG;
+    e->fd = s->fd;
+    e->flags = IOSQE_FIXED_FILE;
+    e->addr = reinterpret_cast<uint64_t>(&m);
+    e->len = 1;
+    e->msg_flags = MSG_NOSIGNAL;
+    e->user_data = tag(s, kOpSend);
+    s->io_flags |= kWriteBlocked;  // until the completion: one send in flight per stream keeps the order
+    s->ops++;
+  }
+
+  void on_send(Stream* s, int res) {
+    s->io_flags &= ~kWriteBlocked;
+    if (res > 0) consume(s, static_cast<size_t>(res));
+    if (s->io_flags & kDead) {
+      if (s->out) release_queue(s);  // its frames were pinned by the send
+    } else if (res < 0 && res != -EINTR && res != -EAGAIN) {
+      abort_now(s);  // EPIPE, ECONNRESET: the peer is gone and takes nothing more
+    } else {
+      mark_dirty(s);  // the rest (or the end of the queue) and the backlog rule, at flush
+    }
+    settle(s);
+  }
+
+  void shut(Stream* s) override {
+    io_uring_sqe* e = ring_of(s).sqe();
+    if (!e) {
+      finish(s, false);  // close() sends the FIN as well, only without waiting for the peer's
+      return;
+    }
+    e->opcode = IORING_OP_SHUTDOWN;
+    e->fd = s->fd;
+    e->flags = IOSQE_FIXED_FILE;
+    e->len = SHUT_WR;
+    e->user_data = tag(s, kOpOther);
+    s->ops++;
+    if (s->io_flags & kPeerClosed) finish(s, false);
+    else if (wants_recv(s)) arm_recv(s);
+  }
+
+  void abort_now(Stream* s) override { finish(s, true); }
+
+  // Ends s: cancels what is in flight for it and closes its slot (reset first for an abort). on_closed follows
+  // when the last operation naming it has completed.
+  void finish(Stream* s, bool reset) {
+    if (s->io_flags & kDead) return;
+    s->io_flags |= kDead;
+    drop_held(s);
+    if (s->out) {
+      if (s->io_flags & kClosing) {
+        remove_closing(s);
+        s->io_flags &= ~kClosing;
+      }
+      if (!(s->io_flags & kWriteBlocked)) release_queue(s);  // else when the send in flight completes
+    }
+    if (reset) s->io_flags |= kAbortClose;
+    if (!submit_close(s)) closes_.push_back(s);  // (reserved) retried at the next wait
+  }
+
+  bool submit_close(Stream* s) {
+    Ring& ring = ring_of(s);
+    const bool reset = s->io_flags & kAbortClose;
+    // All or nothing: the three SQEs go in order (the kernel issues them in queue order).
+    io_uring_sqe* e = ring.sqe();
+    if (!e) return false;
+    if (reset) {
+      e->opcode = IORING_OP_URING_CMD;
+      e->fd = s->fd;
+      e->flags = IOSQE_FIXED_FILE;
+      e->off = SOCKET_URING_OP_SETSOCKOPT;
+      e->addr = SOL_SOCKET | (static_cast<uint64_t>(SO_LINGER) << 32);
+      e->addr3 = reinterpret_cast<uint64_t>(&kLingerReset);
+      e->file_index = sizeof kLingerReset;
+      e->user_data = tag(s, kOpOther);
+      s->ops++;
+      e = ring.sqe();
+      if (!e) return false;  // (the reset is done; the rest is retried)
+    }
+    s->io_flags &= ~kAbortClose;
+    e->opcode = IORING_OP_ASYNC_CANCEL;
+    e->fd = s->fd;
+    e->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_FD_FIXED | IORING_ASYNC_CANCEL_ALL;
+    e->user_data = tag(s, kOpOther);
+    s->ops++;
+    e = ring.sqe();
+    if (!e) return false;  // (cancelling again is harmless)
+    e->opcode = IORING_OP_CLOSE;
+    e->file_index = static_cast<uint32_t>(s->fd) + 1;  // one-based
+    e->user_data = tag(s, kOpClose);
+    s->ops++;
+    return true;
+  }
+
+  void retry_closes() {
+    if (closes_.empty()) return;
+    retry_.swap(closes_);
+    for (Stream* s : retry_)
+      if (!submit_close(s)) closes_.push_back(s);
+    retry_.clear();
+  }
+
+  static const linger kLingerReset;
+
+  int wake_fd_ = -1;
+  std::vector<std::unique_ptr<Ring>> rings_;
+  std::vector<uint8_t*> addresses_;  // per ring: each slot's peer address (16 bytes, IPv4 as IPv4-mapped)
+  size_t fill_ = 0;                  // the ring new connections go to while it has room
+  std::vector<msghdr> msgs_;         // the send arena (kSendArena)
+  std::vector<iovec> iovs_;
+  unsigned arena_used_ = 0;
+  std::unordered_map<Stream*, Held> held_;  // input that arrived while its stream was paused
+  std::vector<Stream*> rearm_;       // receives that ended for want of a buffer
+  std::vector<Stream*> resend_;      // sends that found no SQE
+  std::vector<Stream*> closes_;      // closes that found no SQE
+  std::vector<Stream*> retry_;
+};
+
+const linger UringLoop::kLingerReset{1, 0};
+
+}  // namespace
+
+std::unique_ptr<Loop> make_uring_loop(StreamEvents& events, const LoopOptions& options) {
+  return std::make_unique<UringLoop>(events, options);
+}
+
+}  // namespace starling
