@@ -7,6 +7,7 @@
 #include <string>
 
 #include "client/client.h"
+#include "io/uring.h"
 #include "pubsub/permissions.h"
 #include "pubsub/protocol.h"
 #include "runtime/counters.h"
@@ -411,11 +412,21 @@ Napi::Value compile_permissions(const Napi::CallbackInfo& info) {
   return wrap_permissions(info.Env(), p);
 }
 
+// What io_uring allows here: { unavailable: "" or why the io_uring backend cannot run, classicBuffers }. Tries it
+// once per process (io/uring.h); for `starling doctor`, the tests and the log.
+Napi::Value io_uring_support(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("unavailable", io_uring_unavailable());
+  o.Set("classicBuffers", uring_classic_buffers());
+  return o;
+}
+
 class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports) {
     DefineAddon(exports, {InstanceValue("NativeServer", JsServer::Define(env), napi_enumerable),
                           InstanceValue("compilePermissions", Napi::Function::New(env, compile_permissions), napi_enumerable),
+                          InstanceValue("ioUring", Napi::Function::New(env, io_uring_support), napi_enumerable),
                           InstanceValue("workgroupCounters", to_array(env, workgroup_counters()), napi_enumerable),
                           InstanceValue("serverCounters", to_array(env, server_counters()), napi_enumerable),
                           InstanceValue("NativeClient", JsClient::Define(env), napi_enumerable),

@@ -109,6 +109,8 @@ interface Addon {
   /** An opaque compiled permission set (native/pubsub/permissions.h) for decide(); throws TypeError naming a
    * pattern that is not one. */
   compilePermissions(sub: string[], pub: string[], all: string[]): unknown;
+  /** Whether this process can run the io_uring backend ("" unavailable: it can), tried once per process. */
+  ioUring(): { unavailable: string; classicBuffers: boolean };
 }
 
 /** Names another build of the addon (e.g. the sanitized one of `npm run test:asan`). */

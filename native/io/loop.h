@@ -18,9 +18,9 @@ struct OutQueue;   // backend-private: frames waiting to be written to one strea
 // connection is a single allocation) and must keep that object alive until StreamEvents::on_closed.
 // Every field is the backend's; the owner never reads or writes them.
 struct Stream {
-  int fd = -1;               // epoll: the socket; io_uring: its slot in the ring's direct-descriptor table
+  int fd = -1;               // epoll: the socket; io_uring: its ring and its slot in that ring's descriptor table
   uint16_t io_flags = 0;
-  uint8_t ring = 0;          // io_uring: which of the loop's rings holds it
+  uint8_t io_more = 0;       // io_uring: the backend's own flags
   uint8_t ops = 0;           // io_uring: operations in flight that name it (it is freed only at zero)
   OutQueue* out = nullptr;   // non-null only while output is queued (an idle stream holds no buffer)
 };

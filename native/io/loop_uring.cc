@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -36,8 +37,10 @@ namespace starling {
 
 namespace {
 
-// Rings per loop: Stream::ring is one byte. At RLIMIT_NOFILE 20,000 per table that is 5.1 million
-// connections per workgroup, far past what memory allows.
+// Stream::fd is (ring << kSlotBits) | slot: a table has at most 2^20 slots (IORING_MAX_FIXED_FILES). Rings per
+// loop: at RLIMIT_NOFILE 20,000 per table, 255 rings are 5.1 million connections per workgroup, far past what
+// memory allows.
+constexpr int kSlotBits = 20;
 constexpr unsigned kMaxRings = 255;
 // Provided receive buffers per ring, and their size. 16 KiB takes a typical burst of small messages in one
 // completion; 64 of them (1 MiB) are what one ring's connections can have in completions not yet handled
@@ -55,8 +58,10 @@ constexpr size_t kHoldLimit = kRecvBufferBytes;
 
 // user_data: a Stream pointer (8-aligned) or a ring index shifted left by 3, with the operation in the low bits
 // (7 is the ring's own: Ring::kInternal).
-enum Op : uint64_t { kOpRecv = 1, kOpSend = 2, kOpClose = 3, kOpOther = 4, kOpWake = 5, kOpRingPoll = 6 };
+// kOpPoll: ring 0 polls another ring's descriptor (the index above the op bits) or the wake eventfd (kWakeIndex).
+enum Op : uint64_t { kOpRecv = 1, kOpSend = 2, kOpClose = 3, kOpOther = 4, kOpPoll = 5, kOpShut = 6 };
 constexpr uint64_t kOpMask = 7;
+constexpr uint64_t kWakeIndex = 0xffff;
 
 struct Held {
   uint8_t* data = nullptr;
@@ -114,12 +119,13 @@ class UringLoop final : public StreamLoop {
     int rc = ring.install(fd, slot);
     ::close(fd);
     if (rc < 0) {
+      if (getenv("URING_DEBUG")) fprintf(stderr, "install error %d slot %d\n", rc, slot);
       ring.put_slot(slot);
       return false;
     }
-    s->fd = slot;
-    s->ring = static_cast<uint8_t>(r);
+    s->fd = (r << kSlotBits) | slot;
     s->io_flags = 0;
+    s->io_more = 0;
     s->ops = 0;
     s->out = nullptr;
     open_++;
@@ -169,7 +175,7 @@ class UringLoop final : public StreamLoop {
     sockaddr_storage peer{};
     auto* in6 = reinterpret_cast<sockaddr_in6*>(&peer);
     in6->sin6_family = AF_INET6;
-    std::memcpy(&in6->sin6_addr, addresses_[s->ring] + static_cast<size_t>(s->fd) * 16, 16);
+    std::memcpy(&in6->sin6_addr, addresses_[ring_index(s)] + static_cast<size_t>(slot_of(s)) * 16, 16);
     static const uint8_t kNone[16] = {};
     if (std::memcmp(&in6->sin6_addr, kNone, 16) == 0) {
       out[0] = '\0';
@@ -185,16 +191,23 @@ class UringLoop final : public StreamLoop {
   }
 
  private:
-  enum UringFlags : uint16_t {
-    kRecvArmed = kBackend0,   // a multishot receive is in flight
-    kCancelSent = kBackend1,  // that receive is being cancelled (enough is held)
-    kHeld = kBackend2,        // held_ has input for it
-    kAbortClose = kBackend3,  // its close (deferred for want of SQEs) is a reset
+  // Stream::io_more.
+  enum UringFlags : uint8_t {
+    kRecvArmed = 1 << 0,      // a multishot receive is in flight
+    kCancelSent = 1 << 1,     // that receive is being cancelled (enough is held)
+    kHeld = 1 << 2,           // held_ has input for it
+    kAbortClose = 1 << 3,     // its close, still to be submitted, is a reset
+    kShutInFlight = 1 << 4,   // a SHUTDOWN names its slot: the slot is not closed before it completes (the kernel
+                              // resolves a shutdown's slot only when a worker runs it, which may be after a close
+                              // and the slot's reuse by another connection)
+    kClosePending = 1 << 5,   // dead, its close waits for the shutdown
   };
+  static int slot_of(const Stream* s) { return s->fd & ((1 << kSlotBits) - 1); }
+  static size_t ring_index(const Stream* s) { return static_cast<size_t>(s->fd) >> kSlotBits; }
 
   static uint64_t tag(Stream* s, Op op) { return reinterpret_cast<uint64_t>(s) | op; }
   static Stream* stream_of(uint64_t user_data) { return reinterpret_cast<Stream*>(user_data & ~kOpMask); }
-  Ring& ring_of(const Stream* s) { return *rings_[s->ring]; }
+  Ring& ring_of(const Stream* s) { return *rings_[ring_index(s)]; }
 
   bool add_ring(std::string* why) {
     if (rings_.size() >= kMaxRings) {
@@ -265,7 +278,7 @@ class UringLoop final : public StreamLoop {
     e->fd = rings_[r]->fd();
     e->poll32_events = POLLIN_EVENTS;
     e->len = IORING_POLL_ADD_MULTI;
-    e->user_data = (static_cast<uint64_t>(r) << 3) | kOpRingPoll;
+    e->user_data = (static_cast<uint64_t>(r) << 3) | kOpPoll;
   }
 
   void arm_wake() {
@@ -275,7 +288,7 @@ class UringLoop final : public StreamLoop {
     e->fd = wake_fd_;
     e->poll32_events = POLLIN_EVENTS;
     e->len = IORING_POLL_ADD_MULTI;
-    e->user_data = kOpWake;
+    e->user_data = (kWakeIndex << 3) | kOpPoll;
   }
   static constexpr uint32_t POLLIN_EVENTS = 0x001;  // POLLIN
 
@@ -287,13 +300,13 @@ class UringLoop final : public StreamLoop {
       return;
     }
     e->opcode = IORING_OP_RECV;
-    e->fd = s->fd;
+    e->fd = slot_of(s);
     e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
     e->ioprio = IORING_RECV_MULTISHOT;
     e->buf_group = Ring::kBufferGroup;
     e->user_data = tag(s, kOpRecv);
-    s->io_flags |= kRecvArmed;
-    s->io_flags &= ~kCancelSent;
+    s->io_more |= kRecvArmed;
+    s->io_more &= ~kCancelSent;
     s->ops++;
   }
 
@@ -303,24 +316,29 @@ class UringLoop final : public StreamLoop {
     e->opcode = IORING_OP_ASYNC_CANCEL;
     e->addr = tag(s, kOpRecv);
     e->user_data = tag(s, kOpOther);
-    s->io_flags |= kCancelSent;
+    s->io_more |= kCancelSent;
     s->ops++;
   }
 
   // Whether a stream whose receive ended should have it armed again now.
-  bool wants_recv(const Stream* s) const {
-    const uint16_t fl = s->io_flags;
-    if (fl & (kDead | kRecvArmed | kPeerClosed)) return false;
-    if (fl & kClosing) return true;  // read (and drop) until the peer's FIN
-    return !(fl & (kPaused | kOver | kHeld));  // otherwise resume() or ungating arms it
+  static bool wants_recv(const Stream* s) {
+    if ((s->io_flags & (kDead | kPeerClosed)) || (s->io_more & kRecvArmed)) return false;
+    if (s->io_flags & kClosing) return true;  // read (and drop) until the peer's FIN
+    return !gated(s);  // otherwise resume() or ungating arms it
   }
 
-  bool gated(const Stream* s) const { return s->io_flags & (kPaused | kOver | kHeld); }
+  // Input is not handed over now: paused, over its backlog, or behind input held earlier.
+  static bool gated(const Stream* s) { return (s->io_flags & (kPaused | kOver)) || (s->io_more & kHeld); }
 
   void complete(Ring& ring, const io_uring_cqe& c) {
-    const uint64_t op = c.user_data & kOpMask;
-    switch (op) {
-      case kOpWake: {
+    switch (c.user_data & kOpMask) {
+      case Ring::kInternal: return;
+      case kOpPoll: {
+        const uint64_t index = c.user_data >> 3;
+        if (index != kWakeIndex) {  // another ring has completions: they are read in this same pass
+          if (!(c.flags & IORING_CQE_F_MORE)) arm_ring_poll(index);
+          return;
+        }
         uint64_t count;
         ssize_t ignored = read(wake_fd_, &count, sizeof count);
         (void)ignored;
@@ -328,15 +346,22 @@ class UringLoop final : public StreamLoop {
         ev_.on_wake();
         return;
       }
-      case kOpRingPoll:
-        if (!(c.flags & IORING_CQE_F_MORE)) arm_ring_poll(c.user_data >> 3);
-        return;  // (their completions are read in this same pass)
-      case Ring::kInternal: return;
       case kOpRecv: on_recv(ring, stream_of(c.user_data), c.res, c.flags); return;
       case kOpSend: on_send(stream_of(c.user_data), c.res); return;
+      case kOpShut: {
+        Stream* s = stream_of(c.user_data);
+        s->io_more &= ~kShutInFlight;
+        if (s->io_more & kClosePending) {
+          s->io_more &= ~kClosePending;
+          if (!submit_close(s)) closes_.push_back(s);  // (reserved) retried at the next wait
+        }
+        settle(s);
+        return;
+      }
       case kOpClose: {
         Stream* s = stream_of(c.user_data);
-        rings_[s->ring]->put_slot(s->fd);  // (a failed close leaves the slot taken: never reused wrongly)
+        // (A failed close leaves the slot taken, so that it is never reused while it may still name this socket.)
+        if (c.res >= 0) rings_[ring_index(s)]->put_slot(slot_of(s));
         settle(s);
         return;
       }
@@ -358,7 +383,7 @@ class UringLoop final : public StreamLoop {
       bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
       data = ring.buffer(bid);
     }
-    if (!more) s->io_flags &= ~(kRecvArmed | kCancelSent);
+    if (!more) s->io_more &= ~(kRecvArmed | kCancelSent);
     uint16_t& fl = s->io_flags;
     if (fl & kDead) {
       // (dropped)
@@ -372,7 +397,7 @@ class UringLoop final : public StreamLoop {
           abort_now(s);
           return;
         }
-        if (held_len(s) >= kHoldLimit && (fl & kRecvArmed) && !(fl & kCancelSent)) cancel_recv(s);
+        if (held_len(s) >= kHoldLimit && (s->io_more & kRecvArmed) && !(s->io_more & kCancelSent)) cancel_recv(s);
       } else {
         ev_.on_data(s, data, static_cast<size_t>(res));
         gate_if_over(s);
@@ -397,7 +422,7 @@ class UringLoop final : public StreamLoop {
     if (data) ring.give_back(bid);
     if (!more) {
       if (!(fl & kDead) && res > 0 && wants_recv(s)) arm_recv(s);
-      if (!(fl & kDead) && (fl & (kPaused | kOver | kHeld)) && !(fl & kPeerClosed)) fl |= kReadable;
+      if (!(fl & (kDead | kPeerClosed)) && gated(s)) fl |= kReadable;  // resume() or ungating arms it
       settle(s);
     }
   }
@@ -424,7 +449,8 @@ class UringLoop final : public StreamLoop {
     }
     std::memcpy(h->data + h->len, data, len);
     h->len += len;
-    s->io_flags |= kHeld | kReadable;
+    s->io_more |= kHeld;
+    s->io_flags |= kReadable;
     return true;
   }
 
@@ -434,13 +460,13 @@ class UringLoop final : public StreamLoop {
   }
 
   void drop_held(Stream* s) {
-    if (!(s->io_flags & kHeld)) return;
+    if (!(s->io_more & kHeld)) return;
     auto it = held_.find(s);
     if (it != held_.end()) {
       mem::free(it->second.data, it->second.cap);
       held_.erase(it);
     }
-    s->io_flags &= ~kHeld;
+    s->io_more &= ~kHeld;
   }
 
   // A stream in ready_: held input to hand over, a receive to arm, or a hang-up to report.
@@ -457,18 +483,21 @@ class UringLoop final : public StreamLoop {
       fl |= kReadable;  // resume() or ungating brings it back
       return;
     }
-    if (fl & kHeld) {
+    if (s->io_more & kHeld) {
       auto it = held_.find(s);
       Held h = it->second;
       held_.erase(it);
-      fl &= ~kHeld;
+      s->io_more &= ~kHeld;
       ev_.on_data(s, h.data, h.len);
       mem::free(h.data, h.cap);
       if (fl & kDead) return;
       gate_if_over(s);
-      if (fl & (kPaused | kOver | kClosing)) {
-        if (!(fl & kPeerClosed) || (fl & kClosing)) fl |= kReadable;
-        if (fl & kClosing) make_ready(s);
+      if (fl & kClosing) {
+        make_ready(s);  // to arm the receive that waits for the FIN
+        return;
+      }
+      if (fl & (kPaused | kOver)) {
+        fl |= kReadable;
         return;
       }
     }
@@ -509,7 +538,7 @@ class UringLoop final : public StreamLoop {
     m.msg_iov = iov;
     m.msg_iovlen = static_cast<size_t>(n);
     e->opcode = IORING_OP_SENDMSG;
-    e->fd = s->fd;
+    e->fd = slot_of(s);
     e->flags = IOSQE_FIXED_FILE;
     e->addr = reinterpret_cast<uint64_t>(&m);
     e->len = 1;
@@ -533,19 +562,23 @@ class UringLoop final : public StreamLoop {
   }
 
   void shut(Stream* s) override {
+    if (s->io_flags & kPeerClosed) {  // the peer's FIN was read, so nothing is left unread: close() sends ours
+      finish(s, false);
+      return;
+    }
     io_uring_sqe* e = ring_of(s).sqe();
     if (!e) {
       finish(s, false);  // close() sends the FIN as well, only without waiting for the peer's
       return;
     }
     e->opcode = IORING_OP_SHUTDOWN;
-    e->fd = s->fd;
+    e->fd = slot_of(s);
     e->flags = IOSQE_FIXED_FILE;
     e->len = SHUT_WR;
-    e->user_data = tag(s, kOpOther);
+    e->user_data = tag(s, kOpShut);
+    s->io_more |= kShutInFlight;
     s->ops++;
-    if (s->io_flags & kPeerClosed) finish(s, false);
-    else if (wants_recv(s)) arm_recv(s);
+    if (wants_recv(s)) arm_recv(s);
   }
 
   void abort_now(Stream* s) override { finish(s, true); }
@@ -563,19 +596,19 @@ class UringLoop final : public StreamLoop {
       }
       if (!(s->io_flags & kWriteBlocked)) release_queue(s);  // else when the send in flight completes
     }
-    if (reset) s->io_flags |= kAbortClose;
-    if (!submit_close(s)) closes_.push_back(s);  // (reserved) retried at the next wait
+    if (reset) s->io_more |= kAbortClose;
+    if (s->io_more & kShutInFlight) s->io_more |= kClosePending;  // closed when the shutdown completes
+    else if (!submit_close(s)) closes_.push_back(s);  // (reserved) retried at the next wait
   }
 
   bool submit_close(Stream* s) {
     Ring& ring = ring_of(s);
-    const bool reset = s->io_flags & kAbortClose;
-    // All or nothing: the three SQEs go in order (the kernel issues them in queue order).
+    // The SQEs go in queue order, each done inline (the kernel issues them in that order).
     io_uring_sqe* e = ring.sqe();
     if (!e) return false;
-    if (reset) {
+    if (s->io_more & kAbortClose) {
       e->opcode = IORING_OP_URING_CMD;
-      e->fd = s->fd;
+      e->fd = slot_of(s);
       e->flags = IOSQE_FIXED_FILE;
       e->off = SOCKET_URING_OP_SETSOCKOPT;
       e->addr = SOL_SOCKET | (static_cast<uint64_t>(SO_LINGER) << 32);
@@ -583,19 +616,19 @@ class UringLoop final : public StreamLoop {
       e->file_index = sizeof kLingerReset;
       e->user_data = tag(s, kOpOther);
       s->ops++;
+      s->io_more &= ~kAbortClose;
       e = ring.sqe();
-      if (!e) return false;  // (the reset is done; the rest is retried)
+      if (!e) return false;  // (the reset is set; the rest is retried)
     }
-    s->io_flags &= ~kAbortClose;
     e->opcode = IORING_OP_ASYNC_CANCEL;
-    e->fd = s->fd;
+    e->fd = slot_of(s);
     e->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_FD_FIXED | IORING_ASYNC_CANCEL_ALL;
     e->user_data = tag(s, kOpOther);
     s->ops++;
     e = ring.sqe();
     if (!e) return false;  // (cancelling again is harmless)
     e->opcode = IORING_OP_CLOSE;
-    e->file_index = static_cast<uint32_t>(s->fd) + 1;  // one-based
+    e->file_index = static_cast<uint32_t>(slot_of(s)) + 1;  // one-based
     e->user_data = tag(s, kOpClose);
     s->ops++;
     return true;

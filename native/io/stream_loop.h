@@ -67,10 +67,6 @@ class StreamLoop : public Loop {
     kHangupSent = 1 << 9,   // on_hangup called
     kOver = 1 << 10,        // backlog over max_backlog: input gated, slow-consumer clock running
     kSlowSent = 1 << 11,    // on_slow called
-    kBackend0 = 1 << 12,    // the rest are the backend's own
-    kBackend1 = 1 << 13,
-    kBackend2 = 1 << 14,
-    kBackend3 = 1 << 15,
   };
 
   StreamLoop(StreamEvents& events, const LoopOptions& options) : ev_(events), opt_(options) {}
