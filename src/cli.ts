@@ -16,7 +16,7 @@ const USAGE = `Usage:
   starling benchpub [--config FILE] [-DKey=value ...]  benchmark publishers
   starling config --print [--config FILE] [-DKey=value ...]
                                                       print the effective configuration and where each value came from
-  starling doctor --connections N [--role server|client] [--server HOST] [--json]
+  starling doctor --connections N [--role server|client] [--server HOST] [--backend epoll|io_uring] [--json]
                                                       check whether this machine holds N connections, item by item,
                                                       with the command that fixes each shortfall (exit 1 if not)
   starling tune --print | --apply [--role server|client] [--profile FILE]
@@ -63,7 +63,7 @@ output as a config file.
 ${CONFIG_OPTIONS.slice('Options:\n'.length)}
 Example:
   starling config --print --config starling.conf -DWorkgroups=4`,
-  doctor: `Usage: starling doctor --connections N [--role server|client] [--server HOST] [--json]
+  doctor: `Usage: starling doctor --connections N [--role server|client] [--server HOST] [--backend epoll|io_uring] [--json]
 
 Checks whether this machine holds N connections (file descriptors, ports, kernel memory, TCP settings), item
 by item, with the command that fixes each shortfall. Exit code 0: they fit; 1: they do not; 2: bad arguments.
@@ -72,6 +72,7 @@ Options:
   --connections N, -n N    connections to check for: 15000, 50k, 1M (required)
   --role server|client     the server, or the machine running benchsub/benchpub (default: server)
   --server HOST            client role: the server the clients connect to (decides which source addresses count)
+  --backend epoll|io_uring the server's IoBackend (default: io_uring where this kernel allows it, else epoll)
   --json                   the report as JSON
   --help, -h               this help
 

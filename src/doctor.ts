@@ -58,6 +58,8 @@ export interface DoctorArgs {
   /** The server the clients connect to (client role): decides which source addresses count. */
   server: string;
   json: boolean;
+  /** The server's IoBackend to check for; default: io_uring where the kernel allows it, else epoll. */
+  backend?: 'epoll' | 'io_uring';
 }
 
 export class DoctorUsageError extends Error {}
@@ -75,6 +77,7 @@ export function parseDoctorArgs(argv: string[]): DoctorArgs {
   let role: Role = 'server';
   let server = '127.0.0.1';
   let json = false;
+  let backend: DoctorArgs['backend'];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (name: string) => {
@@ -93,6 +96,10 @@ export function parseDoctorArgs(argv: string[]): DoctorArgs {
     } else if (a === '--server' || a.startsWith('--server=')) {
       server = value('--server');
       if (server === '') throw new DoctorUsageError('doctor: --server: expected a host name or address');
+    } else if (a === '--backend' || a.startsWith('--backend=')) {
+      const b = value('--backend');
+      if (b !== 'epoll' && b !== 'io_uring') throw new DoctorUsageError(`doctor: --backend: expected epoll or io_uring, got ${JSON.stringify(b)}`);
+      backend = b;
     } else if (a === '--json') {
       json = true;
     } else {
@@ -100,7 +107,7 @@ export function parseDoctorArgs(argv: string[]): DoctorArgs {
     }
   }
   if (connections === undefined) throw new DoctorUsageError('doctor: --connections N is required');
-  return { connections, role, server, json };
+  return { connections, role, server, json, backend };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -212,9 +219,21 @@ export function diagnose(args: DoctorArgs): Report {
   const soft = shell?.soft ?? own?.soft ?? NaN;
   const perProcess = hard - FD_RESERVE;
   const canRaise = hasCapability(CAP_SYS_RESOURCE);
+  const probed = ioUringSupport();
+  // What the checks assume of the server: epoll when asked for, or when io_uring cannot run.
+  const uring = args.backend === 'epoll' ? { ...probed, unavailable: probed.unavailable || 'not asked for (--backend epoll)' } : probed;
   const nrOpen = Number(readSysctl('fs.nr_open'));
   const softNote = `soft ${fmt(soft)} in the calling shell (Node.js raises its soft limit to the hard limit at start, so the hard limit is what binds)`;
-  if (role === 'server') {
+  if (role === 'server' && !uring.unavailable && n + FD_RESERVE > hard) {
+    items.push({
+      name: 'RLIMIT_NOFILE',
+      status: 'warn',
+      detail:
+        `hard ${fmt(hard)}, ${softNote}. With the epoll backend one server process holds at most ${fmt(hard)} − ${FD_RESERVE} reserved = ${fmt(perProcess)} connections; ` +
+        `${fmt(n)} fit one process only with IoBackend = io_uring, which this kernel allows (see io_uring below).`,
+      fix: `IoBackend = io_uring and MaxConnections = ${n} in the config (or raise the limit: ulimit -Hn ${n + FD_RESERVE} in the root shell that starts \`starling serve\`)`,
+    });
+  } else if (role === 'server') {
     const need = n + FD_RESERVE;
     const fits = need <= hard;
     const processes = Math.ceil(n / Math.max(1, perProcess));
@@ -244,7 +263,8 @@ export function diagnose(args: DoctorArgs): Report {
 
   // fs.nr_open: the ceiling of any RLIMIT_NOFILE.
   {
-    const need = (role === 'server' ? n : Math.min(n, BENCHSUB_PER_PROCESS, perProcess)) + FD_RESERVE;
+    // (With io_uring the server's connections are not descriptors: only an accept burst passes through its table.)
+    const need = (role === 'server' ? (uring.unavailable ? n : Math.min(n, perProcess)) : Math.min(n, BENCHSUB_PER_PROCESS, perProcess)) + FD_RESERVE;
     const fits = nrOpen >= need;
     const suggested = Math.max(need, Number(profileValue(role, 'fs.nr_open') ?? 0));
     items.push({
@@ -409,31 +429,40 @@ export function diagnose(args: DoctorArgs): Report {
     });
   }
 
-  // io_uring: information only; Starling has only the epoll backend today.
+  // io_uring: whether the backend runs here (the addon's own probe), and what it changes for the server.
   {
     const disabled = readSysctl('kernel.io_uring_disabled');
-    const [major, minor] = os.release().split('.').map((x) => parseInt(x, 10));
-    const directAccept = major > 6 || (major === 6 && minor >= 0);
-    const state =
+    const sysctl =
       disabled === undefined
-        ? major > 5 || (major === 5 && minor >= 1)
-          ? 'no kernel.io_uring_disabled (kernel before 6.6): available unless seccomp or a container blocks it'
-          : 'not in this kernel (before 5.1)'
+        ? 'no kernel.io_uring_disabled (kernel before 6.6)'
         : disabled === '0'
-          ? 'enabled for every process (kernel.io_uring_disabled = 0)'
+          ? 'kernel.io_uring_disabled = 0 (every process may use it)'
           : disabled === '1'
-            ? `restricted to CAP_SYS_ADMIN and the group kernel.io_uring_group = ${readSysctl('kernel.io_uring_group')} (kernel.io_uring_disabled = 1)`
-            : 'disabled (kernel.io_uring_disabled = 2)';
+            ? `kernel.io_uring_disabled = 1 (only CAP_SYS_ADMIN and the group kernel.io_uring_group = ${readSysctl('kernel.io_uring_group')})`
+            : 'kernel.io_uring_disabled = 2 (nobody may use it)';
+    const why = probed.unavailable;
+    const rings = Math.max(1, Math.ceil(n / Math.max(1, hard)));
     items.push({
       name: 'io_uring',
-      status: 'info',
-      detail:
-        `${state}; kernel ${os.release()}${directAccept ? ' has' : ' lacks'} direct-descriptor accept (6.0+). Starling has only the epoll backend today, so one server process ` +
-        `holds at most the hard limit − ${FD_RESERVE} = ${fmt(perProcess)} connections; an io_uring backend with direct descriptors (not built yet) would lift that per-process bound.`,
+      status: why && args.backend === 'io_uring' ? 'FAIL' : 'info',
+      detail: why
+        ? `the io_uring backend cannot run here: ${why}; ${sysctl}, kernel ${os.release()}. The epoll backend holds at most the hard limit − ${FD_RESERVE} = ${fmt(perProcess)} connections per process.`
+        : `the io_uring backend runs here (kernel ${os.release()}, ${sysctl}${probed.classicBuffers ? '; classic provided buffers: this kernel\'s buffer rings refuse receives' : ''}). ` +
+          `With IoBackend = io_uring connections are direct descriptors outside the fd table: one process holds MaxConnections of them, ` +
+          `a workgroup adding a ring of ${fmt(hard)} as they arrive (${fmt(n)} connections: ${rings} ring${rings === 1 ? '' : 's'}); the epoll backend holds at most the hard limit − ${FD_RESERVE} = ${fmt(perProcess)} per process.`,
     });
   }
 
   return { connections: n, role, server, fits: items.every((i) => i.status !== 'FAIL'), items };
+}
+
+/** What the addon's probe says of io_uring in this process (tried once). Without a built addon: unknown. */
+function ioUringSupport(): { unavailable: string; classicBuffers: boolean } {
+  try {
+    return (require('./native') as typeof import('./native')).addon.ioUring();
+  } catch (e) {
+    return { unavailable: `the native addon is not built (${(e as Error).message.split('\n')[0]})`, classicBuffers: false };
+  }
 }
 
 /** Breaks `text` at spaces into lines of at most `columns`, continuation lines starting with `indent`. */

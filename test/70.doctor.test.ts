@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { addon } from '../src/native';
 import { FD_RESERVE, KERNEL_BYTES_PER_SOCKET, SERVER_BYTES_PER_CONNECTION, parseCount, parseDoctorArgs, type Report } from '../src/doctor';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
@@ -56,7 +57,7 @@ describe('starling doctor', () => {
   });
 
   it('says 50000 connections do not fit one server process under a hard limit of 20000, and names the fix', { skip: HARD >= 50000 + FD_RESERVE && 'hard limit allows 50000' }, () => {
-    const r = starling('doctor', '--connections', '50000', '--role', 'server');
+    const r = starling('doctor', '--connections', '50000', '--role', 'server', '--backend', 'epoll');
     assert.equal(r.code, 1, r.stdout);
     assert.match(r.stdout, /^ {2}FAIL {2}RLIMIT_NOFILE/m);
     assert.match(r.stdout, /50,000 connections do NOT fit: RLIMIT_NOFILE/);
@@ -69,7 +70,7 @@ describe('starling doctor', () => {
     assert.ok(/run \d+ server processes/.test(flat) || /CAP_SYS_RESOURCE/.test(flat), flat);
     for (const name of SERVER_ITEMS) assert.ok(r.stdout.includes(name), `the report lacks ${name}`);
 
-    const { code, report } = doctorJson('--connections', '50000', '--role', 'server');
+    const { code, report } = doctorJson('--connections', '50000', '--role', 'server', '--backend', 'epoll');
     assert.equal(code, 1);
     assert.equal(report.fits, false);
     assert.deepEqual(report.items.filter((i) => i.status === 'FAIL').map((i) => i.name), ['RLIMIT_NOFILE']);
@@ -77,8 +78,8 @@ describe('starling doctor', () => {
 
   it('puts the limit exactly at the hard limit minus the reserve', { skip: !Number.isFinite(HARD) && 'no finite hard limit' }, () => {
     const most = HARD - FD_RESERVE;
-    assert.equal(item(doctorJson('--connections', String(most)).report, 'RLIMIT_NOFILE').status, 'ok');
-    assert.equal(item(doctorJson('--connections', String(most + 1)).report, 'RLIMIT_NOFILE').status, 'FAIL');
+    assert.equal(item(doctorJson('--connections', String(most), '--backend', 'epoll').report, 'RLIMIT_NOFILE').status, 'ok');
+    assert.equal(item(doctorJson('--connections', String(most + 1), '--backend', 'epoll').report, 'RLIMIT_NOFILE').status, 'FAIL');
   });
 
   it('reports every item with a status and a fix for each shortfall', () => {
@@ -111,15 +112,29 @@ describe('starling doctor', () => {
     assert.ok(m.detail.includes(`${Math.ceil((100000 * 4092) / 2 ** 20)} MiB for 100,000`), m.detail);
   });
 
-  it('reports io_uring availability as information and the per-process bound of the epoll backend', () => {
+  it('reports what the io_uring probe found, and the per-process bound of the epoll backend', () => {
     const { report } = doctorJson('--connections', '1000');
     const u = item(report, 'io_uring');
     assert.equal(u.status, 'info');
     assert.match(u.detail, /epoll backend/);
     assert.match(u.detail, /kernel \d+\.\d+/);
+    const probe = addon.ioUring();
+    assert.match(u.detail, probe.unavailable ? /cannot run here/ : /the io_uring backend runs here/);
     const disabled = fs.existsSync('/proc/sys/kernel/io_uring_disabled') ? fs.readFileSync('/proc/sys/kernel/io_uring_disabled', 'utf8').trim() : undefined;
     if (disabled !== undefined) assert.ok(u.detail.includes(`kernel.io_uring_disabled = ${disabled}`), u.detail);
     if (Number.isFinite(HARD)) assert.ok(u.detail.includes((HARD - FD_RESERVE).toLocaleString('en-US')), u.detail);
+  });
+
+  it('with io_uring, connections beyond the fd limit fit one server process (a warning with the setting, not a failure)', (t) => {
+    if (addon.ioUring().unavailable || !Number.isFinite(HARD)) return t.skip(`io_uring unavailable: ${addon.ioUring().unavailable}`);
+    const n = HARD * 2;
+    const { code, report } = doctorJson('--connections', String(n));
+    const r = item(report, 'RLIMIT_NOFILE');
+    assert.equal(r.status, 'warn');
+    assert.match(r.fix!, new RegExp(`IoBackend = io_uring and MaxConnections = ${n}`));
+    assert.match(item(report, 'io_uring').detail, /2 rings/);
+    assert.equal(item(report, 'fs.nr_open').status, 'ok', 'the server needs no descriptor per connection');
+    void code;
   });
 
   it('checks the port range and the source addresses for a client toward a loopback server', () => {
@@ -174,7 +189,9 @@ describe('starling doctor', () => {
     assert.equal(parseCount('0'), undefined);
     assert.equal(parseCount('-5'), undefined);
     assert.equal(parseCount('1.5'), undefined);
-    assert.deepEqual(parseDoctorArgs(['-n', '10', '--role=client', '--server', '10.0.0.1']), { connections: 10, role: 'client', server: '10.0.0.1', json: false });
+    assert.deepEqual(parseDoctorArgs(['-n', '10', '--role=client', '--server', '10.0.0.1']), { connections: 10, role: 'client', server: '10.0.0.1', json: false, backend: undefined });
+    assert.equal(parseDoctorArgs(['-n', '10', '--backend', 'epoll']).backend, 'epoll');
+    assert.throws(() => parseDoctorArgs(['-n', '10', '--backend', 'kqueue']), /--backend: expected epoll or io_uring/);
   });
 
   it('is listed in starling --help with tune', () => {
