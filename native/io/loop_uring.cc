@@ -516,7 +516,12 @@ class UringLoop final : public StreamLoop {
       return;
     }
     if (arena_used_ == kSendArena) {  // hand what is prepared to the kernel, then reuse the arena
-      for (auto& ring : rings_) ring->submit();
+      bool taken = true;
+      for (auto& ring : rings_) taken = ring->submit() && ring->pending() == 0 && taken;
+      if (!taken) {  // the kernel did not take them all: their msghdrs must stay as they are
+        resend_.push_back(s);  // (reserved; at most once)
+        return;
+      }
       arena_used_ = 0;
     }
     io_uring_sqe* e = ring_of(s).sqe();

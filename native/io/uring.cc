@@ -62,8 +62,9 @@ std::unique_ptr<Ring> Ring::create(const RingSize& size, std::string* why) {
 bool Ring::setup(std::string* why) {
   io_uring_params p{};
   // CQSIZE: completions are sized apart from submissions. SUBMIT_ALL: one bad SQE does not stop the batch.
-  // COOP_TASKRUN: completions are run when this thread enters the kernel anyway, not by interrupting it.
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  // COOP_TASKRUN: completions are run when this thread enters the kernel anyway, not by interrupting it;
+  // TASKRUN_FLAG: the kernel says so in the SQ flags when such work waits, so submit() knows to enter.
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
   p.cq_entries = size_.cq_entries;
   fd_ = sys_setup(size_.sq_entries, &p);
   if (fd_ < 0) {

@@ -47,8 +47,8 @@ class Ring {
   // A zeroed SQE to fill, or nullptr if the queue is full and submitting it failed (the caller retries at
   // its next submit). Queued SQEs reach the kernel at submit().
   io_uring_sqe* sqe();
-  // SQEs prepared and not yet submitted.
-  unsigned pending() const { return sq_tail_local_ - *sq_tail_; }
+  // SQEs prepared and not yet taken by the kernel.
+  unsigned pending() const { return sq_tail_local_ - __atomic_load_n(sq_head_, __ATOMIC_ACQUIRE); }
   // Publishes and submits what is pending; with wait, blocks until at least one completion or timeout_ms
   // (-1: no limit). Returns false only on an error other than an interrupted or busy wait.
   bool submit(bool wait = false, int timeout_ms = -1);
