@@ -2,10 +2,15 @@
 // process hold, then the C1M message pattern on them (one message per subscriber per minute). Before it
 // starts, it checks every limit that bounds the scale and says exactly which one binds and how to lift it.
 //
-//   node dist/bench/c1m.js [--target 1000000] [--minutes 1] [--out bench/results]
+//   node dist/bench/c1m.js [--target 1000000] [--minutes 1] [--backend io_uring|epoll] [--out bench/results]
+//
+// With the io_uring backend (the default where the kernel allows it) the server's connections are direct
+// descriptors, so the fd limit no longer binds one server process; the subscribers still use descriptors, in
+// benchsub worker processes of PER_PROCESS connections each.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { addon } from '../src/native';
 import { describeMachine, type RunSummary } from './report';
 import { startServer } from './servers';
 import { rssBytes, sleep } from './tools';
@@ -42,16 +47,24 @@ function hardNoFile(): number {
 }
 
 /** Every limit on the number of connections one server process can hold here, with its fix. */
-export function limits(): Limit[] {
+export function limits(backend: 'epoll' | 'io_uring'): Limit[] {
   const out: Limit[] = [];
   const hard = hardNoFile();
-  out.push({
-    name: `RLIMIT_NOFILE hard limit of a process (${hard})`,
-    allows: hard - FD_RESERVE,
-    fix: 'raise it (LimitNOFILE= in the systemd unit, or /etc/security/limits.conf) — needs CAP_SYS_RESOURCE; or an io_uring backend with direct descriptors (not built yet)',
-  });
-  const nrOpen = Number(read('/proc/sys/fs/nr_open'));
-  out.push({ name: `fs.nr_open (${nrOpen})`, allows: nrOpen - FD_RESERVE, fix: 'sysctl -w fs.nr_open=2100000' });
+  if (backend === 'epoll') {
+    out.push({
+      name: `RLIMIT_NOFILE hard limit of a process (${hard})`,
+      allows: hard - FD_RESERVE,
+      fix: 'raise it (LimitNOFILE= in the systemd unit, or /etc/security/limits.conf) — needs CAP_SYS_RESOURCE; or --backend io_uring',
+    });
+    const nrOpen = Number(read('/proc/sys/fs/nr_open'));
+    out.push({ name: `fs.nr_open (${nrOpen})`, allows: nrOpen - FD_RESERVE, fix: 'sysctl -w fs.nr_open=2100000' });
+  } else {
+    out.push({
+      name: `RLIMIT_NOFILE hard limit of a process (${hard}): not a limit with io_uring (direct descriptors, one ring table of ${hard} per ${hard} connections)`,
+      allows: Infinity,
+      fix: '–',
+    });
+  }
   const fileMax = Number(read('/proc/sys/fs/file-max'));
   out.push({ name: `fs.file-max (${fileMax}), for both ends on this machine`, allows: Math.floor(fileMax / 2), fix: 'sysctl -w fs.file-max=4200000' });
   const [lo, hi] = read('/proc/sys/net/ipv4/ip_local_port_range').split(/\s+/).map(Number);
@@ -76,10 +89,13 @@ async function main(): Promise<void> {
     return i >= 0 ? args[i + 1] : dflt;
   };
   const target = Number(opt('--target', '1000000'));
+  const backend = opt('--backend', addon.ioUring().unavailable ? 'epoll' : 'io_uring') as 'epoll' | 'io_uring';
+  if (backend !== 'epoll' && backend !== 'io_uring') throw new Error(`--backend: epoll or io_uring, not ${backend}`);
+  if (backend === 'io_uring' && addon.ioUring().unavailable) throw new Error(`--backend io_uring: ${addon.ioUring().unavailable}`);
   const minutes = Number(opt('--minutes', '1'));
   const outDir = opt('--out', path.join(ROOT, 'bench', 'results'));
 
-  const all = limits();
+  const all = limits(backend);
   const binding = all.reduce((a, b) => (b.allows < a.allows ? b : a));
   const clients = Math.max(1, Math.min(target, binding.allows));
   const lines = [`# C1M scaled (W3 + W4) ${new Date().toISOString().slice(0, 10)}`, ''];
@@ -88,19 +104,21 @@ async function main(): Promise<void> {
   lines.push(`- Command: \`node dist/bench/c1m.js ${args.join(' ')}\``, '', '## Limits on one server process', '');
   lines.push('| limit | allows | how to lift it |', '|---|---|---|');
   for (const l of all) lines.push(`| ${l.name} | ${Number.isFinite(l.allows) ? l.allows : '∞'} | ${l.fix} |`);
-  lines.push('', `Target ${target}; the binding limit is **${binding.name}**, so this run holds ${clients} connections.`);
+  lines.push('', `Server backend: ${backend}. Target ${target}; the binding limit is **${binding.name}**, so this run holds ${clients} connections.`);
   console.log(lines.join('\n'));
 
-  const server = await startServer('starling', PORT);
+  const server = await startServer(`starling:IoBackend=${backend},MaxConnections=${clients + 1000}`, PORT);
   await sleep(1000); // let the fresh process settle before the RSS baseline
   const before = rssBytes(server.pid!);
+  const slabBefore = slabBytes();
+  const connectStart = Date.now();
   const rate = clients / 60;
   const output = path.join(fs.mkdtempSync('/tmp/starling-c1m-'), 'w4');
   const sub = spawn(
     process.execPath,
     [CLI, 'benchsub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DClients=${clients}`, `-DSubjects=/p/s{1..${clients}}`, '-DOneToOne=true',
       `-DLocalAddresses=127.0.0.{2..${LOCAL_ADDRESSES + 1}}`, `-DConnectionsPerProcess=${PER_PROCESS}`, '-DWarmup=5', `-DDuration=${minutes * 60}`,
-      '-DReportInterval=10', `-DServerPid=${server.pid}`, `-DOutput=${output}`],
+      '-DReportInterval=5', `-DServerPid=${server.pid}`, `-DOutput=${output}`],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let connectedAt = 0;
@@ -110,16 +128,25 @@ async function main(): Promise<void> {
   });
   const subDone = new Promise((r) => sub.once('exit', r));
   while (!connectedAt) await sleep(500);
+  const connectSeconds = (connectedAt - connectStart) / 1000;
   await sleep(2000);
   const after = rssBytes(server.pid!);
+  const slabAfter = slabBytes();
+  const net0 = loopbackBytes();
+  const net0At = Date.now();
   const pub = spawn(process.execPath, [CLI, 'benchpub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DSubjects=/p/s{1..${clients}}`, '-DPublishers=4', `-DFrequency=${rate.toFixed(1)}`], { stdio: 'ignore' });
   await subDone;
+  const net1 = loopbackBytes();
+  const netSeconds = (Date.now() - net0At) / 1000;
   pub.kill('SIGTERM');
   await server.stop();
   const run = JSON.parse(fs.readFileSync(output + '.json', 'utf8')) as RunSummary;
   lines.push('', '## Result', '');
   lines.push(`- Connections held: ${run.totals.connections} of ${clients} (disconnects during the window: ${run.totals.disconnects ?? 0})`);
+  lines.push(`- Connect: ${clients} subscribers in ${connectSeconds.toFixed(1)} s (${Math.round(clients / connectSeconds)}/s)`);
   lines.push(`- Server memory per idle subscribed connection: ${Math.round((after - before) / clients)} bytes (RSS delta)`);
+  lines.push(`- Kernel memory per socket: ${Math.round((slabAfter - slabBefore) / (2 * clients))} bytes (/proc/meminfo Slab delta over ${2 * clients} sockets, both ends on this machine)`);
+  lines.push(`- Loopback bandwidth during the window: ${(((net1 - net0) * 8) / netSeconds / 1e6).toFixed(1)} Mbit/s (/proc/net/dev, lo, bytes received)`);
   lines.push(`- W4 pattern: ${rate.toFixed(1)} msg/s offered (one per subscriber per minute), ${run.totals.ratePerSecond.toFixed(1)} delivered/s`);
   lines.push(`- Latency ms: p50 ${(run.latency.p50 ?? NaN) / 1000}, p99 ${(run.latency.p99 ?? NaN) / 1000}, max ${(run.latency.max ?? NaN) / 1000}`);
   lines.push(`- Server CPU per message: ${run.totals.serverCpuMicrosPerMessage?.toFixed(1) ?? '–'} µs`);
@@ -127,6 +154,17 @@ async function main(): Promise<void> {
   const file = path.join(outDir, `c1m-${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}.md`);
   fs.writeFileSync(file, lines.join('\n') + '\n');
   console.log(`wrote ${file}`);
+}
+
+/** Kernel slab memory (SReclaimable + SUnreclaim), bytes. */
+function slabBytes(): number {
+  return Number(/\nSlab:\s+(\d+)/.exec(read('/proc/meminfo'))?.[1] ?? NaN) * 1024;
+}
+
+/** Bytes received on the loopback interface since boot (/proc/net/dev). */
+function loopbackBytes(): number {
+  const line = read('/proc/net/dev').split('\n').find((l) => l.trim().startsWith('lo:'));
+  return line ? Number(line.trim().split(/\s+/)[1]) : NaN;
 }
 
 if (require.main === module) {
