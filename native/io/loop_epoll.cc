@@ -2,7 +2,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -39,11 +38,6 @@ class EpollLoop final : public StreamLoop {
   EpollLoop(StreamEvents& events, const LoopOptions& options) : StreamLoop(events, options) {
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epfd_ < 0) throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
-    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_fd_ < 0) {
-      ::close(epfd_);
-      throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
-    }
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;  // the wake fd
@@ -54,7 +48,6 @@ class EpollLoop final : public StreamLoop {
 
   ~EpollLoop() override {
     mem::free(rx_, kSharedRxBytes);
-    ::close(wake_fd_);
     ::close(epfd_);
   }
 
@@ -81,20 +74,10 @@ class EpollLoop final : public StreamLoop {
     if (!ready_.empty()) timeout_ms = 0;
     epoll_event events[kMaxEvents];
     int n = epoll_wait(epfd_, events, kMaxEvents, timeout_ms);
-    if (!ready_.empty()) {
-      resume_.swap(ready_);
-      for (Stream* s : resume_) {
-        s->io_flags &= ~kInReady;
-        input(s);
-      }
-      resume_.clear();
-    }
+    run_ready();
     for (int i = 0; i < n; i++) {
       if (!events[i].data.ptr) {
-        uint64_t count;
-        ssize_t ignored = read(wake_fd_, &count, sizeof count);
-        (void)ignored;
-        ev_.on_wake();
+        take_wake();
         continue;
       }
       Stream* s = static_cast<Stream*>(events[i].data.ptr);
@@ -126,15 +109,10 @@ class EpollLoop final : public StreamLoop {
     format_address(peer, out, cap);
   }
 
-  void wake() override {
-    uint64_t one = 1;
-    ssize_t ignored = write(wake_fd_, &one, sizeof one);
-    (void)ignored;
-  }
 
  private:
   // Reads what the socket holds, up to the fairness cap, and hands it to the owner.
-  void input(Stream* s) {
+  void input(Stream* s) override {
     uint16_t& fl = s->io_flags;
     if (fl & kDead) return;
     if (fl & kClosing) {
@@ -251,7 +229,6 @@ class EpollLoop final : public StreamLoop {
   }
 
   int epfd_ = -1;
-  int wake_fd_ = -1;
   uint8_t* rx_ = nullptr;
 };
 

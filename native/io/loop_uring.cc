@@ -11,7 +11,6 @@
 // arrival order, and handed over at resume. Once kHoldLimit bytes are held the receive is cancelled, so the
 // rest waits in the kernel and TCP pushes back on the peer, as with epoll.
 #include <netinet/in.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -72,15 +71,10 @@ struct Held {
 class UringLoop final : public StreamLoop {
  public:
   UringLoop(StreamEvents& events, const LoopOptions& options) : StreamLoop(events, options) {
-    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
     msgs_.resize(kSendArena);
     iovs_.resize(static_cast<size_t>(kSendArena) * kMaxIov);
     std::string why;
-    if (!add_ring(&why)) {
-      ::close(wake_fd_);
-      throw std::runtime_error("io_uring: " + why);
-    }
+    if (!add_ring(&why)) throw std::runtime_error("io_uring: " + why);
     arm_wake();
   }
 
@@ -88,7 +82,6 @@ class UringLoop final : public StreamLoop {
     for (auto& [s, h] : held_) mem::free(h.data, h.cap);
     rings_.clear();  // closing a ring cancels what is in flight and drops its descriptors
     for (uint8_t* a : addresses_) std::free(a);
-    ::close(wake_fd_);
   }
 
   bool adopt(Stream* s, int fd) override {
@@ -140,14 +133,7 @@ class UringLoop final : public StreamLoop {
     for (size_t r = 1; r < rings_.size(); r++) rings_[r]->submit();
     rings_[0]->submit(!ready, ready ? 0 : timeout_ms);
     arena_used_ = 0;
-    if (!ready_.empty()) {
-      resume_.swap(ready_);
-      for (Stream* s : resume_) {
-        s->io_flags &= ~kInReady;
-        input(s);
-      }
-      resume_.clear();
-    }
+    run_ready();
     for (size_t r = 0; r < rings_.size(); r++) {
       Ring& ring = *rings_[r];
       unsigned n = ring.ready();
@@ -184,11 +170,6 @@ class UringLoop final : public StreamLoop {
     format_address(peer, out, cap);
   }
 
-  void wake() override {
-    uint64_t one = 1;
-    ssize_t ignored = write(wake_fd_, &one, sizeof one);
-    (void)ignored;
-  }
 
  private:
   // Stream::io_more.
@@ -339,11 +320,8 @@ class UringLoop final : public StreamLoop {
           if (!(c.flags & IORING_CQE_F_MORE)) arm_ring_poll(index);
           return;
         }
-        uint64_t count;
-        ssize_t ignored = read(wake_fd_, &count, sizeof count);
-        (void)ignored;
         if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();
-        ev_.on_wake();
+        take_wake();
         return;
       }
       case kOpRecv: on_recv(ring, stream_of(c.user_data), c.res, c.flags); return;
@@ -470,7 +448,7 @@ class UringLoop final : public StreamLoop {
   }
 
   // A stream in ready_: held input to hand over, a receive to arm, or a hang-up to report.
-  void input(Stream* s) {
+  void input(Stream* s) override {
     uint16_t& fl = s->io_flags;
     if (fl & kDead) return;
     fl &= ~kReadable;
@@ -649,7 +627,6 @@ class UringLoop final : public StreamLoop {
 
   static const linger kLingerReset;
 
-  int wake_fd_ = -1;
   std::vector<std::unique_ptr<Ring>> rings_;
   std::vector<uint8_t*> addresses_;  // per ring: each slot's peer address (16 bytes, IPv4 as IPv4-mapped)
   size_t fill_ = 0;                  // the ring new connections go to while it has room

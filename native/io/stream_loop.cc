@@ -3,8 +3,15 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 namespace starling {
 
@@ -38,9 +45,38 @@ void format_address(const sockaddr_storage& peer, char* out, size_t cap) {
   }
 }
 
+StreamLoop::StreamLoop(StreamEvents& events, const LoopOptions& options) : ev_(events), opt_(options) {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+}
+
 StreamLoop::~StreamLoop() {
   // The owner closed every stream before destroying the loop; free what is pooled.
   for (OutQueue* q : pool_) free_queue_memory(q);
+  ::close(wake_fd_);
+}
+
+void StreamLoop::wake() {
+  uint64_t one = 1;
+  ssize_t ignored = write(wake_fd_, &one, sizeof one);
+  (void)ignored;
+}
+
+void StreamLoop::run_ready() {
+  if (ready_.empty()) return;
+  resume_.swap(ready_);  // (both reserved)
+  for (Stream* s : resume_) {
+    s->io_flags &= ~kInReady;
+    input(s);
+  }
+  resume_.clear();
+}
+
+void StreamLoop::take_wake() {
+  uint64_t count;
+  ssize_t ignored = read(wake_fd_, &count, sizeof count);
+  (void)ignored;
+  ev_.on_wake();
 }
 
 bool StreamLoop::reserve_one() {

@@ -52,6 +52,7 @@ class StreamLoop : public Loop {
   size_t size() const override { return open_; }
   uint64_t bytes_written() const override { return bytes_written_; }
   bool peer_closed(const Stream* s) const override { return s->io_flags & kPeerClosed; }
+  void wake() override;
 
  protected:
   enum IoFlags : uint16_t {
@@ -69,12 +70,20 @@ class StreamLoop : public Loop {
     kSlowSent = 1 << 11,    // on_slow called
   };
 
-  StreamLoop(StreamEvents& events, const LoopOptions& options) : ev_(events), opt_(options) {}
+  // Throws std::runtime_error if the wake eventfd cannot be made.
+  StreamLoop(StreamEvents& events, const LoopOptions& options);
   ~StreamLoop() override;
+
+  // The backend watches wake_fd_ (readable after wake()); take_wake() empties it and calls on_wake().
+  void take_wake();
+  // Calls input() for every stream in ready_ (those that become ready meanwhile wait for the next call).
+  void run_ready();
 
   // Writes as much of s's queue as the backend can now (called by flush unless kWriteBlocked). When the queue is
   // empty it calls written_all(s).
   virtual void write_out(Stream* s) = 0;
+  // Input for a stream in ready_ (resumed, ungated, or left over by a fairness cap).
+  virtual void input(Stream* s) = 0;
   // Resets s now (RST) and ends it; its on_closed follows once the backend has let go of it.
   virtual void abort_now(Stream* s) = 0;
   // A closing stream's output is all written: send FIN (shutdown SHUT_WR) and finish once the peer's arrives.
@@ -105,17 +114,18 @@ class StreamLoop : public Loop {
 
   StreamEvents& ev_;
   const LoopOptions opt_;
+  int wake_fd_ = -1;
   uint64_t now_ = 0;
   size_t open_ = 0;
   uint64_t bytes_written_ = 0;
   std::vector<Stream*> ready_;      // input left to deliver (fairness cap, held input, or resumed)
-  std::vector<Stream*> resume_;     // ready_ being processed
 
  private:
   static void drop_dead(std::vector<Stream*>& list);
   static void free_queue_memory(OutQueue* q);
   uint32_t hard_grace_ms() const;
 
+  std::vector<Stream*> resume_;     // ready_ being processed
   std::vector<Stream*> dirty_;      // output queued since the last flush
   std::vector<Stream*> queued_;     // every stream with an output queue
   std::vector<Stream*> closing_;    // graceful closes in progress
