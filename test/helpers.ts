@@ -64,7 +64,7 @@ after(async () => {
 /**
  * Defaults for tests: loopback, an ephemeral port, two workgroups assigned round-robin, quiet logs, no monitor
  * (its default port 8900 would be shared by every server; test/60.monitor.test.ts turns it on), and the I/O
- * backend STARLING_TEST_IO_BACKEND names (epoll by default).
+ * backend TEST_IO_BACKEND names (epoll by default).
  */
 export const TEST_CONFIG = {
   Listen: '127.0.0.1:0',
@@ -72,8 +72,8 @@ export const TEST_CONFIG = {
   BenchmarkMode: true,
   LogLevel: 'warn',
   Monitor: '',
-  // `npm test` runs the server suites once per backend (test/run-backends.sh sets this for the second pass).
-  IoBackend: process.env.STARLING_TEST_IO_BACKEND ?? 'epoll',
+  // `npm test` runs the server suites once per backend (test/uring-pass.sh sets TEST_IO_BACKEND for the second pass).
+  IoBackend: process.env.TEST_IO_BACKEND ?? 'epoll',
 };
 
 /**

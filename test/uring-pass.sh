@@ -15,9 +15,9 @@ if [ -n "$why" ]; then
 fi
 echo "# io_uring pass: the server suites again with IoBackend = io_uring"
 if [ $# -gt 0 ]; then
-  STARLING_TEST_IO_BACKEND=io_uring exec node --test --test-concurrency=1 "$@"
+  TEST_IO_BACKEND=io_uring exec node --test --test-concurrency=1 "$@"
 fi
-STARLING_TEST_IO_BACKEND=io_uring exec node --test --test-concurrency=1 \
+TEST_IO_BACKEND=io_uring exec node --test --test-concurrency=1 \
   dist/test/13.entitlement.test.js dist/test/14.entitlement-hostile.test.js dist/test/14.entitlement-random.test.js \
   dist/test/20.server.test.js dist/test/25.workgroups.test.js dist/test/30.hostile.test.js \
   dist/test/32.core-defects.test.js dist/test/33.core-defects.test.js dist/test/34.core-defects.test.js \

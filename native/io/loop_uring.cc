@@ -42,9 +42,13 @@ namespace {
 constexpr int kSlotBits = 20;
 constexpr unsigned kMaxRings = 255;
 // Provided receive buffers per ring, and their size. 16 KiB takes a typical burst of small messages in one
-// completion; 64 of them (1 MiB) are what one ring's connections can have in completions not yet handled
+// completion; 256 of them (4 MiB) are what one ring's connections can have in completions not yet handled
 // before a receive finds none and is re-armed (a busy connection rarely holds more than one at a time).
-constexpr unsigned kRecvBuffers = 64;
+constexpr unsigned kRecvBuffers = 256;
+// Receives re-armed per ring per iteration at most: as many as the ring has buffers. A multishot receive armed
+// while the buffers are gone ends at once with ENOBUFS, so re-arming a burst of thousands (pongs to a keepalive
+// round at 60,000 connections) all at once would only fail them again, every iteration; the rest wait their turn.
+constexpr size_t kRearmsPerIteration = kRecvBuffers;
 constexpr unsigned kRecvBufferBytes = 16 * 1024;
 // Frames handed to one SENDMSG (the iovec array lives until the submit): 16 covers a coalesced burst of
 // small messages; a longer queue goes in several sends.
@@ -53,13 +57,17 @@ constexpr int kMaxIov = 16;
 // IORING_FEAT_SUBMIT_STABLE). When they run out mid-flush, what is prepared is submitted and they are reused.
 constexpr unsigned kSendArena = 1024;
 // Bytes held for a paused connection before its receive is cancelled (see the top of the file): one buffer.
-constexpr size_t kHoldLimit = kRecvBufferBytes;
+// 0: at the first bytes held, so what is held is what the kernel posted before the cancel took effect (at most
+// the ring's buffers; one buffer for a client that is not flooding).
+constexpr size_t kHoldLimit = 0;
 
 // user_data: a Stream pointer (8-aligned) or a ring index shifted left by 3, with the operation in the low bits
 // (7 is the ring's own: Ring::kInternal).
 // kOpPoll: ring 0 polls another ring's descriptor (the index above the op bits) or the wake eventfd (kWakeIndex).
 enum Op : uint64_t { kOpRecv = 1, kOpSend = 2, kOpClose = 3, kOpOther = 4, kOpPoll = 5, kOpShut = 6 };
 constexpr uint64_t kOpMask = 7;
+// Above the 47 bits of a user-space address: marks a kOpOther that is a stream's hang-up poll.
+constexpr uint64_t kHupPoll = 1ull << 63;
 constexpr uint64_t kWakeIndex = 0xffff;
 
 struct Held {
@@ -142,11 +150,16 @@ class UringLoop final : public StreamLoop {
         complete(ring, c);
       }
       ring.advance(n);
+      ring.provide_returns();  // ahead of the receives armed below
     }
-    // Receives that found no buffer: re-armed now that this batch gave its buffers back.
-    for (Stream* s : rearm_)
+    // Receives that ended (their buffers given back just above): armed again now, after the buffers.
+    const size_t take = std::min(rearm_.size(), kRearmsPerIteration * rings_.size());
+    for (size_t i = 0; i < take; i++) {
+      Stream* s = rearm_[i];
       if (wants_recv(s)) arm_recv(s);
-    rearm_.clear();
+      settle(s);  // (the count defer_rearm took)
+    }
+    rearm_.erase(rearm_.begin(), rearm_.begin() + static_cast<long>(take));
   }
 
   void flush() override {
@@ -155,6 +168,10 @@ class UringLoop final : public StreamLoop {
       if (!(s->io_flags & kDead)) mark_dirty(s);
     resend_.clear();
     StreamLoop::flush();
+  }
+
+  bool peer_closed(const Stream* s) const override {
+    return (s->io_flags & kPeerClosed) || (s->io_more & kFinSeen);
   }
 
   void peer_address(const Stream* s, char* out, size_t cap) const override {
@@ -182,12 +199,14 @@ class UringLoop final : public StreamLoop {
                               // resolves a shutdown's slot only when a worker runs it, which may be after a close
                               // and the slot's reuse by another connection)
     kClosePending = 1 << 5,   // dead, its close waits for the shutdown
+    kHupPolled = 1 << 6,      // no receive is armed (gated): a poll watches for the peer's FIN, reset or error
+    kFinSeen = 1 << 7,        // that poll saw the FIN (data may still wait in the kernel: the receive reads it)
   };
   static int slot_of(const Stream* s) { return s->fd & ((1 << kSlotBits) - 1); }
   static size_t ring_index(const Stream* s) { return static_cast<size_t>(s->fd) >> kSlotBits; }
 
   static uint64_t tag(Stream* s, Op op) { return reinterpret_cast<uint64_t>(s) | op; }
-  static Stream* stream_of(uint64_t user_data) { return reinterpret_cast<Stream*>(user_data & ~kOpMask); }
+  static Stream* stream_of(uint64_t user_data) { return reinterpret_cast<Stream*>(user_data & ~(kOpMask | kHupPoll)); }
   Ring& ring_of(const Stream* s) { return *rings_[ring_index(s)]; }
 
   bool add_ring(std::string* why) {
@@ -273,7 +292,53 @@ class UringLoop final : public StreamLoop {
   }
   static constexpr uint32_t POLLIN_EVENTS = 0x001;  // POLLIN
 
+  // Arms s's receive after this iteration's completions (and their buffers); it counts as an operation meanwhile,
+  // so that it is not let go of while it waits in rearm_ (which may be for several iterations).
+  void defer_rearm(Stream* s) {
+    rearm_.push_back(s);  // (reserved: at most once, since its receive ended once)
+    s->ops++;
+  }
+
+  // A gated stream without a receive: the peer's FIN, reset or error is still seen (as epoll sees them), so a
+  // connection waiting for a decision whose client left is let go of, and a reset one is closed now.
+  void arm_hup_poll(Stream* s) {
+    if (s->io_more & kHupPolled) return;
+    io_uring_sqe* e = ring_of(s).sqe();
+    if (!e) return;  // (then seen at resume, as before)
+    e->opcode = IORING_OP_POLL_ADD;
+    e->fd = slot_of(s);
+    e->flags = IOSQE_FIXED_FILE;
+    e->poll32_events = kPollRdHup | kPollHup | kPollErr;
+    e->len = IORING_POLL_ADD_MULTI;
+    e->user_data = tag(s, kOpOther) | kHupPoll;
+    s->io_more |= kHupPolled;
+    s->ops++;
+  }
+  static constexpr uint32_t kPollErr = 0x008, kPollHup = 0x010, kPollRdHup = 0x2000;
+
+  void on_hup_poll(Stream* s, int res, uint32_t flags) {
+    if (!(flags & IORING_CQE_F_MORE)) s->io_more &= ~kHupPolled;
+    if (res > 0 && !(s->io_flags & (kDead | kClosing))) {
+      if ((res & (kPollHup | kPollErr)) && gated(s)) {
+        s->io_flags |= kPeerClosed;
+        abort_now(s);  // nothing can reach it
+      } else if (res & kPollRdHup) {
+        s->io_more |= kFinSeen;
+      }
+    }
+    settle(s);
+  }
+
   void arm_recv(Stream* s) {
+    if (s->io_more & kHupPolled) {  // the receive sees the FIN from now on
+      io_uring_sqe* c = ring_of(s).sqe();
+      if (c) {
+        c->opcode = IORING_OP_ASYNC_CANCEL;
+        c->addr = tag(s, kOpOther) | kHupPoll;
+        c->user_data = tag(s, kOpOther);
+        s->ops++;
+      }
+    }
     io_uring_sqe* e = ring_of(s).sqe();
     if (!e) {  // the submission queue is stuck full: try again next iteration
       s->io_flags |= kReadable;
@@ -343,7 +408,10 @@ class UringLoop final : public StreamLoop {
         settle(s);
         return;
       }
-      default: settle(stream_of(c.user_data)); return;
+      default:
+        if (c.user_data & kHupPoll) on_hup_poll(stream_of(c.user_data), c.res, c.flags);
+        else settle(stream_of(c.user_data));
+        return;
     }
   }
 
@@ -388,7 +456,7 @@ class UringLoop final : public StreamLoop {
         hangup(s);
       }  // else reported once the held input is handed over (resume)
     } else if (res == -ENOBUFS) {
-      if (!more) rearm_.push_back(s);  // (reserved)
+      if (!more) defer_rearm(s);
     } else if (res == -ECANCELED) {
       // we cancelled it: resume() or ungating arms it again
     } else {  // the connection failed (reset)
@@ -399,7 +467,9 @@ class UringLoop final : public StreamLoop {
     }
     if (data) ring.give_back(bid);
     if (!more) {
-      if (!(fl & kDead) && res > 0 && wants_recv(s)) arm_recv(s);
+      // (Also a cancelled receive: resume() or close() may have come before the cancel completed.)
+      if (!(fl & kDead) && (res > 0 || res == -ECANCELED) && wants_recv(s)) defer_rearm(s);
+      if (!(fl & (kDead | kClosing | kPeerClosed)) && gated(s) && res != -ENOBUFS) arm_hup_poll(s);
       if (!(fl & (kDead | kPeerClosed)) && gated(s)) fl |= kReadable;  // resume() or ungating arms it
       settle(s);
     }
@@ -634,7 +704,7 @@ class UringLoop final : public StreamLoop {
   std::vector<iovec> iovs_;
   unsigned arena_used_ = 0;
   std::unordered_map<Stream*, Held> held_;  // input that arrived while its stream was paused
-  std::vector<Stream*> rearm_;       // receives that ended for want of a buffer
+  std::vector<Stream*> rearm_;       // receives that ended (for want of a buffer, or done): armed after the batch
   std::vector<Stream*> resend_;      // sends that found no SQE
   std::vector<Stream*> closes_;      // closes that found no SQE
   std::vector<Stream*> retry_;
