@@ -24,6 +24,12 @@ const FD_RESERVE = 200;
 const LOCAL_ADDRESSES = 100;
 // benchsub forks a worker per this many connections (each worker has its own fd table).
 const PER_PROCESS = 15000;
+// Connection attempts in flight per benchsub worker: with tens of workers on two cores, their default (1,000
+// each) puts tens of thousands of handshakes in flight at once, more than the server's CPU share answers
+// within the handshake timeout; 100 each keeps a few thousand in flight.
+const MAX_CONNECTING = 100;
+// The server's monitoring port: its counters (refusals, handshake timeouts) go into the result.
+const MONITOR_PORT = 8921;
 // Kernel memory per idle TCP socket measured on these machines (tuning issue: ~3.8 KB); both ends are local.
 const KERNEL_BYTES_PER_SOCKET = 3800;
 
@@ -107,7 +113,10 @@ async function main(): Promise<void> {
   lines.push('', `Server backend: ${backend}. Target ${target}; the binding limit is **${binding.name}**, so this run holds ${clients} connections.`);
   console.log(lines.join('\n'));
 
-  const server = await startServer(`starling:IoBackend=${backend},MaxConnections=${clients + 1000}`, PORT);
+  const server = await startServer(
+    `starling:IoBackend=${backend},MaxConnections=${clients + 1000},Monitor=HTTP,MonitorHTTP.Listen=127.0.0.1:${MONITOR_PORT}`,
+    PORT,
+  );
   await sleep(1000); // let the fresh process settle before the RSS baseline
   const before = rssBytes(server.pid!);
   const slabBefore = slabBytes();
@@ -117,7 +126,7 @@ async function main(): Promise<void> {
   const sub = spawn(
     process.execPath,
     [CLI, 'benchsub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DClients=${clients}`, `-DSubjects=/p/s{1..${clients}}`, '-DOneToOne=true',
-      `-DLocalAddresses=127.0.0.{2..${LOCAL_ADDRESSES + 1}}`, `-DConnectionsPerProcess=${PER_PROCESS}`, '-DWarmup=5', `-DDuration=${minutes * 60}`,
+      `-DLocalAddresses=127.0.0.{2..${LOCAL_ADDRESSES + 1}}`, `-DConnectionsPerProcess=${PER_PROCESS}`, `-DMaxConnecting=${MAX_CONNECTING}`, '-DWarmup=5', `-DDuration=${minutes * 60}`,
       '-DReportInterval=5', `-DServerPid=${server.pid}`, `-DOutput=${output}`],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
@@ -137,6 +146,7 @@ async function main(): Promise<void> {
   const pub = spawn(process.execPath, [CLI, 'benchpub', `-DServerAddresses=127.0.0.1:${PORT}`, `-DSubjects=/p/s{1..${clients}}`, '-DPublishers=4', `-DFrequency=${rate.toFixed(1)}`], { stdio: 'ignore' });
   await subDone;
   const net1 = loopbackBytes();
+  const counters = await serverCounters();
   const netSeconds = (Date.now() - net0At) / 1000;
   pub.kill('SIGTERM');
   await server.stop();
@@ -150,10 +160,31 @@ async function main(): Promise<void> {
   lines.push(`- W4 pattern: ${rate.toFixed(1)} msg/s offered (one per subscriber per minute), ${run.totals.ratePerSecond.toFixed(1)} delivered/s`);
   lines.push(`- Latency ms: p50 ${(run.latency.p50 ?? NaN) / 1000}, p99 ${(run.latency.p99 ?? NaN) / 1000}, max ${(run.latency.max ?? NaN) / 1000}`);
   lines.push(`- Server CPU per message: ${run.totals.serverCpuMicrosPerMessage?.toFixed(1) ?? '–'} µs`);
+  lines.push(`- Server counters at the end (/stats): ${counters}`);
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, `c1m-${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}.md`);
   fs.writeFileSync(file, lines.join('\n') + '\n');
   console.log(`wrote ${file}`);
+}
+
+/** The server's connection counters from its monitoring port, as one line. */
+async function serverCounters(): Promise<string> {
+  try {
+    const stats = (await (await fetch(`http://127.0.0.1:${MONITOR_PORT}/stats`)).json()) as Record<string, unknown>;
+    const wanted = ['connections', 'accepted', 'accept_refused', 'http_errors', 'handshakes', 'keepalive_closes', 'slow_consumer_closes', 'memory_bytes'];
+    const found: string[] = [];
+    const visit = (o: unknown): void => {
+      if (!o || typeof o !== 'object') return;
+      for (const [k, v] of Object.entries(o)) {
+        if (wanted.includes(k) && typeof v === 'number' && !found.some((f) => f.startsWith(`${k} `))) found.push(`${k} ${v}`);
+        else visit(v);
+      }
+    };
+    visit(stats);
+    return found.join(', ');
+  } catch (e) {
+    return `unavailable (${(e as Error).message})`;
+  }
 }
 
 /** Kernel slab memory (SReclaimable + SUnreclaim), bytes. */

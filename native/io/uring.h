@@ -66,6 +66,10 @@ class Ring {
   static constexpr uint16_t kBufferGroup = 0;
   uint8_t* buffer(uint16_t bid) const { return buffers_ + static_cast<size_t>(bid) * size_.buffer_bytes; }
   void give_back(uint16_t bid);  // returns a buffer to the kernel once its bytes were used
+  // Classic buffers: queues the PROVIDE_BUFFERS for what was given back, a SQE per run of ids (also done by
+  // submit()). Call it before queuing receives that may need those buffers: the kernel takes SQEs in order, and a
+  // multishot receive armed while the group is empty ends at once with ENOBUFS.
+  void provide_returns();
 
   // Direct descriptors. take_slot: a free table index, or -1 when the table is full.
   int take_slot();
@@ -81,7 +85,6 @@ class Ring {
   bool setup(std::string* why);
   bool setup_buffer_ring(std::string* why);
   io_uring_sqe* raw_sqe();      // a free SQE, or nullptr (never submits)
-  void provide_returns();       // classic buffers: the returned ones go back, a PROVIDE_BUFFERS per run of ids
 
   RingSize size_;
   int fd_ = -1;
