@@ -72,7 +72,7 @@ const DEFAULTS: Config = {
   MaxCachedMessagesPerSubject: 1000,
   CacheExpireTime: 180,
   MaxConnections: 0,
-  IoBackend: 'auto',
+  IoBackend: 'epoll',
   KeepAlive: 30,
   Entitlement: 'None',
   'Entitlement.AllowToken': '',

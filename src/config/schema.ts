@@ -246,7 +246,7 @@ export const SCHEMA = [
     name: 'IoBackend',
     type: 'enum',
     choices: ['auto', 'epoll', 'io_uring'],
-    default: 'auto',
+    default: 'epoll',
     example: 'io_uring',
     doc:
       'The kernel interface the workgroups do their network I/O through. `epoll`: readiness events and a system ' +
@@ -256,9 +256,10 @@ export const SCHEMA = [
       'process holds more connections than its open-file limit (a workgroup adds a ring per open-file-limit ' +
       'connections; set `MaxConnections`). Needs Linux 6.7 or later with io_uring allowed (`kernel.io_uring_disabled`, ' +
       'seccomp); the server refuses to start when it cannot, with the reason. `auto`: io_uring where the kernel ' +
-      'allows it, else epoll with the reason logged (the default: on this project\'s machines io_uring took 8–13% less ' +
-      'CPU per message than epoll in W1 and the same in W2, for ~170 B more per idle connection at 15,000 connections, ' +
-      'the rings\' fixed buffers). `starling doctor` says what this machine allows; docs/tuning.md has the figures.',
+      'allows it, else epoll with the reason logged. The default is epoll for now: io_uring takes 8–13% less CPU per ' +
+      'message in W1, but a paused connection that floods may make it hold up to 4 MiB of input (what the kernel ' +
+      'delivered before the receive was cancelled), so 40 flooding non-readers held 160 MB where epoll holds 64 MB (' +
+      'test/32.core-defects.test.ts). `starling doctor` says what this machine allows; docs/tuning.md has the figures.',
   },
   {
     name: 'KeepAlive',
