@@ -258,7 +258,7 @@ export const SCHEMA = [
       'seccomp); the server refuses to start when it cannot, with the reason. `auto`: io_uring where the kernel ' +
       'allows it, else epoll with the reason logged. The default is epoll for now: io_uring takes 8–13% less CPU per ' +
       'message in W1, but a paused connection that floods may make it hold up to 4 MiB of input (what the kernel ' +
-      'delivered before the receive was cancelled), so 40 flooding non-readers held 160 MB where epoll holds 64 MB (' +
+      'delivered before the receive was cancelled), so 40 flooding non-readers held 160 MB where the bound is 64 MB (' +
       'test/32.core-defects.test.ts). `starling doctor` says what this machine allows; docs/tuning.md has the figures.',
   },
   {
