@@ -109,7 +109,9 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     }
     lastConnected = c.connected;
   }
-  out(`connected: ${merged().counters.connected}/${clients} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const held = merged().counters;
+  const direct = cfg.IoBackend === 'io_uring' ? ` (${held.direct} held as io_uring direct descriptors${held.direct_failures ? `, ${held.direct_failures} could not be moved` : ''})` : '';
+  out(`connected: ${held.connected}/${clients} in ${((Date.now() - t0) / 1000).toFixed(1)} s${direct}`);
   // Each connection's own connect time: socket to the 101, or with a TokenFile to its AUTH answer.
   const connected = merged().connect;
   const connectTime = summarize(connected.histogram, connected.welford);

@@ -115,7 +115,15 @@ export const BENCHSUB_KEYS = new KeySet(
       max: 10_000_000,
       default: '18000',
       example: '18000',
-      doc: 'Beyond this many clients benchsub forks worker processes (each process has its own fd table).',
+      doc: 'Beyond this many clients benchsub forks worker processes (each process has its own fd table). With IoBackend = io_uring one process holds far more: set it to Clients.',
+    },
+    {
+      name: 'IoBackend',
+      type: 'enum',
+      choices: ['epoll', 'io_uring'],
+      default: 'epoll',
+      example: 'io_uring',
+      doc: 'io_uring: once open and subscribed, each connection is moved into an io_uring ring as a direct descriptor (off the fd table), so one process holds more connections than its fd limit; only those being set up (MaxConnecting per thread) use descriptors. benchsub refuses to start, with the reason, where the kernel does not allow io_uring.',
     },
     {
       name: 'Warmup',
@@ -256,6 +264,8 @@ export interface ClientOptions {
   socketBuffer: number;
   /** Per-connection entitlement tokens (connection i: tokens[i % length]); [] for none. */
   tokens: string[];
+  /** Subscribers: hold open connections as io_uring direct descriptors (benchsub IoBackend = io_uring). */
+  direct: boolean;
 }
 
 /**
@@ -460,6 +470,7 @@ export function clientOptions(cfg: Record<string, unknown>, publisher: boolean, 
     maxConnecting: cfg.MaxConnecting as number,
     socketBuffer: cfg.BufferSize as number,
     tokens: readTokens(cfg.TokenFile as string),
+    direct: !publisher && cfg.IoBackend === 'io_uring',
   };
 }
 

@@ -143,6 +143,7 @@ ClientOptions read_client_options(const Napi::Object& o) {
   opts.max_connecting = o.Get("maxConnecting").As<Napi::Number>().Uint32Value();
   opts.socket_buffer = o.Get("socketBuffer").As<Napi::Number>().Int32Value();
   opts.tokens = read_strings(o.Get("tokens").As<Napi::Array>());
+  opts.direct = o.Has("direct") && o.Get("direct").ToBoolean().Value();
   return opts;
 }
 

@@ -13,6 +13,7 @@ import { benchsub } from '../bench/benchsub';
 import { w5Verdict } from '../bench/compare';
 import { BENCHPUB_KEYS, BENCHSUB_KEYS, Client, clientOptions, loadTool, sleep } from '../bench/tools';
 import { createServer } from '../src/index';
+import { addon } from '../src/native';
 
 describe('benchmark tools (smoke)', () => {
   const server = createServer({ Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn', Monitor: '' });
@@ -53,12 +54,18 @@ describe('benchmark tools (smoke)', () => {
   });
 
   // W5 at a tiny scale: 200 subscribers, 50 of them dropped at once and reconnected from their positions while
-  // publishing continues. In-process and TCP reset; over two worker processes and close frames.
-  for (const variant of [
+  // publishing continues. In-process and TCP reset; over two worker processes and close frames; and both again
+  // with the subscribers held as io_uring direct descriptors (benchsub IoBackend = io_uring), where the drops,
+  // resets, close frames and the server's pings go through the ring.
+  const noUring = addon.ioUring().unavailable;
+  const uringSkip = noUring && process.env.CI !== 'true' ? `io_uring is not available here (${noUring}); it is required when CI=true` : false;
+  for (const [i, variant] of [
     { name: 'in one process, dropped by TCP reset', extra: ['-DReconnectMode=reset'] },
     { name: 'over two worker processes, dropped with a close frame', extra: ['-DReconnectMode=close', '-DConnectionsPerProcess=100'] },
-  ]) {
-    it(`W5 reconnect storm ${variant.name}: 0 lost, 0 duplicated, all back in sync`, async () => {
+    { name: 'held as io_uring direct descriptors, dropped by TCP reset', extra: ['-DReconnectMode=reset', '-DIoBackend=io_uring'], skip: uringSkip },
+    { name: 'held as io_uring direct descriptors, dropped with a close frame', extra: ['-DReconnectMode=close', '-DIoBackend=io_uring'], skip: uringSkip },
+  ].entries()) {
+    it(`W5 reconnect storm ${variant.name}: 0 lost, 0 duplicated, all back in sync`, { skip: variant.skip }, async () => {
       const lines: string[] = [];
       const common = [`-DServerAddresses=127.0.0.1:${port}`, '-DSubjects=/w5/s{1..200}'];
       // 1,000 msg/s over 200 subjects: every subject has a position within a second or two.
@@ -75,7 +82,7 @@ describe('benchmark tools (smoke)', () => {
           '-DReconnectClients=50',
           '-DReconnectTimeout=10',
           `-DServerPid=${process.pid}`,
-          `-DOutput=${dir}/w5-${variant.extra.length}`,
+          `-DOutput=${dir}/w5-${i}`,
           ...variant.extra,
         ],
         {},
@@ -102,13 +109,14 @@ describe('benchmark tools (smoke)', () => {
       assert.ok(r.syncs >= 50, text);
       assert.ok(r.serverCpuSeconds !== undefined && r.serverCpuMicrosPerReconnect !== undefined, text);
       assert.ok(/reconnect storm: 50\/50 back in/.test(text), text);
+      if (variant.extra.includes('-DIoBackend=io_uring')) assert.match(text, /connected: 200\/200 in .* \(200 held as io_uring direct descriptors\)/);
       assert.equal(summary.totals.connections, 200, text);
       assert.equal(summary.totals.lost, 0);
       assert.equal(summary.totals.duplicated, 0);
       assert.equal(summary.latency.count, summary.totals.messages, 'recovered messages must stay out of the latency histogram');
       // The goal check of compare's W5 (the 2 s bound is a goal, not asserted here: no timing assertions).
       assert.deepEqual(w5Verdict({ ...r, syncTime: { ...r.syncTime, max: 0 } }).why, []);
-      assert.match(fs.readFileSync(`${dir}/w5-${variant.extra.length}.md`, 'utf8'), /## Reconnect storm/);
+      assert.match(fs.readFileSync(`${dir}/w5-${i}.md`, 'utf8'), /## Reconnect storm/);
     });
   }
 

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <string>
 
 #include "io/poller.h"
+#include "io/uring.h"
 #include "pubsub/protocol.h"
 #include "pubsub/subject.h"
 #include "transport/ws_frame.h"
@@ -38,6 +40,18 @@ constexpr double kMaxCatchUpSeconds = 0.1;
 constexpr size_t kMaxPendingTx = 4 * 1024 * 1024;
 // Width of the decimal microsecond timestamp that starts every benchmark payload.
 constexpr size_t kStampDigits = 16;
+
+// Direct descriptors (ClientOptions::direct). A ring's id and a slot in its table make a connection's
+// direct id, (ring << kSlotBits) | slot; user_data is that id shifted left by 3 over the operation's kind.
+constexpr unsigned kSlotBits = 20;        // a table of at most 2^20 slots (the kernel's own maximum)
+constexpr unsigned kMaxRings = 255;       // per thread: 255 × 20,000 (the usual fd limit) is 5.1 million
+// Provided receive buffers per ring: subscribers of the W4 pattern receive a message a minute each, so a few
+// buffers serve 20,000 connections; a burst that finds none left re-arms once they come back.
+constexpr unsigned kRingBuffers = 64;
+constexpr unsigned kRingBufferBytes = 16 * 1024;
+enum DirectOp : uint64_t { kRingRecv = 1, kRingSend = 2, kRingClose = 3, kRingOther = 4 };  // 7: Ring::kInternal
+constexpr int kNotDirect = -1;
+constexpr uint32_t kUringSetsockopt = 3;  // SOCKET_URING_OP_SETSOCKOPT (older headers lack the name)
 
 const char kHandshakeKey[] = "dGhlIHNhbXBsZSBub25jZQ==";  // fixed: the tools do not need unpredictability
 
@@ -130,6 +144,7 @@ struct Position {
 
 struct CConn {
   int fd = -1;
+  int direct = kNotDirect;       // its direct id while held in a ring (fd is then -1)
   uint32_t index = 0;            // global connection number (subject assignment)
   enum : uint8_t { kConnecting, kUpgrading, kOpen, kClosed } state = kConnecting;
   bool dirty = false;
@@ -143,6 +158,18 @@ struct CConn {
   std::vector<uint8_t> stream;   // NATS: protocol bytes carried across frames
   std::string tx;                // output not yet accepted by the kernel
   std::unique_ptr<Position[]> pos;  // per subscribed subject (slot j), kept across reconnects
+};
+
+// One ring of a thread's direct descriptors and what its slots are doing. A slot is free again once its
+// connection is gone (owner null), its multishot receive has ended and its close has completed.
+struct DirectRing {
+  enum : uint8_t { kInUse = 1, kArmed = 2, kClosing = 4, kSending = 8 };
+  std::unique_ptr<Ring> ring;
+  std::vector<CConn*> owner;
+  std::vector<uint8_t> busy;
+  std::vector<std::string> sending;  // by slot: the bytes of its send in flight (kSending)
+  std::vector<int> rearm;            // slots whose receive ended and must be armed again
+  unsigned held = 0;                 // slots with an owner
 };
 
 class ClientThread {
@@ -247,6 +274,10 @@ class ClientThread {
       int n = loop_->wait(events, 512, o_.publisher ? kTickMs : 100);
       uint64_t now_us = realtime_us();
       for (int i = 0; i < n; i++) {
+        if (is_ring_tag(events[i].tag)) {
+          drain(static_cast<unsigned>(static_cast<char*>(events[i].tag) - ring_tags_), now_us);
+          continue;
+        }
         CConn* c = static_cast<CConn*>(events[i].tag);
         if (!c) {  // the wake eventfd (level-triggered): drain it
           uint64_t v;
@@ -280,6 +311,7 @@ class ClientThread {
         if (c->state != CConn::kClosed) flush(c);
       }
       dirty_.clear();
+      service_rings();
     }
   }
 
@@ -356,10 +388,12 @@ class ClientThread {
     }
   }
 
-  // Closes c's socket and forgets its stream state (not its positions).
-  void detach(CConn* c) {
+  // Closes c's socket (with reset: a direct descriptor's by a TCP reset) and forgets its stream state (not its
+  // positions).
+  void detach(CConn* c, bool reset = false) {
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
+    if (c->direct != kNotDirect) close_direct(c, reset);
     if (c->state == CConn::kOpen) {
       sub(kc_connected);
       CConn* moved = open_.back();
@@ -397,13 +431,17 @@ class ClientThread {
       static const char kGoingAway[2] = {0x03, static_cast<char>(0xe9)};  // 1001
       c->tx.clear();
       frame(c, kOpClose, kGoingAway, sizeof kGoingAway);
-      ssize_t ignored = send(c->fd, c->tx.data(), c->tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      (void)ignored;
-    } else {
+      if (c->direct != kNotDirect) {
+        send_direct(c);  // done inline, before the close queued after it
+      } else {
+        ssize_t ignored = send(c->fd, c->tx.data(), c->tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)ignored;
+      }
+    } else if (c->fd >= 0) {
       linger l{1, 0};
       setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
     }
-    detach(c);
+    detach(c, !close_frame);
     c->reconnecting = true;
     c->awaiting = 0;
     c->dropped_ns = monotonic_ns();
@@ -584,6 +622,10 @@ class ClientThread {
   }
 
   void flush(CConn* c) {
+    if (c->direct != kNotDirect) {
+      send_direct(c);
+      return;
+    }
     while (!c->tx.empty()) {
       ssize_t w = send(c->fd, c->tx.data(), c->tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w < 0) {
@@ -596,6 +638,8 @@ class ClientThread {
       add(kc_bytes_sent, static_cast<uint64_t>(w));
       c->tx.erase(0, static_cast<size_t>(w));
     }
+    // An open subscriber whose SUBs are written leaves the fd table.
+    if (o_.direct && !o_.publisher && c->state == CConn::kOpen && !direct_off_) park(c);
   }
 
   void on_readable(CConn* c, uint64_t now_us) {
@@ -614,19 +658,245 @@ class ClientThread {
         if (errno == EINTR) continue;
         return;
       }
-      add(kc_bytes_received, static_cast<uint64_t>(n));
-      uint8_t* p = rx_buf_.data();
-      size_t len = static_cast<size_t>(n);
-      if (!c->rx.empty()) {
-        c->rx.insert(c->rx.end(), p, p + len);
-        p = c->rx.data();
-        len = c->rx.size();
+      on_input(c, rx_buf_.data(), static_cast<size_t>(n), now_us);
+      if (c->state == CConn::kClosed || static_cast<size_t>(n) < rx_buf_.size()) return;
+    }
+  }
+
+  // n bytes received on c (from recv, or a ring's buffer): consumed after what was left of earlier input.
+  void on_input(CConn* c, uint8_t* p, size_t n, uint64_t now_us) {
+    add(kc_bytes_received, n);
+    size_t len = n;
+    if (!c->rx.empty()) {
+      c->rx.insert(c->rx.end(), p, p + len);
+      p = c->rx.data();
+      len = c->rx.size();
+    }
+    size_t used = consume(c, p, len, now_us);
+    if (c->state == CConn::kClosed) return;
+    if (!c->rx.empty()) c->rx.erase(c->rx.begin(), c->rx.begin() + static_cast<long>(used));
+    else if (used < len) c->rx.assign(p + used, p + len);
+  }
+
+  // --- Direct descriptors (ClientOptions::direct) --------------------------------------------------------
+
+  static uint64_t op_tag(unsigned ri, int slot, DirectOp op) {
+    return ((uint64_t{ri} << kSlotBits | static_cast<uint64_t>(slot)) << 3) | op;
+  }
+  bool is_ring_tag(void* tag) const {
+    const char* p = static_cast<const char*>(tag);
+    return p >= ring_tags_ && p < ring_tags_ + kMaxRings;
+  }
+
+  // A ring for more connections, its table as large as RLIMIT_NOFILE (the kernel's only check on it).
+  bool add_ring() {
+    if (rings_.size() >= kMaxRings) return false;
+    rlimit lim{};
+    getrlimit(RLIMIT_NOFILE, &lim);
+    RingSize size;
+    size.sq_entries = 1024;
+    size.cq_entries = 4096;
+    size.files = static_cast<unsigned>(std::min<rlim_t>(lim.rlim_cur, (rlim_t{1} << kSlotBits) - 1));
+    size.buffers = kRingBuffers;
+    size.buffer_bytes = kRingBufferBytes;
+    size.classic_buffers = uring_classic_buffers();
+    std::string why;
+    std::unique_ptr<Ring> ring = Ring::create(size, &why);
+    const unsigned ri = static_cast<unsigned>(rings_.size());
+    if (!ring || !loop_->watch_readable(ring->fd(), &ring_tags_[ri])) return false;
+    DirectRing r;
+    r.ring = std::move(ring);
+    r.owner.assign(size.files, nullptr);
+    r.busy.assign(size.files, 0);
+    r.sending.resize(size.files);
+    rings_.push_back(std::move(r));
+    return true;
+  }
+
+  // Moves open subscriber c into a ring (its socket leaves the fd table). If that fails it stays on epoll.
+  void park(CConn* c) {
+    unsigned ri = 0;
+    while (ri < rings_.size() && rings_[ri].ring->free_slots() == 0) ri++;
+    if (ri == rings_.size() && !add_ring()) {
+      add(kc_direct_failures);
+      direct_off_ = true;  // (no ring can be added: the rest stay on epoll too)
+      return;
+    }
+    DirectRing& r = rings_[ri];
+    const int slot = r.ring->take_slot();
+    if (slot < 0 || r.ring->install(c->fd, slot) != 0) {
+      if (slot >= 0) r.ring->put_slot(slot);
+      add(kc_direct_failures);
+      return;
+    }
+    loop_->unwatch(c->fd);  // the socket lives on in the table, and epoll would go on reporting it
+    close(c->fd);
+    c->fd = -1;
+    c->direct = static_cast<int>(ri << kSlotBits | static_cast<unsigned>(slot));
+    r.owner[slot] = c;
+    r.busy[slot] = DirectRing::kInUse;
+    add(kc_direct);
+    arm_recv(ri, slot);
+  }
+
+  void arm_recv(unsigned ri, int slot) {
+    DirectRing& r = rings_[ri];
+    io_uring_sqe* e = r.ring->sqe();
+    if (!e) {  // the submission queue is stuck full: the next iteration tries again
+      r.rearm.push_back(slot);
+      return;
+    }
+    e->opcode = IORING_OP_RECV;
+    e->fd = slot;
+    e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+    e->ioprio = IORING_RECV_MULTISHOT;
+    e->buf_group = Ring::kBufferGroup;
+    e->user_data = op_tag(ri, slot, kRingRecv);
+    r.busy[slot] |= DirectRing::kArmed;
+  }
+
+  // Writes c->tx with one SEND (none while another is in flight: its completion sends the rest).
+  void send_direct(CConn* c) {
+    const unsigned ri = static_cast<unsigned>(c->direct) >> kSlotBits;
+    const int slot = c->direct & ((1 << kSlotBits) - 1);
+    DirectRing& r = rings_[ri];
+    if (c->tx.empty() || (r.busy[slot] & DirectRing::kSending)) return;
+    io_uring_sqe* e = r.ring->sqe();
+    if (!e) return;  // (left in c->tx: the next frame sends it)
+    std::string& b = r.sending[slot];
+    b.swap(c->tx);
+    e->opcode = IORING_OP_SEND;
+    e->fd = slot;
+    e->flags = IOSQE_FIXED_FILE;
+    e->addr = reinterpret_cast<uint64_t>(b.data());
+    e->len = static_cast<uint32_t>(b.size());
+    e->msg_flags = MSG_NOSIGNAL;
+    e->user_data = op_tag(ri, slot, kRingSend);
+    r.busy[slot] |= DirectRing::kSending;
+  }
+
+  // c leaves its ring: [a TCP reset armed], its receive cancelled, its slot closed. The kernel issues the SQEs
+  // inline in queue order; the slot is reused once the close and the receive's last completion are in.
+  void close_direct(CConn* c, bool reset) {
+    const unsigned ri = static_cast<unsigned>(c->direct) >> kSlotBits;
+    const int slot = c->direct & ((1 << kSlotBits) - 1);
+    DirectRing& r = rings_[ri];
+    c->direct = kNotDirect;
+    r.owner[slot] = nullptr;
+    sub(kc_direct);
+    Ring& ring = *r.ring;
+    static const linger kReset{1, 0};
+    io_uring_sqe* e = reset ? ring.sqe() : nullptr;
+    if (e) {
+      e->opcode = IORING_OP_URING_CMD;
+      e->fd = slot;
+      e->flags = IOSQE_FIXED_FILE;
+      e->off = kUringSetsockopt;
+      e->addr = SOL_SOCKET | (static_cast<uint64_t>(SO_LINGER) << 32);
+      e->addr3 = reinterpret_cast<uint64_t>(&kReset);
+      e->file_index = sizeof kReset;
+      e->user_data = op_tag(ri, slot, kRingOther);
+    }
+    if ((e = ring.sqe())) {
+      e->opcode = IORING_OP_ASYNC_CANCEL;
+      e->fd = slot;
+      e->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_FD_FIXED | IORING_ASYNC_CANCEL_ALL;
+      e->user_data = op_tag(ri, slot, kRingOther);
+    }
+    if ((e = ring.sqe())) {
+      e->opcode = IORING_OP_CLOSE;
+      e->file_index = static_cast<uint32_t>(slot) + 1;  // one-based
+      e->user_data = op_tag(ri, slot, kRingClose);
+      r.busy[slot] |= DirectRing::kClosing;
+    } else {
+      add(kc_direct_failures);  // the slot stays taken (the ring's submission queue failed)
+    }
+  }
+
+  // The slot goes back to its ring once nothing names it any more.
+  void release(DirectRing& r, int slot) {
+    if (r.busy[slot] == DirectRing::kInUse && !r.owner[slot]) {
+      r.busy[slot] = 0;
+      std::string().swap(r.sending[slot]);
+      r.ring->put_slot(slot);
+    }
+  }
+
+  // Every completion of ring ri.
+  void drain(unsigned ri, uint64_t now_us) {
+    DirectRing& r = rings_[ri];
+    Ring& ring = *r.ring;
+    for (unsigned n; (n = ring.ready()) > 0;) {
+      for (unsigned i = 0; i < n; i++) {
+        const io_uring_cqe q = ring.cqe(i);
+        if (q.user_data == Ring::kInternal) continue;
+        const int slot = static_cast<int>((q.user_data >> 3) & ((1u << kSlotBits) - 1));
+        switch (q.user_data & 7) {
+          case kRingRecv:
+            on_recv(r, slot, q, now_us);
+            break;
+          case kRingSend:
+            on_sent(r, slot, q.res);
+            break;
+          case kRingClose:
+            r.busy[slot] &= ~DirectRing::kClosing;
+            release(r, slot);
+            break;
+          default:
+            break;
+        }
       }
-      size_t used = consume(c, p, len, now_us);
-      if (c->state == CConn::kClosed) return;
-      if (!c->rx.empty()) c->rx.erase(c->rx.begin(), c->rx.begin() + static_cast<long>(used));
-      else if (used < len) c->rx.assign(p + used, p + len);
-      if (static_cast<size_t>(n) < rx_buf_.size()) return;
+      ring.advance(n);
+    }
+  }
+
+  void on_recv(DirectRing& r, int slot, const io_uring_cqe& q, uint64_t now_us) {
+    const bool more = q.flags & IORING_CQE_F_MORE;
+    if (!more) r.busy[slot] &= ~DirectRing::kArmed;
+    if (q.flags & IORING_CQE_F_BUFFER) {
+      const uint16_t bid = static_cast<uint16_t>(q.flags >> IORING_CQE_BUFFER_SHIFT);
+      if (r.owner[slot] && q.res > 0) on_input(r.owner[slot], r.ring->buffer(bid), static_cast<size_t>(q.res), now_us);
+      r.ring->give_back(bid);
+    }
+    CConn* c = r.owner[slot];  // (the input may have closed it)
+    if (c && (q.res == 0 || (q.res < 0 && q.res != -ENOBUFS && q.res != -ECANCELED))) {
+      add(kc_disconnects);  // the server closed it (or reset it)
+      drop(c);
+    } else if (c && !more) {
+      r.rearm.push_back(slot);  // out of buffers, or the kernel ended it: armed again once buffers are back
+    }
+    if (!more) release(r, slot);
+  }
+
+  void on_sent(DirectRing& r, int slot, int res) {
+    r.busy[slot] &= ~DirectRing::kSending;
+    std::string& b = r.sending[slot];
+    CConn* c = r.owner[slot];
+    if (c && res < 0) {
+      add(kc_disconnects);
+      drop(c);
+    } else if (c) {
+      add(kc_bytes_sent, static_cast<uint64_t>(res));
+      if (static_cast<size_t>(res) < b.size()) c->tx.insert(0, b, static_cast<size_t>(res), std::string::npos);
+      std::string().swap(b);
+      send_direct(c);
+    }
+    release(r, slot);
+  }
+
+  // End of an iteration: buffers given back are provided again, receives that ended are armed again (after
+  // the buffers, which the kernel takes first), and every ring's SQEs are submitted.
+  void service_rings() {
+    for (unsigned ri = 0; ri < rings_.size(); ri++) {
+      DirectRing& r = rings_[ri];
+      r.ring->provide_returns();
+      if (!r.rearm.empty()) {
+        rearm_.swap(r.rearm);
+        for (int slot : rearm_)
+          if (r.owner[slot] && !(r.busy[slot] & DirectRing::kArmed)) arm_recv(ri, slot);
+        rearm_.clear();
+      }
+      r.ring->submit();
     }
   }
 
@@ -789,6 +1059,10 @@ class ClientThread {
   std::atomic<bool> has_requests_{false};
   std::vector<uint8_t> rx_buf_;
   std::string scratch_;
+  std::vector<DirectRing> rings_;  // direct descriptors (ClientOptions::direct), added as they fill
+  char ring_tags_[kMaxRings] = {};  // &ring_tags_[i]: ring i's tag in loop_ (told from CConn* by address)
+  std::vector<int> rearm_;
+  bool direct_off_ = false;        // a ring could not be added: connections stay on epoll
   size_t rr_ = 0;
   uint64_t rng_;
   std::atomic<uint64_t> counters_[kClientCounterCount];
@@ -800,6 +1074,10 @@ class ClientThread {
 
 ClientEngine::ClientEngine(ClientOptions options) : options_(std::move(options)) {
   if (options_.servers.empty()) throw std::runtime_error("no server address");
+  if (options_.direct && !options_.publisher) {
+    std::string why = io_uring_unavailable();
+    if (!why.empty()) throw std::runtime_error("io_uring cannot hold the connections: " + why);
+  }
   if (options_.threads < 1) throw std::runtime_error("threads must be at least 1");
   if (options_.subjects.empty() && options_.publisher) throw std::runtime_error("a publisher needs subjects");
   if (!options_.publisher && options_.subjects_per_client > 1)

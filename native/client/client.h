@@ -52,6 +52,12 @@ struct ClientOptions {
   // Entitlement tokens: connection i upgrades with "?token=" + tokens[i % size] after the path (URL-safe
   // characters only, as JWTs are); empty: no token.
   std::vector<std::string> tokens;
+  // Subscribers: once a connection is open and its SUBs are written, move its socket into an io_uring ring as a
+  // direct descriptor and receive with a multishot recv into the ring's shared buffers. The process's fd limit
+  // then bounds only the connections being set up (max_connecting per thread), not those held, so one process
+  // holds a million (rings are added as they fill, each with a table as large as RLIMIT_NOFILE). The engine
+  // refuses to start, with the reason, where io_uring_unavailable() says no.
+  bool direct = false;
 };
 
 // Per-thread statistics, in the order read() writes them (then the Welford fields, then the histogram).
@@ -77,7 +83,9 @@ struct ClientOptions {
   X(unpositioned, "gauge: subscriptions that have not received a message, SYNC or RESYNC yet")             \
   X(reconnects, "open connections dropped by reconnect() and opened again")                                \
   X(reconnects_synced, "reconnected connections whose every recovery SUB was answered (SYNC or RESYNC)")     \
-  X(reconnects_unpositioned, "reconnected connections with no position to recover from (plain SUB, no SYNC)")
+  X(reconnects_unpositioned, "reconnected connections with no position to recover from (plain SUB, no SYNC)") \
+  X(direct, "gauge: open connections held as io_uring direct descriptors (ClientOptions::direct)")            \
+  X(direct_failures, "connections that could not be moved into a ring (they stay on epoll; the reason is in errno)")
 
 enum ClientCounter : unsigned {
 #define STARLING_ENUM(name, doc) kc_##name,
