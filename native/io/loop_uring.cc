@@ -136,7 +136,10 @@ class UringLoop final : public StreamLoop {
 
   void wait(int timeout_ms) override {
     retry_closes();
-    bool ready = !ready_.empty();
+    // Receives waiting for re-arming (rearm_) count as work: a sleep of up to timeout_ms with them queued left a
+    // connection whose receive ended for want of buffers (a publisher's, in a burst of keepalive pongs) unread for
+    // the tick, and its messages 100-450 ms late.
+    bool ready = !ready_.empty() || !rearm_.empty();
     for (auto& ring : rings_) ready = ready || ring->ready();
     for (size_t r = 1; r < rings_.size(); r++) rings_[r]->submit();
     rings_[0]->submit(!ready, ready ? 0 : timeout_ms);

@@ -74,7 +74,9 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   void run();
   void drain_inbox();
   void wake_peers();   // wakes the workgroups this one posted to since the last call
-  void pass();         // once a second: handshake timeouts, keepalive
+  // One slice of the pass over every connection (handshake timeouts, keepalive; the pass's once-a-second work
+  // after its last slice). kPassSlices slices make a pass, one every kPassMs / kPassSlices.
+  void pass_slice();
   void enforce_memory();
   void note_memory_peak();  // workgroup 0: the account's high point since the last trim (see pass)
   bool over_budget() const;
@@ -122,6 +124,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   bool draining_ = false;
   uint64_t drain_deadline_ = 0;
   uint64_t now_ms_ = 0;
+  unsigned slice_ = 0;               // the next slice of the pass (pass_slice)
   uint64_t trimmed_at_ = 0;          // accounted bytes after the last malloc_trim (workgroup 0)
   uint64_t high_water_ = 0;          // most accounted bytes since then (seen by any loop iteration)
   std::thread thread_;
