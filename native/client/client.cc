@@ -775,7 +775,7 @@ class ClientThread {
     r.busy[slot] |= DirectRing::kSending;
   }
 
-  // c leaves its ring: [a TCP reset armed], its receive cancelled, its slot closed. The kernel issues the SQEs
+  // c leaves its ring: [a TCP reset armed], its receive (and send) cancelled, its slot closed. The kernel issues the SQEs
   // inline in queue order; the slot is reused once the close and the receive's last completion are in.
   void close_direct(CConn* c, bool reset) {
     const unsigned ri = static_cast<unsigned>(c->direct) >> kSlotBits;
@@ -797,10 +797,12 @@ class ClientThread {
       e->file_index = sizeof kReset;
       e->user_data = op_tag(ri, slot, kRingOther);
     }
-    if ((e = ring.sqe())) {
+    // Cancelled by user_data (one bucket of the kernel's cancel table), not by descriptor (a scan of every
+    // request the ring has armed).
+    for (DirectOp op : {kRingRecv, kRingSend}) {
+      if (!(r.busy[slot] & (op == kRingRecv ? DirectRing::kArmed : DirectRing::kSending)) || !(e = ring.sqe())) continue;
       e->opcode = IORING_OP_ASYNC_CANCEL;
-      e->fd = slot;
-      e->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_FD_FIXED | IORING_ASYNC_CANCEL_ALL;
+      e->addr = op_tag(ri, slot, op);
       e->user_data = op_tag(ri, slot, kRingOther);
     }
     if ((e = ring.sqe())) {
