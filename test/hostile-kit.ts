@@ -92,7 +92,17 @@ export interface Exit {
 // CacheSize: the history cache keeps up to CacheSize of what a flood published, by design (bounded by configuration);
 // the floods here measure that queues and sessions give their memory back, so the cache is kept small beside the
 // 64 MB tolerance of assertRssBack.
-export const CHILD_DEFAULTS = { Listen: '127.0.0.1:0', Workgroups: 2, BenchmarkMode: true, LogLevel: 'warn', Monitor: '', CacheSize: '8M' };
+// IoBackend: the backend TEST_IO_BACKEND names (epoll by default), as test/helpers.ts does for in-process servers, so
+// that test/uring-pass.sh runs these suites on io_uring too.
+export const CHILD_DEFAULTS = {
+  Listen: '127.0.0.1:0',
+  Workgroups: 2,
+  BenchmarkMode: true,
+  LogLevel: 'warn',
+  Monitor: '',
+  CacheSize: '8M',
+  IoBackend: process.env.TEST_IO_BACKEND ?? 'epoll',
+};
 
 /** A Starling server running in a child process (test/fixtures/server-child.ts). */
 export class ServerChild {

@@ -45,10 +45,13 @@ constexpr size_t kStampDigits = 16;
 // direct id, (ring << kSlotBits) | slot; user_data is that id shifted left by 3 over the operation's kind.
 constexpr unsigned kSlotBits = 20;        // a table of at most 2^20 slots (the kernel's own maximum)
 constexpr unsigned kMaxRings = 255;       // per thread: 255 × 20,000 (the usual fd limit) is 5.1 million
-// Provided receive buffers per ring: subscribers of the W4 pattern receive a message a minute each, so a few
-// buffers serve 20,000 connections; a burst that finds none left re-arms once they come back.
-constexpr unsigned kRingBuffers = 64;
-constexpr unsigned kRingBufferBytes = 16 * 1024;
+// Provided receive buffers per ring, small and many: what arrives on a held subscriber is mostly one small
+// frame (a W4 message of ~560 bytes, a keepalive ping of 2), each taking a whole buffer, and a keepalive round
+// reaches thousands of a ring's connections at once. A receive that finds none left ends (ENOBUFS) and is
+// re-armed once they come back, at most kRingBuffers a ring per iteration (more would only fail again, every
+// iteration: at 400,000 connections that spin took the client's threads). Larger frames span buffers.
+constexpr unsigned kRingBuffers = 1024;
+constexpr unsigned kRingBufferBytes = 2048;
 enum DirectOp : uint64_t { kRingRecv = 1, kRingSend = 2, kRingClose = 3, kRingOther = 4 };  // 7: Ring::kInternal
 constexpr int kNotDirect = -1;
 constexpr uint32_t kUringSetsockopt = 3;  // SOCKET_URING_OP_SETSOCKOPT (older headers lack the name)
@@ -271,7 +274,7 @@ class ClientThread {
         }
       }
 
-      int n = loop_->wait(events, 512, o_.publisher ? kTickMs : 100);
+      int n = loop_->wait(events, 512, rearms_left_ ? 0 : o_.publisher ? kTickMs : 100);
       uint64_t now_us = realtime_us();
       for (int i = 0; i < n; i++) {
         if (is_ring_tag(events[i].tag)) {
@@ -311,7 +314,7 @@ class ClientThread {
         if (c->state != CConn::kClosed) flush(c);
       }
       dirty_.clear();
-      service_rings();
+      rearms_left_ = service_rings();
     }
   }
 
@@ -694,8 +697,8 @@ class ClientThread {
     rlimit lim{};
     getrlimit(RLIMIT_NOFILE, &lim);
     RingSize size;
-    size.sq_entries = 1024;
-    size.cq_entries = 4096;
+    size.sq_entries = 2048;   // (as many re-arms as buffers, with room for sends and closes)
+    size.cq_entries = 16384;  // a keepalive round's completions without overflowing into the kernel's list
     size.files = static_cast<unsigned>(std::min<rlim_t>(lim.rlim_cur, (rlim_t{1} << kSlotBits) - 1));
     size.buffers = kRingBuffers;
     size.buffer_bytes = kRingBufferBytes;
@@ -887,19 +890,25 @@ class ClientThread {
   }
 
   // End of an iteration: buffers given back are provided again, receives that ended are armed again (after
-  // the buffers, which the kernel takes first), and every ring's SQEs are submitted.
-  void service_rings() {
+  // the buffers, which the kernel takes first; at most kRingBuffers a ring), and every ring's SQEs are
+  // submitted. Returns whether re-arms are left for the next iteration (which then does not sleep).
+  bool service_rings() {
+    bool more = false;
     for (unsigned ri = 0; ri < rings_.size(); ri++) {
       DirectRing& r = rings_[ri];
       r.ring->provide_returns();
       if (!r.rearm.empty()) {
-        rearm_.swap(r.rearm);
+        const size_t take = std::min<size_t>(r.rearm.size(), kRingBuffers);
+        rearm_.assign(r.rearm.begin(), r.rearm.begin() + static_cast<long>(take));
+        r.rearm.erase(r.rearm.begin(), r.rearm.begin() + static_cast<long>(take));
         for (int slot : rearm_)
           if (r.owner[slot] && !(r.busy[slot] & DirectRing::kArmed)) arm_recv(ri, slot);
         rearm_.clear();
+        more = more || !r.rearm.empty();
       }
       r.ring->submit();
     }
+    return more;
   }
 
   size_t consume(CConn* c, uint8_t* p, size_t len, uint64_t now_us) {
@@ -1064,6 +1073,7 @@ class ClientThread {
   std::vector<DirectRing> rings_;  // direct descriptors (ClientOptions::direct), added as they fill
   char ring_tags_[kMaxRings] = {};  // &ring_tags_[i]: ring i's tag in loop_ (told from CConn* by address)
   std::vector<int> rearm_;
+  bool rearms_left_ = false;       // receives still to re-arm (service_rings): the next wait does not sleep
   bool direct_off_ = false;        // a ring could not be added: connections stay on epoll
   size_t rr_ = 0;
   uint64_t rng_;

@@ -50,6 +50,9 @@ struct LoopOptions {
   // io_uring: connections per ring (the size of its direct-descriptor table; the kernel allows at most
   // RLIMIT_NOFILE). The loop adds rings as connections need them, up to kMaxRings.
   uint32_t ring_files = 1024;
+  // io_uring, for tests: receive single-shot (one buffer per receive) even where the kernel takes a limit on a
+  // multishot receive, as on kernels before 6.16 (uring_recv_limit in io/uring.h).
+  bool uring_single_shot = false;
 };
 
 // The hard per-connection bound (DESIGN.md rule 3), for a flood faster than MaxBacklogTime: a stream that is
@@ -87,6 +90,9 @@ class StreamEvents {
   // Called every few hundred streams during a long flush (a broadcast to thousands), so the owner can
   // take in messages that arrived meanwhile and have them leave with this flush.
   virtual void on_flush_stride() {}
+  // The loop could not allocate memory it needed for s (io_uring: input held while s is paused) and aborts s: no
+  // on_data or on_hangup follows, on_closed does. For the owner's count of allocation failures (DESIGN.md rule 3).
+  virtual void on_alloc_failure(Stream*) {}
 };
 
 class Loop {

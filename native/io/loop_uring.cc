@@ -1,30 +1,38 @@
 // io_uring backend of Loop (io/loop.h). Each connection is a direct descriptor in one of the loop's rings
 // (io/uring.h): the socket leaves the process's fd table once it is installed, so the loop holds more
 // connections than RLIMIT_NOFILE (a ring's table may be as large as the limit, and the loop adds rings as
-// connections need them). Input arrives by one multishot receive per connection into the ring's shared
-// provided buffers (an idle connection holds no receive buffer); output leaves as one SENDMSG per connection
+// connections need them). Input arrives by one receive per connection at a time into the ring's shared provided
+// buffers (an idle connection holds no receive buffer): a multishot receive that ends after kRecvLimit bytes, or a
+// single-shot one where the kernel takes no limit (uring_recv_limit), armed again while the stream is not gated;
+// output leaves as one SENDMSG per connection
 // in flight, its frames pinned by the queue until the completion says what the socket took; every SQE an
 // iteration prepares reaches the kernel in the one io_uring_enter that also waits for the next events.
 // Closing, resetting (SO_LINGER through a socket command) and cancelling go through the ring too.
 //
 // Paused input: a paused (or backlog-gated) connection's receive stays armed; what arrives is held, in
-// arrival order, and handed over at resume. Once kHoldLimit bytes are held the receive is cancelled, so the
-// rest waits in the kernel and TCP pushes back on the peer, as with epoll.
+// arrival order, and handed over at resume (before anything received later). At the first byte held the receive
+// is cancelled and it is not armed again while the stream is gated, so the rest waits in the kernel and TCP pushes
+// back on the peer, as with epoll. What the kernel posted before the cancel took effect is at most what is left of
+// that one receive: a paused connection holds at most kMaxHeld bytes, however fast its peer floods (DESIGN.md rule
+// 3: memory is bounded by configuration, not by clients).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "io/memory.h"
 #include "io/stream_loop.h"
 #include "io/uring.h"
 
@@ -56,10 +64,16 @@ constexpr int kMaxIov = 16;
 // Sends prepared between two submits (their msghdr and iovecs must stay put until the kernel copied them,
 // IORING_FEAT_SUBMIT_STABLE). When they run out mid-flush, what is prepared is submitted and they are reused.
 constexpr unsigned kSendArena = 1024;
-// Bytes held for a paused connection before its receive is cancelled (see the top of the file): one buffer.
-// 0: at the first bytes held, so what is held is what the kernel posted before the cancel took effect (at most
-// the ring's buffers; one buffer for a client that is not flooding).
-constexpr size_t kHoldLimit = 0;
+// Bytes one multishot receive may deliver before it ends (sqe->optlen, uring_recv_limit) and the loop arms the next,
+// only if the stream is not gated. It bounds what a paused connection holds: a multishot receive without a limit
+// keeps filling buffers until the cancel takes effect, and a flooding peer filled the ring's 4 MiB for each paused
+// connection before it did (40 flooders that never read grew the server by ~300 MB). Two buffers: a stream that keeps
+// sending costs one more SQE per 32 KiB received, which is nothing beside the receive itself.
+constexpr unsigned kRecvLimit = 2 * kRecvBufferBytes;
+// The most input the loop holds for one paused connection: what one receive can deliver. With the limit, the
+// kernel takes a whole buffer for the receive that reaches it (so up to kRecvBufferBytes - 1 past it); without it,
+// receives are single-shot, one buffer each.
+constexpr size_t kMaxHeld = kRecvLimit + kRecvBufferBytes - 1;
 
 // user_data: a Stream pointer (8-aligned) or a ring index shifted left by 3, with the operation in the low bits
 // (7 is the ring's own: Ring::kInternal).
@@ -78,7 +92,8 @@ struct Held {
 
 class UringLoop final : public StreamLoop {
  public:
-  UringLoop(StreamEvents& events, const LoopOptions& options) : StreamLoop(events, options) {
+  UringLoop(StreamEvents& events, const LoopOptions& options)
+      : StreamLoop(events, options), recv_limit_(uring_recv_limit() && !options.uring_single_shot) {
     msgs_.resize(kSendArena);
     iovs_.resize(static_cast<size_t>(kSendArena) * kMaxIov);
     std::string why;
@@ -194,8 +209,8 @@ class UringLoop final : public StreamLoop {
  private:
   // Stream::io_more.
   enum UringFlags : uint8_t {
-    kRecvArmed = 1 << 0,      // a multishot receive is in flight
-    kCancelSent = 1 << 1,     // that receive is being cancelled (enough is held)
+    kRecvArmed = 1 << 0,      // a receive is in flight
+    kCancelSent = 1 << 1,     // that receive is being cancelled (input is held)
     kHeld = 1 << 2,           // held_ has input for it
     kAbortClose = 1 << 3,     // its close, still to be submitted, is a reset
     kShutInFlight = 1 << 4,   // a SHUTDOWN names its slot: the slot is not closed before it completes (the kernel
@@ -319,8 +334,11 @@ class UringLoop final : public StreamLoop {
   }
   static constexpr uint32_t kPollErr = 0x008, kPollHup = 0x010, kPollRdHup = 0x2000;
 
+  // A completion of s's hang-up poll. The poll is multishot: once the FIN is in, every wake-up of the socket posts
+  // another completion with IORING_CQE_F_MORE, and only the last one (without it) ends the operation.
   void on_hup_poll(Stream* s, int res, uint32_t flags) {
-    if (!(flags & IORING_CQE_F_MORE)) s->io_more &= ~kHupPolled;
+    const bool last = !(flags & IORING_CQE_F_MORE);
+    if (last) s->io_more &= ~kHupPolled;
     if (res > 0 && !(s->io_flags & (kDead | kClosing))) {
       if ((res & (kPollHup | kPollErr)) && gated(s)) {
         s->io_flags |= kPeerClosed;
@@ -329,7 +347,7 @@ class UringLoop final : public StreamLoop {
         s->io_more |= kFinSeen;
       }
     }
-    settle(s);
+    if (last) settle(s);
   }
 
   void arm_recv(Stream* s) {
@@ -351,7 +369,10 @@ class UringLoop final : public StreamLoop {
     e->opcode = IORING_OP_RECV;
     e->fd = slot_of(s);
     e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-    e->ioprio = IORING_RECV_MULTISHOT;
+    if (recv_limit_) {
+      e->ioprio = IORING_RECV_MULTISHOT;
+      e->file_index = kRecvLimit;  // (optlen: the bytes it may deliver in all)
+    }  // else single-shot: one buffer, then on_recv arms the next
     e->buf_group = Ring::kBufferGroup;
     e->user_data = tag(s, kOpRecv);
     s->io_more |= kRecvArmed;
@@ -443,10 +464,11 @@ class UringLoop final : public StreamLoop {
         if (!hold(s, data, static_cast<size_t>(res))) {
           if (data) ring.give_back(bid);
           if (!more) settle(s);
+          ev_.on_alloc_failure(s);
           abort_now(s);
           return;
         }
-        if (held_len(s) >= kHoldLimit && (s->io_more & kRecvArmed) && !(s->io_more & kCancelSent)) cancel_recv(s);
+        if ((s->io_more & kRecvArmed) && !(s->io_more & kCancelSent)) cancel_recv(s);
       } else {
         ev_.on_data(s, data, static_cast<size_t>(res));
         gate_if_over(s);
@@ -484,6 +506,9 @@ class UringLoop final : public StreamLoop {
     ev_.on_hangup(s);
   }
 
+  // Appends to s's held input. False when memory ran out (nothing is held then that was not before; the caller
+  // sheds s). What one stream holds stays within kMaxHeld (one receive's worth, see the top of the file), so the
+  // buffer doubles up to that and no further.
   bool hold(Stream* s, const uint8_t* data, size_t len) {
     Held* h;
     try {
@@ -492,9 +517,12 @@ class UringLoop final : public StreamLoop {
       return false;
     }
     if (h->len + len > h->cap) {
-      size_t cap = std::max(h->cap * 2, h->len + len);
+      size_t cap = std::max(h->len + len, std::min(h->cap * 2, kMaxHeld));
       void* grown = mem::grow(h->data, h->cap, cap);
-      if (!grown) return false;
+      if (!grown) {
+        if (!h->len) held_.erase(s);  // (the entry made just now)
+        return false;
+      }
       h->data = static_cast<uint8_t*>(grown);
       h->cap = cap;
     }
@@ -503,11 +531,6 @@ class UringLoop final : public StreamLoop {
     s->io_more |= kHeld;
     s->io_flags |= kReadable;
     return true;
-  }
-
-  size_t held_len(Stream* s) {
-    auto it = held_.find(s);
-    return it == held_.end() ? 0 : it->second.len;
   }
 
   void drop_held(Stream* s) {
@@ -717,7 +740,12 @@ class UringLoop final : public StreamLoop {
   std::vector<msghdr> msgs_;         // the send arena (kSendArena)
   std::vector<iovec> iovs_;
   unsigned arena_used_ = 0;
-  std::unordered_map<Stream*, Held> held_;  // input that arrived while its stream was paused
+  const bool recv_limit_;            // receives are multishot with a limit (kRecvLimit), else single-shot
+  // Input that arrived while its stream was gated (at most kMaxHeld bytes each); nodes and table charged to the
+  // memory account.
+  std::unordered_map<Stream*, Held, std::hash<Stream*>, std::equal_to<Stream*>,
+                     mem::Allocator<std::pair<Stream* const, Held>>>
+      held_;
   std::vector<Stream*> rearm_;       // receives that ended (for want of a buffer, or done): armed after the batch
   std::vector<Stream*> resend_;      // sends that found no SQE
   std::vector<Stream*> closes_;      // closes that found no SQE

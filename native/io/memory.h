@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 
 namespace starling::mem {
 
@@ -52,5 +53,27 @@ inline void free(void* p, size_t n) {
   std::free(p);
   release(n + kMallocOverhead);
 }
+
+// A standard-library allocator that charges the account (alloc/free above): a container whose nodes and tables
+// clients make the server hold (a map keyed by connection) is counted like the rest. allocate() throws
+// std::bad_alloc when memory runs out, as the default allocator does: callers catch it and shed the client.
+template <typename T>
+struct Allocator {
+  using value_type = T;
+  Allocator() = default;
+  template <typename U>
+  Allocator(const Allocator<U>&) noexcept {}
+  T* allocate(size_t n) {
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
+    void* p = alloc(n * sizeof(T));
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) noexcept { free(p, n * sizeof(T)); }
+  template <typename U>
+  bool operator==(const Allocator<U>&) const noexcept { return true; }
+  template <typename U>
+  bool operator!=(const Allocator<U>&) const noexcept { return false; }
+};
 
 }  // namespace starling::mem

@@ -420,9 +420,60 @@ std::string probe(bool classic, bool* buffers_failed) {
   return "";
 }
 
+// Whether a multishot receive takes a byte limit (uring_recv_limit): with 16 bytes waiting and a limit of 8, the
+// receive that supports it completes once, with the data and without IORING_CQE_F_MORE; a kernel without it fails
+// the receive with EINVAL (the field was file_index, which a receive must leave 0).
+bool probe_recv_limit(bool classic) {
+  std::string why;
+  RingSize size;
+  size.classic_buffers = classic;
+  size.sq_entries = 8;
+  size.cq_entries = 16;
+  size.files = 1;
+  size.buffers = 2;
+  size.buffer_bytes = 4096;
+  std::unique_ptr<Ring> ring = Ring::create(size, &why);
+  if (!ring) return false;
+  int a, b;
+  if (!loopback_pair(&a, &b)) return false;
+  int r = ring->install(b, 0);
+  ::close(b);
+  if (r < 0 || ::send(a, "0123456789abcdef", 16, MSG_NOSIGNAL) != 16) {
+    ::close(a);
+    return false;
+  }
+  io_uring_sqe* e = ring->sqe();
+  if (!e) {
+    ::close(a);
+    return false;
+  }
+  e->opcode = IORING_OP_RECV;
+  e->fd = 0;
+  e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+  e->ioprio = IORING_RECV_MULTISHOT;
+  e->buf_group = Ring::kBufferGroup;
+  e->file_index = 8;  // (optlen: the limit)
+  e->user_data = 1;
+  bool limited = false, done = false;
+  for (int round = 0; round < 20 && !done; round++) {
+    ring->submit(true, 100);
+    unsigned n = ring->ready();
+    for (unsigned i = 0; i < n; i++) {
+      const io_uring_cqe& c = ring->cqe(i);
+      if (c.user_data != 1) continue;
+      done = true;
+      limited = c.res > 0 && !(c.flags & IORING_CQE_F_MORE);
+    }
+    ring->advance(n);
+  }
+  ::close(a);  // (closing the ring cancels a receive still armed)
+  return limited;
+}
+
 struct Support {
   std::string why;
   bool classic = false;
+  bool recv_limit = false;
 };
 
 const Support& support() {
@@ -434,6 +485,7 @@ const Support& support() {
       r.why.clear();
       r.classic = true;
     }
+    if (r.why.empty()) r.recv_limit = probe_recv_limit(r.classic);
     return r;
   }();
   return s;
@@ -443,5 +495,6 @@ const Support& support() {
 
 std::string io_uring_unavailable() { return support().why; }
 bool uring_classic_buffers() { return support().classic; }
+bool uring_recv_limit() { return !support().why.empty() ? false : support().recv_limit; }
 
 }  // namespace starling

@@ -117,5 +117,11 @@ class Ring {
 std::string io_uring_unavailable();
 // After io_uring_unavailable() said yes: whether rings must use classic provided buffers (RingSize).
 bool uring_classic_buffers();
+// After io_uring_unavailable() said yes: whether a multishot receive takes a byte limit (6.16 and later: sqe->optlen,
+// file_index in older headers, is the total it may receive; the completion that reaches it has no IORING_CQE_F_MORE and the
+// owner arms a new receive). The kernel takes a whole provided buffer for the receive that reaches the limit, so one
+// receive delivers at most limit + buffer_bytes - 1 bytes. Without it (older kernels refuse the field with EINVAL),
+// the owner receives single-shot: one buffer per receive.
+bool uring_recv_limit();
 
 }  // namespace starling

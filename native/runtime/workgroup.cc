@@ -570,6 +570,8 @@ void Workgroup::on_http_error(WsSession*) { counters_.add(k_http_errors); }
 
 void Workgroup::on_nomem(WsSession*) { counters_.add(k_alloc_failures); }
 
+void Workgroup::on_alloc_failure(Stream*) { counters_.add(k_alloc_failures); }  // (the loop aborts the stream)
+
 // ---------------------------------------------------------------------------------------------------
 // The broker's environment
 

@@ -96,6 +96,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   void on_closed(Stream* s) override;
   void on_wake() override;
   void on_flush_stride() override;
+  void on_alloc_failure(Stream* s) override;
   // SessionHost (transport)
   bool send(WsSession* s, Frame* f) override;
   void close(WsSession* s, CloseMode mode) override;

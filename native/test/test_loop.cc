@@ -66,9 +66,11 @@ extern "C" ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
 namespace {
 
 constexpr size_t kKiB = 1024;
-// What an io_uring loop may hold for a paused stream: what the kernel posted before the receive's cancel took
-// effect, at most the ring's receive buffers (loop_uring.cc: 256 of 16 KiB), and a buffer's worth of slack.
-constexpr int64_t kUringHoldBound = (256 + 1) * 16 * kKiB;
+// What an io_uring loop may hold for a paused stream: what is left of the one receive in flight when it was paused
+// (loop_uring.cc: kMaxHeld, a 32 KiB limit plus the whole 16 KiB buffer the kernel takes for the receive that reaches
+// it), and the held_ entry's node, table and malloc overheads. (Before the receive had a limit, a flooding peer's
+// multishot receive filled up to the ring's 256 buffers of 16 KiB before the cancel took effect.)
+constexpr int64_t kUringHoldBound = (32 + 16 + 1) * kKiB;
 using Clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------------------------------
@@ -1552,7 +1554,7 @@ LOOP_TEST(loop_replies_queued_from_on_data_gate_further_input) {
     CHECK(ev.calls <= 2);
     CHECK(loop->backlog(&s) < kHardBacklogFactor * 64 * kKiB);
     // What the loop holds besides the replies: no input (epoll leaves it in the kernel), or (io_uring) what
-    // arrived before the receive was cancelled: at most the ring's receive buffers (kUringHoldBound).
+    // arrived before the receive was cancelled: at most one receive's worth (kUringHoldBound).
     const int64_t held = mem::total() - created - static_cast<int64_t>(loop->backlog(&s));
     CHECK_AT_MOST(held, kUringHoldBound);
     loop->close(&s, CloseMode::kAbort);
@@ -2142,7 +2144,7 @@ URING_TEST(loop_uring_a_reused_slot_is_never_hit_by_the_old_streams_shutdown_or_
 }
 
 // A paused stream's receive stays armed: what arrives is held (at most what the kernel posted before the cancel
-// took effect: the ring's receive buffers, kUringHoldBound), then the receive is cancelled and the rest waits in the
+// took effect: what is left of one receive, kUringHoldBound), then the receive is cancelled and the rest waits in the
 // kernel (TCP pushes back on the peer). At resume every byte
 // is delivered exactly once, in order, then the hang-up.
 URING_TEST(loop_uring_pause_with_more_than_a_buffer_arriving_then_resume_delivers_every_byte_once) {
@@ -2168,7 +2170,7 @@ URING_TEST(loop_uring_pause_with_more_than_a_buffer_arriving_then_resume_deliver
   }
   CHECK_EQ(r.data.size(), 1000u);  // nothing while paused
   CHECK(done < sent.size());       // the kernel pushed back on the peer
-  // What the loop held meanwhile: at most the ring's buffers' worth, not what the peer sent.
+  // What the loop held meanwhile: at most one receive's worth, not what the peer sent.
   CHECK_AT_MOST(held_most, kUringHoldBound);
   CHECK(held_most > 0);
   for (int cycle = 0; cycle < 3; cycle++) {  // a short resume, and paused again with input arriving
@@ -2196,6 +2198,80 @@ URING_TEST(loop_uring_pause_with_more_than_a_buffer_arriving_then_resume_deliver
   CHECK_EQ(r.data.size(), sent.size());
   CHECK(r.data == sent);
   CHECK(!r.data_after_hangup);
+}
+
+// A flooding peer whose stream the owner pauses from on_data (as the server does to a client that does not read
+// its replies), with many MiB already waiting in the kernel so that the receive could fill many buffers in one
+// go: the loop holds at most one receive's worth (kUringHoldBound), not the ring's buffers, however long the flood
+// goes on; each resume hands over what was held, in order, before anything newer. Run with the receive limit where
+// the kernel has it (6.16+), and single-shot as on older kernels.
+void uring_paused_flooder_holds_one_receive(bool single_shot) {
+  class Owner final : public StreamEvents {
+   public:
+    Loop* loop = nullptr;
+    std::string got;
+    int hangups = 0, closed = 0, alloc_failures = 0;
+    void on_data(Stream* s, uint8_t* data, size_t len) override {
+      got.append(reinterpret_cast<const char*>(data), len);
+      loop->pause(s);  // one chunk per resume, as a parser that is full
+    }
+    void on_hangup(Stream*) override { hangups++; }
+    void on_slow(Stream*) override {}
+    void on_closed(Stream*) override { closed++; }
+    void on_wake() override {}
+    void on_alloc_failure(Stream*) override { alloc_failures++; }
+  } ev;
+  const int64_t start = mem::total();
+  {
+    LoopOptions o = with_backend(IoBackend::kUring);
+    o.uring_single_shot = single_shot;
+    std::unique_ptr<Loop> loop = Loop::create(ev, o);
+    ev.loop = loop.get();
+    Peer peer;
+    Stream s;
+    CHECK(loop->adopt(&s, burst_pair(peer)));
+    const std::string sent = pattern(24 << 20, 31);
+    size_t done = peer_write(peer.fd, sent);  // as much as the kernel takes: several MiB waiting at the first wait
+    CHECK(done >= 1 << 20);
+    const int64_t base = mem::total();
+    int64_t held_most = 0;
+    int resumes = 0;
+    bool shut = false;
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (ev.hangups == 0 && Clock::now() < deadline) {
+      for (int i = 0; i < 3; i++) {  // paused for a few iterations while the peer floods on
+        if (done < sent.size()) done += peer_write(peer.fd, sent, done);
+        loop->wait(i == 0 ? 0 : 1);
+        loop->flush();
+        held_most = std::max(held_most, mem::total() - base);
+      }
+      if (done == sent.size() && !shut) {
+        sys(shutdown(peer.fd, SHUT_WR), "shutdown");
+        shut = true;
+      }
+      loop->resume(&s);
+      resumes++;
+    }
+    CHECK_EQ(ev.hangups, 1);
+    CHECK_EQ(ev.alloc_failures, 0);
+    CHECK_EQ(ev.got.size(), sent.size());
+    CHECK(ev.got == sent);
+    // (Single-shot, a stream paused from on_data holds nothing: its receive delivered one buffer and ended.)
+    if (!single_shot && uring_recv_limit()) CHECK(held_most > 0);
+    CHECK_AT_MOST(held_most, kUringHoldBound);
+    std::printf("  (%s: %zu MiB in %d resumes, held at most %lld bytes)\n",
+                single_shot ? "single-shot" : uring_recv_limit() ? "limited multishot" : "single-shot (no limit here)",
+                sent.size() >> 20, resumes, static_cast<long long>(held_most));
+    loop->close(&s, CloseMode::kAbort);
+    loop->flush();
+    CHECK(drive_until(*loop, [&] { return ev.closed > 0; }));
+  }
+  CHECK_EQ(mem::total(), start);
+}
+
+URING_TEST(loop_uring_a_paused_flooder_holds_at_most_one_receive) { uring_paused_flooder_holds_one_receive(false); }
+URING_TEST(loop_uring_a_paused_flooder_holds_at_most_one_receive_single_shot) {
+  uring_paused_flooder_holds_one_receive(true);
 }
 
 // A burst (and the FIN) already queued when the stream is paused and resumed every iteration: nothing is

@@ -256,10 +256,12 @@ export const SCHEMA = [
       'process holds more connections than its open-file limit (a workgroup adds a ring per open-file-limit ' +
       'connections; set `MaxConnections`). Needs Linux 6.7 or later with io_uring allowed (`kernel.io_uring_disabled`, ' +
       'seccomp); the server refuses to start when it cannot, with the reason. `auto`: io_uring where the kernel ' +
-      'allows it, else epoll with the reason logged. The default is epoll for now: io_uring takes 8–13% less CPU per ' +
-      'message in W1, but a paused connection that floods may make it hold up to 4 MiB of input (what the kernel ' +
-      'delivered before the receive was cancelled), so 40 flooding non-readers held 160 MB where the bound is 64 MB (' +
-      'test/32.core-defects.test.ts). `starling doctor` says what this machine allows; docs/tuning.md has the figures.',
+      'allows it, else epoll with the reason logged. A paused connection holds at most 48 KiB of input under io_uring ' +
+      '(each receive ends after 32 KiB on Linux 6.16 and later, and is single-shot before), so clients that flood ' +
+      'without reading are held to the same bounds as with epoll (test/32.core-defects.test.ts). The default is epoll: ' +
+      'io_uring takes 8–13% less CPU per message in W1, but its rings\' receive buffers (4 MiB each) cost ~170 B per ' +
+      'idle connection at 15,000 connections (W3: 468 B against 302 B), and only io_uring holds more connections than ' +
+      'the open-file limit. `starling doctor` says what this machine allows; docs/tuning.md has the figures.',
   },
   {
     name: 'KeepAlive',
