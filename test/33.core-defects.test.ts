@@ -45,6 +45,18 @@ afterEach(cleanup);
 function heldClosedSockets(port: number): { state: string; txQueue: number }[] {
   const closing = new Set(['04', '0B', '09']);
   const out: { state: string; txQueue: number }[] = [];
+  for (const f of tcpRows()) {
+    if (f.length < 5) continue;
+    const localPort = parseInt(f[1].split(':')[1], 16);
+    const txQueue = parseInt(f[4].split(':')[0], 16);
+    if (localPort === port && closing.has(f[3]) && txQueue > 0) out.push({ state: f[3], txQueue });
+  }
+  return out;
+}
+
+/** The rows of /proc/net/tcp and tcp6 (those readable), each split into its fields. */
+function tcpRows(): string[][] {
+  const rows: string[][] = [];
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text = '';
     try {
@@ -52,15 +64,9 @@ function heldClosedSockets(port: number): { state: string; txQueue: number }[] {
     } catch {
       continue;
     }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 5) continue;
-      const localPort = parseInt(f[1].split(':')[1], 16);
-      const txQueue = parseInt(f[4].split(':')[0], 16);
-      if (localPort === port && closing.has(f[3]) && txQueue > 0) out.push({ state: f[3], txQueue });
-    }
+    for (const line of text.split('\n').slice(1)) rows.push(line.trim().split(/\s+/));
   }
-  return out;
+  return rows;
 }
 
 /**
@@ -69,19 +75,7 @@ function heldClosedSockets(port: number): { state: string; txQueue: number }[] {
  */
 function establishedSockets(port: number): number {
   let n = 0;
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 4) continue;
-      if (parseInt(f[1].split(':')[1], 16) === port && f[3] === '01') n++;
-    }
-  }
+  for (const f of tcpRows()) if (f.length >= 4 && parseInt(f[1].split(':')[1], 16) === port && f[3] === '01') n++;
   return n;
 }
 

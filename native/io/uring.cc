@@ -314,11 +314,8 @@ bool loopback_pair(int* a, int* b) {
   return false;
 }
 
-// Tries everything on a ring with buffers of the given kind: "" if it all works. *buffers_failed: only the
-// receive into a provided buffer failed.
-std::string probe(bool classic, bool* buffers_failed) {
-  *buffers_failed = false;
-  std::string why;
+// The probes' ring: one slot, two small buffers of the given kind.
+RingSize probe_size(bool classic) {
   RingSize size;
   size.classic_buffers = classic;
   size.sq_entries = 8;
@@ -326,7 +323,15 @@ std::string probe(bool classic, bool* buffers_failed) {
   size.files = 1;
   size.buffers = 2;
   size.buffer_bytes = 4096;
-  std::unique_ptr<Ring> ring = Ring::create(size, &why);
+  return size;
+}
+
+// Tries everything on a ring with buffers of the given kind: "" if it all works. *buffers_failed: only the
+// receive into a provided buffer failed.
+std::string probe(bool classic, bool* buffers_failed) {
+  *buffers_failed = false;
+  std::string why;
+  std::unique_ptr<Ring> ring = Ring::create(probe_size(classic), &why);
   if (!ring) return why;
   const std::string need = " (kernel " + kernel_release() + "; the io_uring backend needs 6.7 or later)";
 
@@ -425,14 +430,7 @@ std::string probe(bool classic, bool* buffers_failed) {
 // the receive with EINVAL (the field was file_index, which a receive must leave 0).
 bool probe_recv_limit(bool classic) {
   std::string why;
-  RingSize size;
-  size.classic_buffers = classic;
-  size.sq_entries = 8;
-  size.cq_entries = 16;
-  size.files = 1;
-  size.buffers = 2;
-  size.buffer_bytes = 4096;
-  std::unique_ptr<Ring> ring = Ring::create(size, &why);
+  std::unique_ptr<Ring> ring = Ring::create(probe_size(classic), &why);
   if (!ring) return false;
   int a, b;
   if (!loopback_pair(&a, &b)) return false;
