@@ -54,7 +54,6 @@ constexpr unsigned kRingBuffers = 1024;
 constexpr unsigned kRingBufferBytes = 2048;
 enum DirectOp : uint64_t { kRingRecv = 1, kRingSend = 2, kRingClose = 3, kRingOther = 4 };  // 7: Ring::kInternal
 constexpr int kNotDirect = -1;
-constexpr uint32_t kUringSetsockopt = 3;  // SOCKET_URING_OP_SETSOCKOPT (older headers lack the name)
 
 const char kHandshakeKey[] = "dGhlIHNhbXBsZSBub25jZQ==";  // fixed: the tools do not need unpredictability
 
@@ -749,12 +748,7 @@ class ClientThread {
       r.rearm.push_back(slot);
       return;
     }
-    e->opcode = IORING_OP_RECV;
-    e->fd = slot;
-    e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-    e->ioprio = IORING_RECV_MULTISHOT;
-    e->buf_group = Ring::kBufferGroup;
-    e->user_data = op_tag(ri, slot, kRingRecv);
+    prep_recv(e, slot, op_tag(ri, slot, kRingRecv), true);
     r.busy[slot] |= DirectRing::kArmed;
   }
 
@@ -788,30 +782,16 @@ class ClientThread {
     r.owner[slot] = nullptr;
     sub(kc_direct);
     Ring& ring = *r.ring;
-    static const linger kReset{1, 0};
-    io_uring_sqe* e = reset ? ring.sqe() : nullptr;
-    if (e) {
-      e->opcode = IORING_OP_URING_CMD;
-      e->fd = slot;
-      e->flags = IOSQE_FIXED_FILE;
-      e->off = kUringSetsockopt;
-      e->addr = SOL_SOCKET | (static_cast<uint64_t>(SO_LINGER) << 32);
-      e->addr3 = reinterpret_cast<uint64_t>(&kReset);
-      e->file_index = sizeof kReset;
-      e->user_data = op_tag(ri, slot, kRingOther);
+    if (reset) {
+      if (io_uring_sqe* e = ring.sqe()) prep_linger_reset(e, slot, op_tag(ri, slot, kRingOther));
     }
-    // Cancelled by user_data (one bucket of the kernel's cancel table), not by descriptor (a scan of every
-    // request the ring has armed).
+    // Cancelled by user_data (prep_cancel), not by descriptor.
     for (DirectOp op : {kRingRecv, kRingSend}) {
-      if (!(r.busy[slot] & (op == kRingRecv ? DirectRing::kArmed : DirectRing::kSending)) || !(e = ring.sqe())) continue;
-      e->opcode = IORING_OP_ASYNC_CANCEL;
-      e->addr = op_tag(ri, slot, op);
-      e->user_data = op_tag(ri, slot, kRingOther);
+      if (!(r.busy[slot] & (op == kRingRecv ? DirectRing::kArmed : DirectRing::kSending))) continue;
+      if (io_uring_sqe* e = ring.sqe()) prep_cancel(e, op_tag(ri, slot, op), op_tag(ri, slot, kRingOther));
     }
-    if ((e = ring.sqe())) {
-      e->opcode = IORING_OP_CLOSE;
-      e->file_index = static_cast<uint32_t>(slot) + 1;  // one-based
-      e->user_data = op_tag(ri, slot, kRingClose);
+    if (io_uring_sqe* e = ring.sqe()) {
+      prep_close(e, slot, op_tag(ri, slot, kRingClose));
       r.busy[slot] |= DirectRing::kClosing;
     } else {
       add(kc_direct_failures);  // the slot stays taken (the ring's submission queue failed)

@@ -36,10 +36,6 @@
 #include "io/stream_loop.h"
 #include "io/uring.h"
 
-#ifndef SOCKET_URING_OP_SETSOCKOPT
-#define SOCKET_URING_OP_SETSOCKOPT 3
-#endif
-
 namespace starling {
 
 namespace {
@@ -354,9 +350,7 @@ class UringLoop final : public StreamLoop {
     if (s->io_more & kHupPolled) {  // the receive sees the FIN from now on
       io_uring_sqe* c = ring_of(s).sqe();
       if (c) {
-        c->opcode = IORING_OP_ASYNC_CANCEL;
-        c->addr = tag(s, kOpOther) | kHupPoll;
-        c->user_data = tag(s, kOpOther);
+        prep_cancel(c, tag(s, kOpOther) | kHupPoll, tag(s, kOpOther));
         s->ops++;
       }
     }
@@ -366,15 +360,8 @@ class UringLoop final : public StreamLoop {
       make_ready(s);
       return;
     }
-    e->opcode = IORING_OP_RECV;
-    e->fd = slot_of(s);
-    e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-    if (recv_limit_) {
-      e->ioprio = IORING_RECV_MULTISHOT;
-      e->file_index = kRecvLimit;  // (optlen: the bytes it may deliver in all)
-    }  // else single-shot: one buffer, then on_recv arms the next
-    e->buf_group = Ring::kBufferGroup;
-    e->user_data = tag(s, kOpRecv);
+    // Multishot up to kRecvLimit bytes, or single-shot (one buffer, then on_recv arms the next).
+    prep_recv(e, slot_of(s), tag(s, kOpRecv), recv_limit_, recv_limit_ ? kRecvLimit : 0);
     s->io_more |= kRecvArmed;
     s->io_more &= ~kCancelSent;
     s->ops++;
@@ -383,9 +370,7 @@ class UringLoop final : public StreamLoop {
   void cancel_recv(Stream* s) {
     io_uring_sqe* e = ring_of(s).sqe();
     if (!e) return;  // the next completion tries again
-    e->opcode = IORING_OP_ASYNC_CANCEL;
-    e->addr = tag(s, kOpRecv);
-    e->user_data = tag(s, kOpOther);
+    prep_cancel(e, tag(s, kOpRecv), tag(s, kOpOther));
     s->io_more |= kCancelSent;
     s->ops++;
   }
@@ -686,23 +671,15 @@ class UringLoop final : public StreamLoop {
     io_uring_sqe* e = ring.sqe();
     if (!e) return false;
     if (s->io_more & kAbortClose) {
-      e->opcode = IORING_OP_URING_CMD;
-      e->fd = slot_of(s);
-      e->flags = IOSQE_FIXED_FILE;
-      e->off = SOCKET_URING_OP_SETSOCKOPT;
-      e->addr = SOL_SOCKET | (static_cast<uint64_t>(SO_LINGER) << 32);
-      e->addr3 = reinterpret_cast<uint64_t>(&kLingerReset);
-      e->file_index = sizeof kLingerReset;
-      e->user_data = tag(s, kOpOther);
+      prep_linger_reset(e, slot_of(s), tag(s, kOpOther));
       s->ops++;
       s->io_more &= ~kAbortClose;
       e = ring.sqe();
       if (!e) return false;  // (the reset is set; the rest is retried)
     }
-    // What may be in flight on the slot is cancelled by its user_data: the kernel finds a request by key in one
-    // bucket of its cancel table, while a cancel by descriptor scans every request the ring has armed (twice
-    // with IORING_ASYNC_CANCEL_ALL) — at 20,000 connections a ring, ~1 ms a close, and a storm of closes took
-    // both cores (at 290,000 connections).
+    // What may be in flight on the slot is cancelled by its user_data (prep_cancel): a cancel by descriptor scans
+    // every request the ring has armed (twice with IORING_ASYNC_CANCEL_ALL) — at 20,000 connections a ring, ~1 ms
+    // a close, and a storm of closes took both cores (at 290,000 connections).
     const uint64_t armed[] = {
         (s->io_more & kRecvArmed) ? tag(s, kOpRecv) : 0,
         (s->io_more & kHupPolled) ? tag(s, kOpOther) | kHupPoll : 0,
@@ -710,16 +687,12 @@ class UringLoop final : public StreamLoop {
     };
     for (uint64_t key : armed) {
       if (!key) continue;
-      e->opcode = IORING_OP_ASYNC_CANCEL;
-      e->addr = key;
-      e->user_data = tag(s, kOpOther);
+      prep_cancel(e, key, tag(s, kOpOther));
       s->ops++;
       e = ring.sqe();
       if (!e) return false;  // (cancelling again is harmless)
     }
-    e->opcode = IORING_OP_CLOSE;
-    e->file_index = static_cast<uint32_t>(slot_of(s)) + 1;  // one-based
-    e->user_data = tag(s, kOpClose);
+    prep_close(e, slot_of(s), tag(s, kOpClose));
     s->ops++;
     return true;
   }
@@ -732,7 +705,6 @@ class UringLoop final : public StreamLoop {
     retry_.clear();
   }
 
-  static const linger kLingerReset;
 
   std::vector<std::unique_ptr<Ring>> rings_;
   std::vector<uint8_t*> addresses_;  // per ring: each slot's peer address (16 bytes, IPv4 as IPv4-mapped)
@@ -752,7 +724,6 @@ class UringLoop final : public StreamLoop {
   std::vector<Stream*> retry_;
 };
 
-const linger UringLoop::kLingerReset{1, 0};
 
 }  // namespace
 

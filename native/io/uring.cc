@@ -314,6 +314,44 @@ bool loopback_pair(int* a, int* b) {
   return false;
 }
 
+}  // namespace
+
+void prep_recv(io_uring_sqe* e, int slot, uint64_t user_data, bool multishot, unsigned limit) {
+  e->opcode = IORING_OP_RECV;
+  e->fd = slot;
+  e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+  if (multishot) e->ioprio = IORING_RECV_MULTISHOT;
+  e->file_index = limit;  // (optlen: the bytes a multishot receive may deliver in all; the header predates the name)
+  e->buf_group = Ring::kBufferGroup;
+  e->user_data = user_data;
+}
+
+void prep_linger_reset(io_uring_sqe* e, int slot, uint64_t user_data) {
+  static const linger kReset{1, 0};
+  e->opcode = IORING_OP_URING_CMD;
+  e->fd = slot;
+  e->flags = IOSQE_FIXED_FILE;
+  e->off = SOCKET_URING_OP_SETSOCKOPT;                                 // cmd_op
+  e->addr = SOL_SOCKET | (static_cast<uint64_t>(SO_LINGER) << 32);    // level, optname
+  e->addr3 = reinterpret_cast<uint64_t>(&kReset);                      // optval
+  e->file_index = sizeof kReset;                                       // optlen
+  e->user_data = user_data;
+}
+
+void prep_cancel(io_uring_sqe* e, uint64_t key, uint64_t user_data) {
+  e->opcode = IORING_OP_ASYNC_CANCEL;
+  e->addr = key;
+  e->user_data = user_data;
+}
+
+void prep_close(io_uring_sqe* e, int slot, uint64_t user_data) {
+  e->opcode = IORING_OP_CLOSE;
+  e->file_index = static_cast<uint32_t>(slot) + 1;  // one-based
+  e->user_data = user_data;
+}
+
+namespace {
+
 // The probes' ring: one slot, two small buffers of the given kind.
 RingSize probe_size(bool classic) {
   RingSize size;
@@ -359,38 +397,21 @@ std::string probe(bool classic, bool* buffers_failed) {
     return errno_text("installing a direct descriptor", -r) + need;
   }
   enum : uint64_t { kRecv = 1, kLinger, kCancel, kClose };
-  linger off{1, 0};
   io_uring_sqe* e = ring->sqe();
-  e->opcode = IORING_OP_RECV;
-  e->fd = 0;
-  e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-  e->ioprio = IORING_RECV_MULTISHOT;
-  e->buf_group = Ring::kBufferGroup;
-  e->user_data = kRecv;
+  prep_recv(e, 0, kRecv, true);
   ring->submit();
   ssize_t w = ::send(a, "probe", 5, MSG_NOSIGNAL);
   bool got_data = false, multishot = false, lingered = false, canceled = false, closed = false;
   int linger_res = 0;
   for (int round = 0; round < 50 && !(lingered && canceled && closed); round++) {
     if (round == 1 && w == 5) {  // after the data: the socket command, the cancellation, the close
-      e = ring->sqe();
-      e->opcode = IORING_OP_URING_CMD;
-      e->fd = 0;
-      e->flags = IOSQE_FIXED_FILE;
-      e->off = SOCKET_URING_OP_SETSOCKOPT;  // cmd_op
-      e->addr = SOL_SOCKET | (static_cast<uint64_t>(SO_LINGER) << 32);  // level, optname
-      e->addr3 = reinterpret_cast<uint64_t>(&off);  // optval
-      e->file_index = sizeof off;  // optlen
-      e->user_data = kLinger;
+      prep_linger_reset(ring->sqe(), 0, kLinger);
       e = ring->sqe();
       e->opcode = IORING_OP_ASYNC_CANCEL;
       e->fd = 0;
       e->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_FD_FIXED | IORING_ASYNC_CANCEL_ALL;
       e->user_data = kCancel;
-      e = ring->sqe();
-      e->opcode = IORING_OP_CLOSE;
-      e->file_index = 1;  // slot 0, one-based
-      e->user_data = kClose;
+      prep_close(ring->sqe(), 0, kClose);
     }
     ring->submit(true, 100);
     unsigned n = ring->ready();
@@ -445,13 +466,7 @@ bool probe_recv_limit(bool classic) {
     ::close(a);
     return false;
   }
-  e->opcode = IORING_OP_RECV;
-  e->fd = 0;
-  e->flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-  e->ioprio = IORING_RECV_MULTISHOT;
-  e->buf_group = Ring::kBufferGroup;
-  e->file_index = 8;  // (optlen: the limit)
-  e->user_data = 1;
+  prep_recv(e, 0, 1, true, 8);
   bool limited = false, done = false;
   for (int round = 0; round < 20 && !done; round++) {
     ring->submit(true, 100);

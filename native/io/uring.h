@@ -111,6 +111,18 @@ class Ring {
   std::vector<uint16_t> returns_;  // classic buffers given back and not yet provided again (reserved: buffers)
 };
 
+// Preparers of the SQEs the loops share (on a zeroed SQE from Ring::sqe(); slot: a direct descriptor).
+// A receive into the ring's provided buffers: multishot, ending after limit bytes where the kernel takes a limit
+// (uring_recv_limit; 0: no limit), or single-shot (one buffer).
+void prep_recv(io_uring_sqe* e, int slot, uint64_t user_data, bool multishot, unsigned limit = 0);
+// SO_LINGER {1, 0} through the ring (SOCKET_URING_OP_SETSOCKOPT, Linux 6.7): the close that follows is a reset.
+void prep_linger_reset(io_uring_sqe* e, int slot, uint64_t user_data);
+// Cancels the request whose user_data is key (found in one bucket of the kernel's cancel table; a cancel by
+// descriptor scans every request the ring has armed).
+void prep_cancel(io_uring_sqe* e, uint64_t key, uint64_t user_data);
+// Closes the slot (the table's reference; the socket goes once no request holds it).
+void prep_close(io_uring_sqe* e, int slot, uint64_t user_data);
+
 // Whether this process can run the io_uring backend: "" if so, else why not (the kernel lacks a feature the
 // backend needs, io_uring is disabled by kernel.io_uring_disabled, or a seccomp filter refuses it). Checked once
 // by trying everything the backend does on a socket pair.
