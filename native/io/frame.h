@@ -21,6 +21,10 @@ struct Frame {
   uint32_t cost;    // bytes charged to the memory account (allocation plus malloc's overhead)
   uint8_t opcode;   // kOpText or kOpBinary: the publisher's frame type, kept for the subscribers
   bool retained;    // a publish: "PUB … +retained" (the home keeps it as the subject's snapshot)
+  // The same message for server-sent-events subscribers (transport/sse.h): rendered by the first SSE
+  // subscriber's workgroup that sends it, then shared by all (set once, by compare-and-swap; holds one
+  // reference, dropped with this frame). nullptr until then.
+  std::atomic<Frame*> alt;
   uint8_t bytes[1];
 
   // A frame of `capacity` bytes with one reference; begin = end = 0. nullptr when memory is exhausted
@@ -31,6 +35,7 @@ struct Frame {
     if (!mem) return nullptr;
     Frame* f = static_cast<Frame*>(mem);
     new (&f->refs) std::atomic<uint32_t>(1);
+    new (&f->alt) std::atomic<Frame*>(nullptr);
     f->begin = f->end = 0;
     f->cost = static_cast<uint32_t>(n + mem::kMallocOverhead);
     f->opcode = kOpText;
@@ -65,6 +70,7 @@ struct Frame {
   void ref(uint32_t n = 1) { refs.fetch_add(n, std::memory_order_relaxed); }
   void unref() {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      if (Frame* a = alt.load(std::memory_order_acquire)) a->unref();
       size_t n = cost - mem::kMallocOverhead;
       mem::free(this, n);
     }
