@@ -13,6 +13,8 @@
         "native/pubsub/cache.cc",
         "native/pubsub/permissions.cc",
         "native/transport/ws_session.cc",
+        "native/transport/http_session.cc",
+        "native/transport/http_request.cc",
         "native/io/memory.cc",
         "native/io/stream_loop.cc",
         "native/io/loop_epoll.cc",
@@ -21,6 +23,7 @@
         "native/io/poller_epoll.cc",
         "native/transport/ws_frame.cc",
         "native/transport/http_upgrade.cc",
+        "native/transport/sse.cc",
         "native/pubsub/protocol.cc"
       ],
       "include_dirs": ["native"],

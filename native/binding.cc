@@ -78,6 +78,8 @@ ServerOptions read_options(const Napi::Object& o) {
   ServerOptions opts;
   opts.listen = read_addresses(o.Get("listen").As<Napi::Array>());
   opts.path = o.Get("path").As<Napi::String>().Utf8Value();
+  opts.allow_origins = read_strings(o.Get("allowOrigins").As<Napi::Array>());
+  opts.sse_retry_ms = o.Get("sseRetry").As<Napi::Number>().Uint32Value();
   opts.workgroups = o.Get("workgroups").As<Napi::Number>().Uint32Value();
   Napi::Array cpus = o.Get("cpus").As<Napi::Array>();
   for (uint32_t i = 0; i < cpus.Length(); i++) opts.cpus.push_back(cpus.Get(i).As<Napi::Number>().Int32Value());

@@ -5,6 +5,10 @@ import * as path from 'node:path';
 export interface NativeOptions {
   listen: { host: string; port: number }[];
   path: string;
+  /** HTTP.AllowOrigins. */
+  allowOrigins: string[];
+  /** HTTP.SseRetry, milliseconds. */
+  sseRetry: number;
   workgroups: number;
   cpus: number[];
   benchmarkMode: boolean;

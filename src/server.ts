@@ -65,6 +65,8 @@ export class Server {
     this.native = new addon.NativeServer({
       listen: c.Listen.map((a) => ({ host: a.host, port: a.port })),
       path: c.Path,
+      allowOrigins: c['HTTP.AllowOrigins'],
+      sseRetry: c['HTTP.SseRetry'],
       workgroups: c.Workgroups,
       cpus: c.WorkgroupCpus,
       benchmarkMode: c.BenchmarkMode,

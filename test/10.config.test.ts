@@ -83,6 +83,8 @@ const DEFAULTS: Config = {
   'Entitlement.JWT.Issuer': '',
   'Entitlement.RenewBefore': 60,
   PublishAllowFromAddressList: [],
+  'HTTP.AllowOrigins': [],
+  'HTTP.SseRetry': 2000,
   LogLevel: 'info',
   Monitor: ['HTTP', 'PROMETHEUS'],
   'MonitorHTTP.Listen': [{ host: '127.0.0.1', port: 8900 }],

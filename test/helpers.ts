@@ -490,6 +490,44 @@ export class Raw {
     });
   }
 
+  /** Reads an HTTP response head only, leaving its body unread (an event stream's never ends). */
+  head(): Promise<HttpResponse> {
+    return this.until('an HTTP response head', () => {
+      const end = this.buf.indexOf('\r\n\r\n');
+      if (end < 0) return undefined;
+      const lines = this.buf.subarray(0, end).toString('latin1').split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const line of lines.slice(1)) {
+        const colon = line.indexOf(':');
+        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      this.buf = this.buf.subarray(end + 4);
+      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(lines[0])?.[1] ?? NaN);
+      return { status, statusLine: lines[0], headers, body: '' };
+    });
+  }
+
+  /** Takes every byte received and not yet consumed, waiting (up to ms) until there is at least one. */
+  take(what: string, ms = TIMEOUT_MS): Promise<Buffer> {
+    const wait = async (): Promise<Buffer> => {
+      for (;;) {
+        if (this.buf.length) {
+          const out = this.buf;
+          this.buf = Buffer.alloc(0);
+          return out;
+        }
+        if (this.done) throw new Error(`the server closed the connection while we waited for ${what}`);
+        await new Promise<void>((resolve) => (this.wake = resolve));
+      }
+    };
+    return within(wait(), what, Math.max(1, ms));
+  }
+
+  /** True once the server closed its side (or reset). */
+  get closed(): boolean {
+    return this.done;
+  }
+
   /** Reads the next server frame. */
   nextFrame(): Promise<ServerFrame> {
     return this.until('a WebSocket frame', () => {

@@ -8,11 +8,13 @@ namespace starling {
 
 // X(name, kind, description). The names are exported to TypeScript in this order.
 #define STARLING_WORKGROUP_COUNTERS(X)                                                                     \
-  X(connections, gauge, "WebSocket and handshaking connections open (closing ones included)")             \
+  X(connections, gauge, "connections open: WebSocket, HTTP and handshaking (closing ones included)")                   \
   X(accepted, counter, "TCP connections handed to this workgroup")                                         \
   X(closed, counter, "connections closed, for any reason")                                                 \
   X(handshakes, counter, "successful WebSocket upgrades")                                                  \
-  X(http_errors, counter, "requests answered with an HTTP error (400, 404, 426) or timed out")            \
+  X(http_errors, counter, "requests answered with an HTTP error (4xx, 5xx) or timed out")                 \
+  X(http_requests, counter, "HTTP transport requests taken: event streams opened, publishes, preflights")    \
+  X(sse_streams, counter, "event streams (GET /sse) opened")                                               \
   X(subscriptions, gauge, "subscriptions held by this workgroup's connections")                            \
   X(messages_in, counter, "PUB commands accepted (handed to the subject's home)")                          \
   X(bytes_in, counter, "bytes read from sockets")                                                          \

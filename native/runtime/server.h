@@ -45,6 +45,8 @@ enum class IoChoice : uint8_t {
 struct ServerOptions {
   std::vector<ListenAddress> listen;
   std::string path = "/";
+  std::vector<std::string> allow_origins;  // HTTP.AllowOrigins (SessionOptions::allow_origins)
+  uint32_t sse_retry_ms = 2000;      // HTTP.SseRetry
   unsigned workgroups = 1;
   std::vector<int> cpus;             // workgroup i pinned to cpus[i % size]; empty: no pinning
   bool benchmark_mode = false;       // round-robin instead of client-IP hash

@@ -87,7 +87,8 @@ static Conn* conn_of(Subscriber* s) { return static_cast<Conn*>(s); }
 Workgroup::Workgroup(Server& server, unsigned index)
     : server_(server),
       index_(index),
-      engine_(SessionOptions{server.options().path, server.options().max_message}),
+      engine_(SessionOptions{server.options().path, server.options().allow_origins, server.options().sse_retry_ms,
+                             server.options().max_message}),
       accept_ring_(kAcceptRing) {
   const ServerOptions& o = server.options();
   loop_ = Loop::create(*this, LoopOptions{o.max_backlog, o.max_backlog_ms, server.backend(), server.ring_files()});
@@ -287,7 +288,7 @@ void Workgroup::pass_slice() {
       engine_.fail(c, *this, 0);
       continue;
     }
-    if (entitled && c->ws_state == WsState::kOpen) {
+    if (entitled && WsEngine::subscribed(c)) {
       bool expired = false;
       shed_on_failure(c, [&] { expired = broker_->check_expiry(c, now_s) == Broker::Expiry::kExpired; });
       if (expired) {
@@ -461,7 +462,7 @@ bool Workgroup::send(WsSession* s, Frame* f) { return loop_->send(conn_of(s), f)
 void Workgroup::close(WsSession* s, CloseMode mode) { loop_->close(conn_of(s), mode); }
 
 Verdict Workgroup::on_open(WsSession* s, std::string_view token) {
-  counters_.add(k_handshakes);
+  counters_.add(s->ws_state == WsState::kSse ? k_sse_streams : k_handshakes);
   if (token.empty()) return Verdict::kContinue;
   // "?token=": as if the connection's first command were "AUTH <token>" (its answer is the first message).
   Conn* c = conn_of(s);
@@ -509,7 +510,7 @@ void Workgroup::apply_decisions() {
     counters_.sub(k_auth_waiting);
     awaiting_.erase(it);
     c->auth_id = 0;
-    if (c->ws_state != WsState::kOpen) {
+    if (!WsEngine::subscribed(c)) {
       if (d.perms) d.perms->unref();
       continue;
     }
@@ -568,6 +569,8 @@ void Workgroup::on_leave(WsSession* s, uint16_t code) {
 
 void Workgroup::on_http_error(WsSession*) { counters_.add(k_http_errors); }
 
+void Workgroup::on_http_request(WsSession*) { counters_.add(k_http_requests); }
+
 void Workgroup::on_nomem(WsSession*) { counters_.add(k_alloc_failures); }
 
 void Workgroup::on_alloc_failure(Stream*) { counters_.add(k_alloc_failures); }  // (the loop aborts the stream)
@@ -601,6 +604,7 @@ bool Workgroup::post_answer(unsigned w, Subject* s, Request* r) {
 
 void Workgroup::send(Subscriber* sub, Frame* f) {
   Conn* c = conn_of(sub);
+  if (f && !c->websocket()) return engine_.deliver(c, *this, f);  // rendered for its HTTP transport
   if (f && loop_->send(c, f)) return;
   if (!f || c->ws_state == WsState::kOpen) counters_.add(k_alloc_failures);
   // Reset it. Safe while the broker walks a subscriber list that includes c: the loop only marks it, and its

@@ -104,6 +104,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) override;
   void on_leave(WsSession* s, uint16_t code) override;
   void on_http_error(WsSession* s) override;
+  void on_http_request(WsSession* s) override;
   void on_nomem(WsSession* s) override;
   // BrokerHost (pubsub)
   bool post_publish(unsigned home, Subject* s, Frame* f) override;

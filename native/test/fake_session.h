@@ -146,7 +146,7 @@ class Host : public SessionHost {
   std::vector<CloseMode> closes;        // every close() call
   std::vector<uint16_t> leaves;         // every on_leave code
   std::vector<Message> messages;        // every on_message
-  int opens = 0, http_errors = 0, nomems = 0;
+  int opens = 0, http_errors = 0, http_requests = 0, nomems = 0;
   std::string open_token;       // the token query parameter on_open was given
   bool pause_on_open = false;   // on_open answers kPause (a token being decided)
   size_t close_frames_sent = 0;         // close frames among `sent`
@@ -155,7 +155,7 @@ class Host : public SessionHost {
   // Answers on_message; kContinue when unset. May call reply() to queue an answer.
   std::function<Verdict(Host&, const Message&)> on_msg;
 
-  bool send(WsSession*, Frame* f) override {
+  bool send(WsSession* s, Frame* f) override {
     if (!closes.empty()) violations.push_back("send after close");
     if (refuse_send) {
       f->unref();
@@ -163,7 +163,7 @@ class Host : public SessionHost {
     }
     sent.emplace_back(reinterpret_cast<const char*>(f->data()), f->size());
     f->unref();
-    if (sent.back().compare(0, 5, "HTTP/") != 0) {
+    if (s->websocket() && sent.back().compare(0, 5, "HTTP/") != 0) {
       const ServerFrame d = decode(sent.back());
       if (!d.ok) violations.push_back("malformed server frame");
       if (close_frames_sent) violations.push_back("frame after a close frame");
@@ -181,7 +181,7 @@ class Host : public SessionHost {
   Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) override {
     if (!closes.empty()) violations.push_back("on_message after close");
     if (!leaves.empty()) violations.push_back("on_message after on_leave");
-    if (!opens) violations.push_back("on_message before on_open");
+    if (!opens && s->websocket()) violations.push_back("on_message before on_open");
     if (opcode != starling::kOpText && opcode != starling::kOpBinary) violations.push_back("bad message opcode");
     if (opcode == starling::kOpText && !starling::utf8_valid(p, len)) violations.push_back("invalid UTF-8 delivered");
     messages.push_back(Message{opcode, std::string(reinterpret_cast<const char*>(p), len)});
@@ -194,6 +194,7 @@ class Host : public SessionHost {
     leaves.push_back(code);
   }
   void on_http_error(WsSession*) override { http_errors++; }
+  void on_http_request(WsSession*) override { http_requests++; }
   void on_nomem(WsSession*) override { nomems++; }
 
   // From inside on_msg: queue a text frame to the session, as a handler answering a command would.

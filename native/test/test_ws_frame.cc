@@ -363,6 +363,36 @@ TEST(server_heads_decode_back_to_their_length) {
   }
 }
 
+TEST(parse_server_frame_head_reads_back_every_server_head) {
+  for (uint8_t op : {kOpText, kOpBinary, kOpClose, kOpPing, kOpPong}) {
+    for (uint64_t n : {0ull, 125ull, 126ull, 65535ull, 65536ull, 0x123456789Aull}) {
+      uint8_t out[kMaxServerFrameHead];
+      const size_t k = write_server_head(out, op, n);
+      FrameHead h;
+      for (size_t cut = 0; cut < k; cut++) CHECK_EQ(parse_server_frame_head(out, cut, &h), FrameParse::NeedMore);
+      CHECK_EQ(parse_server_frame_head(out, k, &h), FrameParse::Ok);
+      CHECK_EQ(h.opcode, op);
+      CHECK_EQ(h.payload_len, n);
+      CHECK_EQ(h.head_len, k);
+    }
+  }
+}
+
+TEST(parse_server_frame_head_refuses_heads_a_server_does_not_write) {
+  const uint8_t bad[][10] = {
+      {0x01, 0x00},                     // FIN clear
+      {0xC1, 0x00}, {0xA1, 0x00}, {0x91, 0x00},   // RSV1-3
+      {0x80, 0x00},                     // continuation
+      {0x83, 0x00}, {0x8B, 0x00},       // reserved opcodes
+      {0x81, 0x80},                     // masked
+      {0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0},    // 64-bit length with its top bit set
+  };
+  for (const uint8_t* b : bad) {
+    FrameHead h;
+    CHECK_EQ(parse_server_frame_head(b, 10, &h), FrameParse::Error);
+  }
+}
+
 // ---- UTF-8 ----
 
 TEST(accepts_ascii_and_empty_text) {

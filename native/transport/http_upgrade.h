@@ -16,7 +16,9 @@ enum class Upgrade : uint8_t {
   Ok,               // a valid upgrade for `path`
   BadRequest,       // 400: a bare LF in the head (even an incomplete one), malformed request
                     //      line/headers, not GET, not HTTP/1.1+, missing/invalid Sec-WebSocket-Key
-                    //      (must be base64 of 16 bytes), head too large
+                    //      (must be base64 of 16 bytes), head too large; also every other head that
+                    //      parse_request (http_request.h) refuses: request-smuggling defences, a
+                    //      repeated Origin/Authorization/..., a Transfer-Encoding other than chunked
   NotFound,         // 404: a well-formed request for another path
   UpgradeRequired,  // 426: a plain HTTP request (no "Upgrade: websocket" / "Connection: upgrade"
                     //      tokens) or Sec-WebSocket-Version other than 13
@@ -37,14 +39,15 @@ struct UpgradeRequest {
   const char* reason;     // short human-readable reason for an error status (static string)
 };
 
-// Parses the request head in p[0..len). Every line must end with CRLF: a bare LF ('\n' not preceded by
+// Parses the request head in p[0..len) with parse_request (http_request.h; later HTTP versions accepted),
+// then judges it as an upgrade. Every line must end with CRLF: a bare LF ('\n' not preceded by
 // '\r') anywhere in the head is answered 400 as soon as it is in p, before the head is complete, so a
 // client using "\n" line endings is refused at once instead of waiting for the handshake timeout (bytes
 // after a complete head are not looked at). Header names are case-insensitive; the Upgrade and Connection
 // headers are comma-separated token lists (case-insensitive); the request target must equal `path`
 // exactly (a query string "?..." after the path is allowed; only its "token" parameter is read). Checks in this order, the first
-// failure deciding: bare LF, head too large (400); request line, method, version, header syntax, Host
-// (400); path (404); Upgrade and Connection tokens, then Sec-WebSocket-Version (426); Sec-WebSocket-Key
+// failure deciding: bare LF, head too large (400); request line, header syntax, Host and the rest of
+// parse_request's checks, then method, version (400); path (404); Upgrade and Connection tokens, then Sec-WebSocket-Version (426); Sec-WebSocket-Key
 // (400). So "GET /other" is 404 and a plain "GET /" is 426. Never reads past p[len).
 UpgradeRequest parse_upgrade(const char* p, size_t len, std::string_view path);
 

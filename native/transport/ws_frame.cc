@@ -29,6 +29,23 @@ bool known_opcode(uint8_t op) {
          op == kOpPong;
 }
 
+// Bytes of extended length that follow byte 1 of a head whose 7-bit length is len7: 0, 2 or 8.
+size_t extended_length_size(uint8_t len7) {
+  return len7 == kLen16Marker ? 2 : len7 == kLen64Marker ? 8 : 0;
+}
+
+// The payload length of the head at p, whose first 2 + ext_size bytes are present. False for a 64-bit
+// length with its top bit set.
+bool read_payload_length(const uint8_t* p, size_t ext_size, uint64_t* out) {
+  uint64_t n = p[1] & kLen7Bits;
+  if (ext_size > 0) {
+    n = 0;
+    for (size_t i = 0; i < ext_size; i++) n = (n << 8) | p[2 + i];
+  }
+  *out = n;
+  return (n & kLen64TopBit) == 0;
+}
+
 // ASCII fast path of utf8_valid: bytes tested per step, and the mask of their high bits.
 constexpr size_t kAsciiStride = 8;
 constexpr uint64_t kHighBits = 0x8080808080808080ull;
@@ -64,19 +81,13 @@ FrameParse parse_frame_head(const uint8_t* p, size_t len, uint64_t max_payload, 
     return FrameParse::Error;
   }
 
-  size_t ext_size = 0;
-  if (len7 == kLen16Marker) ext_size = 2;
-  if (len7 == kLen64Marker) ext_size = 8;
+  const size_t ext_size = extended_length_size(len7);
   if (len < 2 + ext_size) return FrameParse::NeedMore;
 
-  uint64_t payload_len = len7;
-  if (ext_size > 0) {
-    payload_len = 0;
-    for (size_t i = 0; i < ext_size; i++) payload_len = (payload_len << 8) | p[2 + i];
-    if (payload_len & kLen64TopBit) {
-      *close_code = kCloseProtocol;
-      return FrameParse::Error;
-    }
+  uint64_t payload_len;
+  if (!read_payload_length(p, ext_size, &payload_len)) {
+    *close_code = kCloseProtocol;
+    return FrameParse::Error;
   }
   if (!control && payload_len > max_payload) {
     *close_code = kCloseTooBig;
@@ -90,6 +101,23 @@ FrameParse parse_frame_head(const uint8_t* p, size_t len, uint64_t max_payload, 
   std::memcpy(out->mask, p + 2 + ext_size, kMaskSize);
   out->payload_len = payload_len;
   out->head_len = static_cast<uint32_t>(head_len);
+  return FrameParse::Ok;
+}
+
+FrameParse parse_server_frame_head(const uint8_t* p, size_t len, FrameHead* out) {
+  if (len < 2) return FrameParse::NeedMore;
+  const uint8_t opcode = p[0] & kOpcodeBits;
+  if (!(p[0] & kFinBit) || (p[0] & kRsvBits) || opcode == kOpCont || !known_opcode(opcode) || (p[1] & kMaskBit))
+    return FrameParse::Error;
+  const size_t ext_size = extended_length_size(p[1] & kLen7Bits);
+  if (len < 2 + ext_size) return FrameParse::NeedMore;
+  uint64_t payload_len;
+  if (!read_payload_length(p, ext_size, &payload_len)) return FrameParse::Error;
+  out->opcode = opcode;
+  out->fin = true;
+  std::memset(out->mask, 0, sizeof out->mask);
+  out->payload_len = payload_len;
+  out->head_len = static_cast<uint32_t>(2 + ext_size);
   return FrameParse::Ok;
 }
 

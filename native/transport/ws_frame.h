@@ -32,7 +32,7 @@ struct FrameHead {
   bool fin;
   uint8_t mask[4];       // client frames are always masked (unmasked ones are rejected)
   uint64_t payload_len;
-  uint32_t head_len;     // bytes of the head: 6, 8 or 14
+  uint32_t head_len;     // bytes of the head: 6, 8 or 14 (a server frame: 2, 4 or 10)
 };
 
 enum class FrameParse : uint8_t { NeedMore, Ok, Error };
@@ -47,6 +47,13 @@ enum class FrameParse : uint8_t { NeedMore, Ok, Error };
 // Never reads past p[len).
 FrameParse parse_frame_head(const uint8_t* p, size_t len, uint64_t max_payload, FrameHead* out,
                             uint16_t* close_code);
+
+// Parses the head of one server frame from p[0..len), as write_server_head writes them: FIN set, no RSV
+// bits, unmasked, opcode text, binary, close, ping or pong, a 64-bit length with its top bit clear (any
+// length encoding is accepted). NeedMore if the head is not complete, Error if it is not such a head, Ok
+// with *out filled (head_len 2, 4 or 10; mask zero). Server output is input to whoever reads it back (the
+// SSE rendition, clients). Never reads past p[len).
+FrameParse parse_server_frame_head(const uint8_t* p, size_t len, FrameHead* out);
 
 // XORs p[0..len) with the mask, where p[0] is byte number `offset` of the frame payload (so a payload
 // can be unmasked in pieces). In place.

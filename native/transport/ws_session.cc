@@ -5,23 +5,17 @@
 
 #include "pubsub/protocol.h"
 #include "transport/http_upgrade.h"
+#include "transport/sse.h"
 #include "transport/ws_frame.h"
 
 namespace starling {
 
 namespace {
 
-// Room added for the rest of a request head that arrived in pieces (heads are bounded by kMaxRequestHead).
-constexpr size_t kHandshakeGrowth = 1024;
 // Smallest buffer kept for a partial unit: most partial frames are small commands split by TCP.
 constexpr size_t kMinPartial = 256;
 // Passes (one a second, see Workgroup) a client has to finish its HTTP upgrade: the slowloris bound.
 constexpr unsigned kHandshakePasses = 10;
-
-enum SessionFlags : uint8_t {
-  kHeard = 1 << 0,   // input arrived since the last keepalive pass
-  kPinged = 1 << 1,  // a keepalive ping is unanswered
-};
 
 // Keepalive phase: a session heard in some pass is pinged after between half of KeepAlive's passes of silence
 // and all of them, by an offset of its own, so that connections heard in the same second (opened in one burst,
@@ -61,8 +55,13 @@ static size_t fragments_bytes(size_t cap) { return offsetof(WsFragments, data) +
 
 WsEngine::WsEngine(SessionOptions options) : opt_(std::move(options)) {}
 
+WsEngine::~WsEngine() {
+  if (heartbeat_) heartbeat_->unref();
+}
+
 void WsEngine::feed(WsSession* s, SessionHost& host, uint8_t* p, size_t len) const {
-  if (s->ws_state != WsState::kHandshake && s->ws_state != WsState::kOpen) return;
+  if (s->ws_state == WsState::kSse) return;  // an event stream's input is ignored
+  if (!parsing(s)) return;
   s->ws_flags |= kHeard;
   WsPartial* rx = s->rx;
   if (!rx) {
@@ -88,8 +87,8 @@ void WsEngine::feed(WsSession* s, SessionHost& host, uint8_t* p, size_t len) con
 }
 
 void WsEngine::resume(WsSession* s, SessionHost& host) const {
-  if (s->rx && (s->ws_state == WsState::kOpen || s->ws_state == WsState::kHandshake))
-    parse(s, host, s->rx->data, s->rx->len, true);
+  if (s->ws_state == WsState::kSse) return sse_start(s, host);  // its SUB, once its ?token= was decided
+  if (s->rx && parsing(s)) parse(s, host, s->rx->data, s->rx->len, true);
 }
 
 // Parses p[0..len); `owned` says p is s->rx's buffer. Keeps the unparsed rest in s->rx.
@@ -97,7 +96,7 @@ void WsEngine::parse(WsSession* s, SessionHost& host, uint8_t* p, size_t len, bo
   size_t need = 0;
   bool paused = false;
   size_t used = consume(s, host, p, len, &need, &paused);
-  if (s->ws_state != WsState::kOpen && s->ws_state != WsState::kHandshake) return;  // buffers dropped
+  if (!parsing(s)) return;  // closed (its buffers may be gone), or an event stream (input ignored)
   size_t left = len - used;
   if (owned) {
     if (!left) {
@@ -133,47 +132,48 @@ uint64_t WsEngine::message_limit() const {
   return pub > kMaxAuthCommand ? pub : kMaxAuthCommand;
 }
 
+// The request head at p[0..len) is for the WebSocket path: the 101 answer (kOpen, *pos advanced past the head)
+// or a refusal as before the HTTP transport (400, 404, 426 with the connection closed: false).
+bool WsEngine::upgrade(WsSession* s, SessionHost& host, const char* p, size_t len, size_t* pos, bool* paused) const {
+  UpgradeRequest req = parse_upgrade(p, len, opt_.path);
+  char out[512];
+  if (req.status != Upgrade::Ok) {  // (not NeedMore: parse_request found the head complete)
+    host.on_http_error(s);
+    size_t n = write_http_error(req.status == Upgrade::NeedMore ? Upgrade::BadRequest : req.status, req.reason, out,
+                                sizeof out);
+    s->ws_state = WsState::kClosing;
+    Frame* f = Frame::copy(out, n);
+    if (!f || !host.send(s, f)) {
+      s->ws_state = WsState::kDone;
+      host.close(s, CloseMode::kAbort);
+      return false;
+    }
+    host.close(s, CloseMode::kGraceful);  // the client reads the answer, then our FIN
+    return false;
+  }
+  size_t n = write_upgrade_response(req, out, sizeof out);
+  Frame* f = Frame::copy(out, n);
+  if (!f || !host.send(s, f)) {
+    host.on_nomem(s);
+    abort(s, host, 0);
+    return false;
+  }
+  s->ws_state = WsState::kOpen;
+  *pos += req.head_len;
+  Verdict v = host.on_open(s, std::string_view(req.token, req.token_len));
+  if (s->ws_state != WsState::kOpen) return false;
+  if (v == Verdict::kPause) *paused = true;
+  return true;
+}
+
 // Handles the complete units in p[0..len). Returns the bytes consumed; *need is the size of the
 // incomplete unit at p[consumed] when known; *paused when a handler answered kPause.
 size_t WsEngine::consume(WsSession* s, SessionHost& host, uint8_t* p, size_t len, size_t* need,
                          bool* paused) const {
   size_t pos = 0;
-  if (s->ws_state == WsState::kHandshake) {
-    UpgradeRequest req = parse_upgrade(reinterpret_cast<const char*>(p), len, opt_.path);
-    if (req.status == Upgrade::NeedMore) {
-      *need = len + kHandshakeGrowth;
-      return 0;
-    }
-    char out[512];
-    if (req.status != Upgrade::Ok) {
-      host.on_http_error(s);
-      size_t n = write_http_error(req.status, req.reason, out, sizeof out);
-      s->ws_state = WsState::kClosing;
-      drop_buffers(s);
-      Frame* f = Frame::copy(out, n);
-      if (!f || !host.send(s, f)) {
-        s->ws_state = WsState::kDone;
-        host.close(s, CloseMode::kAbort);
-        return len;
-      }
-      host.close(s, CloseMode::kGraceful);  // the client reads the answer, then our FIN
-      return len;
-    }
-    size_t n = write_upgrade_response(req, out, sizeof out);
-    Frame* f = Frame::copy(out, n);
-    if (!f || !host.send(s, f)) {
-      host.on_nomem(s);
-      abort(s, host, 0);
-      return len;
-    }
-    s->ws_state = WsState::kOpen;
-    pos = req.head_len;
-    Verdict v = host.on_open(s, std::string_view(req.token, req.token_len));
-    if (s->ws_state != WsState::kOpen) return len;
-    if (v == Verdict::kPause) {
-      *paused = true;
-      return pos;
-    }
+  if (s->ws_state != WsState::kOpen) {  // HTTP requests first: an upgrade, or the HTTP transport
+    pos = http(s, host, p, len, need, paused);
+    if (s->ws_state != WsState::kOpen || *paused) return pos;
   }
 
   const uint64_t limit = message_limit();
@@ -308,8 +308,8 @@ bool WsEngine::message(WsSession* s, SessionHost& host, uint8_t opcode, uint8_t*
 }
 
 void WsEngine::hangup(WsSession* s, SessionHost& host) const {
-  if (s->ws_state == WsState::kOpen) host.on_leave(s, 0);
-  if (s->ws_state == WsState::kOpen || s->ws_state == WsState::kHandshake) {
+  if (subscribed(s)) host.on_leave(s, 0);
+  if (subscribed(s) || parsing(s)) {
     s->ws_state = WsState::kClosing;
     drop_buffers(s);
     host.close(s, CloseMode::kGraceful);
@@ -317,7 +317,8 @@ void WsEngine::hangup(WsSession* s, SessionHost& host) const {
 }
 
 void WsEngine::fail(WsSession* s, SessionHost& host, uint16_t code) const {
-  if (s->ws_state == WsState::kHandshake) {
+  if (s->ws_state == WsState::kSse) host.on_leave(s, code);
+  if (s->ws_state != WsState::kOpen && (parsing(s) || s->ws_state == WsState::kSse)) {  // no WebSocket: the FIN ends it
     s->ws_state = WsState::kClosing;
     drop_buffers(s);
     host.close(s, CloseMode::kGraceful);
@@ -339,7 +340,7 @@ void WsEngine::fail(WsSession* s, SessionHost& host, uint16_t code) const {
 
 void WsEngine::abort(WsSession* s, SessionHost& host, uint16_t code) const {
   if (s->ws_state == WsState::kDone) return;
-  if (s->ws_state == WsState::kOpen) host.on_leave(s, code);
+  if (subscribed(s)) host.on_leave(s, code);
   s->ws_state = WsState::kDone;
   drop_buffers(s);
   host.close(s, CloseMode::kAbort);
@@ -352,12 +353,22 @@ void WsEngine::release(WsSession* s) const {
 
 void WsEngine::drop_buffers(WsSession* s) const {
   if (s->rx) mem::free(s->rx, partial_bytes(s->rx->cap));
-  if (s->frag) mem::free(s->frag, fragments_bytes(s->frag->cap));
   s->rx = nullptr;
+  if (!s->websocket()) return free_exchange(s);
+  if (s->frag) mem::free(s->frag, fragments_bytes(s->frag->cap));
   s->frag = nullptr;
 }
 
 WsEngine::Keepalive WsEngine::keepalive_pass(WsSession* s, SessionHost& host, unsigned passes_per_interval) const {
+  if (s->ws_state == WsState::kSse) {  // a heartbeat comment every interval (it cannot answer one)
+    if (++s->silent_passes < passes_per_interval) return Keepalive::kFine;
+    s->silent_passes = keepalive_phase(s, passes_per_interval);
+    if (!heartbeat_) heartbeat_ = Frame::copy(kSseHeartbeat.data(), kSseHeartbeat.size());  // (the first stream's)
+    Frame* f = heartbeat_;
+    if (f) f->ref();
+    if (!f || !host.send(s, f)) return Keepalive::kDead;
+    return Keepalive::kFine;
+  }
   if (s->ws_state != WsState::kOpen) return Keepalive::kFine;
   if (s->ws_flags & kHeard) {
     s->ws_flags &= ~(kHeard | kPinged);
@@ -374,12 +385,12 @@ WsEngine::Keepalive WsEngine::keepalive_pass(WsSession* s, SessionHost& host, un
 }
 
 bool WsEngine::handshake_expired(WsSession* s) {
-  if (s->ws_state != WsState::kHandshake) return false;
+  if (s->ws_state != WsState::kHandshake && s->ws_state != WsState::kHttpBody) return false;
   return ++s->silent_passes >= kHandshakePasses;
 }
 
 size_t WsEngine::buffered(const WsSession* s) {
-  return (s->rx ? s->rx->cap : 0) + (s->frag ? s->frag->cap : 0);
+  return (s->rx ? s->rx->cap : 0) + (s->websocket() && s->frag ? s->frag->cap : 0);
 }
 
 }  // namespace starling

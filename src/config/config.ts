@@ -52,6 +52,10 @@ export interface Config {
   'Entitlement.RenewBefore': number;
   /** Canonical "<address>/<bits>" (IPv4-mapped forms as IPv4); empty: every address may publish. */
   PublishAllowFromAddressList: string[];
+  /** Origins as browsers send them (lower case), or ['*']; empty: none but the server's own. */
+  'HTTP.AllowOrigins': string[];
+  /** Milliseconds. */
+  'HTTP.SseRetry': number;
   LogLevel: 'error' | 'warn' | 'info' | 'debug';
   Monitor: ('HTTP' | 'PROMETHEUS')[];
   /** Exactly one address. */

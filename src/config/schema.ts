@@ -390,6 +390,30 @@ export const SCHEMA = [
       'entries also when it reaches an IPv6 socket as `::ffff:a.b.c.d`. Use it to let only your back-end hosts publish.',
   },
   {
+    name: 'HTTP.AllowOrigins',
+    type: 'originlist',
+    default: '',
+    defaultDoc: 'empty (only pages served from the server\'s own origin)',
+    example: 'https://app.example.com, http://localhost:3000',
+    doc:
+      'The web origins whose pages may use the HTTP transport (`GET /sse`, `POST /publish`) from a browser: their ' +
+      'requests get `Access-Control-Allow-Origin`, and their preflights (`OPTIONS`) are answered. A request whose ' +
+      '`Origin` is neither listed nor the server\'s own is refused with 403, so a page on another site cannot ' +
+      'publish through a visitor\'s browser. `*` allows every origin. Requests without `Origin` (curl, back ends) are ' +
+      'not affected. WebSocket clients are not affected either (entitlement tokens protect them).',
+  },
+  {
+    name: 'HTTP.SseRetry',
+    type: 'int',
+    default: '2000',
+    min: 100,
+    max: 600000,
+    example: '5000',
+    doc:
+      'Milliseconds an `EventSource` waits before it reconnects after its stream ends (the `retry:` field every ' +
+      'event stream starts with). Raise it to spread the reconnections of many clients after a restart.',
+  },
+  {
     name: 'LogLevel',
     type: 'enum',
     choices: ['error', 'warn', 'info', 'debug'],

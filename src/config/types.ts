@@ -45,6 +45,8 @@ export type KeyDef = KeyBase &
     | { type: 'file' }
     /** IPv4/IPv6 addresses and CIDR networks. */
     | { type: 'addresslist' }
+    /** Web origins (`scheme://host[:port]`), or `*`. */
+    | { type: 'originlist' }
   );
 
 /** A listening address. `host` as written: "0.0.0.0" for "*", IPv6 without brackets, host names unresolved. */
@@ -66,6 +68,8 @@ export interface TypeValues {
   file: string;
   /** Canonical `"<address>/<bits>"` strings (see parseAddressList). */
   addresslist: string[];
+  /** Origins as browsers send them (lower-case scheme and host), or ['*']. */
+  originlist: string[];
 }
 export type TypeName = keyof TypeValues;
 
@@ -317,7 +321,47 @@ export const TYPES: { [N in TypeName]: ValueType<TypeValues[N], Extract<KeyDef, 
     range: () => '',
     problem: (text) => parseAddressList(text).problems.join('; ') || undefined,
   },
+  originlist: {
+    expected: () => 'web origins (scheme://host[:port]) separated by commas or spaces, or *, or nothing',
+    parse: (text) => {
+      const { list, problems } = parseOriginList(text);
+      return problems.length === 0 ? list : undefined;
+    },
+    accept: (value) => {
+      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) return undefined;
+      const { list, problems } = parseOriginList((value as string[]).join(','));
+      return problems.length === 0 ? list : undefined;
+    },
+    format: (list) => list.join(', '),
+    syntax:
+      'Web origins as a browser sends them in its `Origin` header — `scheme://host[:port]`, no path — separated by ' +
+      'commas and/or spaces: `https://app.example.com, http://localhost:3000`. Compared exactly (case-insensitively); ' +
+      '`*` alone allows every origin. Empty means none.',
+    range: () => '',
+    problem: (text) => parseOriginList(text).problems.join('; ') || undefined,
+  },
 };
+
+/** The longest origin accepted: a host name is at most 253 characters; the native response head has room for this. */
+const MAX_ORIGIN = 300;
+/** `scheme://host[:port]` as a browser's Origin header spells it (no path, no trailing slash). */
+const ORIGIN = /^[a-z][a-z0-9+.-]*:\/\/(\[[0-9a-f:.]+\]|[a-z0-9._~%!$&'()*+,;=-]+)(:[0-9]{1,5})?$/;
+
+/** Splits an origin list; what is wrong with each bad entry. */
+export function parseOriginList(text: string): { list: string[]; problems: string[] } {
+  const list: string[] = [];
+  const problems: string[] = [];
+  for (const raw of text.split(/[\s,]+/).filter(Boolean)) {
+    const entry = raw.toLowerCase();
+    if (entry === '*') list.push('*');
+    else if (entry.length > MAX_ORIGIN) problems.push(`an origin longer than ${MAX_ORIGIN} characters`);
+    else if (entry.endsWith('/')) problems.push(`"${raw}": an origin has no path or trailing "/"`);
+    else if (!ORIGIN.test(entry)) problems.push(`"${raw}" is not an origin (scheme://host[:port])`);
+    else list.push(entry);
+  }
+  if (list.includes('*') && list.length > 1) problems.push('"*" allows every origin: list nothing else with it');
+  return { list, problems };
+}
 
 /** Why `text` is not a token of `def`'s length (without quoting it: tokens are secrets), or undefined. */
 function tokenProblem(text: string, def: { min: number; max: number }): string | undefined {

@@ -1,0 +1,656 @@
+// The HTTP transport of a connection (PROTOCOL.md "HTTP transport"): the request heads before (or instead
+// of) a WebSocket, event streams, POST /publish, CORS preflights. See ws_session.h for the contracts and
+// docs/http.md for what clients see.
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "pubsub/protocol.h"
+#include "transport/http_request.h"
+#include "transport/http_upgrade.h"
+#include "transport/sse.h"
+#include "transport/ws_frame.h"
+#include "transport/ws_session.h"
+
+namespace starling {
+
+namespace {
+
+constexpr std::string_view kSsePath = "/sse";
+constexpr std::string_view kPublishPath = "/publish";
+// The id of the PUB command an HTTP publish becomes: a connection has one request with the broker at a
+// time (it reads no further until that one is answered), so the ACK or ERR that comes back is its answer.
+constexpr std::string_view kHttpPubId = "h";
+// How long a browser may cache a preflight's answer (Access-Control-Max-Age, seconds): ten minutes spares a
+// page that publishes often one OPTIONS per publish, and a change of HTTP.AllowOrigins reaches it soon.
+constexpr std::string_view kPreflightMaxAge = "600";
+// Request headers a cross-origin page may send (preflight): what the SDK and EventSource polyfills use.
+constexpr std::string_view kAllowedHeaders[] = {"content-type", "authorization", "last-event-id", "cache-control",
+                                                "x-requested-with", "accept"};
+// Room for a response head: the status line, our headers and one echoed origin (configuration keeps each
+// allowed origin under 512 bytes).
+constexpr size_t kMaxResponseHead = 1536;
+// Room added for the rest of a request head that arrived in pieces (heads are bounded by kMaxRequestHead).
+constexpr size_t kHeadGrowth = 1024;
+// Room kept in front of a chunked body for "PUB <subject> h +retained\n".
+constexpr size_t kPubRoom = kMaxPubHeader + 16;
+
+// CORS verdict of a request (HttpExchange::origin): no header to add, "*", or an index into allow_origins.
+constexpr int16_t kOriginNone = -1;     // no Origin, or the server's own: nothing to add
+constexpr int16_t kOriginAny = -2;      // HTTP.AllowOrigins has "*"
+constexpr int16_t kOriginRefused = -3;  // answered 403
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool iequal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++)
+    if (lower(a[i]) != lower(b[i])) return false;
+  return true;
+}
+
+// Content types published as text messages (the rest as binary): text/*, JSON, XML, form data and
+// JavaScript, with or without parameters (charset is not looked at: the body must be UTF-8).
+bool is_text_type(std::string_view type) {
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  auto starts = [&](std::string_view prefix) {
+    return type.size() >= prefix.size() && iequal(type.substr(0, prefix.size()), prefix);
+  };
+  auto ends = [&](std::string_view suffix) {
+    return type.size() >= suffix.size() && iequal(type.substr(type.size() - suffix.size()), suffix);
+  };
+  return starts("text/") || iequal(type, "application/json") || iequal(type, "application/xml") ||
+         iequal(type, "application/javascript") || iequal(type, "application/x-www-form-urlencoded") ||
+         ends("+json") || ends("+xml");
+}
+
+// {"ok":false,"error":"<code>","detail":"<detail>"}; details are printable ASCII (quotes escaped).
+std::string error_json(std::string_view code, std::string_view detail) {
+  std::string out = "{\"ok\":false,\"error\":\"";
+  out.append(code.data(), code.size());
+  out += "\",\"detail\":\"";
+  for (char c : detail.substr(0, kMaxDetailLen)) {
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) continue;
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += "\"}";
+  return out;
+}
+
+// The JSON error code of a status the session decides itself.
+std::string_view status_code_name(uint16_t status) {
+  switch (status) {
+    case 403: return "forbidden";
+    case 404: return "not-found";
+    case 405: return "method-not-allowed";
+    case 413: return "too-large";
+    case 417: return "expectation-failed";
+    case 431: return "head-too-large";
+    case 501: return "not-implemented";
+    case 505: return "http-version";
+    default: return "bad-request";
+  }
+}
+
+// The HTTP status of a broker ERR code (PROTOCOL.md).
+uint16_t status_of_err(std::string_view code) {
+  if (code == "bad-subject" || code == "bad-command") return 400;
+  if (code == "forbidden") return 403;
+  if (code == "too-large") return 413;
+  return 503;  // limit: the server is out of memory or over a limit; try again later
+}
+
+// The text of a server WebSocket frame (a reply: "ACK h", "ERR ..."); empty if f holds no text frame.
+std::string_view reply_text(const Frame* f) {
+  FrameHead head;
+  if (parse_server_frame_head(f->data(), f->size(), &head) != FrameParse::Ok || head.opcode != kOpText ||
+      f->size() - head.head_len < head.payload_len)
+    return {};
+  return std::string_view(reinterpret_cast<const char*>(f->data() + head.head_len), static_cast<size_t>(head.payload_len));
+}
+
+}  // namespace
+
+// One HTTP request being read or waiting for its answer (WsSession::http), or an event stream's SUB command
+// waiting to be run. Allocated per request, charged to the memory account, freed when it is answered.
+struct HttpExchange {
+  bool keep_alive = true;
+  bool chunked = false;
+  bool discard = false;       // the body is read and dropped, then the request is answered `status`
+  bool retained = false;
+  uint8_t opcode = kOpBinary;
+  uint16_t status = 0;        // discard: the answer
+  const char* reason = "";    // discard: its detail
+  int16_t origin = kOriginNone;
+  uint32_t head_len = 0;      // Content-Length body: the head stays in front of the body until it is in
+  uint64_t length = 0;        // Content-Length (discarding: what is still to be dropped)
+  ChunkedDecoder chunks;
+  uint8_t subject_len = 0;
+  char subject[kMaxSubjectLen];
+  // A chunked body (behind kPubRoom bytes for the PUB header), or an event stream's SUB command.
+  uint8_t* body = nullptr;
+  size_t body_len = 0;
+  size_t body_cap = 0;
+};
+
+namespace {
+
+HttpExchange* new_exchange() {
+  void* mem = mem::alloc(sizeof(HttpExchange));
+  return mem ? new (mem) HttpExchange() : nullptr;
+}
+
+bool reserve_body(HttpExchange* ex, size_t want) {
+  if (want <= ex->body_cap) return true;
+  const size_t cap = std::max(want, ex->body_cap * 2);
+  void* grown = ex->body ? mem::grow(ex->body, ex->body_cap, cap) : mem::alloc(cap);
+  if (!grown) return false;
+  ex->body = static_cast<uint8_t*>(grown);
+  ex->body_cap = cap;
+  return true;
+}
+
+// "PUB <subject> h[ +retained]\n", written so that it ends at `end`; returns its length.
+size_t write_pub_header(uint8_t* end, const HttpExchange& ex) {
+  std::string line = "PUB ";
+  line.append(ex.subject, ex.subject_len);
+  line += ' ';
+  line += kHttpPubId;
+  if (ex.retained) line += " +retained";
+  line += '\n';
+  std::memcpy(end - line.size(), line.data(), line.size());
+  return line.size();
+}
+
+// The request's CORS verdict (kOrigin* or an index into allowed).
+int16_t origin_verdict(const HttpRequest& r, const std::vector<std::string>& allowed) {
+  if (r.origin.empty()) return kOriginNone;
+  const size_t scheme = r.origin.find("://");
+  if (scheme != std::string_view::npos && !r.host.empty() && iequal(r.origin.substr(scheme + 3), r.host))
+    return kOriginNone;  // the server's own origin
+  for (size_t i = 0; i < allowed.size(); i++) {
+    if (allowed[i] == "*") return kOriginAny;
+    if (iequal(allowed[i], r.origin)) return static_cast<int16_t>(i);
+  }
+  return kOriginRefused;
+}
+
+// True if every header a preflight asks for is one a page may send (kAllowedHeaders).
+bool headers_allowed(std::string_view list) {
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.empty()) continue;
+    bool known = false;
+    for (std::string_view h : kAllowedHeaders) known = known || iequal(item, h);
+    if (!known) return false;
+  }
+  return true;
+}
+
+// A query parameter's value, percent-decoded into out (printable ASCII without spaces, at most cap bytes).
+// False if it does not decode or holds anything else.
+bool decode_param(std::string_view raw, std::string* out, size_t cap) {
+  out->resize(raw.size());
+  const long n = percent_decode(raw, out->data(), out->size());
+  if (n < 0 || static_cast<size_t>(n) > cap) return false;
+  out->resize(static_cast<size_t>(n));
+  for (char c : *out)
+    if (c <= ' ' || c > '~') return false;
+  return true;
+}
+
+}  // namespace
+
+void WsEngine::free_exchange(WsSession* s) const {
+  HttpExchange* ex = s->http;
+  if (!ex) return;
+  if (ex->body) mem::free(ex->body, ex->body_cap);
+  ex->~HttpExchange();
+  mem::free(ex, sizeof(HttpExchange));
+  s->http = nullptr;
+}
+
+// Writes the response head with the CORS headers the exchange calls for; 0 if it does not fit.
+size_t WsEngine::response_head(const WsSession* s, char* out, size_t cap, uint16_t status, const HeaderField* extra,
+                               size_t extra_count, uint64_t content_length) const {
+  HeaderField fields[12];
+  size_t n = 0;
+  const int16_t origin = s->http ? s->http->origin : kOriginNone;
+  if (origin == kOriginAny) fields[n++] = {"Access-Control-Allow-Origin", "*"};
+  if (origin >= 0) {
+    fields[n++] = {"Access-Control-Allow-Origin", opt_.allow_origins[static_cast<size_t>(origin)]};
+    fields[n++] = {"Vary", "Origin"};
+  }
+  for (size_t i = 0; i < extra_count && n < sizeof fields / sizeof fields[0]; i++) fields[n++] = extra[i];
+  return write_response_head(out, cap, status, fields, n, content_length);
+}
+
+void WsEngine::respond(WsSession* s, SessionHost& host, uint16_t status, std::string_view json, bool keep_alive,
+                       const HeaderField* extra, size_t extra_count) const {
+  HeaderField fields[8];
+  size_t n = 0;
+  if (!json.empty()) {
+    fields[n++] = {"Content-Type", "application/json"};
+    fields[n++] = {"Cache-Control", "no-store"};
+  }
+  if (!keep_alive) fields[n++] = {"Connection", "close"};
+  for (size_t i = 0; i < extra_count && n < sizeof fields / sizeof fields[0]; i++) fields[n++] = extra[i];
+  char head[kMaxResponseHead];
+  const size_t hn = response_head(s, head, sizeof head, status, fields, n, json.size());
+  Frame* f = hn ? Frame::alloc(hn + json.size()) : nullptr;
+  if (f) {
+    std::memcpy(f->bytes, head, hn);
+    if (!json.empty()) std::memcpy(f->bytes + hn, json.data(), json.size());
+    f->end = static_cast<uint32_t>(hn + json.size());
+  }
+  free_exchange(s);
+  if (!f || !host.send(s, f)) {
+    host.on_nomem(s);
+    s->ws_state = WsState::kDone;
+    host.close(s, CloseMode::kAbort);
+    return;
+  }
+  if (!keep_alive) {
+    s->ws_state = WsState::kClosing;  // (its buffers go with the session: the caller may be parsing them)
+    host.close(s, CloseMode::kGraceful);
+    return;
+  }
+  s->ws_state = WsState::kHandshake;  // the next request; its head has kHandshakePasses again
+  s->silent_passes = 0;
+}
+
+void WsEngine::refuse(WsSession* s, SessionHost& host, uint16_t status, std::string_view detail, bool keep_alive) const {
+  host.on_http_error(s);
+  respond(s, host, status, error_json(status_code_name(status), detail), keep_alive);
+}
+
+// The body is in: PUB it. Returns false when parsing must stop (paused for the answer, or closed).
+bool WsEngine::publish(WsSession* s, SessionHost& host, uint8_t* body, size_t len, bool* paused) const {
+  HttpExchange* ex = s->http;
+  if (ex->opcode == kOpText && !utf8_valid(body, len)) {
+    refuse(s, host, 400, "a text body (by its Content-Type) must be UTF-8; send binary data as application/octet-stream",
+           ex->keep_alive);
+    return s->ws_state == WsState::kHandshake;
+  }
+  const size_t hn = write_pub_header(body, *ex);
+  s->ws_state = WsState::kHttpWait;
+  host.on_http_request(s);
+  const Verdict v = host.on_message(s, ex->opcode, body - hn, hn + len);  // (its ACK or ERR: deliver)
+  if (s->ws_state == WsState::kHttpWait || (v == Verdict::kPause && s->ws_state == WsState::kHandshake)) {
+    *paused = true;  // held by the broker, or its answers are not read: resumed later
+    return false;
+  }
+  return s->ws_state == WsState::kHandshake;
+}
+
+// Reads (or drops) the body of the exchange from p[0..len). Returns the bytes consumed.
+size_t WsEngine::body(WsSession* s, SessionHost& host, uint8_t* p, size_t len, size_t* need, bool* paused,
+                      bool* go_on) const {
+  HttpExchange* ex = s->http;
+  *go_on = false;
+  if (!ex->chunked) {
+    if (ex->discard) {
+      const size_t take = static_cast<size_t>(std::min<uint64_t>(ex->length, len));
+      ex->length -= take;
+      if (ex->length) return take;
+      refuse(s, host, ex->status, ex->reason, ex->keep_alive);
+      *go_on = s->ws_state == WsState::kHandshake;
+      return take;
+    }
+    // The head stays in front of the body until the body is complete: the PUB header is written over it.
+    const size_t total = ex->head_len + static_cast<size_t>(ex->length);
+    if (len < total) {
+      *need = total;
+      return 0;
+    }
+    *go_on = publish(s, host, p + ex->head_len, static_cast<size_t>(ex->length), paused);
+    return total;
+  }
+  if (!ex->discard && !reserve_body(ex, kPubRoom + ex->body_len + len)) {
+    host.on_nomem(s);
+    abort(s, host, 0);
+    return len;
+  }
+  char* out = ex->discard ? nullptr : reinterpret_cast<char*>(ex->body + kPubRoom + ex->body_len);
+  const ChunkedStep step = ex->chunks.feed(reinterpret_cast<const char*>(p), len, out);
+  ex->body_len += step.written;
+  if (step.status == ChunkedStatus::Error) {
+    refuse(s, host, 400, step.reason, false);
+    return len;
+  }
+  if (!ex->discard && ex->chunks.decoded() > opt_.max_message) {
+    ex->chunks.discard();
+    ex->discard = true;
+    ex->status = 413;
+    ex->reason = "the body is larger than MaxMessageSize";
+  }
+  if (step.status == ChunkedStatus::NeedMore) return step.consumed;
+  if (ex->discard) {
+    refuse(s, host, ex->status, ex->reason, ex->keep_alive);
+    *go_on = s->ws_state == WsState::kHandshake;
+    return step.consumed;
+  }
+  *go_on = publish(s, host, ex->body + kPubRoom, ex->body_len, paused);
+  return step.consumed;
+}
+
+// The requests in p[0..len), in order. Returns the bytes consumed (see consume).
+size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, size_t* need, bool* paused) const {
+  size_t pos = 0;
+  for (;;) {
+    if (s->ws_state == WsState::kHttpBody) {
+      bool go_on = false;
+      pos += body(s, host, p + pos, len - pos, need, paused, &go_on);
+      if (s->ws_state == WsState::kClosing || s->ws_state == WsState::kDone) return len;
+      if (!go_on) return pos;
+      continue;
+    }
+    if (s->ws_state == WsState::kHttpWait) {  // (resumed before its answer)
+      *paused = true;
+      return pos;
+    }
+    if (s->ws_state != WsState::kHandshake || pos == len) return pos;
+
+    const char* head = reinterpret_cast<const char*>(p + pos);
+    const HttpRequest req = parse_request(head, len - pos, VersionPolicy::Http10AndLater);
+    if (req.status == RequestStatus::NeedMore) {
+      *need = len - pos + kHeadGrowth;
+      return pos;
+    }
+    if (req.status == RequestStatus::Error) {
+      refuse(s, host, req.error_status, req.reason, false);
+      return len;
+    }
+    if (req.path == opt_.path) {  // a WebSocket upgrade, or a refused one (as before the HTTP transport)
+      if (!upgrade(s, host, head, len - pos, &pos, paused)) return len;
+      return pos;
+    }
+    if (req.upgrade_websocket) {  // a WebSocket client at the wrong path: it cannot go on, say so and close
+      refuse(s, host, 404, "no WebSocket at this path (see Path)", false);
+      return len;
+    }
+    s->ws_flags |= kHttpConn;
+    HttpExchange* ex = new_exchange();
+    if (!ex) {
+      host.on_nomem(s);
+      abort(s, host, 0);
+      return len;
+    }
+    s->http = ex;
+    ex->keep_alive = req.keep_alive;
+    ex->origin = origin_verdict(req, opt_.allow_origins);
+    ex->chunked = req.body == BodyFraming::Chunked;
+    ex->length = req.body == BodyFraming::ContentLength ? req.content_length : 0;
+    pos += req.head_len;
+    // An error decided from the head: answered once its body (if any) was read and dropped, on a connection
+    // kept alive.
+    auto refuse_after_body = [&](uint16_t status, const char* reason) {
+      if (ex->origin == kOriginRefused) ex->origin = kOriginNone;
+      ex->discard = true;
+      ex->status = status;
+      ex->reason = reason;
+      if (ex->chunked) ex->chunks.discard();
+      s->ws_state = WsState::kHttpBody;
+    };
+    if (req.expect == Expectation::Unsupported) {
+      refuse(s, host, 417, "only Expect: 100-continue is supported", false);
+      return len;
+    }
+    if (ex->origin == kOriginRefused) {
+      refuse_after_body(403, "the page's origin is not in HTTP.AllowOrigins");
+      continue;
+    }
+    const bool ours = req.path == kSsePath || req.path == kPublishPath;
+    if (req.method == Method::Options && ours) {
+      preflight(s, host, req);
+      if (s->ws_state != WsState::kHandshake) return len;
+      continue;
+    }
+    if (req.path == kSsePath) {
+      if (req.method != Method::Get) {
+        refuse_after_body(405, "GET /sse opens an event stream");
+        continue;
+      }
+      sse_open(s, host, req, paused);
+      return len;  // the stream's input is ignored
+    }
+    if (req.path != kPublishPath) {
+      refuse_after_body(404, "not found: the HTTP transport serves GET /sse and POST /publish");
+      continue;
+    }
+    if (req.method != Method::Post) {
+      refuse_after_body(405, "POST /publish?subject=<subject> with the message as the body");
+      continue;
+    }
+    publish_head(s, host, req);
+    if (s->ws_state == WsState::kClosing || s->ws_state == WsState::kDone) return len;
+    if (s->ws_state == WsState::kHttpBody && !ex->chunked && !ex->discard) {
+      pos -= req.head_len;  // the head stays in front of the body (the PUB header is written over its end)
+      ex->head_len = static_cast<uint32_t>(req.head_len);
+    }
+  }
+}
+
+// POST /publish: checks what the head says and readies the exchange for the body (kHttpBody).
+void WsEngine::publish_head(WsSession* s, SessionHost& host, const HttpRequest& req) const {
+  HttpExchange* ex = s->http;
+  auto refuse_after_body = [&](uint16_t status, const char* reason) {
+    ex->discard = true;
+    ex->status = status;
+    ex->reason = reason;
+    if (ex->chunked) ex->chunks.discard();
+    s->ws_state = WsState::kHttpBody;
+  };
+  std::string subject, retained;
+  int subjects = 0;
+  bool bad_retained = false;
+  std::string_view rest = req.query, name, value;
+  while (next_query_param(&rest, &name, &value)) {
+    if (name == "subject") {
+      if (++subjects == 1 && !decode_param(value, &subject, kMaxSubjectLen)) subject.assign(1, ' ');
+    } else if (name == "retained") {
+      bad_retained = !(value == "1" || value == "true" || value == "0" || value == "false");
+      ex->retained = value == "1" || value == "true";
+    }
+  }
+  if (subjects != 1) return refuse_after_body(400, "exactly one subject= parameter: POST /publish?subject=<subject>");
+  if (bad_retained) return refuse_after_body(400, "retained= takes 1 or 0 (true or false)");
+  if (!valid_subject(subject)) {
+    return refuse_after_body(400, "the subject parameter is not a valid subject: '/' and non-empty segments of "
+                                  "printable ASCII without spaces or '*', at most 255 bytes");
+  }
+  ex->subject_len = static_cast<uint8_t>(subject.size());
+  std::memcpy(ex->subject, subject.data(), subject.size());
+  ex->opcode = is_text_type(req.content_type) ? kOpText : kOpBinary;
+  const bool too_large = req.body == BodyFraming::ContentLength && req.content_length > opt_.max_message;
+  if (req.expect == Expectation::Continue) {
+    if (too_large) {  // answered before the body is sent: the client does not send it, so the connection ends
+      refuse(s, host, 413, "the body is larger than MaxMessageSize", false);
+      return;
+    }
+    Frame* f = Frame::copy("HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (!f || !host.send(s, f)) {
+      host.on_nomem(s);
+      abort(s, host, 0);
+      return;
+    }
+  }
+  if (too_large) return refuse_after_body(413, "the body is larger than MaxMessageSize");
+  s->ws_state = WsState::kHttpBody;
+}
+
+// OPTIONS on one of our paths: a CORS preflight (or a plain OPTIONS), answered at once, kept alive.
+void WsEngine::preflight(WsSession* s, SessionHost& host, const HttpRequest& req) const {
+  HttpExchange* ex = s->http;
+  host.on_http_request(s);
+  const std::string_view method = req.access_control_request_method;
+  if (!req.origin.empty() && ex->origin != kOriginNone) {
+    if (!(method == "GET" || method == "POST") || !headers_allowed(req.access_control_request_headers)) {
+      refuse(s, host, 403, "the preflight asks for a method or header the HTTP transport does not allow", ex->keep_alive);
+      return;
+    }
+  }
+  HeaderField fields[] = {{"Allow", "GET, POST, OPTIONS"},
+                          {"Access-Control-Allow-Methods", "GET, POST, OPTIONS"},
+                          {"Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID, Cache-Control"},
+                          {"Access-Control-Max-Age", kPreflightMaxAge}};
+  if (ex->chunked || ex->length) {  // an OPTIONS with a body: not worth reading; say so and close
+    refuse(s, host, 400, "OPTIONS with a body", false);
+    return;
+  }
+  respond(s, host, 204, {}, ex->keep_alive, fields, sizeof fields / sizeof fields[0]);
+}
+
+// GET /sse: the response head, then the stream's SUB (once a ?token= is decided).
+void WsEngine::sse_open(WsSession* s, SessionHost& host, const HttpRequest& req, bool* paused) const {
+  HttpExchange* ex = s->http;
+  std::string sub = "SUB", token, conflate, last_id, spec;
+  std::vector<std::string> specs;
+  std::string_view rest = req.query, name, value;
+  while (next_query_param(&rest, &name, &value)) {
+    if (name == "subject") {
+      if (!decode_param(value, &spec, kMaxSubjectLen + 32)) {
+        refuse(s, host, 400, "a subject parameter must be percent-encoded printable ASCII without spaces", false);
+        return;
+      }
+      specs.push_back(spec);
+    } else if (name == "conflate") {
+      conflate.assign(value.data(), value.size());
+    } else if (name == "token") {
+      token.assign(value.data(), value.size());
+    } else if (name == "lastEventId") {
+      if (!decode_param(value, &last_id, kMaxSubjectLen + 64)) last_id.clear();
+    }
+  }
+  if (!req.last_event_id.empty()) last_id.assign(req.last_event_id.data(), req.last_event_id.size());
+  if (specs.empty()) {
+    refuse(s, host, 400, "GET /sse?subject=<subject>[&subject=...]: at least one subject", false);
+    return;
+  }
+  if (!conflate.empty()) {
+    if (conflate.find_first_not_of("0123456789") != std::string::npos) {
+      refuse(s, host, 400, "conflate= takes milliseconds (a multiple of 100)", false);
+      return;
+    }
+    sub += " conflate=" + conflate;
+  }
+  // Last-Event-ID ("<subject>@<epoch>:<seq>", the id of the last event the client saw): that subject recovers
+  // from there. The stream's other subjects have no position the client kept, so they are asked for at a
+  // position that cannot be recovered: each is answered RESYNC (never a silent gap) and goes on live.
+  const Spec last = last_id.empty() ? Spec{} : parse_spec(last_id);
+  const bool reconnect = !last_id.empty();
+  for (const std::string& one : specs) {
+    const Spec asked = parse_spec(one);
+    sub += ' ';
+    if (!reconnect) {
+      sub += one;
+    } else if (last.mode == SpecMode::kRecover && asked.subject == last.subject) {
+      sub += last_id;
+    } else {
+      sub.append(asked.subject.data(), asked.subject.size());
+      sub += "@0:0";
+    }
+  }
+  // Checked now, so that a bad subject or count is a 400 the client sees, not an event on a stream it opened.
+  Command cmd;
+  parse_command(reinterpret_cast<const uint8_t*>(sub.data()), sub.size(), &cmd);
+  if (cmd.kind != Cmd::Sub) {
+    refuse(s, host, 400, cmd.kind == Cmd::Invalid ? cmd.detail() : std::string_view("not a subscription"), false);
+    return;
+  }
+  if (!reserve_body(ex, sub.size())) {
+    host.on_nomem(s);
+    abort(s, host, 0);
+    return;
+  }
+  std::memcpy(ex->body, sub.data(), sub.size());
+  ex->body_len = sub.size();
+
+  char retry[48];
+  const int rn = std::snprintf(retry, sizeof retry, "retry: %u\n\n", opt_.sse_retry_ms);
+  HeaderField fields[] = {{"Content-Type", "text/event-stream"},
+                          {"Cache-Control", "no-cache"},
+                          {"X-Accel-Buffering", "no"},  // nginx: pass events on as they come
+                          {"Connection", "close"}};     // the stream ends with the connection
+  char head[kMaxResponseHead];
+  const size_t hn = response_head(s, head, sizeof head, 200, fields, sizeof fields / sizeof fields[0], kNoContentLength);
+  Frame* f = hn ? Frame::alloc(hn + static_cast<size_t>(rn)) : nullptr;
+  if (f) {
+    std::memcpy(f->bytes, head, hn);
+    std::memcpy(f->bytes + hn, retry, static_cast<size_t>(rn));
+    f->end = static_cast<uint32_t>(hn + static_cast<size_t>(rn));
+  }
+  if (!f || !host.send(s, f)) {
+    host.on_nomem(s);
+    abort(s, host, 0);
+    return;
+  }
+  s->ws_state = WsState::kSse;
+  host.on_http_request(s);
+  const Verdict v = host.on_open(s, token);
+  if (s->ws_state != WsState::kSse) return;
+  if (v == Verdict::kPause) {
+    *paused = true;
+    return;
+  }
+  sse_start(s, host);
+}
+
+void WsEngine::sse_start(WsSession* s, SessionHost& host) const {
+  HttpExchange* ex = s->http;
+  if (!ex || s->ws_state != WsState::kSse) return;
+  // (Freed after the call: the command is parsed from it. Its answers reach the stream through deliver.)
+  host.on_message(s, kOpText, ex->body, ex->body_len);
+  free_exchange(s);
+}
+
+// What the broker sends to an HTTP session.
+void WsEngine::deliver(WsSession* s, SessionHost& host, Frame* f) const {
+  if (s->ws_state == WsState::kSse) {
+    bool empty = false;
+    Frame* e = sse_frame(f, &empty);
+    f->unref();
+    if (!e) {
+      if (empty) return;
+      host.on_nomem(s);
+      abort(s, host, 0);
+      return;
+    }
+    if (!host.send(s, e)) {
+      host.on_nomem(s);
+      abort(s, host, 0);
+    }
+    return;
+  }
+  if (s->ws_state != WsState::kHttpWait) {  // nothing is waiting for it (closing, or an AUTH warning)
+    f->unref();
+    return;
+  }
+  const std::string_view line = reply_text(f);
+  std::string_view rest = line, verb = next_token(&rest);
+  if (verb == "ACK") {
+    f->unref();
+    respond(s, host, 200, "{\"ok\":true}", s->http->keep_alive);
+    return;
+  }
+  if (verb == "ERR") {
+    const std::string_view code = next_token(&rest);
+    if (rest.substr(0, kHttpPubId.size() + 1) == std::string(kHttpPubId) + " ") rest.remove_prefix(kHttpPubId.size() + 1);
+    else if (rest == kHttpPubId) rest = {};
+    const std::string json = error_json(code, rest);
+    f->unref();
+    host.on_http_error(s);
+    respond(s, host, status_of_err(code), json, s->http->keep_alive);
+    return;
+  }
+  f->unref();
+}
+
+}  // namespace starling
