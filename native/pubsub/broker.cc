@@ -255,7 +255,7 @@ void Broker::on_answer(Subject* s, Request* r) {
     Pending p = it->second;
     pending_.erase(it);
     if (p.conn) {
-      finish(p.conn, s, *r, p.conflate_ms);
+      finish(p.conn, s, *r, p.conflate_ms, p.once);
       resume_if_done(p.conn);
     } else {
       release_if_unused(s);
@@ -272,7 +272,8 @@ void Broker::resume_if_done(Subscriber* c) {
   host_.resume(c);
 }
 
-bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms, uint64_t allowance) {
+bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms, uint64_t allowance,
+                      bool once) {
   Request* r = new Request();  // std::bad_alloc: on_sub answers ERR limit
   r->token = ++next_token_;
   r->from = wg_;
@@ -281,12 +282,12 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
   r->spec.subject = std::string_view();
   if (s->home == wg_) {
     cache_.answer(s, *r, now_ms_);
-    finish(c, s, *r, conflate_ms);
+    finish(c, s, *r, conflate_ms, once);
     drop_request(r);
     return true;
   }
   try {
-    pending_.emplace(r->token, Pending{c, s, conflate_ms});
+    pending_.emplace(r->token, Pending{c, s, conflate_ms, once});
     waits_[c]++;
   } catch (const std::bad_alloc&) {
     pending_.erase(r->token);
@@ -298,7 +299,7 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
   return false;
 }
 
-void Broker::finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms) {
+void Broker::finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms, bool once) {
   if (r.failed) {
     reply_err(c, ErrCode::kLimit, {}, std::string(s->name()) + ": server out of memory; subscribe again later");
     release_if_unused(s);
@@ -307,6 +308,10 @@ void Broker::finish(Subscriber* c, Subject* s, const Request& r, uint32_t confla
   if (r.answer) {
     r.answer->ref();
     host_.send(c, r.answer);
+  }
+  if (once) {
+    release_if_unused(s);
+    return;
   }
   try {
     subscribe(c, s, conflate_ms);

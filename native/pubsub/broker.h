@@ -104,6 +104,10 @@ class Broker {
   // One client message (dispatch.cc). False: the connection must pause (its publish is held); the host
   // keeps the rest of its input and calls nothing for it until BrokerHost::resume.
   bool on_command(Subscriber* c, uint8_t opcode, uint8_t* p, size_t len);
+  // What "SUB <spec>" would send before the live messages — the history (kHistory) or what followed a
+  // position (kRecover), then SYNC or RESYNC — without subscribing (GET /history). Checked like a SUB
+  // (entitlement; ERR limit when the cache is off). False: c waits for the home's answer, as for a SUB.
+  bool fetch(Subscriber* c, const Spec& spec);
   // The connection left: drops its subscriptions and any held publish (never acknowledged).
   void on_leave(Subscriber* c);
 
@@ -169,9 +173,11 @@ class Broker {
   // Clears this workgroup's interest in s if it has no local subscriber and no request in flight for it.
   void release_if_unused(Subject* s);
   // A spec that needs the home: answered here (home) or sent there. False when c waits for an answer.
-  bool ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms, uint64_t allowance);
+  bool ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conflate_ms, uint64_t allowance,
+                bool once = false);
   // The answer for c: send it, then link the subscription.
-  void finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms);
+  // once: only the answer (fetch), no subscription.
+  void finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms, bool once);
   void resume_if_done(Subscriber* c);
 
   struct Held {       // a publish (or a request) waiting for its home's ring
@@ -191,6 +197,7 @@ class Broker {
     Subscriber* conn; // nullptr once it left
     Subject* subject;
     uint32_t conflate_ms;
+    bool once;        // fetch: the answer only
   };
   // One conflated subscription's state: when it may send next, and the latest message held until then.
   struct ConflationKey {

@@ -190,6 +190,29 @@ bool Broker::on_sub(Subscriber* c, const Command& cmd) {
   return done;
 }
 
+bool Broker::fetch(Subscriber* c, const Spec& spec) {
+  const std::string_view why = refusal(c, kAccessSubscribe, spec.subject);
+  if (!why.empty()) {
+    counters_.add(k_denied_subscribes);
+    reply_err(c, ErrCode::kForbidden, {}, std::string(spec.subject) + ": " + std::string(why));
+    return true;
+  }
+  if (!cache_.enabled()) {
+    reply_err(c, ErrCode::kLimit, {}, std::string(spec.subject) + ": history is off on this server (CacheSize = 0)");
+    return true;
+  }
+  Subject* s = nullptr;
+  try {
+    s = registry_.acquire(spec.subject, wg_);
+    return ask_home(c, s, spec, 0, opt_.max_backlog, true);
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);
+    if (s) release_if_unused(s);
+    reply_err(c, ErrCode::kLimit, {}, std::string(spec.subject) + ": server out of memory");
+    return true;
+  }
+}
+
 void Broker::on_unsub(Subscriber* c, std::string_view subjects) {
   std::string_view rest = subjects;
   for (std::string_view s = next_token(&rest); !s.empty(); s = next_token(&rest)) {

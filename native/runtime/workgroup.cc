@@ -521,7 +521,16 @@ void Workgroup::apply_decisions() {
 
 Verdict Workgroup::on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) {
   Conn* c = conn_of(s);
-  if (!broker_->on_command(c, opcode, p, len)) {
+  return after_command(c, broker_->on_command(c, opcode, p, len));
+}
+
+Verdict Workgroup::on_fetch(WsSession* s, std::string_view spec) {
+  Conn* c = conn_of(s);
+  return after_command(c, broker_->fetch(c, parse_spec(spec)));
+}
+
+Verdict Workgroup::after_command(Conn* c, bool go_on) {
+  if (!go_on) {
     loop_->pause(c);   // its publish is held, or it waits for answers: the broker resumes it
     return Verdict::kPause;
   }

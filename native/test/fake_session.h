@@ -146,6 +146,7 @@ class Host : public SessionHost {
   std::vector<CloseMode> closes;        // every close() call
   std::vector<uint16_t> leaves;         // every on_leave code
   std::vector<Message> messages;        // every on_message
+  std::vector<std::string> fetches;     // every on_fetch's spec
   int opens = 0, http_errors = 0, http_requests = 0, nomems = 0;
   std::string open_token;       // the token query parameter on_open was given
   bool pause_on_open = false;   // on_open answers kPause (a token being decided)
@@ -187,6 +188,10 @@ class Host : public SessionHost {
     messages.push_back(Message{opcode, std::string(reinterpret_cast<const char*>(p), len)});
     session_ = s;
     return on_msg ? on_msg(*this, messages.back()) : Verdict::kContinue;
+  }
+  Verdict on_fetch(WsSession*, std::string_view spec) override {
+    fetches.push_back(std::string(spec));
+    return Verdict::kContinue;
   }
   void on_leave(WsSession*, uint16_t code) override {
     if (!leaves.empty()) violations.push_back("second on_leave");

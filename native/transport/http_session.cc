@@ -19,6 +19,7 @@ namespace {
 
 constexpr std::string_view kSsePath = "/sse";
 constexpr std::string_view kPublishPath = "/publish";
+constexpr std::string_view kHistoryPath = "/history";
 // The id of the PUB command an HTTP publish becomes: a connection has one request with the broker at a
 // time (it reads no further until that one is answered), so the ACK or ERR that comes back is its answer.
 constexpr std::string_view kHttpPubId = "h";
@@ -121,6 +122,7 @@ struct HttpExchange {
   bool chunked = false;
   bool discard = false;       // the body is read and dropped, then the request is answered `status`
   bool retained = false;
+  bool history = false;       // GET /history: the answer is a history (kHttpWait)
   uint8_t opcode = kOpBinary;
   uint16_t status = 0;        // discard: the answer
   const char* reason = "";    // discard: its detail
@@ -407,7 +409,7 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
       refuse_after_body(403, "the page's origin is not in HTTP.AllowOrigins");
       continue;
     }
-    const bool ours = req.path == kSsePath || req.path == kPublishPath;
+    const bool ours = req.path == kSsePath || req.path == kPublishPath || req.path == kHistoryPath;
     if (req.method == Method::Options && ours) {
       preflight(s, host, req);
       if (s->ws_state != WsState::kHandshake) return len;
@@ -421,8 +423,21 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
       sse_open(s, host, req, paused);
       return len;  // the stream's input is ignored
     }
+    if (req.path == kHistoryPath) {
+      if (req.method != Method::Get) {
+        refuse_after_body(405, "GET /history?subject=<subject>&n=<count> (or &since=<epoch>:<seq>)");
+        continue;
+      }
+      if (ex->chunked || ex->length) {
+        refuse_after_body(400, "GET /history takes no body");
+        continue;
+      }
+      history(s, host, req, paused);
+      if (s->ws_state != WsState::kHandshake) return s->ws_state == WsState::kHttpWait ? pos : len;
+      continue;
+    }
     if (req.path != kPublishPath) {
-      refuse_after_body(404, "not found: the HTTP transport serves GET /sse and POST /publish");
+      refuse_after_body(404, "not found: the HTTP transport serves GET /sse, POST /publish and GET /history");
       continue;
     }
     if (req.method != Method::Post) {
@@ -633,6 +648,11 @@ void WsEngine::deliver(WsSession* s, SessionHost& host, Frame* f) const {
     f->unref();
     return;
   }
+  if (s->http->history) {
+    history_answer(s, host, f);
+    f->unref();
+    return;
+  }
   const std::string_view line = reply_text(f);
   std::string_view rest = line, verb = next_token(&rest);
   if (verb == "ACK") {
@@ -651,6 +671,130 @@ void WsEngine::deliver(WsSession* s, SessionHost& host, Frame* f) const {
     return;
   }
   f->unref();
+}
+
+}  // namespace starling
+
+namespace starling {
+
+namespace {
+
+// Appends s as the inside of a JSON string: quotes, backslashes and control characters escaped; other
+// bytes as they are (a text message is UTF-8).
+void append_json_text(std::string& out, std::string_view s) {
+  static const char kHex[] = "0123456789abcdef";
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20) {
+      out += "\\u00";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+}
+
+}  // namespace
+
+// GET /history?subject=<subject>&n=<count> | &since=<epoch>:<seq>: handed to the broker as a fetch.
+void WsEngine::history(WsSession* s, SessionHost& host, const HttpRequest& req, bool* paused) const {
+  std::string subject, n, since, value_text;
+  int subjects = 0;
+  std::string_view rest = req.query, name, value;
+  while (next_query_param(&rest, &name, &value)) {
+    if (name == "subject") {
+      if (++subjects == 1 && !decode_param(value, &subject, kMaxSubjectLen)) subject.assign(1, ' ');
+    } else if (name == "n") {
+      n.assign(value.data(), value.size());
+    } else if (name == "since") {
+      if (!decode_param(value, &since, 64)) since.assign(1, ' ');
+    }
+  }
+  if (subjects != 1 || (n.empty() == since.empty())) {
+    refuse(s, host, 400, "GET /history?subject=<subject>&n=<count> or ...&since=<epoch>:<seq> (one subject; n or since)",
+           s->http->keep_alive);
+    return;
+  }
+  const std::string spec = subject + (n.empty() ? "@" + since : "#" + n);
+  Command cmd;
+  const std::string sub = "SUB " + spec;
+  parse_command(reinterpret_cast<const uint8_t*>(sub.data()), sub.size(), &cmd);
+  if (cmd.kind != Cmd::Sub) {
+    refuse(s, host, 400, cmd.kind == Cmd::Invalid ? cmd.detail() : std::string_view("bad request"), s->http->keep_alive);
+    return;
+  }
+  s->http->history = true;
+  s->ws_state = WsState::kHttpWait;
+  host.on_http_request(s);
+  const Verdict v = host.on_fetch(s, spec);  // (its answer: deliver)
+  if (s->ws_state == WsState::kHttpWait || (v == Verdict::kPause && s->ws_state == WsState::kHandshake)) *paused = true;
+}
+
+// The home's answer to a fetch (frames: MSG … history|recovered|snapshot, then SYNC or RESYNC), or an ERR,
+// as the JSON answer of GET /history.
+void WsEngine::history_answer(WsSession* s, SessionHost& host, const Frame* f) const {
+  const bool keep_alive = s->http->keep_alive;
+  std::string out = "{\"ok\":true,\"messages\":[";
+  bool first = true;
+  std::string tail;
+  const uint8_t* p = f->data();
+  size_t left = f->size();
+  while (left) {
+    FrameHead head;
+    if (parse_server_frame_head(p, left, &head) != FrameParse::Ok || left - head.head_len < head.payload_len) break;
+    const std::string_view msg(reinterpret_cast<const char*>(p + head.head_len), static_cast<size_t>(head.payload_len));
+    p += head.head_len + head.payload_len;
+    left -= static_cast<size_t>(head.head_len + head.payload_len);
+    const size_t nl = msg.find('\n');
+    const std::string_view line = msg.substr(0, nl);
+    const std::string_view body = nl == std::string_view::npos ? std::string_view() : msg.substr(nl + 1);
+    std::string_view rest = line;
+    const std::string_view verb = next_token(&rest);
+    if (verb == "ERR") {
+      const std::string_view code = next_token(&rest);
+      host.on_http_error(s);
+      respond(s, host, status_of_err(code), error_json(code, rest), keep_alive);
+      return;
+    }
+    PositionLine pos;
+    if (!parse_position_line(rest, &pos)) continue;
+    // (The epoch as written: "<subject> <epoch>:<seq>".)
+    const std::string_view after = rest.substr(pos.subject.size() + 1);
+    const std::string_view epoch = after.substr(0, after.find(':'));
+    if (verb == "MSG") {
+      out += first ? "{" : ",{";
+      first = false;
+      out += "\"seq\":" + std::to_string(pos.seq) + ",\"kind\":\"";
+      out.append(pos.rest.data(), pos.rest.size());
+      if (head.opcode == kOpBinary) {
+        std::string b64(4 * ((body.size() + 2) / 3), '\0');
+        base64_encode(reinterpret_cast<const uint8_t*>(body.data()), body.size(), b64.data());
+        out += "\",\"base64\":\"" + b64 + "\"}";
+      } else {
+        out += "\",\"text\":\"";
+        append_json_text(out, body);
+        out += "\"}";
+      }
+    } else if (verb == "SYNC" || verb == "RESYNC") {
+      tail = "],\"subject\":\"";
+      tail.append(pos.subject.data(), pos.subject.size());
+      tail += "\",\"epoch\":\"" + std::string(epoch) + "\",\"seq\":" + std::to_string(pos.seq) +
+              ",\"resync\":" + (verb == "RESYNC" ? "true" : "false") + "}";
+    }
+  }
+  if (tail.empty()) {  // (an answer always ends with SYNC or RESYNC; anything else is our bug, said plainly)
+    host.on_http_error(s);
+    respond(s, host, 500, error_json("internal", "the history answer was incomplete"), false);
+    return;
+  }
+  out += tail;
+  respond(s, host, 200, out, keep_alive);
 }
 
 }  // namespace starling

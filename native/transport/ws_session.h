@@ -82,6 +82,10 @@ class SessionHost {
   // One complete message (text already checked to be UTF-8): a WebSocket message, or the command the HTTP
   // transport made of a request. `p` may be modified; valid during the call.
   virtual Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) = 0;
+  // GET /history: what "SUB <spec>" would answer before the live messages, without subscribing
+  // (Broker::fetch; spec is "<subject>#<n>" or "<subject>@<epoch>:<seq>", already checked). The answer comes
+  // back through WsEngine::deliver. kPause: the host paused the stream until the answer is in.
+  virtual Verdict on_fetch(WsSession* s, std::string_view spec) = 0;
   // The session left kOpen: `code` is the close code sent (0 when the peer hung up without one). The
   // host drops the connection's subscriptions and counts the code.
   virtual void on_leave(WsSession* s, uint16_t code) = 0;
@@ -170,6 +174,8 @@ class WsEngine {
   bool publish(WsSession* s, SessionHost& host, uint8_t* body, size_t len, bool* paused) const;
   void preflight(WsSession* s, SessionHost& host, const HttpRequest& req) const;
   void sse_open(WsSession* s, SessionHost& host, const HttpRequest& req, bool* paused) const;
+  void history(WsSession* s, SessionHost& host, const HttpRequest& req, bool* paused) const;
+  void history_answer(WsSession* s, SessionHost& host, const Frame* f) const;
   void sse_start(WsSession* s, SessionHost& host) const;  // runs an event stream's SUB once it may
   // The response (its exchange freed); then the next request (keep_alive), or a graceful close.
   void respond(WsSession* s, SessionHost& host, uint16_t status, std::string_view json, bool keep_alive,
