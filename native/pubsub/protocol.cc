@@ -82,14 +82,6 @@ void fail_subject(Command* out, std::string_view subject) {
   out->detail_len = static_cast<uint16_t>(n + subject_problem(subject, out->detail_buf + n, kMaxDetailLen - n));
 }
 
-bool all_digits(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-  }
-  return true;
-}
-
 size_t count_tokens(std::string_view s) {
   size_t n = 0;
   while (!s.empty()) {
@@ -119,17 +111,6 @@ size_t spec_form_at(std::string_view token, SpecMode* mode) {
     return std::string_view::npos;
   *mode = SpecMode::kRecover;
   return from + at;
-}
-
-bool parse_decimal(std::string_view digits, uint64_t* out) {
-  uint64_t v = 0;
-  for (char c : digits) {
-    const uint64_t d = static_cast<uint64_t>(c - '0');
-    if (v > (UINT64_MAX - d) / 10) return false;
-    v = v * 10 + d;
-  }
-  *out = v;
-  return true;
 }
 
 // Checks one SUB token: its form (bad-command) when `form`, else its subject (bad-subject). On failure
@@ -555,6 +536,25 @@ bool parse_epoch(std::string_view text, uint64_t* out) {
     else return false;
     if (v > (UINT64_MAX - d) / 36) return false;
     v = v * 36 + d;
+  }
+  *out = v;
+  return true;
+}
+
+bool all_digits(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+bool parse_decimal(std::string_view digits, uint64_t* out) {
+  uint64_t v = 0;
+  for (char c : digits) {
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
   }
   *out = v;
   return true;

@@ -123,6 +123,13 @@ struct PositionLine {
 };
 bool parse_position_line(std::string_view line, PositionLine* out);
 
+// True if s is non-empty and all ASCII digits.
+bool all_digits(std::string_view s);
+
+// The value of a string of ASCII digits (checked by the caller: see all_digits); false when it does not fit
+// in 64 bits.
+bool parse_decimal(std::string_view digits, uint64_t* out);
+
 // Splits off the first space-separated token of *rest (advancing *rest past it and its space). Returns
 // an empty view when *rest is empty.
 std::string_view next_token(std::string_view* rest);

@@ -4,20 +4,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "bare_lf.h"
 #include "transport/http_upgrade.h"
 
 using namespace starling;
-
-namespace {
-
-// True if data[0..n) has a '\n' not preceded by '\r': the parser must never wait on such a head.
-bool has_bare_lf(const uint8_t* data, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) return true;
-  return false;
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const UpgradeRequest r = parse_upgrade(reinterpret_cast<const char*>(data), size, "/");

@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "pubsub/protocol.h"
+
 namespace starling {
 
 namespace {
@@ -160,20 +162,6 @@ struct HeaderState {
   bool close = false, keep_alive = false;  // Connection tokens
 };
 
-// Digits only, below 2^63; false otherwise.
-bool parse_content_length(std::string_view s, uint64_t* out) {
-  if (s.empty()) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    const uint64_t d = static_cast<uint64_t>(c - '0');
-    if (v > (kMaxBodyLength - d) / 10) return false;
-    v = v * 10 + d;
-  }
-  *out = v;
-  return true;
-}
-
 // Records one header line; returns the reason when it makes the request malformed (400), else null.
 const char* note_header(std::string_view name, std::string_view value, HttpRequest* r, HeaderState* h) {
   for (size_t i = 0; i < sizeof kViewHeaders / sizeof kViewHeaders[0]; i++) {
@@ -188,9 +176,9 @@ const char* note_header(std::string_view name, std::string_view value, HttpReque
     if (h->content_length) return "more than one Content-Length header";
     h->content_length = true;
     if (value.find(',') != std::string_view::npos) return "Content-Length with more than one value";
-    if (value.empty() || value.find_first_not_of("0123456789") != std::string_view::npos)
-      return "Content-Length is not a number";
-    if (!parse_content_length(value, &r->content_length)) return "Content-Length too large";
+    if (!all_digits(value)) return "Content-Length is not a number";
+    if (!parse_decimal(value, &r->content_length) || r->content_length > kMaxBodyLength)
+      return "Content-Length too large";
   } else if (iequals(name, "transfer-encoding")) {
     h->transfer_encodings++;
     h->transfer_encoding = value;
