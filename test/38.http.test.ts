@@ -245,6 +245,52 @@ describe('POST /publish', SUITE, () => {
   });
 });
 
+describe('GET /history', SUITE, () => {
+  it('answers the last n cached messages, or what followed a position, as JSON (text and base64), kept alive', async () => {
+    const server = startServer();
+    const pub = await Client.open(server);
+    await pub.command('PUB /hist/a\none', 'PUB /hist/a\ntwo "quoted"\nline');
+    pub.send(Buffer.concat([Buffer.from('PUB /hist/a\n'), Buffer.from([0, 0xff])]));
+    await pub.command('PUB /hist/a\nfour');
+    const raw = await Raw.connect(server);
+    raw.write('GET /history?subject=/hist/a&n=3 HTTP/1.1\r\nHost: x\r\n\r\n');
+    const res = await raw.response();
+    assert.equal(res.status, 200, res.body);
+    const h = JSON.parse(res.body);
+    assert.equal(h.ok, true);
+    assert.equal(h.subject, '/hist/a');
+    assert.equal(h.seq, 4);
+    assert.equal(h.resync, false);
+    assert.deepEqual(h.messages.map((m: { seq: number }) => m.seq), [2, 3, 4]);
+    assert.deepEqual(h.messages[0], { seq: 2, kind: 'history', text: 'two "quoted"\nline' });
+    assert.deepEqual(Buffer.from(h.messages[1].base64, 'base64'), Buffer.from([0, 0xff]));
+    raw.write(`GET /history?subject=%2Fhist%2Fa&since=${h.epoch}:3 HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const since = JSON.parse((await raw.response()).body);
+    assert.deepEqual(since.messages, [{ seq: 4, kind: 'recovered', text: 'four' }]);
+    assert.equal(since.resync, false);
+    raw.write('GET /history?subject=/hist/a&since=zzz:3 HTTP/1.1\r\nHost: x\r\n\r\n');
+    const other = JSON.parse((await raw.response()).body);
+    assert.equal(other.resync, true, 'another epoch cannot be recovered');
+    raw.write('GET /history?subject=/hist/a HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal((await raw.response()).status, 400, 'n or since is required');
+    raw.write('GET /history?subject=/hist/none&n=5 HTTP/1.1\r\nHost: x\r\n\r\n');
+    const none = JSON.parse((await raw.response()).body);
+    assert.deepEqual([none.messages, none.seq], [[], 0], 'a subject with no messages: an empty list');
+    await waitFor('no subscription left', () => server.stats().total.subscriptions === 0);
+    raw.destroy();
+  });
+
+  it('says history is off when CacheSize = 0 (503, limit)', async () => {
+    const server = startServer({ CacheSize: 0 });
+    const raw = await Raw.connect(server);
+    raw.write('GET /history?subject=/a&n=1 HTTP/1.1\r\nHost: x\r\n\r\n');
+    const res = await raw.response();
+    assert.equal(res.status, 503);
+    assert.match(json(res).detail!, /CacheSize = 0/);
+    raw.destroy();
+  });
+});
+
 describe('CORS (HTTP.AllowOrigins)', SUITE, () => {
   it('answers preflights for allowed origins, refuses others with 403, and lets the server\'s own origin through', async () => {
     const server = startServer({ 'HTTP.AllowOrigins': 'https://app.example' });
