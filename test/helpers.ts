@@ -470,40 +470,40 @@ export class Raw {
     return within(wait(), what);
   }
 
+  /** The response head at the start of the buffer (its status line, headers and size), or undefined. */
+  private parseHead(): { status: number; statusLine: string; headers: Record<string, string>; size: number } | undefined {
+    const end = this.buf.indexOf('\r\n\r\n');
+    if (end < 0) return undefined;
+    const lines = this.buf.subarray(0, end).toString('latin1').split('\r\n');
+    const headers: Record<string, string> = {};
+    for (const line of lines.slice(1)) {
+      const colon = line.indexOf(':');
+      headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(lines[0])?.[1] ?? NaN);
+    return { status, statusLine: lines[0], headers, size: end + 4 };
+  }
+
   /** Reads an HTTP response head (and a Content-Length body). Leaves any later bytes unread. */
   response(): Promise<HttpResponse> {
     return this.until('an HTTP response', () => {
-      const end = this.buf.indexOf('\r\n\r\n');
-      if (end < 0) return undefined;
-      const lines = this.buf.subarray(0, end).toString('latin1').split('\r\n');
-      const headers: Record<string, string> = {};
-      for (const line of lines.slice(1)) {
-        const colon = line.indexOf(':');
-        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-      }
-      const length = Number(headers['content-length'] ?? 0);
-      if (this.buf.length < end + 4 + length) return undefined;
-      const body = this.buf.subarray(end + 4, end + 4 + length).toString('utf8');
-      this.buf = this.buf.subarray(end + 4 + length);
-      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(lines[0])?.[1] ?? NaN);
-      return { status, statusLine: lines[0], headers, body };
+      const head = this.parseHead();
+      if (!head) return undefined;
+      const length = Number(head.headers['content-length'] ?? 0);
+      if (this.buf.length < head.size + length) return undefined;
+      const body = this.buf.subarray(head.size, head.size + length).toString('utf8');
+      this.buf = this.buf.subarray(head.size + length);
+      return { status: head.status, statusLine: head.statusLine, headers: head.headers, body };
     });
   }
 
   /** Reads an HTTP response head only, leaving its body unread (an event stream's never ends). */
   head(): Promise<HttpResponse> {
     return this.until('an HTTP response head', () => {
-      const end = this.buf.indexOf('\r\n\r\n');
-      if (end < 0) return undefined;
-      const lines = this.buf.subarray(0, end).toString('latin1').split('\r\n');
-      const headers: Record<string, string> = {};
-      for (const line of lines.slice(1)) {
-        const colon = line.indexOf(':');
-        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-      }
-      this.buf = this.buf.subarray(end + 4);
-      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(lines[0])?.[1] ?? NaN);
-      return { status, statusLine: lines[0], headers, body: '' };
+      const head = this.parseHead();
+      if (!head) return undefined;
+      this.buf = this.buf.subarray(head.size);
+      return { status: head.status, statusLine: head.statusLine, headers: head.headers, body: '' };
     });
   }
 
