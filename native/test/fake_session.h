@@ -57,6 +57,14 @@ inline std::string client_frame(uint8_t opcode, std::string_view payload, bool f
   return f;
 }
 
+// One server frame (unmasked, FIN) carrying payload, as the broker's answers are framed.
+inline std::string server_frame(uint8_t opcode, std::string_view payload) {
+  std::string f(starling::server_head_size(payload.size()), '\0');
+  starling::write_server_head(reinterpret_cast<uint8_t*>(f.data()), opcode, payload.size());
+  f.append(payload.data(), payload.size());
+  return f;
+}
+
 inline std::string text(std::string_view payload, bool fin = true) {
   return client_frame(starling::kOpText, payload, fin);
 }
@@ -155,6 +163,10 @@ class Host : public SessionHost {
   bool refuse_send = false;             // send() fails (and drops the reference), as a full queue would
   // Answers on_message; kContinue when unset. May call reply() to queue an answer.
   std::function<Verdict(Host&, const Message&)> on_msg;
+  // Answers on_fetch (GET /history); kContinue when unset.
+  std::function<Verdict(Host&, const std::string&)> on_fetch_cb;
+  // When set, reply() hands frames to an HTTP session through the engine (as the workgroup does).
+  const starling::WsEngine* engine = nullptr;
 
   bool send(WsSession* s, Frame* f) override {
     if (!closes.empty()) violations.push_back("send after close");
@@ -189,9 +201,10 @@ class Host : public SessionHost {
     session_ = s;
     return on_msg ? on_msg(*this, messages.back()) : Verdict::kContinue;
   }
-  Verdict on_fetch(WsSession*, std::string_view spec) override {
+  Verdict on_fetch(WsSession* s, std::string_view spec) override {
     fetches.push_back(std::string(spec));
-    return Verdict::kContinue;
+    session_ = s;
+    return on_fetch_cb ? on_fetch_cb(*this, fetches.back()) : Verdict::kContinue;
   }
   void on_leave(WsSession*, uint16_t code) override {
     if (!leaves.empty()) violations.push_back("second on_leave");
@@ -202,10 +215,13 @@ class Host : public SessionHost {
   void on_http_request(WsSession*) override { http_requests++; }
   void on_nomem(WsSession*) override { nomems++; }
 
-  // From inside on_msg: queue a text frame to the session, as a handler answering a command would.
-  void reply(std::string_view text) {
-    Frame* f = Frame::make(starling::kOpText, text.data(), text.size());
-    if (f) send(session_, f);
+  // From inside on_msg: queue a text frame to the session, as a handler answering a command would (an HTTP
+  // session's through WsEngine::deliver, when `engine` is set, as the workgroup does).
+  void reply(std::string_view text) { reply_frame(Frame::make(starling::kOpText, text.data(), text.size())); }
+  void reply_frame(Frame* f) {
+    if (!f) return;
+    if (engine && !session_->websocket()) engine->deliver(session_, *this, f);
+    else send(session_, f);
   }
 
   // The frames sent after the 101 answer, decoded (the HTTP answer, if any, is skipped).

@@ -56,8 +56,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fake::Host host;
     const unsigned pause_every = (flags >> 1) & 3;
     bool paused = false;
+    host.engine = &engine;
+    // HTTP sessions: the broker's answers, as the workgroup hands them over (WsEngine::deliver) — an ACK or an
+    // ERR for a publish, a message for an event stream's SUB, a history answer for a fetch.
+    host.on_fetch_cb = [&](fake::Host& h, const std::string&) {
+      std::string answer = fake::server_frame(kOpText, "MSG /a 1:1 history\nx") + fake::server_frame(kOpBinary, "MSG /a 1:2 history\n\x01") +
+                           fake::server_frame(kOpText, (flags & 8) ? "ERR forbidden /a: no" : "SYNC /a 1:2");
+      h.reply_frame(Frame::copy(answer.data(), answer.size()));
+      return Verdict::kContinue;
+    };
     host.on_msg = [&](fake::Host& h, const fake::Message& m) {
-      if (flags & 8) h.reply(m.opcode == kOpText ? m.data : "bin");
+      if (!s.websocket()) {
+        if (m.data.compare(0, 4, "PUB ") == 0) h.reply((flags & 8) ? "ERR too-large h payload over the limit" : "ACK h");
+        else h.reply("MSG /a 1:3\nlive\ntext");
+      } else if (flags & 8) {
+        h.reply(m.opcode == kOpText ? m.data : "bin");
+      }
       if (pause_every && h.messages.size() % pause_every == 0) {
         paused = true;
         return Verdict::kPause;
@@ -100,7 +114,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (flags & 16) engine.hangup(&s, host);
     check_host(host, s);
     require(host.opens <= 1, "opened twice");
-    if (host.opens == 0) require(host.messages.empty() && host.leaves.empty(), "messages without an upgrade");
+    if (host.opens == 0 && s.websocket()) require(host.messages.empty() && host.leaves.empty(), "messages without an upgrade");
     engine.release(&s);
     require(WsEngine::buffered(&s) == 0, "buffers kept after release");
   }

@@ -665,9 +665,10 @@ void WsEngine::deliver(WsSession* s, SessionHost& host, Frame* f) const {
     if (rest.substr(0, kHttpPubId.size() + 1) == std::string(kHttpPubId) + " ") rest.remove_prefix(kHttpPubId.size() + 1);
     else if (rest == kHttpPubId) rest = {};
     const std::string json = error_json(code, rest);
-    f->unref();
+    const uint16_t status = status_of_err(code);
+    f->unref();  // (code and rest point into it)
     host.on_http_error(s);
-    respond(s, host, status_of_err(code), json, s->http->keep_alive);
+    respond(s, host, status, json, s->http->keep_alive);
     return;
   }
   f->unref();
