@@ -77,7 +77,7 @@ export async function benchsub(argv: string[], env: NodeJS.ProcessEnv, out = (l:
     const options = clientOptions(cfg, false, Math.min(perProcess, clients - first), first);
     sources.push(processes === 1 ? inProcess(options) : inWorker(options));
   }
-  out(`benchsub: ${clients} clients over ${processes} process${processes > 1 ? 'es' : ''} x ${cfg.Threads} thread(s) -> ${(cfg.ServerAddresses as { host: string; port: number }[]).map((a) => `${a.host}:${a.port}`).join(', ')} (${cfg.Dialect})`);
+  out(`benchsub: ${clients} clients over ${processes} process${processes > 1 ? 'es' : ''} x ${cfg.Threads} thread(s) -> ${(cfg.ServerAddresses as { host: string; port: number }[]).map((a) => `${a.host}:${a.port}`).join(', ')} (${cfg.Dialect}${cfg.Transport === 'sse' ? ', server-sent events' : ''})`);
 
   const merged = (): Snapshot => {
     const all = emptySnapshot();
@@ -297,7 +297,7 @@ async function reconnectStorm(
   const t0 = Date.now();
   const cpu0 = window.serverPid ? cpuSeconds(window.serverPid) : NaN;
   for (const s of sources) s.reconnect(selection);
-  out(`reconnect storm: dropping ${selected} of ${clients} clients (one in every ${every} from client 0; ${selection.closeFrame ? 'close frame' : 'TCP reset'}) and reconnecting them from their positions`);
+  out(`reconnect storm: dropping ${selected} of ${clients} clients (one in every ${every} from client 0; ${selection.closeFrame ? (cfg.Transport === 'sse' ? 'closed (an event stream has no close frame)' : 'close frame') : 'TCP reset'}) and reconnecting them from their positions`);
 
   const delta = (cur: Snapshot, k: string) => cur.counters[k] - before.counters[k];
   const countersNow = () => {

@@ -1,7 +1,7 @@
 // The side-by-side benchmark (BENCHMARKS.md): W3, W1, W2, W1-max and W5 against Starling and each peer, one
 // server at a time, in one run, with the same load tools. Writes bench/results/<date>.md (and .json).
 //
-//   node dist/bench/compare.js [--servers starling,uws,ws,nats] [--workloads W3,W1,W2,W1max,W5]
+//   node dist/bench/compare.js [--servers starling,uws,ws,nats] [--workloads W3,W1,W2,W1max,W5,W6,W7]
 //                              (a Starling variant: --servers starling:Workgroups=1,uws)
 //                              [--clients 15000] [--seconds 20] [--rates 20000,30000,...]
 //                              [--w5-drop 5000] [--w5-mode reset|close]
@@ -10,6 +10,10 @@
 // W5 (the reconnect storm) runs W1, then drops --w5-drop of the subscribers at once (a third of --clients by
 // default: 5,000 of 15,000) and reconnects them from their last positions while publishing continues
 // (benchsub's ReconnectAfter). Starling only: the peers have no recovery protocol.
+// W6 (server-sent events; opt-in, --workloads W6): W3, W1 and W2 again with the subscribers on GET /sse event streams
+// (benchsub Transport = sse), Starling only; the ratios SSE / WebSocket of CPU per message (W1, W2) and bytes per
+// idle connection (W3) are against the WebSocket runs of the same server in the same run, which W6 adds when
+// --workloads does not name them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -81,6 +85,8 @@ function tool(name: 'benchsub' | 'benchpub', defines: Record<string, string | nu
   return Object.assign(child, { done });
 }
 
+type SubTransport = 'websocket' | 'sse';
+
 /** Subscribers connect; then publishers start; benchsub measures its window and writes its summary. */
 async function measure(
   server: ServerHandle,
@@ -130,17 +136,17 @@ function latencyRow(server: string, workload: string, offered: number, r: RunSum
   };
 }
 
-async function w1(server: ServerHandle, dir: string, clients: number, rate: number, seconds: number, label = 'W1'): Promise<Row> {
+async function w1(server: ServerHandle, dir: string, clients: number, rate: number, seconds: number, label = 'W1', transport: SubTransport = 'websocket'): Promise<Row> {
   const subjects = `/p/s{1..${clients}}`;
   const r = await measure(
     server,
     path.join(dir, `${label}-${rate}-${server.name}`),
-    { Clients: clients, Subjects: subjects, OneToOne: true },
+    { Clients: clients, Subjects: subjects, OneToOne: true, Transport: transport },
     { Publishers: 4, Frequency: rate, Subjects: subjects, MessageSize: 512 },
     seconds,
   );
   const row = latencyRow(server.name, label, rate, r);
-  const t = label === 'W1' ? connectSeconds(path.join(dir, `${label}-${rate}-${server.name}`)) : null;
+  const t = label === 'W1' || label === 'W6-W1' ? connectSeconds(path.join(dir, `${label}-${rate}-${server.name}`)) : null;
   if (t) row.note = `${clients} clients connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)${connectP99(r)}`;
   return row;
 }
@@ -242,18 +248,18 @@ async function w5(server: ServerHandle, dir: string, clients: number, drop: numb
   return row;
 }
 
-async function w2(server: ServerHandle, dir: string, clients: number, seconds: number): Promise<Row> {
+async function w2(server: ServerHandle, dir: string, clients: number, seconds: number, label = 'W2', transport: SubTransport = 'websocket'): Promise<Row> {
   const r = await measure(
     server,
-    path.join(dir, `W2-${server.name}`),
-    { Clients: clients, Subjects: '/p/s1', SubjectsPerClient: 1 },
+    path.join(dir, `${label}-${server.name}`),
+    { Clients: clients, Subjects: '/p/s1', SubjectsPerClient: 1, Transport: transport },
     { Publishers: 1, Frequency: 20, Subjects: '/p/s1', MessageSize: 512 },
     seconds,
   );
-  return latencyRow(server.name, 'W2', 20 * clients, r);
+  return latencyRow(server.name, label, 20 * clients, r);
 }
 
-async function w3(server: ServerHandle, dir: string, clients: number): Promise<Row> {
+async function w3(server: ServerHandle, dir: string, clients: number, label = 'W3', transport: SubTransport = 'websocket'): Promise<Row> {
   await sleep(1000);
   const before = rssBytes(server.pid);
   const subscriber = tool('benchsub', {
@@ -263,14 +269,15 @@ async function w3(server: ServerHandle, dir: string, clients: number): Promise<R
     Clients: clients,
     Subjects: `/p/s{1..${clients}}`,
     OneToOne: true,
+    Transport: transport,
     Duration: 1,
-    Output: path.join(dir, `W3-${server.name}`),
+    Output: path.join(dir, `${label}-${server.name}`),
   });
   await waitForLine(subscriber, 'stdout', /^connected:/, 180_000);
   await sleep(2000); // let the subscriptions settle
   const after = rssBytes(server.pid);
   await subscriber.done;
-  return { server: server.name, workload: 'W3', connections: clients, bytesPerConnection: Math.round((after - before) / clients) };
+  return { server: server.name, workload: label, connections: clients, bytesPerConnection: Math.round((after - before) / clients) };
 }
 
 function parseArgs(argv: string[]) {
@@ -391,6 +398,18 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     const ratio = w1?.cpuMicrosPerMessage && w7.cpuMicrosPerMessage ? (w7.cpuMicrosPerMessage / w1.cpuMicrosPerMessage).toFixed(3) : '–';
     lines.push(`- W7 ${base}: CPU µs/msg with JWT entitlement / without (the W1 run before it): ${ratio} (goal ≤ 1.05)`);
   });
+  const w6Lines: string[] = [];
+  rows.forEach((w6, i) => {
+    const of = /^W6-(W[123])$/.exec(w6.workload)?.[1];
+    if (!of) return;
+    // Against the WebSocket run of the same server and workload just before it.
+    const ws = rows.slice(0, i).reverse().find((r) => r.server === w6.server && r.workload === of);
+    const field = of === 'W3' ? 'bytesPerConnection' : 'cpuMicrosPerMessage';
+    const ratio = ws?.[field] && w6[field] ? (w6[field] / ws[field]).toFixed(3) : '–';
+    const goal = of === 'W1' ? ' (goal ≤ 1.25)' : of === 'W3' ? ` (${fmt(w6.bytesPerConnection, 0)} B per idle event stream; goal ≤ 400)` : '';
+    w6Lines.push(`- ${w6.server}: ${of} over server-sent events / over WebSocket, ${of === 'W3' ? 'bytes per idle connection' : 'CPU µs/msg'}: ${ratio}${goal}`);
+  });
+  if (w6Lines.length) lines.push('', '## W6, server-sent events / WebSocket (same run)', '', ...w6Lines);
   lines.push(...renderW5(opts, rows));
   if (errors.length) lines.push('', '## Errors', '', ...errors.map((e) => `- ${e}`));
   return lines.join('\n') + '\n';
@@ -424,6 +443,13 @@ async function main(): Promise<void> {
     }
   };
 
+  // W3, W1 or W2 with the subscribers on `transport` (labelled W6-… over server-sent events).
+  const workload = (s: ServerHandle, of: 'W1' | 'W2' | 'W3', transport: SubTransport) => {
+    const label = transport === 'sse' ? `W6-${of}` : of;
+    if (of === 'W3') return w3(s, dir, opts.clients, label, transport);
+    if (of === 'W1') return w1(s, dir, opts.clients, 20000, opts.seconds, label, transport);
+    return w2(s, dir, opts.clients, opts.seconds, label, transport);
+  };
   for (const name of opts.servers) {
     if (opts.workloads.includes('W3')) await run(name, 'W3', (s) => w3(s, dir, opts.clients));
     if (opts.workloads.includes('W1')) await run(name, 'W1', (s) => w1(s, dir, opts.clients, 20000, opts.seconds));
@@ -435,6 +461,17 @@ async function main(): Promise<void> {
         await run(entitled, 'W7', (s) => w7(s, name, dir, opts.clients, 20000, opts.seconds, secret));
       } else {
         log(`${name} W7: skipped, the peers have no entitlement`);
+      }
+    }
+    if (opts.workloads.includes('W6')) {
+      if (isStarling(name)) {
+        // Each over WebSocket first (unless run above) for the ratio, then over server-sent events.
+        for (const of of ['W3', 'W1', 'W2'] as const) {
+          if (!opts.workloads.includes(of)) await run(name, of, (s) => workload(s, of, 'websocket'));
+          await run(name, `W6-${of}`, (s) => workload(s, of, 'sse'));
+        }
+      } else {
+        log(`${name} W6: skipped, the peers have no HTTP transport`);
       }
     }
     if (opts.workloads.includes('W5')) {

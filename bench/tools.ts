@@ -8,6 +8,8 @@ import { addon } from '../src/native';
 import { Histogram, type HistogramJSON, LATENCY_BUCKETS, Welford, type WelfordJSON } from './stats';
 
 export type Dialect = 'starling' | 'plain' | 'nats';
+/** How connections carry the protocol: WebSocket, or Starling's HTTP transport (benchsub sse, benchpub http). */
+export type Transport = 'websocket' | 'sse' | 'http';
 
 const COMMON: ToolKeyDef[] = [
   {
@@ -118,6 +120,16 @@ export const BENCHSUB_KEYS = new KeySet(
       doc: 'Beyond this many clients benchsub forks worker processes (each process has its own fd table). With IoBackend = io_uring one process holds far more: set it to Clients.',
     },
     {
+      name: 'Transport',
+      type: 'enum',
+      choices: ['websocket', 'sse'],
+      default: 'websocket',
+      example: 'sse',
+      doc:
+        'websocket, or sse: each client is a server-sent event stream, GET /sse?subject=… with all its subjects (Dialect = starling; ' +
+        'Path is not used), its message events timed and sequence-checked as WebSocket messages (workload W6).',
+    },
+    {
       name: 'IoBackend',
       type: 'enum',
       choices: ['epoll', 'io_uring'],
@@ -170,7 +182,7 @@ export const BENCHSUB_KEYS = new KeySet(
       choices: ['reset', 'close'],
       default: 'reset',
       example: 'close',
-      doc: 'How the storm drops a client: reset (SO_LINGER 0, the server sees a TCP reset) or close (a 1001 close frame, then the socket closed without waiting for the answer).',
+      doc: 'How the storm drops a client: reset (SO_LINGER 0, the server sees a TCP reset) or close (a 1001 close frame, then the socket closed without waiting for the answer; with Transport = sse the socket is closed alone).',
     },
     {
       name: 'ReconnectTimeout',
@@ -216,6 +228,16 @@ export const BENCHPUB_KEYS = new KeySet(
       example: '512',
       doc: 'Payload bytes; the first 16 are the creation timestamp (µs).',
     },
+    {
+      name: 'Transport',
+      type: 'enum',
+      choices: ['websocket', 'http'],
+      default: 'websocket',
+      example: 'http',
+      doc:
+        'websocket, or http: each message is a POST /publish?subject=… (text/plain, the same payload) on kept-alive connections, ' +
+        'at most 64 requests unanswered per connection (a publish beyond that is skipped and counted as a stall); Dialect = starling.',
+    },
   ],
   'BENCHPUB_',
   [],
@@ -252,6 +274,7 @@ export interface ClientOptions {
   localAddresses: string[];
   path: string;
   dialect: Dialect;
+  transport: Transport;
   threads: number;
   connections: number;
   firstIndex: number;
@@ -454,11 +477,15 @@ export function netBytes(): { rx: number; tx: number } {
 }
 
 export function clientOptions(cfg: Record<string, unknown>, publisher: boolean, connections: number, firstIndex = 0): ClientOptions {
+  const transport = (cfg.Transport as Transport | undefined) ?? 'websocket';
+  if (transport !== 'websocket' && cfg.Dialect !== 'starling')
+    throw new ConfigError([`Transport = ${transport} is Starling's HTTP transport: it needs Dialect = starling (not ${cfg.Dialect as string}); the peers speak WebSocket only`]);
   return {
     servers: cfg.ServerAddresses as ListenAddress[],
     localAddresses: cfg.LocalAddresses as string[],
     path: cfg.Path as string,
     dialect: cfg.Dialect as Dialect,
+    transport,
     threads: cfg.Threads as number,
     connections,
     firstIndex,

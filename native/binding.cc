@@ -134,6 +134,9 @@ ClientOptions read_client_options(const Napi::Object& o) {
   opts.path = o.Get("path").As<Napi::String>().Utf8Value();
   std::string dialect = o.Get("dialect").As<Napi::String>().Utf8Value();
   opts.dialect = dialect == "plain" ? Dialect::kPlain : dialect == "nats" ? Dialect::kNats : Dialect::kStarling;
+  // "websocket", or "sse" (subscribers) / "http" (publishers): Starling's HTTP transport.
+  const std::string transport = o.Has("transport") ? o.Get("transport").ToString().Utf8Value() : "websocket";
+  opts.transport = transport == "sse" || transport == "http" ? Transport::kHttp : Transport::kWebSocket;
   opts.threads = o.Get("threads").As<Napi::Number>().Uint32Value();
   opts.connections = o.Get("connections").As<Napi::Number>().Uint32Value();
   opts.first_index = o.Get("firstIndex").As<Napi::Number>().Uint32Value();

@@ -56,7 +56,8 @@ describe('benchmark tools (smoke)', () => {
   // W5 at a tiny scale: 200 subscribers, 50 of them dropped at once and reconnected from their positions while
   // publishing continues. In-process and TCP reset; over two worker processes and close frames; and both again
   // with the subscribers held as io_uring direct descriptors (benchsub IoBackend = io_uring), where the drops,
-  // resets, close frames and the server's pings go through the ring.
+  // resets, close frames and the server's pings go through the ring; and over server-sent events (benchsub
+  // Transport = sse: the recovery specs go in the GET /sse request), on epoll and in a ring.
   const noUring = addon.ioUring().unavailable;
   const uringSkip = noUring && process.env.CI !== 'true' ? `io_uring is not available here (${noUring}); it is required when CI=true` : false;
   for (const [i, variant] of [
@@ -64,6 +65,8 @@ describe('benchmark tools (smoke)', () => {
     { name: 'over two worker processes, dropped with a close frame', extra: ['-DReconnectMode=close', '-DConnectionsPerProcess=100'] },
     { name: 'held as io_uring direct descriptors, dropped by TCP reset', extra: ['-DReconnectMode=reset', '-DIoBackend=io_uring'], skip: uringSkip },
     { name: 'held as io_uring direct descriptors, dropped with a close frame', extra: ['-DReconnectMode=close', '-DIoBackend=io_uring'], skip: uringSkip },
+    { name: 'over server-sent events, dropped by TCP reset', extra: ['-DReconnectMode=reset', '-DTransport=sse'] },
+    { name: 'over server-sent events held as io_uring direct descriptors, closed', extra: ['-DReconnectMode=close', '-DTransport=sse', '-DIoBackend=io_uring'], skip: uringSkip },
   ].entries()) {
     it(`W5 reconnect storm ${variant.name}: 0 lost, 0 duplicated, all back in sync`, { skip: variant.skip }, async () => {
       const lines: string[] = [];

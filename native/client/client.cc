@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -22,6 +23,7 @@
 #include "io/uring.h"
 #include "pubsub/protocol.h"
 #include "pubsub/subject.h"
+#include "transport/sse.h"
 #include "transport/ws_frame.h"
 
 namespace starling {
@@ -57,6 +59,15 @@ constexpr int kNotDirect = -1;
 
 const char kHandshakeKey[] = "dGhlIHNhbXBsZSBub25jZQ==";  // fixed: the tools do not need unpredictability
 
+// Event streams (Transport::kHttp subscribers). The largest payload benchpub sends (its MessageSize maximum,
+// bench/tools.ts): subscribers are not told the size, so a line or event is bounded by that payload as base64
+// (4/3 of it) plus kSseRoom for the field name and anything the server adds; a stream past the bound is refused.
+constexpr size_t kMaxBenchPayload = 64 * 1024 * 1024;
+constexpr size_t kSseRoom = 1024;
+constexpr size_t kSseMaxEvent = (kMaxBenchPayload + 2) / 3 * 4 + kSseRoom;
+// Base64 characters that carry the 16-byte timestamp (18 bytes decoded): the rest of a payload is not decoded.
+constexpr size_t kStampBase64 = 24;
+
 uint64_t realtime_us() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -75,6 +86,61 @@ std::string nats_subject(const std::string& s) {
   for (char& c : out)
     if (c == '/') c = '.';
   return out;
+}
+
+// Appends s to out percent-encoded for a query value: every byte but unreserved characters and '/', ':', '@'.
+void append_query_value(std::string& out, std::string_view s) {
+  static const char kHex[] = "0123456789ABCDEF";
+  for (char ch : s) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || std::strchr("-._~/:@", c)) {
+      out += ch;
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+}
+
+// Decodes standard base64 in[0..n) (padding allowed) into out until `want` bytes are written or the input ends.
+// Returns the bytes written; stops early at a character that is not base64.
+size_t base64_prefix(const char* in, size_t n, uint8_t* out, size_t want) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+  };
+  size_t w = 0;
+  uint32_t bits = 0;
+  unsigned have = 0;
+  for (size_t i = 0; i < n && w < want; i++) {
+    const int v = value(in[i]);
+    if (v < 0) break;
+    bits = bits << 6 | static_cast<uint32_t>(v);
+    have += 6;
+    if (have >= 8) {
+      have -= 8;
+      out[w++] = static_cast<uint8_t>(bits >> have);
+    }
+  }
+  return w;
+}
+
+// The value of header `name` (lower case, with its colon) in an HTTP response head, or empty.
+std::string_view header_value(std::string_view head, std::string_view name) {
+  for (size_t at = head.find("\r\n"); at != std::string_view::npos; at = head.find("\r\n", at + 2)) {
+    const std::string_view line = head.substr(at + 2, head.find("\r\n", at + 2) - at - 2);
+    if (line.size() < name.size()) continue;
+    bool match = true;
+    for (size_t i = 0; i < name.size() && match; i++) match = std::tolower(static_cast<unsigned char>(line[i])) == name[i];
+    if (!match) continue;
+    std::string_view v = line.substr(name.size());
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    return v;
+  }
+  return {};
 }
 
 // The epoch text of a position, as the server writes it (pubsub/subject.h format_epoch).
@@ -152,11 +218,12 @@ struct CConn {
   bool dirty = false;
   bool reconnecting = false;     // dropped by reconnect(), not yet back in sync
   uint32_t awaiting = 0;         // recovery SUBs of this connection not yet answered SYNC or RESYNC
+  uint32_t in_flight = 0;        // HTTP publishers: requests not yet answered (at most kHttpPipelineWindow)
   uint32_t open_at = 0;          // its place in ClientThread::open_ while kOpen
   uint64_t dropped_ns = 0;       // when reconnect() dropped it (monotonic)
   uint64_t resubscribed_ns = 0;  // when it sent its recovery SUBs (monotonic)
   uint64_t connect_ns = 0;       // when its socket was opened (monotonic); 0 once its connect time is recorded
-  std::vector<uint8_t> rx;       // partial input (HTTP response or frame)
+  std::vector<uint8_t> rx;       // partial input (HTTP response, frame, or an event stream's incomplete event)
   std::vector<uint8_t> stream;   // NATS: protocol bytes carried across frames
   std::string tx;                // output not yet accepted by the kernel
   std::unique_ptr<Position[]> pos;  // per subscribed subject (slot j), kept across reconnects
@@ -179,6 +246,7 @@ class ClientThread {
   ClientThread(const ClientOptions& o, const std::unordered_map<std::string_view, uint32_t>& subject_index, unsigned index,
                std::vector<uint32_t> mine)
       : o_(o), subject_index_(subject_index), index_(index), mine_(std::move(mine)) {
+    http_ = o_.transport == Transport::kHttp;
     track_ = o_.dialect == Dialect::kStarling && !o_.publisher && !o_.subjects.empty();
     slots_ = o_.subjects.empty() ? 0 : std::min<uint32_t>(o_.subjects_per_client, static_cast<uint32_t>(o_.subjects.size()));
     for (auto& a : o_.servers) servers_.push_back(resolve(a.host, a.port, false));
@@ -370,13 +438,49 @@ class ClientThread {
       fail(c);
       return;
     }
+    if (http_ && o_.publisher) {  // nothing to set up: each publish is a request of its own
+      if (c->connect_ns) connected_in(c);
+      on_open(c);
+      return;
+    }
     c->state = CConn::kUpgrading;
-    std::string target = o_.path;
-    if (!o_.tokens.empty()) target += "?token=" + o_.tokens[c->index % o_.tokens.size()];
-    std::string req = "GET " + target + " HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      "Sec-WebSocket-Key: " + std::string(kHandshakeKey) + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    c->tx += req;
+    if (http_) {
+      sse_request(c);
+    } else {
+      std::string target = o_.path;
+      if (!o_.tokens.empty()) target += "?token=" + o_.tokens[c->index % o_.tokens.size()];
+      c->tx += "GET " + target + " HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: " + std::string(kHandshakeKey) + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    }
     flush(c);
+  }
+
+  // Appends `GET /sse` for every subject of subscriber c to c->tx: after reconnect(), each subject with a
+  // position as a recovery spec (as the SUBs of a WebSocket).
+  void sse_request(CConn* c) {
+    std::string& r = c->tx;
+    r += "GET /sse?";
+    for (uint32_t j = 0; j < slots_; j++) {
+      r += j ? "&subject=" : "subject=";
+      append_spec(r, c, j, true);
+    }
+    if (!o_.tokens.empty()) r += "&token=" + o_.tokens[c->index % o_.tokens.size()];
+    r += " HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n";
+    if (c->reconnecting) c->resubscribed_ns = monotonic_ns();
+  }
+
+  // Appends subject j of c to out (percent-encoded for a query when `query`); while c reconnects and has a
+  // position on it, as the recovery spec "<subject>@<epoch>:<seq>", counted in c->awaiting.
+  void append_spec(std::string& out, CConn* c, uint32_t j, bool query) {
+    const std::string& s = subject_of(c, j);
+    if (query) append_query_value(out, s);
+    else out += s;
+    if (!c->reconnecting || !track_ || !c->pos || !c->pos[j].known) return;
+    out += '@';
+    append_epoch36(out, c->pos[j].epoch);
+    out += ':';
+    out += std::to_string(c->pos[j].seq);
+    c->awaiting++;
   }
 
   void fail(CConn* c) {
@@ -436,7 +540,9 @@ class ClientThread {
 
   // reconnect(): closes c (abruptly, or after writing a close frame) and queues it to be opened again.
   void drop_for_reconnect(CConn* c, bool close_frame) {
-    if (close_frame) {
+    if (close_frame && http_) {
+      // An event stream has no close frame: close() alone, and the server reads the end of the stream.
+    } else if (close_frame) {
       static const char kGoingAway[2] = {0x03, static_cast<char>(0xe9)};  // 1001
       c->tx.clear();
       frame(c, kOpClose, kGoingAway, sizeof kGoingAway);
@@ -484,6 +590,11 @@ class ClientThread {
     c->tx.append(reinterpret_cast<char*>(head), h);
     c->tx.append(p, n);
     unmask(reinterpret_cast<uint8_t*>(&c->tx[at + h]), n, mask, 0);  // XOR masks as well as unmasks
+    mark_dirty(c);
+  }
+
+  // c is flushed at the end of this iteration (and, a subscriber with ClientOptions::direct, moved into a ring).
+  void mark_dirty(CConn* c) {
     if (!c->dirty) {
       c->dirty = true;
       dirty_.push_back(c);
@@ -505,25 +616,22 @@ class ClientThread {
       c->pos.reset(new Position[slots_]);
       add(kc_unpositioned, slots_);
     }
-    for (uint32_t j = 0; j < (track_ ? slots_ : o_.subjects_per_client); j++) {
-      const std::string& s = subject_of(c, j);
-      std::string cmd;
-      if (o_.dialect == Dialect::kNats) {
-        cmd = "SUB " + nats_subject(s) + " " + std::to_string(j + 1) + "\r\n";
-      } else {
-        cmd = "SUB " + s;
-        if (c->reconnecting && track_ && c->pos[j].known) {
-          // Recover from the last position: what came after it, then SYNC (or RESYNC), then live.
-          cmd += '@';
-          append_epoch36(cmd, c->pos[j].epoch);
-          cmd += ':';
-          cmd += std::to_string(c->pos[j].seq);
-          c->awaiting++;
+    if (http_) {
+      mark_dirty(c);  // (its subjects went with the request: nothing to send, but a flush parks it when direct)
+    } else {
+      for (uint32_t j = 0; j < (track_ ? slots_ : o_.subjects_per_client); j++) {
+        std::string cmd;
+        if (o_.dialect == Dialect::kNats) {
+          cmd = "SUB " + nats_subject(subject_of(c, j)) + " " + std::to_string(j + 1) + "\r\n";
+        } else {
+          // Recovering: from the last position, what came after it, then SYNC (or RESYNC), then live.
+          cmd = "SUB ";
+          append_spec(cmd, c, j, false);
         }
+        frame(c, o_.dialect == Dialect::kNats ? kOpBinary : kOpText, cmd.data(), cmd.size());
       }
-      frame(c, o_.dialect == Dialect::kNats ? kOpBinary : kOpText, cmd.data(), cmd.size());
+      if (c->reconnecting) c->resubscribed_ns = monotonic_ns();
     }
-    if (c->reconnecting) c->resubscribed_ns = monotonic_ns();
     if (c->reconnecting && c->awaiting == 0) {  // no position to recover from: no SYNC will come
       c->reconnecting = false;
       add(kc_reconnects_unpositioned);
@@ -607,9 +715,13 @@ class ClientThread {
       return;
     }
     const std::string& s = o_.subjects[next_random() % o_.subjects.size()];
+    size_t size = o_.message_size < kStampDigits ? kStampDigits : o_.message_size;
+    if (http_) {
+      post_one(c, s, size);
+      return;
+    }
     std::string& m = scratch_;
     m.clear();
-    size_t size = o_.message_size < kStampDigits ? kStampDigits : o_.message_size;
     if (o_.dialect == Dialect::kStarling) {
       m += "PUB ";
       m += s;
@@ -621,13 +733,123 @@ class ClientThread {
     } else {
       m += "PUB " + nats_subject(s) + " " + std::to_string(size) + "\r\n";
     }
-    char stamp[kStampDigits + 1];
-    snprintf(stamp, sizeof stamp, "%016llu", static_cast<unsigned long long>(realtime_us()));
-    m.append(stamp, kStampDigits);
+    append_stamp(m);
     m.append(size - kStampDigits, 'x');
     if (o_.dialect == Dialect::kNats) m += "\r\n";
     frame(c, o_.dialect == Dialect::kNats ? kOpBinary : kOpText, m.data(), m.size());
     add(kc_messages_sent);
+  }
+
+  // One message as `POST /publish` on HTTP publisher c: the payload of a WebSocket PUB (the timestamp, then
+  // 'x' up to `size` bytes), as text (the WebSocket publisher sends text frames); skipped (send_stalls) while
+  // kHttpPipelineWindow requests are unanswered.
+  void post_one(CConn* c, const std::string& subject, size_t size) {
+    if (c->in_flight >= kHttpPipelineWindow) {
+      add(kc_send_stalls);
+      return;
+    }
+    std::string& r = c->tx;
+    r += "POST /publish?subject=";
+    append_query_value(r, subject);
+    if (!o_.tokens.empty()) r += "&token=" + o_.tokens[c->index % o_.tokens.size()];
+    r += " HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: ";
+    r += std::to_string(size);
+    r += "\r\n\r\n";
+    append_stamp(r);
+    r.append(size - kStampDigits, 'x');
+    c->in_flight++;
+    mark_dirty(c);
+    add(kc_messages_sent);
+  }
+
+  // Appends the 16-digit creation time (µs) that starts every benchmark payload.
+  static void append_stamp(std::string& out) {
+    char stamp[kStampDigits + 1];
+    snprintf(stamp, sizeof stamp, "%016llu", static_cast<unsigned long long>(realtime_us()));
+    out.append(stamp, kStampDigits);
+  }
+
+  // HTTP publisher c's responses in p[0..n): each complete one (head and Content-Length body) answers its
+  // oldest request, 200 counted as acknowledged and anything else as an error. Returns the bytes consumed.
+  size_t consume_responses(CConn* c, const uint8_t* p, size_t n) {
+    const std::string_view in(reinterpret_cast<const char*>(p), n);
+    size_t pos = 0;
+    for (;;) {
+      const size_t end = in.find("\r\n\r\n", pos);
+      if (end == std::string_view::npos) return pos;
+      const std::string_view head = in.substr(pos, end + 2 - pos);
+      uint64_t body = 0;
+      for (char d : header_value(head, "content-length:")) {
+        if (d < '0' || d > '9') break;
+        body = body * 10 + static_cast<uint64_t>(d - '0');
+      }
+      if (n - (end + 4) < body) return pos;
+      pos = end + 4 + static_cast<size_t>(body);
+      if (head.size() < 12 || head.substr(9, 3) == "100") continue;  // (an interim answer: the final one follows)
+      add(head.substr(9, 3) == "200" ? kc_acknowledged : kc_errors);
+      if (c->in_flight) c->in_flight--;
+    }
+  }
+
+  // A subscriber's event stream in p[0..n): the complete events (up to the last blank line, and the comment
+  // lines, heartbeats, right after it) go through the thread's parser, one connection at a time; the rest, an
+  // event not complete yet, waits in c->rx for more input, so an idle stream holds no buffer. Starling ends
+  // lines with LF alone (transport/sse.h), so a blank line is "\n\n". Returns the bytes consumed.
+  size_t consume_events(CConn* c, const uint8_t* p, size_t n, uint64_t now_us) {
+    size_t cut = 0;
+    for (size_t i = 0; i < n;) {
+      const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(p + i, '\n', n - i));
+      if (!nl) break;
+      const size_t end = static_cast<size_t>(nl - p) + 1;
+      if (end - i == 1 || (i == cut && p[i] == ':')) cut = end;
+      i = end;
+    }
+    bool ok = cut > 0 || n <= kSseMaxEvent;
+    if (cut > 0) {
+      sse_.reset();
+      ok = sse_.feed_all(p, cut, [&](const SseEvent& e) { on_event(c, e, now_us); });
+    }
+    if (!ok) {  // a line or event past the bounds: not a stream this tool can follow
+      add(kc_errors);
+      add(kc_disconnects);
+      drop(c);
+      return n;
+    }
+    return cut;
+  }
+
+  // One event of c's stream (transport/sse.h has the forms): a message event as a MSG of its kind, sync and
+  // resync as SYNC and RESYNC, err as ERR, auth as AUTH; the rest is ignored.
+  void on_event(CConn* c, const SseEvent& e, uint64_t now_us) {
+    std::string_view type = e.type;
+    bool base64 = false;
+    for (std::string_view suffix : {std::string_view("-utf8-base64"), std::string_view("-base64")}) {
+      if (type.size() > suffix.size() && type.substr(type.size() - suffix.size()) == suffix) {
+        type.remove_suffix(suffix.size());
+        base64 = true;
+        break;
+      }
+    }
+    if (type == "sync" || type == "resync") {
+      on_position(c, e.data, type == "resync");
+    } else if (type == "err") {
+      add(kc_errors);
+    } else if (type == "auth") {
+      if (c->connect_ns) connected_in(c);
+    } else if (type == "message" || type == "snapshot" || type == "history" || type == "recovered") {
+      const std::string_view kind = type == "message" ? std::string_view() : type;
+      if (track_ && c->pos) {
+        const Spec at = parse_spec(e.id);  // the id is "<subject>@<epoch>:<seq>"
+        if (at.mode == SpecMode::kRecover) check_message(c, at.subject, at.epoch, at.seq, kind);
+      }
+      if (!kind.empty() || !base64) {
+        delivered(kind, reinterpret_cast<const uint8_t*>(e.data.data()), e.data.size(), now_us);
+      } else {
+        uint8_t stamp[kStampDigits + 2];
+        const size_t got = base64_prefix(e.data.data(), std::min(e.data.size(), kStampBase64), stamp, kStampDigits);
+        record(stamp, got, now_us);
+      }
+    }
   }
 
   void flush(CConn* c) {
@@ -903,7 +1125,7 @@ class ClientThread {
     if (c->state == CConn::kUpgrading) {
       const char* end = static_cast<const char*>(memmem(p, len, "\r\n\r\n", 4));
       if (!end) return 0;
-      if (len < 12 || std::memcmp(p + 9, "101", 3) != 0) {
+      if (len < 12 || std::memcmp(p + 9, http_ ? "200" : "101", 3) != 0) {
         sub(kc_connecting);
         fail(c);
         return len;
@@ -912,6 +1134,7 @@ class ClientThread {
       if (c->connect_ns && o_.tokens.empty()) connected_in(c);  // (with a token: at its AUTH answer)
       on_open(c);
     }
+    if (http_) return pos + (o_.publisher ? consume_responses(c, p + pos, len - pos) : consume_events(c, p + pos, len - pos, now_us));
     while (pos + 2 <= len) {
       uint8_t b0 = p[pos], b1 = p[pos + 1];
       uint64_t plen = b1 & 0x7f;
@@ -959,6 +1182,26 @@ class ClientThread {
 
   static bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
+  // A message of `kind` (empty: live) whose payload is p[0..n): a live one's latency recorded, the others counted.
+  void delivered(std::string_view kind, const uint8_t* p, size_t n, uint64_t now_us) {
+    if (kind.empty()) {
+      record(p, n, now_us);
+    } else if (kind == "recovered") {
+      add(kc_recovered);
+    } else if (kind == "snapshot") {
+      add(kc_snapshots);
+    } else if (kind == "history") {
+      add(kc_history);
+    }
+  }
+
+  // A message at (epoch, seq) on `subject` of c: the sequence check, unless c did not subscribe it or it is a
+  // snapshot (whose position is the subject's last message, not the next).
+  void check_message(CConn* c, std::string_view subject, uint64_t epoch, uint64_t seq, std::string_view kind) {
+    const int j = slot_of(c, subject);
+    if (j >= 0 && kind != "snapshot") check_sequence(c, j, epoch, seq);
+  }
+
   void on_message(CConn* c, const uint8_t* p, size_t n, uint64_t now_us) {
     switch (o_.dialect) {
       case Dialect::kStarling: {
@@ -971,23 +1214,15 @@ class ClientThread {
             PositionLine pl;
             if (parse_position_line(head.substr(4), &pl)) {
               kind = pl.rest;
-              int j = slot_of(c, pl.subject);
-              if (j >= 0 && kind != "snapshot") check_sequence(c, j, pl.epoch, pl.seq);
+              check_message(c, pl.subject, pl.epoch, pl.seq, kind);
             }
           } else {
             size_t sp = head.rfind(' ');
             std::string_view last = sp == std::string_view::npos ? std::string_view() : head.substr(sp + 1);
             if (last == "recovered" || last == "snapshot" || last == "history") kind = last;
           }
-          if (kind.empty()) {
-            if (nl) record(nl + 1, n - static_cast<size_t>(nl + 1 - p), now_us);
-          } else if (kind == "recovered") {
-            add(kc_recovered);
-          } else if (kind == "snapshot") {
-            add(kc_snapshots);
-          } else if (kind == "history") {
-            add(kc_history);
-          }
+          const uint8_t* body = nl ? nl + 1 : p + n;
+          if (nl || !kind.empty()) delivered(kind, body, static_cast<size_t>(p + n - body), now_us);
         } else if (starts_with(head, "SYNC ")) {
           on_position(c, head.substr(5), false);
         } else if (starts_with(head, "RESYNC ")) {
@@ -1040,6 +1275,7 @@ class ClientThread {
   const std::unordered_map<std::string_view, uint32_t>& subject_index_;
   const unsigned index_;
   bool track_ = false;   // Starling subscribers: sequence checks and recovery
+  bool http_ = false;    // Transport::kHttp: event streams (subscribers) or POST /publish (publishers)
   uint32_t slots_ = 0;   // distinct subjects per subscriber connection
   std::vector<uint32_t> mine_;
   std::vector<Resolved> servers_;
@@ -1057,6 +1293,7 @@ class ClientThread {
   std::atomic<bool> has_requests_{false};
   std::vector<uint8_t> rx_buf_;
   std::string scratch_;
+  SseParser sse_{kSseMaxEvent, kSseMaxEvent};  // every event stream of the thread, one connection's complete events at a time
   std::vector<DirectRing> rings_;  // direct descriptors (ClientOptions::direct), added as they fill
   char ring_tags_[kMaxRings] = {};  // &ring_tags_[i]: ring i's tag in loop_ (told from CConn* by address)
   std::vector<int> rearm_;
@@ -1078,6 +1315,10 @@ ClientEngine::ClientEngine(ClientOptions options) : options_(std::move(options))
     if (!why.empty()) throw std::runtime_error("io_uring cannot hold the connections: " + why);
   }
   if (options_.threads < 1) throw std::runtime_error("threads must be at least 1");
+  if (options_.transport == Transport::kHttp && options_.dialect != Dialect::kStarling)
+    throw std::runtime_error("the HTTP transport (server-sent events, POST /publish) is Starling's: use Dialect = starling");
+  if (options_.transport == Transport::kHttp && options_.subjects.empty())
+    throw std::runtime_error("an event stream needs subjects");
   if (options_.subjects.empty() && options_.publisher) throw std::runtime_error("a publisher needs subjects");
   if (!options_.publisher && options_.subjects_per_client > 1)
     for (uint32_t k = 0; k < options_.subjects.size(); k++) subject_index_.emplace(options_.subjects[k], k);

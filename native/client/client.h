@@ -9,6 +9,11 @@
 // a chosen set of open subscriber connections and opens them again, subscribing each subject from its
 // last position (SUB <s>@<epoch>:<seq>); the time from the drop to the connection's last SYNC (or
 // RESYNC) is recorded in a second histogram (workload W5, BENCHMARKS.md).
+//
+// Transport::kHttp (Starling only, PROTOCOL.md "HTTP transport"): a subscriber is a server-sent event stream,
+// `GET /sse?subject=<s>&subject=<s2>...`, whose message events are checked and timed exactly as MSG frames
+// (sync / resync / err events as SYNC / RESYNC / ERR); a publisher POSTs each message to
+// `/publish?subject=<s>` on a kept-alive connection, pipelining at most kHttpPipelineWindow requests.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -31,11 +36,18 @@ enum class Dialect : uint8_t {
   kNats,      // NATS over WebSocket: CONNECT, SUB <s> <sid>, PUB <s> <n>, MSG <s> <sid> <n>, PING/PONG
 };
 
+// How a benchmark client's connections carry the protocol.
+enum class Transport : uint8_t {
+  kWebSocket,  // one upgraded WebSocket per connection
+  kHttp,       // Starling's HTTP transport: subscribers GET /sse (event streams), publishers POST /publish
+};
+
 struct ClientOptions {
   std::vector<ListenAddress> servers;      // connections are spread over them round-robin
   std::vector<std::string> local_addresses;// source addresses, round-robin; empty: the kernel's choice
   std::string path = "/";
   Dialect dialect = Dialect::kStarling;
+  Transport transport = Transport::kWebSocket;  // kHttp needs Dialect::kStarling (the engine refuses others)
   unsigned threads = 1;
   uint32_t connections = 0;
   uint32_t first_index = 0;                // number of the first connection (benchsub worker processes)
@@ -50,7 +62,8 @@ struct ClientOptions {
   uint32_t max_connecting = 1000;          // connection attempts in flight per thread
   int socket_buffer = 0;                   // SO_RCVBUF and SO_SNDBUF; 0: kernel default
   // Entitlement tokens: connection i upgrades with "?token=" + tokens[i % size] after the path (URL-safe
-  // characters only, as JWTs are); empty: no token.
+  // characters only, as JWTs are); empty: no token. Transport::kHttp: "&token=" on the /sse request, and on
+  // every /publish request.
   std::vector<std::string> tokens;
   // Subscribers: once a connection is open and its SUBs are written, move its socket into an io_uring ring as a
   // direct descriptor and receive with a multishot recv into the ring's shared buffers. The process's fd limit
@@ -59,6 +72,14 @@ struct ClientOptions {
   // refuses to start, with the reason, where io_uring_unavailable() says no.
   bool direct = false;
 };
+
+// HTTP publishers (Transport::kHttp): requests sent and not yet answered, per connection, at most. The server
+// serves a connection's publishes one at a time (the next request is read once the broker has taken the last),
+// so a deeper pipeline only waits in socket buffers: 64 keeps every recv of the server's a batch of requests
+// to parse while a W1 window (64 requests of ~650 bytes, 42 KB) fits in a default socket buffer, and a
+// publisher the server does not keep up with skips messages (send_stalls) instead of queueing them, so the
+// offered rate stays what the server took.
+constexpr uint32_t kHttpPipelineWindow = 64;
 
 // Per-thread statistics, in the order read() writes them (then the Welford fields, then the histogram).
 #define STARLING_CLIENT_COUNTERS(X)                                       \
@@ -70,7 +91,7 @@ struct ClientOptions {
   X(bytes_received, "bytes read from sockets")                            \
   X(messages_sent, "messages published")                                  \
   X(bytes_sent, "bytes written to sockets")                               \
-  X(send_stalls, "publishes skipped because the socket buffer was full")                                   \
+  X(send_stalls, "publishes skipped: the socket buffer was full (HTTP: kHttpPipelineWindow requests unanswered)")                                 \
   X(lost, "messages missing from a subject's sequence: gaps within an epoch (MSG or SYNC past last + 1)")   \
   X(duplicated, "messages whose seq was at or below the last one received on their subject and epoch")    \
   X(recovered, "messages of kind recovered (not in messages_received or the latency histogram)")          \
@@ -79,7 +100,8 @@ struct ClientOptions {
   X(syncs, "SYNC lines received")                                                                         \
   X(resyncs, "RESYNC lines received (the position asked for could not be recovered)")                      \
   X(epoch_changes, "MSG or SYNC in another epoch than the subject's last position, outside a RESYNC")      \
-  X(errors, "ERR lines received")                                                                         \
+  X(errors, "ERR lines received (SSE: err events, and streams the parser refused; HTTP publishers: answers other than 200)") \
+  X(acknowledged, "HTTP publishers: publishes answered 200")                                              \
   X(unpositioned, "gauge: subscriptions that have not received a message, SYNC or RESYNC yet")             \
   X(reconnects, "open connections dropped by reconnect() and opened again")                                \
   X(reconnects_synced, "reconnected connections whose every recovery SUB was answered (SYNC or RESYNC)")     \
@@ -110,7 +132,7 @@ struct ReconnectRequest {
   uint32_t every = 1;
   // false: abrupt, SO_LINGER 0 then close() (the server sees a TCP reset, as from a client whose network
   // went away); true: a close frame (1001 going away) written, then close() without waiting for the
-  // server's answer.
+  // server's answer (an event stream has no close frame: close() alone, the server sees a FIN).
   bool close_frame = false;
 };
 
