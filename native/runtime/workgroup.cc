@@ -88,7 +88,7 @@ Workgroup::Workgroup(Server& server, unsigned index)
     : server_(server),
       index_(index),
       engine_(SessionOptions{server.options().path, server.options().allow_origins, server.options().sse_retry_ms,
-                             server.options().max_message}),
+                             server.options().max_message, server.options().max_subscriptions}),
       accept_ring_(kAcceptRing) {
   const ServerOptions& o = server.options();
   loop_ = Loop::create(*this, LoopOptions{o.max_backlog, o.max_backlog_ms, server.backend(), server.ring_files()});

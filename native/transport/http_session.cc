@@ -119,6 +119,7 @@ std::string_view reply_text(const Frame* f) {
 // waiting to be run. Allocated per request, charged to the memory account, freed when it is answered.
 struct HttpExchange {
   bool keep_alive = true;
+  bool http10 = false;        // an HTTP/1.0 request: a kept-alive answer confirms it (Connection: keep-alive)
   bool chunked = false;
   bool discard = false;       // the body is read and dropped, then the request is answered `status`
   bool retained = false;
@@ -243,6 +244,8 @@ void WsEngine::respond(WsSession* s, SessionHost& host, uint16_t status, std::st
     fields[n++] = {"Cache-Control", "no-store"};
   }
   if (!keep_alive) fields[n++] = {"Connection", "close"};
+  // An HTTP/1.0 client that asked for keep-alive assumes a close unless the answer confirms it (RFC 9112 §9.3).
+  else if (s->http && s->http->http10) fields[n++] = {"Connection", "keep-alive"};
   for (size_t i = 0; i < extra_count && n < sizeof fields / sizeof fields[0]; i++) fields[n++] = extra[i];
   char head[kMaxResponseHead];
   const size_t hn = response_head(s, head, sizeof head, status, fields, n, json.size());
@@ -387,6 +390,7 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
     }
     s->http = ex;
     ex->keep_alive = req.keep_alive;
+    ex->http10 = req.version_major == 1 && req.version_minor == 0;
     ex->origin = origin_verdict(req, opt_.allow_origins);
     ex->chunked = req.body == BodyFraming::Chunked;
     ex->length = req.body == BodyFraming::ContentLength ? req.content_length : 0;
@@ -549,6 +553,19 @@ void WsEngine::sse_open(WsSession* s, SessionHost& host, const HttpRequest& req,
     refuse(s, host, 400, "GET /sse?subject=<subject>[&subject=...]: at least one subject", false);
     return;
   }
+  {  // (a subject asked for twice counts once, as the broker counts it)
+    std::vector<std::string_view> distinct;
+    for (const std::string& one : specs) distinct.push_back(parse_spec(one).subject);
+    std::sort(distinct.begin(), distinct.end());
+    const size_t n = static_cast<size_t>(std::unique(distinct.begin(), distinct.end()) - distinct.begin());
+    if (n > opt_.max_subscriptions) {
+      const std::string detail = std::to_string(n) + " subjects; an event stream may have at most " +
+                                 std::to_string(opt_.max_subscriptions) +
+                                 " (MaxSubscriptionsPerConnection): open several streams, or raise the setting";
+      refuse(s, host, 400, detail, false);
+      return;
+    }
+  }
   if (!conflate.empty()) {
     if (conflate.find_first_not_of("0123456789") != std::string::npos) {
       refuse(s, host, 400, "conflate= takes milliseconds (a multiple of 100)", false);
@@ -559,14 +576,25 @@ void WsEngine::sse_open(WsSession* s, SessionHost& host, const HttpRequest& req,
   // Last-Event-ID ("<subject>@<epoch>:<seq>", the id of the last event the client saw): that subject recovers
   // from there. The stream's other subjects have no position the client kept, so they are asked for at a
   // position that cannot be recovered: each is answered RESYNC (never a silent gap) and goes on live.
+  // A Last-Event-ID that is not a position on one of the stream's subjects in the form this server writes
+  // (garbage, a bad epoch, a sequence number over 64 bits, anything with a space) is an unknown position: every
+  // subject is answered RESYNC, as for any other id; never a 400, which an EventSource takes as final.
   const Spec last = last_id.empty() ? Spec{} : parse_spec(last_id);
   const bool reconnect = !last_id.empty();
+  bool usable = last.mode == SpecMode::kRecover;
+  for (char c : last_id) usable = usable && c > ' ' && c <= '~';
+  if (usable) {
+    const std::string probe = "SUB " + last_id;
+    Command one;
+    parse_command(reinterpret_cast<const uint8_t*>(probe.data()), probe.size(), &one);
+    usable = one.kind == Cmd::Sub;
+  }
   for (const std::string& one : specs) {
     const Spec asked = parse_spec(one);
     sub += ' ';
     if (!reconnect) {
       sub += one;
-    } else if (last.mode == SpecMode::kRecover && asked.subject == last.subject) {
+    } else if (usable && asked.subject == last.subject) {
       sub += last_id;
     } else {
       sub.append(asked.subject.data(), asked.subject.size());

@@ -158,6 +158,13 @@ bool WsEngine::upgrade(WsSession* s, SessionHost& host, const char* p, size_t le
     abort(s, host, 0);
     return false;
   }
+  // A kept-alive HTTP connection (earlier requests answered) that upgrades is a WebSocket from now on: what
+  // the broker sends must go out as frames, not be rendered for HTTP (it would be dropped), and the session's
+  // union holds WebSocket fragments, not an exchange (drop_buffers would free one as the other).
+  if (!s->websocket()) {
+    free_exchange(s);
+    s->ws_flags &= static_cast<uint8_t>(~kHttpConn);
+  }
   s->ws_state = WsState::kOpen;
   *pos += req.head_len;
   Verdict v = host.on_open(s, std::string_view(req.token, req.token_len));

@@ -37,7 +37,8 @@ enum SessionFlags : uint8_t {
   kHeard = 1 << 0,     // input arrived since the last keepalive pass
   kPinged = 1 << 1,    // a keepalive ping is unanswered
   kHttpConn = 1 << 2,  // an HTTP connection (event stream or requests), not a WebSocket: set at its first
-                       // non-upgrade request, never cleared; what the broker sends is rendered (deliver)
+                       // non-upgrade request, cleared when a later request on it upgrades (it is a WebSocket
+                       // from then on); while set, what the broker sends is rendered (deliver)
 };
 
 // What a message handler wants next.
@@ -107,6 +108,9 @@ struct SessionOptions {
   uint64_t max_message = 65536; // largest PUB payload (MaxMessageSize); a message may exceed it by the
                                 // longest PUB header line (kMaxPubHeader), and is never refused under
                                 // kMaxAuthCommand (an AUTH with a token one byte too long gets its answer)
+  // MaxSubscriptionsPerConnection: an event stream asking for more distinct subjects is answered 400 (its
+  // SUB would be refused whole by the broker, leaving a stream that carries nothing).
+  uint32_t max_subscriptions = 1000;
 };
 
 class WsEngine {
