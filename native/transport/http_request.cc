@@ -7,16 +7,7 @@
 
 namespace starling {
 
-namespace {
-
-constexpr std::string_view kHeadEnd = "\r\n\r\n";
-constexpr const char* kBareLf = "bare LF in request head; lines must end with CRLF";
-constexpr const char* kBareLfBody = "bare LF in chunked body; lines must end with CRLF";
-// Content-Length and chunk sizes must stay below 2^63, so that any count of body bytes fits a signed 64-bit
-// integer (what Node and the rest of the server use) with room to add.
-constexpr uint64_t kMaxBodyLength = (uint64_t(1) << 63) - 1;
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+static char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -26,13 +17,36 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
+static bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
   while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
   return s;
 }
+
+// Splits the next element off a comma-separated list (RFC 9110 §5.6.1: OWS around elements, empty elements
+// allowed and returned). False when the list is used up.
+bool next_list_item(std::string_view* list, bool* more, std::string_view* item) {
+  if (!*more) return false;
+  const size_t comma = list->find(',');
+  *item = trim_ows(list->substr(0, comma));
+  if (comma == std::string_view::npos) {
+    *more = false;
+  } else {
+    list->remove_prefix(comma + 1);
+  }
+  return true;
+}
+
+namespace {
+
+constexpr std::string_view kHeadEnd = "\r\n\r\n";
+constexpr const char* kBareLf = "bare LF in request head; lines must end with CRLF";
+constexpr const char* kBareLfBody = "bare LF in chunked body; lines must end with CRLF";
+// Content-Length and chunk sizes must stay below 2^63, so that any count of body bytes fits a signed 64-bit
+// integer (what Node and the rest of the server use) with room to add.
+constexpr uint64_t kMaxBodyLength = (uint64_t(1) << 63) - 1;
 
 // RFC 9110 §5.6.2 tchar: the characters of a method or header name.
 bool is_tchar(char c) {
@@ -58,20 +72,6 @@ bool is_ctl(char ch) {
 bool valid_field_value(std::string_view s) {
   for (char c : s) {
     if (is_ctl(c)) return false;
-  }
-  return true;
-}
-
-// Splits the next element off a comma-separated list (RFC 9110 §5.6.1: OWS around elements, empty elements
-// allowed and returned). False when the list is used up.
-bool next_list_item(std::string_view* list, bool* more, std::string_view* item) {
-  if (!*more) return false;
-  const size_t comma = list->find(',');
-  *item = trim_ows(list->substr(0, comma));
-  if (comma == std::string_view::npos) {
-    *more = false;
-  } else {
-    list->remove_prefix(comma + 1);
   }
   return true;
 }

@@ -209,7 +209,15 @@ constexpr uint64_t kNoContentLength = UINT64_MAX;
 size_t write_response_head(char* out, size_t cap, int status, const HeaderField* headers, size_t count,
                            uint64_t content_length);
 
-// ---- helpers shared with http_upgrade.cc ----
+// ---- helpers shared with http_upgrade.cc and http_session.cc ----
+
+// ASCII case-insensitive equality (header names, tokens, media types).
+bool iequals(std::string_view a, std::string_view b);
+// s without the spaces and tabs around it (RFC 9110 OWS).
+std::string_view trim_ows(std::string_view s);
+// Splits the next element off a comma-separated list (RFC 9110 §5.6.1: OWS around elements, trimmed; empty
+// elements allowed and returned). Start with *more = true; false once the list is used up.
+bool next_list_item(std::string_view* list, bool* more, std::string_view* item);
 
 // Value of a hex digit, or -1.
 int hex_digit(char c);

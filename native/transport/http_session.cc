@@ -42,28 +42,18 @@ constexpr int16_t kOriginNone = -1;     // no Origin, or the server's own: nothi
 constexpr int16_t kOriginAny = -2;      // HTTP.AllowOrigins has "*"
 constexpr int16_t kOriginRefused = -3;  // answered 403
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); i++)
-    if (lower(a[i]) != lower(b[i])) return false;
-  return true;
-}
-
 // Content types published as text messages (the rest as binary): text/*, JSON, XML, form data and
 // JavaScript, with or without parameters (charset is not looked at: the body must be UTF-8).
 bool is_text_type(std::string_view type) {
-  type = type.substr(0, type.find(';'));
-  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  type = trim_ows(type.substr(0, type.find(';')));
   auto starts = [&](std::string_view prefix) {
-    return type.size() >= prefix.size() && iequal(type.substr(0, prefix.size()), prefix);
+    return type.size() >= prefix.size() && iequals(type.substr(0, prefix.size()), prefix);
   };
   auto ends = [&](std::string_view suffix) {
-    return type.size() >= suffix.size() && iequal(type.substr(type.size() - suffix.size()), suffix);
+    return type.size() >= suffix.size() && iequals(type.substr(type.size() - suffix.size()), suffix);
   };
-  return starts("text/") || iequal(type, "application/json") || iequal(type, "application/xml") ||
-         iequal(type, "application/javascript") || iequal(type, "application/x-www-form-urlencoded") ||
+  return starts("text/") || iequals(type, "application/json") || iequals(type, "application/xml") ||
+         iequals(type, "application/javascript") || iequals(type, "application/x-www-form-urlencoded") ||
          ends("+json") || ends("+xml");
 }
 
@@ -146,6 +136,18 @@ HttpExchange* new_exchange() {
   return mem ? new (mem) HttpExchange() : nullptr;
 }
 
+// An error decided from the head: answered `status` once the request's body (if any) was read and dropped, on a
+// connection kept alive (kHttpBody in discard mode). The answer carries no CORS header for a refused origin.
+void discard_then_refuse(WsSession* s, uint16_t status, const char* reason) {
+  HttpExchange* ex = s->http;
+  if (ex->origin == kOriginRefused) ex->origin = kOriginNone;
+  ex->discard = true;
+  ex->status = status;
+  ex->reason = reason;
+  if (ex->chunked) ex->chunks.discard();
+  s->ws_state = WsState::kHttpBody;
+}
+
 bool reserve_body(HttpExchange* ex, size_t want) {
   if (want <= ex->body_cap) return true;
   const size_t cap = std::max(want, ex->body_cap * 2);
@@ -172,26 +174,22 @@ size_t write_pub_header(uint8_t* end, const HttpExchange& ex) {
 int16_t origin_verdict(const HttpRequest& r, const std::vector<std::string>& allowed) {
   if (r.origin.empty()) return kOriginNone;
   const size_t scheme = r.origin.find("://");
-  if (scheme != std::string_view::npos && !r.host.empty() && iequal(r.origin.substr(scheme + 3), r.host))
+  if (scheme != std::string_view::npos && !r.host.empty() && iequals(r.origin.substr(scheme + 3), r.host))
     return kOriginNone;  // the server's own origin
   for (size_t i = 0; i < allowed.size(); i++) {
     if (allowed[i] == "*") return kOriginAny;
-    if (iequal(allowed[i], r.origin)) return static_cast<int16_t>(i);
+    if (iequals(allowed[i], r.origin)) return static_cast<int16_t>(i);
   }
   return kOriginRefused;
 }
 
 // True if every header a preflight asks for is one a page may send (kAllowedHeaders).
 bool headers_allowed(std::string_view list) {
-  while (!list.empty()) {
-    const size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item.empty()) continue;
-    bool known = false;
-    for (std::string_view h : kAllowedHeaders) known = known || iequal(item, h);
+  bool more = true;
+  std::string_view item;
+  while (next_list_item(&list, &more, &item)) {
+    bool known = item.empty();
+    for (std::string_view h : kAllowedHeaders) known = known || iequals(item, h);
     if (!known) return false;
   }
   return true;
@@ -395,16 +393,7 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
     ex->chunked = req.body == BodyFraming::Chunked;
     ex->length = req.body == BodyFraming::ContentLength ? req.content_length : 0;
     pos += req.head_len;
-    // An error decided from the head: answered once its body (if any) was read and dropped, on a connection
-    // kept alive.
-    auto refuse_after_body = [&](uint16_t status, const char* reason) {
-      if (ex->origin == kOriginRefused) ex->origin = kOriginNone;
-      ex->discard = true;
-      ex->status = status;
-      ex->reason = reason;
-      if (ex->chunked) ex->chunks.discard();
-      s->ws_state = WsState::kHttpBody;
-    };
+    auto refuse_after_body = [&](uint16_t status, const char* reason) { discard_then_refuse(s, status, reason); };
     if (req.expect == Expectation::Unsupported) {
       refuse(s, host, 417, "only Expect: 100-continue is supported", false);
       return len;
@@ -460,13 +449,7 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
 // POST /publish: checks what the head says and readies the exchange for the body (kHttpBody).
 void WsEngine::publish_head(WsSession* s, SessionHost& host, const HttpRequest& req) const {
   HttpExchange* ex = s->http;
-  auto refuse_after_body = [&](uint16_t status, const char* reason) {
-    ex->discard = true;
-    ex->status = status;
-    ex->reason = reason;
-    if (ex->chunked) ex->chunks.discard();
-    s->ws_state = WsState::kHttpBody;
-  };
+  auto refuse_after_body = [&](uint16_t status, const char* reason) { discard_then_refuse(s, status, reason); };
   std::string subject, retained;
   int subjects = 0;
   bool bad_retained = false;
