@@ -1155,3 +1155,33 @@ describe('bundled files', () => {
     assert.equal(fs.readFileSync(stale, 'utf8'), renderConfigDocs());
   });
 });
+
+describe('HTTP.AllowOrigins', () => {
+  it('takes origins as browsers send them (lower-cased), or * alone, or nothing', () => {
+    assert.deepEqual(parsed('HTTP.AllowOrigins', 'https://App.Example.com, http://localhost:3000  http://[::1]:8080'), [
+      'https://app.example.com',
+      'http://localhost:3000',
+      'http://[::1]:8080',
+    ]);
+    assert.deepEqual(parsed('HTTP.AllowOrigins', '*'), ['*']);
+    assert.deepEqual(parsed('HTTP.AllowOrigins', ''), []);
+    assert.deepEqual(resolveConfig({ 'HTTP.AllowOrigins': ['https://a.example'] }).config['HTTP.AllowOrigins'], ['https://a.example']);
+  });
+
+  it('refuses paths, trailing slashes, things that are not origins and * with others, naming each bad entry', () => {
+    assert.match(rejected('HTTP.AllowOrigins', 'https://a.example/app'), /"https:\/\/a\.example\/app" is not an origin \(scheme:\/\/host\[:port\]\)/);
+    assert.match(rejected('HTTP.AllowOrigins', 'https://a.example/'), /an origin has no path or trailing "\/"/);
+    assert.match(rejected('HTTP.AllowOrigins', 'a.example'), /"a\.example" is not an origin/);
+    assert.match(rejected('HTTP.AllowOrigins', 'https://a.example:99999999'), /is not an origin/);
+    assert.match(rejected('HTTP.AllowOrigins', '*, https://a.example'), /"\*" allows every origin: list nothing else with it/);
+    assert.match(rejected('HTTP.AllowOrigins', `https://${'a'.repeat(400)}.example`), /longer than 300 characters/);
+  });
+});
+
+describe('HTTP.SseRetry', () => {
+  it('takes 100 to 600000 milliseconds', () => {
+    assert.equal(parsed('HTTP.SseRetry', '5000'), 5000);
+    assert.match(rejected('HTTP.SseRetry', '50'), /100/);
+    assert.match(rejected('HTTP.SseRetry', '600001'), /600000/);
+  });
+});
