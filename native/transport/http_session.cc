@@ -158,16 +158,22 @@ bool reserve_body(HttpExchange* ex, size_t want) {
   return true;
 }
 
-// "PUB <subject> h[ +retained]\n", written so that it ends at `end`; returns its length.
+// "PUB <subject> h[ +retained]\n", written so that it ends at `end` (in the room before the body, without an
+// allocation per publish); returns its length.
 size_t write_pub_header(uint8_t* end, const HttpExchange& ex) {
-  std::string line = "PUB ";
-  line.append(ex.subject, ex.subject_len);
-  line += ' ';
-  line += kHttpPubId;
-  if (ex.retained) line += " +retained";
-  line += '\n';
-  std::memcpy(end - line.size(), line.data(), line.size());
-  return line.size();
+  constexpr std::string_view kRetained = " +retained";
+  uint8_t* p = end;
+  auto put = [&p](std::string_view piece) {
+    p -= piece.size();
+    std::memcpy(p, piece.data(), piece.size());
+  };
+  put("\n");
+  if (ex.retained) put(kRetained);
+  put(kHttpPubId);
+  put(" ");
+  put(std::string_view(ex.subject, ex.subject_len));
+  put("PUB ");
+  return static_cast<size_t>(end - p);
 }
 
 // The request's CORS verdict (kOrigin* or an index into allowed).
