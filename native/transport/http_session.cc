@@ -334,12 +334,8 @@ size_t WsEngine::body(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
     refuse(s, host, 400, step.reason, false);
     return len;
   }
-  if (!ex->discard && ex->chunks.decoded() > opt_.max_message) {
-    ex->chunks.discard();
-    ex->discard = true;
-    ex->status = 413;
-    ex->reason = "the body is larger than MaxMessageSize";
-  }
+  if (!ex->discard && ex->chunks.decoded() > opt_.max_message)
+    discard_then_refuse(s, 413, "the body is larger than MaxMessageSize");
   if (step.status == ChunkedStatus::NeedMore) return step.consumed;
   if (ex->discard) {
     refuse(s, host, ex->status, ex->reason, ex->keep_alive);
