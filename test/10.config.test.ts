@@ -1178,6 +1178,13 @@ describe('HTTP.AllowOrigins', () => {
   });
 });
 
+describe('Path and the HTTP transport', () => {
+  it('refuses a Path that would hide /sse, /publish or /history', () => {
+    for (const path of ['/sse', '/publish', '/history']) assert.match(rejected('Path', path), /Path: expected a path other than the HTTP transport's/);
+    assert.equal(parsed('Path', '/ws'), '/ws');
+  });
+});
+
 describe('HTTP.SseRetry', () => {
   it('takes 100 to 600000 milliseconds', () => {
     assert.equal(parsed('HTTP.SseRetry', '5000'), 5000);

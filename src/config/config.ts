@@ -162,6 +162,15 @@ const monitorPort: CrossCheck = (values) => {
     : [];
 };
 
+/** The HTTP transport's paths share the port with WebSocket clients: Path must not hide one of them. */
+const pathOfHttpTransport: CrossCheck = (values) => {
+  const path = values.get('Path')!;
+  const taken = ['/sse', '/publish', '/history'];
+  return taken.includes(path.value as string)
+    ? [`${sourceLabel(path.source)}: Path: expected a path other than the HTTP transport's (${taken.join(', ')}; docs/http.md), got ${path.value}`]
+    : [];
+};
+
 /** The history cache lives inside the Memory budget: a CacheSize set above half of it would leave too little for the
  * clients' queues (the default adapts instead, see server.ts). */
 const cacheWithinMemory: CrossCheck = (values) => {
@@ -231,6 +240,7 @@ const jwtKey: CrossCheck = (values) => {
 const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [
   monitorCredentials,
   monitorPort,
+  pathOfHttpTransport,
   cacheWithinMemory,
   entitlementKeysOfOtherModes,
   basicToken,

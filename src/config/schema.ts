@@ -68,7 +68,9 @@ export const SCHEMA = [
     type: 'path',
     default: '/',
     example: '/starling',
-    doc: 'The HTTP request path WebSocket clients connect to (the path in `ws://host:8800/`).',
+    doc:
+      'The HTTP request path WebSocket clients connect to (the path in `ws://host:8800/`). Not `/sse`, `/publish` or ' +
+      '`/history`: those are the HTTP transport\'s (docs/http.md).',
   },
   {
     name: 'Workgroups',
