@@ -545,7 +545,9 @@ describe('floods', SUITE, () => {
     assert.equal(t1.slow_consumer_closes - t0.slow_consumer_closes, 1, 'the flooder, and only it, was cut as a slow consumer');
     assert.ok(cutAfter < HANDSHAKE_S * 1000, `cut by MaxBacklogTime (after ${cutAfter} ms), not by the handshake timeout`);
     const t2 = await total(child);
-    assert.equal(t2.bytes_in, t1.bytes_in, 'nothing more of it is read');
+    // (bytes_in is the server's: the canary clients' pings and publishes go on meanwhile, a few dozen bytes; CI saw 58.
+    // Not one more of the flooder's requests was read.)
+    assert.ok(t2.bytes_in - t1.bytes_in < one.length, `nothing more of it is read (${t2.bytes_in - t1.bytes_in} bytes read since, by anyone)`);
     const peak = rss.stop();
     assert.ok(peak - mem.rss < 64 * MB, `the server's RSS rose by ${((peak - mem.rss) / MB).toFixed(1)} MB during the flood`);
     raw.destroy();
