@@ -59,9 +59,19 @@ describe('event streams (GET /sse)', SUITE, () => {
     sse.close();
   });
 
-  it('answer 400 for a bad subject, a bad conflate= or no subject, and 405 for another method', async () => {
+  it('a stream without a subject: heartbeats only, until the client opens another with subjects', async () => {
+    const server = startServer({ KeepAlive: 1 });
+    const sse = await SseStream.open(server, '');
+    let text = sse.response.body ?? '';
+    while (!/(^|\n):\n/.test(text)) text += (await sse.raw.take('a heartbeat', 5000)).toString();
+    assert.match(text, /^retry: \d+\n\n/);
+    assert.doesNotMatch(text, /event:|data:/, 'nothing but the retry hint and heartbeats');
+    sse.close();
+  });
+
+  it('answer 400 for a bad subject or a bad conflate=, and 405 for another method', async () => {
     const server = startServer();
-    for (const query of ['?subject=bad', '?subject=/a&subject=/b//c', '?subject=/a&conflate=x', '', `?subject=${encodeURIComponent('/a#1234567890')}`, `?subject=${encodeURIComponent('/a@K3X:1')}`]) {
+    for (const query of ['?subject=bad', '?subject=/a&subject=/b//c', '?subject=/a&conflate=x', `?subject=${encodeURIComponent('/a#1234567890')}`, `?subject=${encodeURIComponent('/a@K3X:1')}`]) {
       const raw = await Raw.connect(server);
       raw.write(`GET /sse${query} HTTP/1.1\r\nHost: x\r\n\r\n`);
       const res = await raw.response();

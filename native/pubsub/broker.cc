@@ -84,13 +84,23 @@ void Broker::retry() {
       held_.pop_front();  // c stays paused until the answer
       continue;
     }
-    if (!route(h.subject, h.frame)) break;
     Subscriber* c = h.conn;
+    Subject* s = h.subject;
+    const bool barrier = c && c->ack_numbered && !h.id.empty() && s->home != wg_;
+    if (barrier) s->ref();  // (route moves the held reference; the barrier needs one of its own)
+    if (!route(s, h.frame)) {
+      if (barrier) s->unref();
+      break;
+    }
     std::string id = std::move(h.id);
     held_.pop_front();
     if (!c) continue;  // re-routed by this home: acknowledged where it was published
     counters_.add(k_messages_in);
-    ack(c, id);
+    if (barrier) {
+      if (!ack_when_numbered(c, s, id)) continue;  // resumed by the barrier's answer
+    } else {
+      ack(c, id);
+    }
     host_.resume(c);  // may parse more of c's input, and hold another publish at the back
   }
 }
@@ -233,7 +243,7 @@ void Broker::drop_conflation(Subscriber* c, Subject* s) {
 void Broker::release_if_unused(Subject* s) {
   if (s->local(wg_).size) return;
   for (const auto& [token, p] : pending_)
-    if (p.subject == s) return;
+    if (p.subject == s && !p.barrier) return;  // (a barrier does not hold this workgroup's interest)
   registry_.release(s, wg_);
 }
 
@@ -252,9 +262,14 @@ void Broker::on_request(Subject* s, Request* r) {
 void Broker::on_answer(Subject* s, Request* r) {
   auto it = pending_.find(r->token);
   if (it != pending_.end()) {
-    Pending p = it->second;
+    Pending p = std::move(it->second);
     pending_.erase(it);
-    if (p.conn) {
+    if (p.barrier) {  // (it never set this workgroup's interest: nothing to release)
+      if (p.conn) {
+        ack(p.conn, p.ack);
+        resume_if_done(p.conn);
+      }
+    } else if (p.conn) {
       finish(p.conn, s, *r, p.conflate_ms, p.once);
       resume_if_done(p.conn);
     } else {
@@ -287,7 +302,7 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
     return true;
   }
   try {
-    pending_.emplace(r->token, Pending{c, s, conflate_ms, once});
+    pending_.emplace(r->token, Pending{c, s, conflate_ms, once, {}});
     waits_[c]++;
   } catch (const std::bad_alloc&) {
     pending_.erase(r->token);
@@ -297,6 +312,34 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
   s->ref();
   if (!host_.post_request(s->home, s, r)) held_.push_back(Held{c, s, nullptr, r, {}});
   return false;
+}
+
+bool Broker::ack_when_numbered(Subscriber* c, Subject* s, std::string_view id) {
+  Request* r = new (std::nothrow) Request();
+  if (r) {
+    r->token = ++next_token_;
+    r->from = wg_;
+    r->barrier = true;
+    bool counted = false;
+    try {
+      pending_.emplace(r->token, Pending{c, s, 0, true, std::string(id), true});
+      waits_[c]++;
+      counted = true;
+      if (!host_.post_request(s->home, s, r)) held_.push_back(Held{c, s, nullptr, r, {}});
+      return false;
+    } catch (const std::bad_alloc&) {  // (nothing was posted)
+      pending_.erase(r->token);
+      if (counted) {
+        auto w = waits_.find(c);
+        if (--w->second == 0) waits_.erase(w);
+      }
+      delete r;
+    }
+  }
+  counters_.add(k_alloc_failures);
+  s->unref();
+  ack(c, id);
+  return true;
 }
 
 void Broker::finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms, bool once) {
@@ -396,8 +439,9 @@ void Broker::on_leave(Subscriber* c) {
     it = held_.erase(it);
     if (r) {  // never sent: nothing will answer it; this workgroup may no longer need the subject
       pending_.erase(r->token);
+      const bool barrier = r->barrier;
       drop_request(r);
-      release_if_unused(s);
+      if (!barrier) release_if_unused(s);
     } else {  // never acknowledged; a subject made for it (cache on) and never held is forgotten
       f->unref();
       registry_.forget_if_idle(s);

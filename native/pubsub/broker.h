@@ -160,6 +160,10 @@ class Broker {
   void reply(Subscriber* c, const char* p, size_t n);
   void reply_err(Subscriber* c, ErrCode code, std::string_view id, std::string_view detail);
   void ack(Subscriber* c, std::string_view id);
+  // Subscriber::ack_numbered: "ACK <id>" once s's home (another workgroup) has numbered what c published to
+  // it — a barrier request on the publish ring, behind the publish. Takes one reference to s. False: c waits
+  // (paused) for it; true: acknowledged at once (no memory for the barrier: the hand-over is acknowledged).
+  bool ack_when_numbered(Subscriber* c, Subject* s, std::string_view id);
 
   // broker.cc
   bool route(Subject* s, Frame* f);   // to the home; false (references kept) when it cannot take it now
@@ -198,6 +202,8 @@ class Broker {
     Subject* subject;
     uint32_t conflate_ms;
     bool once;        // fetch: the answer only
+    std::string ack;  // a barrier (ack_when_numbered): the publish id its answer acknowledges
+    bool barrier = false;
   };
   // One conflated subscription's state: when it may send next, and the latest message held until then.
   struct ConflationKey {

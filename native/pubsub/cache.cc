@@ -363,6 +363,7 @@ Frame* HomeCache::snapshot_message(Cache* c) {
 void HomeCache::answer(Subject* s, Request& r, uint64_t now_ms) {
   r.answer = nullptr;
   r.failed = false;
+  if (r.barrier) return;
   Cache* c = s->cache;
   if (c) {
     expire(c, now_ms);  // never serve what expired

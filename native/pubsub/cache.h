@@ -74,6 +74,7 @@ struct Request {
   Spec spec;               // spec.subject is not valid here (it points into the client's input)
   Frame* answer = nullptr; // the home's reply frames, one WebSocket message each (nullptr: nothing to send)
   bool failed = false;     // the home could not allocate the answer: the subscription is refused
+  bool barrier = false;    // no answer: its coming back says the home took everything posted before it
 };
 
 class HomeCache {

@@ -257,7 +257,10 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
     reply_err(c, ErrCode::kLimit, id, "server out of memory; publish again later");
     return true;
   }
+  const bool barrier = c->ack_numbered && !id.empty() && s->home != wg_;
+  if (barrier) s->ref();  // (route moves one reference; ack_when_numbered takes another)
   if (!route(s, f)) {
+    if (barrier) s->unref();  // (retry takes it again when the publish goes)
     // The home cannot take it now: hold it, pause this connection, retry every loop iteration.
     counters_.add(k_publish_pauses);
     try {
@@ -271,6 +274,7 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
     return false;
   }
   counters_.add(k_messages_in);
+  if (barrier) return ack_when_numbered(c, s, id);
   if (!id.empty()) ack(c, id);
   return true;
 }

@@ -68,6 +68,10 @@ struct Subscriber {
   uint32_t expiry = 0;
   uint8_t entitle = 0;
   uint8_t auths = 0;
+  // Its publishes are acknowledged once their home has numbered them, not when handed to it (set by the host
+  // for HTTP connections: a client's next POST may come on another connection, which another workgroup reads,
+  // and an ACK on hand-over would let that one be numbered first).
+  bool ack_numbered = false;
 
   Subscriber() = default;
   Subscriber(const Subscriber&) = delete;

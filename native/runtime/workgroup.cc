@@ -521,6 +521,7 @@ void Workgroup::apply_decisions() {
 
 Verdict Workgroup::on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) {
   Conn* c = conn_of(s);
+  c->ack_numbered = !s->websocket();
   return after_command(c, broker_->on_command(c, opcode, p, len));
 }
 

@@ -253,6 +253,73 @@ TEST(broker_pub_is_acked_only_once_handed_to_its_home) {
   CHECK_EQ(w.registry.size(), 0u);
 }
 
+// Subscriber::ack_numbered (HTTP publishes): the ACK waits for a barrier request posted behind the publish, so
+// that the client's next publish — which may come on another connection, read by another workgroup — cannot
+// be numbered first. Fails on a broker that acknowledges on hand-over.
+TEST(broker_ack_numbered_waits_for_the_home_to_number_the_publish) {
+  const int64_t before = mem::total();
+  {
+    World w;
+    Subscriber remote, pub, gone;
+    pub.ack_numbered = gone.ack_numbered = true;
+    CHECK(command(w.b1, remote, "SUB /b"));             // /b's home is workgroup 1
+    CHECK(!command(w.b0, pub, "PUB /b h\none"));       // handed over, not acknowledged: paused
+    CHECK(w.host0.to(pub).empty());
+    CHECK_EQ(w.host0.publishes.size(), 2u);
+    if (w.host0.publishes.size() == 2) {
+      Post publish = w.host0.publishes[0], barrier = w.host0.publishes[1];
+      w.host0.publishes.clear();
+      CHECK(publish.frame != nullptr);
+      CHECK(barrier.request != nullptr && barrier.request->barrier);  // behind the publish, on the same ring
+      CHECK_EQ(barrier.wg, 1u);
+      w.b1.on_publish(publish.subject, publish.frame);
+      w.b1.on_request(barrier.subject, barrier.request);
+      CHECK_EQ(w.host1.to(remote).size(), 1u);                        // numbered (and delivered) first
+      CHECK_EQ(w.host1.deliveries.size(), 1u);
+      if (w.host1.deliveries.size() == 1) {
+        Post answer = w.host1.deliveries[0];
+        w.host1.deliveries.clear();
+        CHECK(answer.request->answer == nullptr);                     // a barrier carries nothing
+        CHECK(w.host0.resumed.empty());
+        w.b0.on_answer(answer.subject, answer.request);
+      }
+    }
+    CHECK(w.host0.to(pub) == std::vector<std::string>{"ACK h"});
+    CHECK(w.host0.resumed == std::vector<Subscriber*>{&pub});
+
+    // Held by a full ring, then sent: the barrier follows it; a connection that leaves meanwhile gets nothing.
+    w.host0.allow_publish = false;
+    CHECK(!command(w.b0, gone, "PUB /b h\ntwo"));
+    w.host0.allow_publish = true;
+    w.b0.retry();
+    CHECK_EQ(w.host0.publishes.size(), 2u);
+    CHECK(w.host0.resumed.size() == 1u);  // (not resumed by the hand-over)
+    w.b0.on_leave(&gone);
+    if (w.host0.publishes.size() == 2) {
+      Post publish = w.host0.publishes[0], barrier = w.host0.publishes[1];
+      w.host0.publishes.clear();
+      w.b1.on_publish(publish.subject, publish.frame);
+      w.b1.on_request(barrier.subject, barrier.request);
+      if (w.host1.deliveries.size() == 1) {
+        Post answer = w.host1.deliveries[0];
+        w.host1.deliveries.clear();
+        w.b0.on_answer(answer.subject, answer.request);
+      }
+    }
+    CHECK(w.host0.to(gone).empty());
+    CHECK_EQ(w.host1.to(remote).size(), 2u);
+
+    // A WebSocket connection (ack_numbered false) is acknowledged on hand-over, as before.
+    Subscriber ws;
+    CHECK(command(w.b0, ws, "PUB /b id\nthree"));
+    CHECK(w.host0.to(ws) == std::vector<std::string>{"ACK id"});
+    CHECK_EQ(w.host0.publishes.size(), 1u);
+    w.b1.on_leave(&remote);
+    w.b0.on_leave(&pub);
+  }
+  CHECK_EQ(mem::total(), before);
+}
+
 TEST(broker_held_publishes_leave_in_order) {
   World w;
   Subscriber remote, p1, p2;

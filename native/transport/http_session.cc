@@ -534,10 +534,6 @@ void WsEngine::sse_open(WsSession* s, SessionHost& host, const HttpRequest& req,
     }
   }
   if (!req.last_event_id.empty()) last_id.assign(req.last_event_id.data(), req.last_event_id.size());
-  if (specs.empty()) {
-    refuse(s, host, 400, "GET /sse?subject=<subject>[&subject=...]: at least one subject", false);
-    return;
-  }
   {  // (a subject asked for twice counts once, as the broker counts it)
     std::vector<std::string_view> distinct;
     for (const std::string& one : specs) distinct.push_back(parse_spec(one).subject);
@@ -587,18 +583,21 @@ void WsEngine::sse_open(WsSession* s, SessionHost& host, const HttpRequest& req,
     }
   }
   // Checked now, so that a bad subject or count is a 400 the client sees, not an event on a stream it opened.
+  // A stream without a subject subscribes to nothing: it carries heartbeats and auth events only, until the
+  // client opens another one with subjects (the SDK's event-stream transport keeps one while it has none).
+  if (specs.empty()) sub.clear();
   Command cmd;
-  parse_command(reinterpret_cast<const uint8_t*>(sub.data()), sub.size(), &cmd);
-  if (cmd.kind != Cmd::Sub) {
+  if (!sub.empty()) parse_command(reinterpret_cast<const uint8_t*>(sub.data()), sub.size(), &cmd);
+  if (!sub.empty() && cmd.kind != Cmd::Sub) {
     refuse(s, host, 400, cmd.kind == Cmd::Invalid ? cmd.detail() : std::string_view("not a subscription"), false);
     return;
   }
-  if (!reserve_body(ex, sub.size())) {
+  if (!sub.empty() && !reserve_body(ex, sub.size())) {
     host.on_nomem(s);
     abort(s, host, 0);
     return;
   }
-  std::memcpy(ex->body, sub.data(), sub.size());
+  if (!sub.empty()) std::memcpy(ex->body, sub.data(), sub.size());
   ex->body_len = sub.size();
 
   char retry[48];
@@ -635,7 +634,7 @@ void WsEngine::sse_start(WsSession* s, SessionHost& host) const {
   HttpExchange* ex = s->http;
   if (!ex || s->ws_state != WsState::kSse) return;
   // (Freed after the call: the command is parsed from it. Its answers reach the stream through deliver.)
-  host.on_message(s, kOpText, ex->body, ex->body_len);
+  if (ex->body_len) host.on_message(s, kOpText, ex->body, ex->body_len);
   free_exchange(s);
 }
 

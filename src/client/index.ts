@@ -64,9 +64,32 @@ export interface WebSocketLike {
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+/** The part of `fetch` the event-stream transport uses: the platform's (browsers, Node 18+) fits. */
+export type FetchLike = (
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; body?: string | Uint8Array; signal?: unknown; cache?: 'no-store' },
+) => Promise<{
+  readonly ok: boolean;
+  readonly status: number;
+  readonly headers: { get(name: string): string | null };
+  readonly body: { getReader(): { read(): Promise<{ done: boolean; value?: Uint8Array }>; cancel(reason?: unknown): Promise<void> } } | null;
+}>;
+
+/**
+ * How the client talks to the server: `websocket` (one WebSocket connection for everything), or `sse` — an event
+ * stream (`GET /sse`, server-sent events) carrying every subscription, and one `POST /publish` per publish, for
+ * networks that do not pass WebSocket upgrades (docs/http.md).
+ */
+export type Transport = 'websocket' | 'sse';
+
 export interface ConnectOptions {
-  /** WebSocket URLs (`ws://host:8800/`, `wss://…`), tried in order; at least one. */
+  /**
+   * Server URLs, tried in order; at least one. WebSocket URLs (`ws://host:8800/`, `wss://…`); with transport `sse`,
+   * the base the HTTP paths are under (`http://host:8800/`; a `ws://` URL is read as `http://`, `wss://` as `https://`).
+   */
   servers: string[];
+  /** `websocket` (the default) or `sse`: subscriptions on an event stream, publishes as HTTP POSTs. */
+  transport?: Transport;
   /**
    * Entitlement token (a JWT, or the Basic allow-token): printable ASCII without spaces. Every connection presents
    * the latest token the client holds as its first command, `AUTH <token>`, and subscribes and publishes once the
@@ -89,6 +112,8 @@ export interface ConnectOptions {
   connectTimeout?: number;
   /** The WebSocket constructor to use instead of the global one (or `ws`). */
   WebSocket?: WebSocketConstructor;
+  /** Transport `sse`: the fetch to use instead of the global one. */
+  fetch?: FetchLike;
 }
 
 export interface SubscribeOptions {
@@ -303,6 +328,13 @@ function asciiBytes(text: string): Uint8Array {
 
 interface Platform {
   WebSocket?: WebSocketConstructor;
+  fetch?: FetchLike;
+  // (Everywhere the client runs: browsers, Node 18+.)
+  AbortController: new () => { readonly signal: unknown; abort(): void };
+  TextDecoder: new () => { decode(input?: Uint8Array, options?: { stream?: boolean }): string };
+  URL: new (url: string, base?: string) => { readonly href: string };
+  atob(data: string): string;
+  queueMicrotask(fn: () => void): void;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(timer: unknown): void;
   setInterval(fn: () => void, ms: number): unknown;
@@ -334,6 +366,179 @@ function webSocketConstructor(given: WebSocketConstructor | undefined): WebSocke
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The event-stream transport's connection
+
+/**
+ * Longest event an event stream may send, in characters (its data lines and the line being read together). A
+ * message is base64 on one line when binary, so this admits the server's MaxMessageSize up to about 12 MiB; a
+ * stream sending more is cut (a hostile or broken server cannot make the client hold more than this).
+ */
+const MAX_EVENT_CHARS = 16 * 1024 * 1024;
+/** The most of a refused request's body kept for the error (the server's JSON detail is far shorter). */
+const MAX_ANSWER_BYTES = 64 * 1024;
+/** Longest event-stream URL sent: the server reads request heads up to 8 KiB, and the rest of the head needs room. */
+const MAX_STREAM_URL = 7 * 1024;
+
+type FetchResponse = Awaited<ReturnType<FetchLike>>;
+
+/** An event of a stream, as the WHATWG event-stream parser dispatches it. */
+export interface StreamEvent {
+  type: string;
+  id: string;
+  data: string;
+}
+
+/** Reads at most `limit` bytes of a response body as text (what is beyond is dropped, and the body cancelled). */
+async function readBounded(body: FetchResponse['body'], limit: number): Promise<string> {
+  if (!body) return '';
+  const reader = body.getReader();
+  const decoder = new platform.TextDecoder();
+  let text = '';
+  let bytes = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done || !value) break;
+    bytes += value.length;
+    text += decoder.decode(value, { stream: true });
+    if (bytes >= limit) {
+      void reader.cancel().catch(() => {});
+      break;
+    }
+  }
+  return text + decoder.decode();
+}
+
+/**
+ * An event stream (`GET /sse`) behind the WebSocketLike interface the client drives: `onopen` once the server
+ * answered 200, `onmessage` with each event ({ data: StreamEvent }), `onclose` once, when it ends (1000 after
+ * close(), 1006 when the stream broke, 4000 + status when the server refused it — the reason carries its detail).
+ * It only reads; `send` is never called on it. The parser is the WHATWG one (lines end with CR, LF or CRLF; a
+ * field's value loses one leading space; `data` lines join with LF; a blank line dispatches; comments ignored).
+ */
+class EventStream implements WebSocketLike {
+  readyState = 0;
+  binaryType = 'arraybuffer';
+  onopen: ((event: any) => void) | null = null;
+  onmessage: ((event: any) => void) | null = null;
+  onclose: ((event: any) => void) | null = null;
+  onerror: ((event: any) => void) | null = null;
+  private readonly abort = new platform.AbortController();
+  private ended = false;
+  // Parser state
+  private buf = '';
+  /** The last character read was a CR: a LF first in the next chunk belongs to it. */
+  private skipLF = false;
+  private data: string[] = [];
+  private dataChars = 0;
+  private type = '';
+  private lastId = '';
+
+  constructor(fetchImpl: FetchLike, url: string) {
+    fetchImpl(url, { headers: { Accept: 'text/event-stream' }, signal: this.abort.signal, cache: 'no-store' }).then(
+      (res) => this.answered(res),
+      (e: unknown) => this.end(1006, `${(e as Error)?.message ?? String(e)}`),
+    );
+  }
+
+  send(): void {
+    throw new Error('an event stream is read-only');
+  }
+
+  close(code = 1000, reason = ''): void {
+    this.abort.abort();
+    this.end(code, reason);
+  }
+
+  private async answered(res: FetchResponse): Promise<void> {
+    if (this.ended) return void res.body?.getReader().cancel().catch(() => {});
+    if (!res.ok || !/^text\/event-stream/i.test(res.headers.get('content-type') ?? '')) {
+      let detail = '';
+      try {
+        const text = await readBounded(res.body, MAX_ANSWER_BYTES);
+        detail = (JSON.parse(text) as { detail?: unknown }).detail as string;
+        if (typeof detail !== 'string') detail = text.slice(0, 200);
+      } catch {
+        /* no JSON detail */
+      }
+      return this.end(res.ok ? 1006 : 4000 + res.status, `HTTP ${res.status}${res.ok ? ', not an event stream' : ''}${detail ? `: ${detail}` : ''}`);
+    }
+    if (!res.body) return this.end(1006, 'HTTP 200 without a body');
+    const reader = res.body.getReader();
+    this.readyState = 1;
+    this.onopen?.({});
+    const decoder = new platform.TextDecoder();
+    try {
+      while (!this.ended) {
+        const { done, value } = await reader.read();
+        if (done) return this.end(1006, 'the server ended the event stream');
+        if (value && !this.ended) this.feed(decoder.decode(value, { stream: true }));
+      }
+    } catch (e) {
+      this.end(1006, `${(e as Error)?.message ?? String(e)}`);
+    } finally {
+      if (this.ended) void reader.cancel().catch(() => {});
+    }
+  }
+
+  private end(code: number, reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.readyState = 3;
+    this.abort.abort();
+    this.buf = '';
+    this.data = [];
+    this.onclose?.({ code, reason });
+  }
+
+  private feed(chunk: string): void {
+    if (this.skipLF && chunk.charCodeAt(0) === 0x0a) chunk = chunk.slice(1);
+    this.skipLF = false;
+    this.buf += chunk;
+    let start = 0;
+    for (let i = 0; i < this.buf.length && !this.ended; i++) {
+      const c = this.buf.charCodeAt(i);
+      if (c !== 0x0a && c !== 0x0d) continue;
+      const line = this.buf.slice(start, i);
+      if (c === 0x0d) {
+        if (i + 1 === this.buf.length) this.skipLF = true;
+        else if (this.buf.charCodeAt(i + 1) === 0x0a) i++;
+      }
+      start = i + 1;
+      this.line(line);
+    }
+    this.buf = this.buf.slice(start);
+    if (this.buf.length + this.dataChars > MAX_EVENT_CHARS)
+      this.end(1009, `an event longer than ${MAX_EVENT_CHARS} characters`);
+  }
+
+  private line(line: string): void {
+    if (line === '') return this.dispatch();
+    if (line.charCodeAt(0) === 0x3a) return; // a comment: the server's heartbeat
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.charCodeAt(0) === 0x20) value = value.slice(1);
+    if (field === 'data') {
+      this.data.push(value);
+      this.dataChars += value.length + 1;
+    } else if (field === 'event') this.type = value;
+    else if (field === 'id' && !value.includes('\0')) this.lastId = value;
+    // (retry: the client has its own backoff; other fields are ignored, as the standard says.)
+  }
+
+  private dispatch(): void {
+    const type = this.type || 'message';
+    this.type = '';
+    if (this.data.length === 0) return;
+    const data = this.data.join('\n');
+    this.data = [];
+    this.dataChars = 0;
+    const event: StreamEvent = { type, id: this.lastId, data };
+    this.onmessage?.({ data: event });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // The client
 
 /** readyState of a socket that is open (the WebSocket constants; not every implementation has them static). */
@@ -345,7 +550,8 @@ const GOING_AWAY = 1001;
 interface PendingPublish {
   id: string;
   subject: string;
-  frame: string | Uint8Array;
+  body: Payload;
+  retained: boolean;
   resolve(): void;
   reject(e: StarlingError): void;
 }
@@ -379,6 +585,8 @@ class Sub implements Subscription {
    * even though it is older than the position RESYNC gave, unless the application already saw it.
    */
   snapshotFloor: Position | null | undefined = undefined;
+  /** Transport sse: it was live when its event stream was reopened; that stream's SYNC is not news (a RESYNC is). */
+  resumed = false;
   settle: { resolve(p: Position): void; reject(e: StarlingError): void } | null;
 
   constructor(
@@ -432,7 +640,10 @@ export class Client {
   private readonly keepAlive: number;
   private readonly connectTimeout: number;
   private readonly WebSocketImpl: WebSocketConstructor | undefined;
+  private readonly transport: Transport;
+  private fetchImpl: FetchLike | undefined;
 
+  /** The WebSocket, or (transport sse) the event stream. */
   private socket: WebSocketLike | null = null;
   /** The socket completed its handshake (still true after close() until its close event). */
   private socketOpened = false;
@@ -463,6 +674,22 @@ export class Client {
   /** Publishes made while not connected, sent in order once connected. */
   private queued: PendingPublish[] = [];
   private readonly listeners = new Map<ClientEvent, Set<(value: never) => void>>();
+  /** Transport sse: the subscriptions changed (or a token was given); the stream is reopened in a microtask. */
+  private reopenQueued = false;
+  /** Transport sse: the subscriptions the current event stream was opened with. */
+  private streamSubs = new Set<Sub>();
+  /**
+   * Transport sse: the last POST (the next waits for its answer). One at a time, so that they reuse one kept-alive
+   * connection and reach the server in order: POSTs on several connections may reach different workgroups, and
+   * an answer means "handed to the subject's home", not "numbered", so two in a row could be numbered the other way.
+   */
+  private lastPost: Promise<void> = Promise.resolve();
+  /**
+   * Transport sse: the stream a reopening replaced, not read any more but kept open until the new one has
+   * answered every subscription, so that the server never sees a subject lose its subscriber in between (a
+   * subject without subscribers or cached messages forgets its epoch, and the new stream would get RESYNC).
+   */
+  private retiring: WebSocketLike | null = null;
   private closing: Promise<void> | null = null;
   private closed: (() => void) | null = null;
 
@@ -486,9 +713,18 @@ export class Client {
   constructor(options: ConnectOptions) {
     if (!options || !Array.isArray(options.servers) || options.servers.length === 0)
       throw new TypeError('connect: options.servers must be a non-empty array of WebSocket URLs');
+    if (options.transport !== undefined && options.transport !== 'websocket' && options.transport !== 'sse')
+      throw new TypeError(`connect: options.transport must be 'websocket' or 'sse', got ${JSON.stringify(options.transport)}`);
+    this.transport = options.transport ?? 'websocket';
     for (const url of options.servers)
       if (typeof url !== 'string' || !/^(wss?|https?):\/\/[^\s]+$/i.test(url))
-        throw new TypeError(`connect: ${JSON.stringify(url)} is not a WebSocket URL (ws://host:port/path or wss://…)`);
+        throw new TypeError(
+          this.transport === 'sse'
+            ? `connect: ${JSON.stringify(url)} is not a server URL (http://host:port/ or https://…)`
+            : `connect: ${JSON.stringify(url)} is not a WebSocket URL (ws://host:port/path or wss://…)`,
+        );
+    if (options.fetch !== undefined && typeof options.fetch !== 'function') throw new TypeError('connect: options.fetch must be a function');
+    this.fetchImpl = options.fetch;
     const problem = options.token === undefined ? null : tokenProblem(options.token);
     if (problem) throw new TypeError(`connect: options.token: ${problem}`);
     if (options.refreshToken !== undefined && typeof options.refreshToken !== 'function')
@@ -546,6 +782,7 @@ export class Client {
     const history = checkCount(options.history, 'subscribe: history') ?? 0;
     const conflate = checkCount(options.conflate, 'subscribe: conflate', { min: 100, max: 60_000, step: 100 });
     if (this.subs.has(subject)) throw new Error(`subscribe: already subscribed to ${subject}; unsubscribe first`);
+    if (this.transport === 'sse') this.checkStreamRoom(subject, conflate);
     const sub = new Sub(this, subject, handler, history, conflate);
     if (this.state === 'closed') {
       sub.rejectReady(new StarlingError('closed', 'the client is closed', { subject }));
@@ -577,16 +814,8 @@ export class Client {
     else throw new TypeError(`publish: the payload must be a string, an ArrayBuffer or a typed array (Uint8Array, Buffer, …), got ${typeof payload}`);
     if (this.state === 'closed') return Promise.reject(new StarlingError('closed', 'the client is closed', { subject }));
     const id = `p${(++this.counter).toString(36)}`;
-    const header = `PUB ${subject} ${id}${options.retained ? ' +retained' : ''}\n`;
-    let frame: string | Uint8Array;
-    if (typeof body === 'string') frame = header + body;
-    else {
-      frame = new Uint8Array(header.length + body.length);
-      frame.set(asciiBytes(header));
-      frame.set(body, header.length);
-    }
     return new Promise<void>((resolve, reject) => {
-      const p: PendingPublish = { id, subject, frame, resolve, reject };
+      const p: PendingPublish = { id, subject, body, retained: options.retained === true, resolve, reject };
       if (this.state === 'open') this.sendPublish(p);
       else if (this.queued.length >= this.maxQueued)
         reject(new StarlingError('queue-full', `not connected, and ${this.maxQueued} publishes are already waiting (maxQueuedPublishes)`, { subject }));
@@ -627,6 +856,7 @@ export class Client {
     const wasOpen = this.socketOpened;
     this.state = 'closed';
     this.stopTimers();
+    this.retire(null);
     const queued = this.queued;
     this.queued = [];
     for (const p of queued) p.reject(new StarlingError('closed', 'the client was closed before it was sent', { subject: p.subject }));
@@ -686,16 +916,27 @@ export class Client {
 
   private connectNow(): void {
     const url = this.servers[this.server];
+    if (this.transport === 'sse') {
+      const fetchImpl = this.fetchImpl ?? (typeof platform.fetch === 'function' ? platform.fetch.bind(globalThis) : undefined);
+      if (!fetchImpl) return this.cannotConnect(url, new Error('there is no global fetch (Node 18 or newer, or a browser); pass options.fetch'));
+      this.fetchImpl ??= fetchImpl;
+      return this.open(url, () => new EventStream(fetchImpl, this.streamUrl()));
+    }
     let ctor: WebSocketConstructor | Promise<WebSocketConstructor>;
     try {
       ctor = webSocketConstructor(this.WebSocketImpl);
     } catch (e) {
       return this.cannotConnect(url, e);
     }
-    if (typeof ctor === 'function') this.open(ctor, url);
+    const make = (c: WebSocketConstructor) => () => {
+      const socket = new c(url);
+      socket.binaryType = 'arraybuffer';
+      return socket;
+    };
+    if (typeof ctor === 'function') this.open(url, make(ctor));
     else
       ctor.then(
-        (c) => this.state === 'connecting' && this.open(c, url),
+        (c) => this.state === 'connecting' && this.open(url, make(c)),
         (e) => this.state === 'connecting' && this.cannotConnect(url, e),
       );
   }
@@ -705,11 +946,11 @@ export class Client {
     this.retry(false, 1006);
   }
 
-  private open(ctor: WebSocketConstructor, url: string): void {
+  /** Opens the connection `make` creates (a WebSocket, or an event stream) and wires it to the client. */
+  private open(url: string, make: () => WebSocketLike): void {
     let socket: WebSocketLike;
     try {
-      socket = new ctor(url);
-      socket.binaryType = 'arraybuffer';
+      socket = make();
     } catch (e) {
       return this.cannotConnect(url, e);
     }
@@ -717,28 +958,36 @@ export class Client {
     // The attempt includes the answer to the connection's AUTH, when it has a token.
     this.timer = platform.setTimeout(() => {
       this.timer = null;
-      if (this.socket === socket && (this.state === 'connecting' || this.state === 'authenticating'))
+      // (State open: a reopened event stream, which has as long as a connection to be answered.)
+      if (this.socket === socket && (this.state !== 'open' || socket.readyState !== OPEN))
         this.drop(socket, 1006, `no connection${this.state === 'authenticating' ? ' (no answer to AUTH)' : ''} within ${this.connectTimeout} ms`);
     }, this.connectTimeout);
     socket.onopen = () => {
       if (this.socket !== socket) return;
       this.socketOpened = true;
       this.heard();
-      if (this.keepAlive > 0) this.keepAliveTimer = platform.setInterval(() => this.checkAlive(socket), this.keepAlive);
+      if (this.keepAliveTimer === null && this.keepAlive > 0) this.keepAliveTimer = platform.setInterval(() => this.checkAlive(), this.keepAlive);
+      if (this.state === 'open') return this.clearTimer(); // a reopened event stream
       if (this.token === undefined) return this.opened(url);
       // AUTH first, and nothing else until it is accepted: a subscription sent with a token the server refuses
-      // would be refused too, and dropped for good.
+      // would be refused too, and dropped for good. (An event stream carried its token in its URL: its `auth`
+      // event is the answer.)
       this.state = 'authenticating';
-      this.sendAuth(this.token, true);
+      if (this.transport === 'sse') this.outstanding.push({ auth: { token: this.token, seq: this.tokenSeq, initial: true } });
+      else this.sendAuth(this.token, true);
     };
     socket.onmessage = (event: { data: unknown }) => {
       if (this.socket !== socket) return;
       this.heard();
-      this.receive(event.data);
+      if (this.transport === 'sse') this.receiveEvent(event.data as StreamEvent);
+      else this.receive(event.data);
     };
     socket.onclose = (event: { code?: number; reason?: string }) => {
-      if (this.socket === socket) this.drop(socket, event.code ?? 1006, event.reason ?? '');
-      else this.closed?.();
+      if (this.socket !== socket) return this.closed?.();
+      // An event stream the server refused (4000 + HTTP status) says why; a WebSocket upgrade refused cannot.
+      const code = event.code ?? 1006;
+      if (code > 4000 && code < 5000 && this.transport === 'sse') this.emit('error', new StarlingError('connect', `${url}: ${event.reason ?? ''}`));
+      if (this.socket === socket) this.drop(socket, code, event.reason ?? '');
     };
     // A close event always follows an error event; the `ws` package throws on an error nobody listens to.
     socket.onerror = () => {};
@@ -752,7 +1001,12 @@ export class Client {
     this.failures = 0;
     this.emit('connected', { url });
     if (this.state !== 'open') return; // a listener closed the client
-    for (const sub of this.subs.values()) this.sendSub(sub);
+    for (const sub of this.subs.values()) {
+      // (An event stream carries the subscriptions that existed when it was opened; a later one reopens it.)
+      if (this.transport !== 'sse') this.sendSub(sub);
+      else if (this.streamSubs.has(sub)) sub.phase = 'subscribing';
+      else this.reopenSoon();
+    }
     const queued = this.queued;
     this.queued = [];
     for (const p of queued) this.sendPublish(p);
@@ -778,7 +1032,11 @@ export class Client {
     }
     this.outstanding = [];
     this.stale.clear();
-    for (const sub of this.subs.values()) sub.phase = 'idle';
+    this.retire(null);
+    for (const sub of this.subs.values()) {
+      sub.phase = 'idle';
+      sub.resumed = false;
+    }
     this.failInFlight(this.state === 'closed' ? 'closed' : 'connection-lost');
     // Not 'open' for the listeners: what they publish or subscribe waits for the next connection.
     if (this.state !== 'closed') this.state = 'waiting';
@@ -827,12 +1085,16 @@ export class Client {
     this.pingOutstanding = false;
   }
 
-  /** Keep-alive: PING after keepAlive ms of silence; a second silent period drops the connection. */
-  private checkAlive(socket: WebSocketLike): void {
-    if (this.socket !== socket || Date.now() - this.lastHeard < this.keepAlive) return;
+  /**
+   * Keep-alive: PING after keepAlive ms of silence; a second silent period drops the connection. (An event stream
+   * cannot be pinged: the server's heartbeats, every KeepAlive seconds, are what it hears.)
+   */
+  private checkAlive(): void {
+    const socket = this.socket;
+    if (!socket || Date.now() - this.lastHeard < this.keepAlive) return;
     if (this.pingOutstanding) return this.drop(socket, 1006, `no answer from the server for ${2 * this.keepAlive} ms`);
     this.pingOutstanding = true;
-    this.barrier((e) => this.emit('error', e));
+    if (this.transport !== 'sse') this.barrier((e) => this.emit('error', e));
   }
 
   private clearTimer(): void {
@@ -875,15 +1137,22 @@ export class Client {
   }
 
   private sendSub(sub: Sub): void {
+    if (this.transport === 'sse') return this.reopenSoon();
     sub.phase = 'subscribing';
     this.send(`SUB ${sub.spec()}`);
     this.barrier((e) => this.refused(sub, e));
   }
 
   private sendPublish(p: PendingPublish): void {
+    if (this.transport === 'sse') return this.post(p);
     this.inFlight.set(p.id, p);
     this.outstanding.push({ publish: p });
-    this.send(p.frame);
+    const header = `PUB ${p.subject} ${p.id}${p.retained ? ' +retained' : ''}\n`;
+    if (typeof p.body === 'string') return this.send(header + p.body);
+    const frame = new Uint8Array(header.length + p.body.length);
+    frame.set(asciiBytes(header));
+    frame.set(p.body, header.length);
+    this.send(frame);
   }
 
   /** @internal Subscription.unsubscribe(). */
@@ -897,6 +1166,7 @@ export class Client {
 
   /** UNSUB and its barrier: until that PONG, messages for the subject belong to the old subscription. */
   private sendUnsub(subject: string, onError: (e: StarlingError) => void): void {
+    if (this.transport === 'sse') return this.reopenSoon();
     this.send(`UNSUB ${subject}`);
     this.stale.set(subject, this.barrier(onError));
   }
@@ -909,6 +1179,7 @@ export class Client {
       sub.phase = 'idle';
     }
     sub.rejectReady(err);
+    this.answeredAll();
     this.emit('error', err);
   }
 
@@ -917,6 +1188,8 @@ export class Client {
    * <s>@<epoch>:<seq>); what the old subscription still sends is dropped, the recovery fills the gap.
    */
   private recover(sub: Sub): void {
+    if (this.transport === 'sse') return this.reopen(); // now: nothing more of this stream is read
+
     this.sendUnsub(sub.subject, (e) => this.emit('error', e));
     this.sendSub(sub);
   }
@@ -932,6 +1205,12 @@ export class Client {
 
   /** `AUTH <token>`, then a barrier: an ERR between the AUTH's answer and its PONG is a subscription revoked. */
   private sendAuth(token: string, initial: boolean, renewal?: number): void {
+    if (this.transport === 'sse') {
+      // The stream is reopened with the token; its `auth` event answers this.
+      this.outstanding = this.outstanding.filter((o) => !('auth' in o) || o.auth.initial);
+      this.outstanding.push({ auth: { token, seq: this.tokenSeq, initial, renewal } });
+      return this.reopenSoon();
+    }
     this.send(`AUTH ${token}`);
     this.outstanding.push({ auth: { token, seq: this.tokenSeq, initial, renewal } });
     this.barrier((e) => this.revoked(e));
@@ -972,8 +1251,10 @@ export class Client {
       if (socket && this.socket === socket) this.drop(socket, 1000, 'token refused');
       return;
     }
-    // A renewal refused: the token in force stays, on the server and for the next connection.
+    // A renewal refused: the token in force stays, on the server and for the next connection. (An event stream
+    // opened with the refused token is anonymous: it is replaced at once by one with the token in force.)
     if (this.token === cmd.token && this.accepted !== null) this.token = this.accepted;
+    if (this.transport === 'sse' && this.state === 'open') this.reopen();
     if (cmd.renewal !== undefined) {
       this.emit('error', new StarlingError('auth', `the server refused the token refreshToken gave: ${detail}`));
       this.renewLater(cmd.renewal + 1);
@@ -1112,6 +1393,11 @@ export class Client {
     if (this.state === 'closed') return;
     if (state === 'ok' || state === 'invalid') {
       const i = this.outstanding.findIndex((o) => 'auth' in o);
+      if (i < 0 && state === 'invalid' && this.transport === 'sse' && this.socket && this.token === this.accepted) {
+        // A reopened event stream's token, the one in force, refused: it expired meanwhile.
+        this.tokenStale = `the server refused the token in force (${detail})`;
+        return this.drop(this.socket, 1008, 'token refused');
+      }
       if (i < 0) return; // not ours to settle (an older server's line, a later protocol's)
       const cmd = (this.outstanding.splice(i, 1)[0] as { auth: AuthCommand }).auth;
       let expiry: number | null = null;
@@ -1128,6 +1414,172 @@ export class Client {
       this.renewTimer = null;
       this.renew(0);
     } else if (state === 'expired' && this.token !== undefined && this.token === this.accepted) this.tokenStale = 'the token expired';
+  }
+
+  /** An event of the event stream (transport sse; docs/http.md): the same as the WebSocket's messages. */
+  private receiveEvent(event: StreamEvent): void {
+    if (this.state === 'closed') return;
+    const { type, data } = event;
+    const space = data.indexOf(' ');
+    const word = space < 0 ? data : data.slice(0, space);
+    const rest = space < 0 ? '' : data.slice(space + 1);
+    switch (type) {
+      case 'auth':
+        return this.auth(`AUTH ${data}`.slice(0, MAX_HEADER), word, rest);
+      case 'err': {
+        // `<code> <subject>: <detail>` for a refused subject; other refusals name none.
+        const e = new StarlingError(word, rest);
+        const sub = this.subs.get(rest.split(' ')[0].replace(/:$/, ''));
+        if (sub && sub.phase !== 'idle') return this.refused(sub, e);
+        return this.emit('error', e);
+      }
+      case 'sync':
+      case 'resync': {
+        const pos = parsePosition(rest);
+        if (!pos || !word || rest.includes(' ')) return this.malformed(`${type}: ${data}`);
+        return this.synced(word, pos, type === 'resync');
+      }
+    }
+    // A message: `message` (live) or its kind, `-base64` when binary, `-utf8-base64` when text with a CR; its id
+    // is `<subject>@<epoch>:<seq>`.
+    const encoding = /-utf8-base64$/.test(type) ? 'utf8-base64' : /-base64$/.test(type) ? 'base64' : 'text';
+    const name = encoding === 'text' ? type : type.slice(0, type.length - encoding.length - 1);
+    const kind = name === 'message' ? 'live' : KINDS.get(name);
+    const at = event.id.lastIndexOf('@');
+    const pos = parsePosition(event.id.slice(at + 1));
+    const subject = event.id.slice(0, at);
+    if (!kind || at <= 0 || !pos) return this.malformed(`${type} ${event.id}`);
+    let payload: Payload = data;
+    if (encoding !== 'text') {
+      let bytes: Uint8Array;
+      try {
+        const binary = platform.atob(data);
+        bytes = new Uint8Array(binary.length);
+        for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+      } catch {
+        return this.malformed(`${type} ${event.id}: not base64`);
+      }
+      payload = encoding === 'base64' ? bytes : new platform.TextDecoder().decode(bytes);
+    }
+    this.message(subject, pos, kind, payload);
+  }
+
+  /** The server's base URL for the HTTP paths: the current server's, ws(s):// read as http(s)://. */
+  private httpBase(): string {
+    return this.servers[this.server].replace(/^ws(s?):/i, 'http$1:');
+  }
+
+  /** Every subscription's spec at its position (a subscription without one: its history), and the stream's URL. */
+  private streamUrl(): string {
+    this.streamSubs = new Set(this.subs.values());
+    const params = [...this.subs.values()].map((sub) => `subject=${encodeURIComponent(sub.spec().replace(/^conflate=\d+ /, ''))}`);
+    const conflate = [...this.subs.values()][0]?.conflate;
+    if (conflate) params.push(`conflate=${conflate}`);
+    if (this.token !== undefined) params.push(`token=${encodeURIComponent(this.token)}`);
+    return new platform.URL(`sse${params.length ? '?' + params.join('&') : ''}`, this.httpBase()).href;
+  }
+
+  /**
+   * Transport sse: one event stream carries every subscription, with one `conflate` and a URL the server reads
+   * (a head of at most 8 KiB): a subscription that cannot join it is refused at once.
+   */
+  private checkStreamRoom(subject: string, conflate: number | undefined): void {
+    const other = [...this.subs.values()][0];
+    if (other && other.conflate !== conflate)
+      throw new Error(
+        `subscribe: ${subject}: with transport 'sse' every subscription shares one event stream, so one conflate setting (${other.conflate ?? 'none'} here, ${conflate ?? 'none'} asked); use another client, or transport 'websocket'`,
+      );
+    // The URL with every spec at its longest position (`@` + 13 + `:` + 16 characters).
+    let length = new platform.URL('sse', this.httpBase()).href.length + 40 + (this.token ? this.token.length + 7 : 0);
+    for (const s of [...this.subs.keys(), subject]) length += 9 + encodeURIComponent(s).length + 33;
+    if (length > MAX_STREAM_URL)
+      throw new RangeError(
+        `subscribe: ${subject}: with transport 'sse' the subscriptions go in the event stream's URL, and ${this.subs.size + 1} of them would make it longer than ${MAX_STREAM_URL} characters (the server reads request heads up to 8 KiB); use another client, or transport 'websocket'`,
+      );
+  }
+
+  /** Transport sse: reopens the event stream once this task is done (several subscriptions at once, one reopening). */
+  private reopenSoon(): void {
+    if (this.reopenQueued || this.state !== 'open') return;
+    this.reopenQueued = true;
+    platform.queueMicrotask(() => {
+      this.reopenQueued = false;
+      if (this.state === 'open') this.reopen();
+    });
+  }
+
+  /**
+   * Transport sse: replaces the event stream with one carrying the subscriptions as they are now, each from its
+   * position, so nothing is missed or repeated. The old stream is cut and nothing more of it is read; a
+   * subscription that was live stays so for the application (its new SYNC is silent, a RESYNC is not).
+   */
+  private reopen(): void {
+    const old = this.socket;
+    if (!old || this.state !== 'open' || !this.fetchImpl) return;
+    this.detach(old);
+    old.onclose = null;
+    this.retire(old);
+    for (const sub of this.subs.values()) {
+      sub.resumed ||= sub.phase === 'live'; // (still resumed when reopened again before its SYNC)
+      sub.phase = 'subscribing';
+    }
+    const fetchImpl = this.fetchImpl;
+    const url = this.servers[this.server];
+    this.clearTimer();
+    this.open(url, () => new EventStream(fetchImpl, this.streamUrl()));
+  }
+
+  /** Transport sse: once no subscription waits for its SYNC, the stream a reopening replaced is closed. */
+  private answeredAll(): void {
+    if (this.retiring && ![...this.subs.values()].some((s) => s.phase === 'subscribing')) this.retire(null);
+  }
+
+  /** Transport sse: keeps `stream` (detached) until the next one answered every subscription; null closes it now. */
+  private retire(stream: WebSocketLike | null): void {
+    try {
+      this.retiring?.close();
+    } catch {
+      /* closed already */
+    }
+    this.retiring = stream;
+  }
+
+  /** Transport sse: a publish as `POST /publish`, once the previous one was answered. */
+  private post(p: PendingPublish): void {
+    this.lastPost = this.lastPost
+      .then(() => this.postNow(p))
+      .catch((e: unknown) => p.reject(new StarlingError('connect', `POST /publish: ${(e as Error)?.message ?? String(e)}`, { subject: p.subject, cause: e })));
+  }
+
+  private async postNow(p: PendingPublish): Promise<void> {
+    if (this.state === 'closed') return p.reject(new StarlingError('closed', 'the client was closed before it was sent', { subject: p.subject }));
+    const url = new platform.URL(`publish?subject=${encodeURIComponent(p.subject)}${p.retained ? '&retained=1' : ''}`, this.httpBase()).href;
+    const headers: Record<string, string> = { 'Content-Type': typeof p.body === 'string' ? 'text/plain; charset=utf-8' : 'application/octet-stream' };
+    const token = this.accepted ?? this.token;
+    if (token !== undefined) headers.Authorization = `Bearer ${token}`;
+    let status = 0;
+    let text: string;
+    try {
+      const res = await this.fetchImpl!(url, { method: 'POST', headers, body: p.body, cache: 'no-store' });
+      status = res.status;
+      text = await readBounded(res.body, MAX_ANSWER_BYTES);
+    } catch (e) {
+      return p.reject(
+        new StarlingError('connection-lost', `POST /publish failed before its answer (${(e as Error)?.message ?? String(e)}); the message may or may not have been published`, {
+          subject: p.subject,
+          cause: e,
+        }),
+      );
+    }
+    let answer: { ok?: unknown; error?: unknown; detail?: unknown };
+    try {
+      answer = JSON.parse(text) as typeof answer;
+    } catch {
+      return p.reject(new StarlingError('protocol', `POST /publish answered ${status} without JSON: ${JSON.stringify(text.slice(0, 120))}`, { subject: p.subject }));
+    }
+    if (status === 200 && answer.ok === true) return p.resolve();
+    const code = typeof answer.error === 'string' ? answer.error : 'protocol';
+    p.reject(new StarlingError(code, typeof answer.detail === 'string' ? answer.detail : `HTTP ${status}`, { subject: p.subject }));
   }
 
   private malformed(what: string): void {
@@ -1198,7 +1650,11 @@ export class Client {
     sub.last = pos;
     sub.phase = 'live';
     if (resync) sub.snapshotFloor = previous;
+    this.answeredAll();
     sub.resolveReady();
+    const resumed = sub.resumed;
+    sub.resumed = false;
+    if (resumed && !resync) return; // an event stream reopened: nothing was missed, nothing to say
     if (resync) this.emit('resync', { subject, epoch: pos.epoch, seq: pos.seq, previous: previous && { ...previous } });
     else this.emit('sync', { subject, epoch: pos.epoch, seq: pos.seq });
   }
