@@ -79,6 +79,49 @@ describeWith(NEEDS_CHROMIUM, 'the client SDK in headless Chromium', SUITE, () =>
     await page.close();
   });
 
+  it("transport 'sse' in the browser: fetch streams and POSTs, text and binary, a second subscription reopening the stream", async () => {
+    const server = startServer(MONITORED);
+    await server.monitor!.ready;
+    const page = await newPage();
+    const http = server.url.replace(/^ws/, 'http');
+    await page.goto(http + 'history?subject=/browser/page&n=1'); // (the page's origin is the server's: no CORS needed)
+    const result = await page.evaluate(`(async () => {
+      const { connect, StarlingError } = await import(${JSON.stringify(server.monitor!.url + 'client.js')});
+      const client = connect({ servers: [${JSON.stringify(http)}], transport: 'sse' });
+      const got = [];
+      const syncs = [];
+      client.on('sync', (e) => syncs.push(e.subject));
+      const a = await client.subscribe('/browser/sse-a', (m) => got.push(m)).ready;
+      await client.publish('/browser/sse-a', 'text');
+      await client.publish('/browser/sse-a', new Uint8Array([0, 13, 255]));
+      const b = await client.subscribe('/browser/sse-b', (m) => got.push(m)).ready;
+      await client.publish('/browser/sse-a', 'cr\\r\\nlf');
+      await client.publish('/browser/sse-b', 'on b');
+      let refused;
+      try { await client.publish('/__starling__/stats', 'x'); } catch (e) { refused = { isStarlingError: e instanceof StarlingError, code: e.code }; }
+      while (got.length < 4) await new Promise((r) => setTimeout(r, 10));
+      await client.close();
+      return {
+        a, b, syncs,
+        messages: got.map((m) => ({ subject: m.subject, seq: m.seq, type: m.payload instanceof Uint8Array ? 'bytes' : typeof m.payload, value: typeof m.payload === 'string' ? m.payload : [...m.payload] })),
+        refused,
+      };
+    })()`);
+    const r = result as { a: { seq: number }; b: { seq: number }; syncs: string[]; messages: unknown[]; refused: unknown };
+    assert.deepEqual(r.messages, [
+      { subject: '/browser/sse-a', seq: r.a.seq + 1, type: 'string', value: 'text' },
+      { subject: '/browser/sse-a', seq: r.a.seq + 2, type: 'bytes', value: [0, 13, 255] },
+      { subject: '/browser/sse-a', seq: r.a.seq + 3, type: 'string', value: 'cr\r\nlf' },
+      { subject: '/browser/sse-b', seq: r.b.seq + 1, type: 'string', value: 'on b' },
+    ]);
+    assert.deepEqual(r.syncs, ['/browser/sse-a', '/browser/sse-b'], 'one sync per subscription: the reopening is silent');
+    assert.deepEqual(r.refused, { isStarlingError: true, code: 'forbidden' });
+    await page.close();
+    // Chromium logs every HTTP error status it loads: the refused publish's 403, and the favicon's 404.
+    const expected = /^console error: Failed to load resource: the server responded with a status of (403|404) /;
+    assert.deepEqual(problems.splice(0).filter((p) => !expected.test(p)), []);
+  });
+
   it('examples/ticker.html shows the quotes, rides out a server restart with a resync per subject, and goes on', async () => {
     const port = await restartablePort();
     const config = { Listen: `127.0.0.1:${port}`, ...MONITORED };
