@@ -601,7 +601,7 @@ describe('floods', SUITE, () => {
     await mem.back('SSE non-reader');
   });
 
-  it('charges the SSE renditions the history cache keeps alive to CacheSize (cached_bytes), not only to Memory', { todo: 'known defect, not fixed yet: renditions kept by cached messages are counted in Memory only (issue 12 note)' }, async () => {
+  it('charges the SSE renditions the history cache keeps alive to CacheSize (cached_bytes), not only to Memory', async () => {
     const t0 = await total(child);
     const subject = fresh('rendition');
     const subs0 = t0.subscriptions;

@@ -25,7 +25,16 @@ struct Frame {
   // subscriber's workgroup that sends it, then shared by all (set once, by compare-and-swap; holds one
   // reference, dropped with this frame). nullptr until then.
   std::atomic<Frame*> alt;
+  // A frame a history cache keeps (pubsub/cache.h) has its rendition counted in that cache's bound too, by
+  // whoever moves cache_state from kCached to kAltCharged: the alt's maker (charge_alt, after installing it)
+  // or the home (when the alt came first). The home refunds it when it lets the frame go (kUncached), so a
+  // rendition made after that is not counted. alt_account: the home cache's counter, set before kCached.
+  std::atomic<uint8_t> cache_state;
+  uint8_t cache_holds;   // the home thread's: how many of its cache slots (ring, snapshot) hold this frame
+  std::atomic<uint64_t>* alt_account;
   uint8_t bytes[1];
+
+  static constexpr uint8_t kNotCached = 0, kCached = 1, kAltCharged = 2, kUncached = 3;
 
   // A frame of `capacity` bytes with one reference; begin = end = 0. nullptr when memory is exhausted
   // (never throws: the caller sheds the client that asked, see DESIGN.md rule 3).
@@ -36,6 +45,9 @@ struct Frame {
     Frame* f = static_cast<Frame*>(mem);
     new (&f->refs) std::atomic<uint32_t>(1);
     new (&f->alt) std::atomic<Frame*>(nullptr);
+    new (&f->cache_state) std::atomic<uint8_t>(kNotCached);
+    f->cache_holds = 0;
+    f->alt_account = nullptr;
     f->begin = f->end = 0;
     f->cost = static_cast<uint32_t>(n + mem::kMallocOverhead);
     f->opcode = kOpText;
@@ -63,6 +75,12 @@ struct Frame {
     f->end = static_cast<uint32_t>(head + len);
     f->opcode = op;
     return f;
+  }
+
+  // After alt was installed: charges it to the cache keeping this frame, if one does and it is not charged yet.
+  void charge_alt() {
+    uint8_t cached = kCached;
+    if (cache_state.compare_exchange_strong(cached, kAltCharged)) alt_account->fetch_add(alt.load()->cost);
   }
 
   const uint8_t* data() const { return bytes + begin; }

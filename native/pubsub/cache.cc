@@ -97,10 +97,17 @@ HomeCache::~HomeCache() {
   // At shutdown, with the registry still alive: free every cache without touching the registry (it is
   // being destroyed with the server and drops its references itself).
   // Every cache holds messages (the heap) or a snapshot (the list), or both (freed with the list).
-  auto release = [](Cache* c) {
-    for (uint32_t i = 0; i < c->count; i++) c->at(i).frame->unref();
-    if (c->snapshot) c->snapshot->unref();
-    if (c->snapshot_msg) c->snapshot_msg->unref();
+  // (Frames may outlive it, queued to connections: each is let go, so no rendition is charged here later.)
+  auto release = [this](Cache* c) {
+    for (uint32_t i = 0; i < c->count; i++) {
+      let_go(c->at(i).frame);
+      c->at(i).frame->unref();
+    }
+    for (Frame* f : {c->snapshot, c->snapshot_msg}) {
+      if (!f) continue;
+      let_go(f);
+      f->unref();
+    }
     mem::free(c->ring, c->cap * sizeof(Cache::Entry));
     c->subject->cache = nullptr;
     mem::free(c, sizeof(Cache));
@@ -117,7 +124,19 @@ HomeCache::~HomeCache() {
 void HomeCache::charge(Cache* c, int64_t delta) {
   c->bytes += static_cast<uint64_t>(delta);
   total_ += static_cast<uint64_t>(delta);
-  counters_.set(k_cached_bytes, total_);
+  counters_.set(k_cached_bytes, bytes());
+}
+
+void HomeCache::keep(Frame* f) {
+  if (f->cache_holds++) return;
+  f->alt_account = &alt_bytes_;
+  f->cache_state.store(Frame::kCached);
+  if (f->alt.load()) f->charge_alt();  // rendered before it was cached
+}
+
+void HomeCache::let_go(Frame* f) {
+  if (--f->cache_holds) return;
+  if (f->cache_state.exchange(Frame::kUncached) == Frame::kAltCharged) alt_bytes_.fetch_sub(f->alt.load()->cost);
 }
 
 Cache* HomeCache::create(Subject* s) {
@@ -175,6 +194,7 @@ void HomeCache::free_cache(Cache* c) {
 
 void HomeCache::drop_oldest(Cache* c) {
   Frame* f = c->ring[c->head].frame;
+  let_go(f);
   charge(c, -static_cast<int64_t>(f->cost));
   f->unref();
   c->head = (c->head + 1) & (c->cap - 1);
@@ -242,6 +262,8 @@ void HomeCache::heap_down(uint32_t i) {
 }
 
 void HomeCache::drop_snapshot(Cache* c) {
+  let_go(c->snapshot);
+  if (c->snapshot_msg) let_go(c->snapshot_msg);
   charge(c, -static_cast<int64_t>(c->snapshot->cost + (c->snapshot_msg ? c->snapshot_msg->cost : 0)));
   c->snapshot->unref();
   if (c->snapshot_msg) c->snapshot_msg->unref();
@@ -285,12 +307,14 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
       c->oldest_ms = now_ms;
     }
     f->ref();
+    keep(f);
     c->ring[(c->head + c->count) & (c->cap - 1)] = Cache::Entry{f, now_ms};
     c->count++;
     charge(c, static_cast<int64_t>(f->cost));
     counters_.add(k_cached_messages);
     if (c->count == 1 && !heap_push(c)) {  // not evictable without its heap entry: do not keep it
       c->count = 0;
+      let_go(f);
       charge(c, -static_cast<int64_t>(f->cost));
       counters_.sub(k_cached_messages);
       counters_.add(k_alloc_failures);
@@ -300,6 +324,7 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
   if (retained) {
     if (c->snapshot) drop_snapshot(c);
     f->ref();
+    keep(f);
     c->snapshot = f;
     c->snapshot_seq = s->seq;
     charge(c, static_cast<int64_t>(f->cost));
@@ -315,7 +340,8 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
 }
 
 void HomeCache::enforce_bound() {
-  while (total_ > opt_.max_bytes && (!heap_.empty() || lru_)) {
+  counters_.set(k_cached_bytes, bytes());  // (renditions are added by other threads, without charge)
+  while (bytes() > opt_.max_bytes && (!heap_.empty() || lru_)) {
     counters_.add(k_cache_evictions);
     if (!heap_.empty()) {  // the oldest message of all
       Cache* c = heap_[0];
@@ -354,6 +380,7 @@ Frame* HomeCache::snapshot_message(Cache* c) {
     if (!f) return nullptr;
     w.msg(c->snapshot, c->snapshot_seq, kSnapshot);
     c->snapshot_msg = f;
+    keep(f);
     charge(c, static_cast<int64_t>(f->cost));
   }
   c->snapshot_msg->ref();

@@ -25,6 +25,7 @@
 // subscribers; when its Cache empties (no message, no snapshot) it is released (Registry::unhold), and
 // forgotten if nobody subscribes.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -100,7 +101,8 @@ class HomeCache {
   // Drops what expired, for every subject (once a second).
   void expire(uint64_t now_ms);
 
-  uint64_t bytes() const { return total_; }
+  // Everything this home's caches keep alive, the SSE renditions of their frames included.
+  uint64_t bytes() const { return total_ + alt_bytes_.load(std::memory_order_relaxed); }
 
   static constexpr uint32_t kNotInHeap = UINT32_MAX;
 
@@ -122,6 +124,10 @@ class HomeCache {
   uint64_t key(uint32_t i) const { return heap_[i]->oldest_ms; }
   void unlink(Cache* c);
   void enforce_bound();
+  // A cache slot takes / lets go f (the reference is the caller's business): the first and last of its slots
+  // start and stop counting its SSE rendition here (Frame::cache_state).
+  void keep(Frame* f);
+  void let_go(Frame* f);
   void charge(Cache* c, int64_t delta);
   Frame* snapshot_message(Cache* c);
 
@@ -135,6 +141,7 @@ class HomeCache {
   Cache* lru_ = nullptr;
   Cache* mru_ = nullptr;
   uint64_t total_ = 0;         // bytes of every cache here
+  std::atomic<uint64_t> alt_bytes_{0};  // the SSE renditions of the frames they keep (added by any thread)
 };
 
 }  // namespace starling

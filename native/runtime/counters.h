@@ -35,7 +35,7 @@ namespace starling {
   X(deliveries_deferred, counter, "deliveries held back because a workgroup's inbox was full")             \
   X(alloc_failures, counter, "allocations refused (out of memory); the client that asked was shed")        \
   X(cached_messages, gauge, "messages in the history caches of the subjects this workgroup is home of")    \
-  X(cached_bytes, gauge, "bytes those caches and snapshots keep alive, against this workgroup's share of CacheSize") \
+  X(cached_bytes, gauge, "bytes those caches and snapshots keep alive (their messages' SSE renditions included), against this workgroup's share of CacheSize") \
   X(cache_evictions, counter, "cached messages dropped by MaxCachedMessagesPerSubject, CacheExpireTime or CacheSize") \
   X(recoveries, counter, "SUB <subject>@<epoch>:<seq> answered SYNC: every missed message was sent")       \
   X(resyncs, counter, "SUB <subject>@<epoch>:<seq> answered RESYNC: the position could not be recovered")   \

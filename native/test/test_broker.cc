@@ -12,6 +12,7 @@
 #include "fake_session.h"
 #include "io/memory.h"
 #include "pubsub/broker.h"
+#include "transport/sse.h"
 #include "rng.h"
 
 using namespace starling;
@@ -83,10 +84,15 @@ class FakeBrokerHost : public BrokerHost {
     deliveries.push_back(Post{w, s, f});
     return true;
   }
+  bool render_sse = false;  // render every frame sent as an SSE session does (transport/sse.h: Frame::alt)
   void send(Subscriber* c, Frame* f) override {
     if (!f) {
       null_frames++;
       return;
+    }
+    if (render_sse) {
+      bool empty = false;
+      if (Frame* a = sse_frame(f, &empty)) a->unref();
     }
     for (const fake::ServerFrame& d : fake::decode_all(std::string(reinterpret_cast<const char*>(f->data()), f->size())))
       sent[c].push_back(d.ok ? d.payload : "<malformed frame>");
@@ -856,6 +862,58 @@ TEST(cache_size_bound_evicts_the_oldest_message_of_any_subject_first) {
   w.b0.on_leave(&c);
   w.b0.on_leave(&h_old);
   w.b0.on_leave(&h_new);
+}
+
+// The SSE renditions of cached messages live as long as they do: counted in the cache's bound (CacheSize), once
+// per frame (a retained message is in the ring and the snapshot), and no longer once the cache lets them go.
+TEST(cache_counts_the_sse_renditions_of_the_messages_it_keeps) {
+  const int64_t before = mem::total();
+  {
+    World rendered(cached(1000, 1 << 20)), plain(cached(1000, 1 << 20));
+    rendered.host0.render_sse = true;
+    Subscriber c1, c2, pub;
+    CHECK(command(rendered.b0, c1, "SUB /r"));
+    CHECK(command(plain.b0, c2, "SUB /r"));
+    const std::string body(300, 'y');
+    for (int i = 0; i < 10; i++) {
+      CHECK(command(rendered.b0, pub, "PUB /r\n" + body));
+      CHECK(command(plain.b0, pub, "PUB /r\n" + body));
+    }
+    CHECK(command(rendered.b0, pub, "PUB /r k +retained\n" + body));
+    CHECK(command(plain.b0, pub, "PUB /r k +retained\n" + body));
+    const uint64_t with = rendered.counters0.get(k_cached_bytes), without = plain.counters0.get(k_cached_bytes);
+    CHECK(with >= without + 11 * 300);      // every rendition counted...
+    CHECK(with <= without + 11 * 2 * 400);  // ...once (the retained one is in the ring and the snapshot)
+    rendered.b0.on_leave(&c1);
+    plain.b0.on_leave(&c2);
+  }
+  {
+    // The bound holds with the renditions in it; a cache that let its messages go no longer counts theirs.
+    World rendered(cached(1000, 8192)), plain(cached(1000, 8192));
+    rendered.host0.render_sse = true;
+    Subscriber c1, c2, pub;
+    CHECK(command(rendered.b0, c1, "SUB /r"));
+    CHECK(command(plain.b0, c2, "SUB /r"));
+    const std::string body(300, 'y');
+    size_t kept_rendered = 0, kept_plain = 0;
+    for (int i = 0; i < 50; i++) {
+      CHECK(command(rendered.b0, pub, "PUB /r\n" + body));
+      CHECK(command(plain.b0, pub, "PUB /r\n" + body));
+      CHECK(rendered.counters0.get(k_cached_bytes) <= 8192u);
+      kept_rendered = rendered.counters0.get(k_cached_messages);
+      kept_plain = plain.counters0.get(k_cached_messages);
+    }
+    CHECK(kept_rendered < kept_plain);  // the renditions took room
+    // Another subject (nobody subscribed: nothing rendered) pushes every /r message out of both.
+    for (int i = 0; i < 50; i++) {
+      CHECK(command(rendered.b0, pub, "PUB /q\n" + body));
+      CHECK(command(plain.b0, pub, "PUB /q\n" + body));
+    }
+    CHECK_EQ(rendered.counters0.get(k_cached_bytes), plain.counters0.get(k_cached_bytes));
+    rendered.b0.on_leave(&c1);
+    plain.b0.on_leave(&c2);
+  }
+  CHECK_EQ(mem::total(), before);
 }
 
 TEST(cache_answers_fit_in_max_backlog_shared_by_the_specs_of_one_sub) {

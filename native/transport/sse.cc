@@ -153,8 +153,10 @@ Frame* sse_frame(Frame* f, bool* empty) {
   mine->end = static_cast<uint32_t>(sse_render(f->data(), f->size(), mine->bytes));
   mine->ref();   // one for f->alt, one for the caller
   Frame* winner = nullptr;
-  if (f->alt.compare_exchange_strong(winner, mine, std::memory_order_acq_rel, std::memory_order_acquire))
+  if (f->alt.compare_exchange_strong(winner, mine)) {
+    f->charge_alt();  // (a cached message's rendition lives as long as it: counted in CacheSize)
     return mine;
+  }
   // Another caller installed its rendition first: nobody else has seen ours.
   mine->refs.store(1, std::memory_order_relaxed);
   mine->unref();
