@@ -22,7 +22,7 @@ TEST_IO_BACKEND=io_uring exec node --test --test-concurrency=1 \
   dist/test/20.server.test.js dist/test/25.workgroups.test.js dist/test/30.hostile.test.js \
   dist/test/32.core-defects.test.js dist/test/33.core-defects.test.js dist/test/34.core-defects.test.js \
   dist/test/35.recovery.test.js dist/test/36.recovery-hostile.test.js \
-  dist/test/38.http.test.js dist/test/39.http-hostile.test.js \
+  dist/test/38.http.test.js dist/test/39.http-hostile.test.js dist/test/41.http-auth.test.js \
   dist/test/60.monitor.test.js dist/test/62.monitor-limits.test.js \
   dist/test/90.client.test.js dist/test/90.client-protocol.test.js dist/test/90.client-restart.test.js \
   dist/test/91.client-fuzz.test.js dist/test/92.client-auth.test.js dist/test/93.entitlement-browser.test.js dist/test/94.sse-browser.test.js

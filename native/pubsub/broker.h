@@ -47,11 +47,6 @@ struct EntitlementOptions {
   uint32_t renew_before_s = 60;             // "AUTH expiring" this long before the token expires
 };
 
-// At most this many AUTH commands of one connection cross to the control plane per pass (a second); more
-// are answered "AUTH invalid too many" at once. One crossing at a time per connection already (its later
-// commands wait for the decision); this bounds the control plane's work a single client can cause.
-constexpr uint8_t kMaxAuthsPerPass = 4;
-
 struct BrokerOptions {
   uint64_t max_message = 65536;      // MaxMessageSize
   uint32_t max_subscriptions = 1000; // MaxSubscriptionsPerConnection
@@ -123,6 +118,16 @@ class Broker {
   // expiry; at or past it "AUTH expired" and kExpired (the host closes it with 1008). Resets the AUTH count.
   enum class Expiry : uint8_t { kFine, kExpired };
   Expiry check_expiry(Subscriber* c, uint64_t now_s);
+  // Once a pass, for a connection check_expiry does not see (an HTTP connection between or during its
+  // requests): resets its AUTH count, so that kMaxAuthsPerPass bounds its token decisions per second too.
+  void new_pass(Subscriber* c);
+  // HTTP requests, each run under the token it carries (WsEngine keeps which token is in force):
+  // forget_token makes c anonymous again — its permission set dropped, no expiry — at once, with no reply and
+  // nothing crossing to the control plane (a request without a token after one with). Subscriptions are not
+  // looked at: callers have none (an HTTP connection between requests). token_expired: the token in force has
+  // an expiry and now_s is at or past it (presented again, it is decided again rather than trusted).
+  void forget_token(Subscriber* c);
+  bool token_expired(const Subscriber* c, uint64_t now_s) const;
 
   // From the inbox. on_publish / on_request: this workgroup is the subject's home (they consume one
   // reference to each argument); call only while accepting(). on_deliver: for the local subscribers

@@ -85,7 +85,7 @@ bool Broker::authenticate(Subscriber* c, std::string_view token) {
   }
   if (c->auths >= kMaxAuthsPerPass) {
     counters_.add(k_auth_denied);
-    std::string text = "AUTH invalid too many AUTH commands (at most " + std::to_string(kMaxAuthsPerPass) +
+    std::string text = "AUTH invalid " + std::string(kAuthTooMany) + " (at most " + std::to_string(kMaxAuthsPerPass) +
                        " a second); the token in force stays";
     reply(c, text.data(), text.size());
     return true;
@@ -122,8 +122,19 @@ void Broker::decided(Subscriber* c, Permissions* perms, uint32_t expiry, std::st
   }
 }
 
+void Broker::forget_token(Subscriber* c) {
+  if (c->perms) c->perms->unref();
+  c->perms = nullptr;
+  c->expiry = 0;
+  c->entitle &= static_cast<uint8_t>(~kEntitleWarned);
+}
+
+bool Broker::token_expired(const Subscriber* c, uint64_t now_s) const { return c->expiry && now_s >= c->expiry; }
+
+void Broker::new_pass(Subscriber* c) { c->auths = 0; }
+
 Broker::Expiry Broker::check_expiry(Subscriber* c, uint64_t now_s) {
-  c->auths = 0;
+  new_pass(c);
   if (!c->expiry) return Expiry::kFine;
   if (now_s >= c->expiry) {
     counters_.add(k_auth_expired);

@@ -34,6 +34,14 @@ constexpr size_t kMaxTokenLen = 8192;
 // Longest AUTH command that gets an answer rather than a 1009 close: a WebSocket message may be this long
 // even when MaxMessageSize is smaller, so that "AUTH <token of kMaxTokenLen + 1 bytes>" still gets its answer.
 constexpr size_t kMaxAuthCommand = 5 + kMaxTokenLen + 64;
+// At most this many AUTH commands of one connection cross to the control plane per pass (a second); more
+// are answered "AUTH invalid too many" at once (Broker::authenticate; HTTP requests that change tokens count
+// too). One crossing at a time per connection already (its later commands wait for the decision); this bounds
+// the control plane's work a single client can cause.
+constexpr uint8_t kMaxAuthsPerPass = 4;
+// The start of the detail of "AUTH invalid" for an AUTH over kMaxAuthsPerPass (broker.h): the HTTP transport
+// recognises it (a request that switches tokens too often is answered 429, not 401).
+constexpr std::string_view kAuthTooMany = "too many AUTH commands";
 
 // What one SUB token asks for (PROTOCOL.md v2).
 enum class SpecMode : uint8_t {

@@ -88,7 +88,8 @@ Workgroup::Workgroup(Server& server, unsigned index)
     : server_(server),
       index_(index),
       engine_(SessionOptions{server.options().path, server.options().allow_origins, server.options().sse_retry_ms,
-                             server.options().max_message, server.options().max_subscriptions}),
+                             server.options().max_message, server.options().max_subscriptions,
+                             server.options().entitlement != EntitlementMode::kNone}),
       accept_ring_(kAcceptRing) {
   const ServerOptions& o = server.options();
   loop_ = Loop::create(*this, LoopOptions{o.max_backlog, o.max_backlog_ms, server.backend(), server.ring_files()});
@@ -295,6 +296,10 @@ void Workgroup::pass_slice() {
         engine_.fail(c, *this, kClosePolicy);  // after "AUTH expired", queued ahead of the close frame
         continue;
       }
+    } else if (entitled) {
+      // An HTTP connection's requests: its token's expiry is checked when a request presents the token again
+      // (on_identity), and it is never closed for it; only its count of token decisions restarts.
+      broker_->new_pass(c);
     }
     // (A connection waiting for the decision on its token is not read, so its pongs are not seen: its silence
     // is ours, not a dead peer's.)
@@ -479,6 +484,19 @@ Verdict Workgroup::on_open(WsSession* s, std::string_view token) {
   return Verdict::kPause;
 }
 
+Verdict Workgroup::on_identity(WsSession* s, std::string_view token, bool in_force) {
+  Conn* c = conn_of(s);
+  if (token.empty()) {
+    broker_->forget_token(c);
+    return Verdict::kContinue;
+  }
+  if (in_force && !broker_->token_expired(c, static_cast<uint64_t>(time(nullptr)))) return Verdict::kContinue;
+  // A new token, or the one in force presented after its expiry (decided again: the answer says why it is refused).
+  if (broker_->authenticate(c, token)) return Verdict::kContinue;  // (answered at once: too many)
+  loop_->pause(c);
+  return Verdict::kPause;
+}
+
 void Workgroup::authenticate(Subscriber* sub, std::string_view token) {
   Conn* c = conn_of(sub);
   if (++next_auth_id_ == 0) ++next_auth_id_;  // 0 means "none"
@@ -510,7 +528,7 @@ void Workgroup::apply_decisions() {
     counters_.sub(k_auth_waiting);
     awaiting_.erase(it);
     c->auth_id = 0;
-    if (!WsEngine::subscribed(c)) {
+    if (!WsEngine::takes_decisions(c)) {
       if (d.perms) d.perms->unref();
       continue;
     }

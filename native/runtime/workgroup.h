@@ -103,6 +103,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   Verdict on_open(WsSession* s, std::string_view token) override;
   Verdict on_message(WsSession* s, uint8_t opcode, uint8_t* p, size_t len) override;
   Verdict on_fetch(WsSession* s, std::string_view spec) override;
+  Verdict on_identity(WsSession* s, std::string_view token, bool in_force) override;
   Verdict after_command(Conn* c, bool go_on);  // on_message's and on_fetch's pause rules
   void on_leave(WsSession* s, uint16_t code) override;
   void on_http_error(WsSession* s) override;

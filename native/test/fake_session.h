@@ -1,4 +1,5 @@
-// A fake SessionHost and client-side frame helpers shared by test_ws_session.cc and fuzz_session.cc.
+// A fake SessionHost and client-side frame helpers shared by test_ws_session.cc, test_http_session.cc and
+// fuzz_session.cc.
 // The fake records everything the engine does (frames sent, as bytes; closes with their mode; opens,
 // leaves and messages), drops each frame's reference once recorded (so the memory account balances),
 // and notes any breach of the session contract in `violations` instead of stopping.
@@ -165,6 +166,14 @@ class Host : public SessionHost {
   std::function<Verdict(Host&, const Message&)> on_msg;
   // Answers on_fetch (GET /history); kContinue when unset.
   std::function<Verdict(Host&, const std::string&)> on_fetch_cb;
+  // Every on_identity: the token (empty: anonymous) and whether the session said it is the one in force.
+  struct Identity {
+    std::string token;
+    bool in_force;
+  };
+  std::vector<Identity> identities;
+  // Answers on_identity; kContinue (nothing to decide) when unset. May call reply() with the "AUTH ..." answer.
+  std::function<Verdict(Host&, const Identity&)> on_identity_cb;
   // When set, reply() hands frames to an HTTP session through the engine (as the workgroup does).
   const starling::WsEngine* engine = nullptr;
 
@@ -205,6 +214,13 @@ class Host : public SessionHost {
     fetches.push_back(std::string(spec));
     session_ = s;
     return on_fetch_cb ? on_fetch_cb(*this, fetches.back()) : Verdict::kContinue;
+  }
+  Verdict on_identity(WsSession* s, std::string_view token, bool in_force) override {
+    if (!closes.empty()) violations.push_back("on_identity after close");
+    if (s->websocket() && !token.empty()) violations.push_back("a request token on a WebSocket session");
+    identities.push_back(Identity{std::string(token), in_force});
+    session_ = s;
+    return on_identity_cb ? on_identity_cb(*this, identities.back()) : Verdict::kContinue;
   }
   void on_leave(WsSession*, uint16_t code) override {
     if (!leaves.empty()) violations.push_back("second on_leave");

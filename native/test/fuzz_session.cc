@@ -9,6 +9,10 @@
 //   flags bit 3: the host answers each message with a text frame (replies must precede a close frame)
 //   flags bit 4: hang up after the last chunk;  bit 5: run keepalive passes after each chunk
 //   flags bit 6: call handshake_expired after each chunk (and close like the host when it expires)
+//   flags bit 7: Entitlement on (SessionOptions::tokens): HTTP requests' tokens are decided — a token starting
+//     with 'm' is refused at once as one too many, the others wait for a decision delivered before the next
+//     resume ("AUTH invalid" for a token starting with 'b', else "AUTH ok"), and an "AUTH expiring" line is
+//     delivered before each decision (it must not be taken for an answer)
 // Build and run with `make fuzz` (needs clang++).
 #include <cstdint>
 #include <cstdio>
@@ -51,12 +55,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     SessionOptions o;
     o.max_message = 64;  // a limit the fuzzer reaches (64 + kMaxPubHeader bytes)
+    o.tokens = flags & 128;
     WsEngine engine(o);
     WsSession s;
     fake::Host host;
     const unsigned pause_every = (flags >> 1) & 3;
     bool paused = false;
+    std::string deciding;  // the token whose decision is delivered at the next resume
+    bool pending = false;
     host.engine = &engine;
+    host.on_identity_cb = [&](fake::Host& h, const fake::Host::Identity& id) {
+      if (id.token.empty() || id.in_force) return Verdict::kContinue;
+      if (id.token[0] == 'm') {
+        h.reply("AUTH invalid too many AUTH commands (at most 4 a second); the token in force stays");
+        return Verdict::kContinue;
+      }
+      deciding = id.token;
+      pending = paused = true;
+      return Verdict::kPause;
+    };
+    // The decision, as the workgroup applies it: the broker's answer through deliver, then the resume.
+    auto decide = [&] {
+      if (!pending) return;
+      pending = false;
+      if (s.websocket() || !WsEngine::takes_decisions(&s)) return;  // (closed meanwhile: nobody to tell)
+      const std::string answer = deciding[0] == 'b' ? "AUTH invalid bad signature" : "AUTH ok 0";
+      for (const std::string& line : {std::string("AUTH expiring 5"), answer})
+        engine.deliver(&s, host, Frame::make(kOpText, line.data(), line.size()));
+      check_host(host, s);
+    };
     // HTTP sessions: the broker's answers, as the workgroup hands them over (WsEngine::deliver) — an ACK or an
     // ERR for a publish, a message for an event stream's SUB, a history answer for a fetch.
     host.on_fetch_cb = [&](fake::Host& h, const std::string&) {
@@ -88,6 +115,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // The host reads nothing from a paused stream: it resumes (as the broker would) before reading.
         while (paused) {
           paused = false;
+          decide();
           engine.resume(&s, host);
           check_host(host, s);
         }
@@ -108,6 +136,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     while (paused) {
       paused = false;
+      decide();
       engine.resume(&s, host);
       check_host(host, s);
     }

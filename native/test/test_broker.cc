@@ -1114,6 +1114,45 @@ TEST(broker_auth_over_the_size_or_rate_bound_is_answered_without_asking) {
   w.b0.decided(&c, nullptr, 0, "expired");
 }
 
+TEST(broker_forget_token_makes_a_connection_anonymous_without_a_reply_or_a_decision) {
+  Entitled e({});
+  World& w = e.w;
+  Subscriber c;
+  command(w.b0, c, "AUTH t");
+  w.b0.decided(&c, permissions({{kAccessPublish, "/p"}}), 1000, {});
+  CHECK(!w.b0.token_expired(&c, 999));
+  CHECK(w.b0.token_expired(&c, 1000));
+  CHECK(command(w.b0, c, "PUB /p 1\nx"));
+  CHECK_EQ(w.host0.to(c).back(), "ACK 1");
+  const size_t replies = w.host0.to(c).size();
+  const size_t asked = w.host0.tokens.size();
+  w.b0.forget_token(&c);
+  CHECK_EQ(w.host0.to(c).size(), replies);  // no reply
+  CHECK_EQ(w.host0.tokens.size(), asked);   // nothing asked of the control plane
+  CHECK(c.perms == nullptr);
+  CHECK(!w.b0.token_expired(&c, 5000));  // no expiry any more
+  CHECK(w.b0.check_expiry(&c, 5000) == Broker::Expiry::kFine);
+  CHECK(command(w.b0, c, "PUB /p 2\nx"));
+  CHECK_EQ(w.host0.to(c).back(), "ERR forbidden 2 /p: not permitted without a token; send AUTH <token> first");
+  w.b0.forget_token(&c);  // (anonymous already: nothing changes)
+  CHECK(c.perms == nullptr);
+}
+
+TEST(broker_new_pass_restarts_the_auth_count_of_a_connection_check_expiry_does_not_see) {
+  Entitled e({});
+  World& w = e.w;
+  Subscriber c;
+  for (unsigned i = 0; i < kMaxAuthsPerPass; i++) {
+    CHECK(!command(w.b0, c, "AUTH t"));
+    w.b0.decided(&c, nullptr, 0, "expired");
+  }
+  CHECK(command(w.b0, c, "AUTH t"));
+  CHECK(w.host0.to(c).back().rfind(std::string("AUTH invalid ") + std::string(kAuthTooMany), 0) == 0);
+  w.b0.new_pass(&c);
+  CHECK(!command(w.b0, c, "AUTH t"));
+  w.b0.decided(&c, nullptr, 0, "expired");
+}
+
 TEST(broker_address_not_in_the_allow_list_may_not_publish_even_without_entitlement) {
   World w;
   Subscriber c;

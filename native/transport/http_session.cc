@@ -36,6 +36,9 @@ constexpr size_t kMaxResponseHead = 1536;
 constexpr size_t kHeadGrowth = 1024;
 // Room kept in front of a chunked body for "PUB <subject> h +retained\n".
 constexpr size_t kPubRoom = kMaxPubHeader + 16;
+// Retry-After of a 429 (a request whose token is one change too many): the count of token decisions of a
+// connection restarts once a second (kMaxAuthsPerPass per pass).
+constexpr std::string_view kRetryAfter = "1";
 
 // CORS verdict of a request (HttpExchange::origin): no header to add, "*", or an index into allow_origins.
 constexpr int16_t kOriginNone = -1;     // no Origin, or the server's own: nothing to add
@@ -71,14 +74,23 @@ std::string error_json(std::string_view code, std::string_view detail) {
   return out;
 }
 
+// The detail of that 429: what a client (or the proxy in front of it) should change.
+std::string too_many_tokens() {
+  return "this connection changed tokens more than " + std::to_string(kMaxAuthsPerPass) +
+         " times in a second (each change is decided like an AUTH): use one connection per identity, or retry "
+         "after a second";
+}
+
 // The JSON error code of a status the session decides itself.
 std::string_view status_code_name(uint16_t status) {
   switch (status) {
+    case 401: return "unauthorized";
     case 403: return "forbidden";
     case 404: return "not-found";
     case 405: return "method-not-allowed";
     case 413: return "too-large";
     case 417: return "expectation-failed";
+    case 429: return "too-many-tokens";
     case 431: return "head-too-large";
     case 501: return "not-implemented";
     case 505: return "http-version";
@@ -103,10 +115,19 @@ std::string_view reply_text(const Frame* f) {
   return std::string_view(reinterpret_cast<const char*>(f->data() + head.head_len), static_cast<size_t>(head.payload_len));
 }
 
+// Where a request stands with its token (Entitlement; HttpExchange::step).
+enum class TokenStep : uint8_t {
+  kNone,    // nothing to decide, or decided
+  kAuth,    // kHttpWait: the token it carries is being decided (the answer: an "AUTH" line through deliver)
+  kAuthed,  // kHttpWait: accepted; the request runs when the session is resumed
+};
+
 }  // namespace
 
 // One HTTP request being read or waiting for its answer (WsSession::http), or an event stream's SUB command
-// waiting to be run. Allocated per request, charged to the memory account, freed when it is answered.
+// waiting to be run. Allocated per request, charged to the memory account, freed when it is answered — except
+// while it holds the token in force, which must outlive the request: then it is reset for the next one
+// (finish_exchange) and freed with the connection.
 struct HttpExchange {
   bool keep_alive = true;
   bool http10 = false;        // an HTTP/1.0 request: a kept-alive answer confirms it (Connection: keep-alive)
@@ -114,9 +135,10 @@ struct HttpExchange {
   bool discard = false;       // the body is read and dropped, then the request is answered `status`
   bool retained = false;
   bool history = false;       // GET /history: the answer is a history (kHttpWait)
+  TokenStep step = TokenStep::kNone;
   uint8_t opcode = kOpBinary;
   uint16_t status = 0;        // discard: the answer
-  const char* reason = "";    // discard: its detail
+  const char* reason = "";    // discard: its detail; nullptr: the detail is body[0..body_len) (a decision's)
   int16_t origin = kOriginNone;
   uint32_t head_len = 0;      // Content-Length body: the head stays in front of the body until it is in
   uint64_t length = 0;        // Content-Length (discarding: what is still to be dropped)
@@ -127,6 +149,13 @@ struct HttpExchange {
   uint8_t* body = nullptr;
   size_t body_len = 0;
   size_t body_cap = 0;
+  // Entitlement (SessionOptions::tokens), each a charged copy of a request's token (shorter than a request
+  // head): the token in force — the connection's identity came from its decision (nullptr: anonymous, or an
+  // identity no request gave) —, and the token being decided (kAuth; in force once accepted).
+  char* token = nullptr;
+  char* asked = nullptr;
+  uint16_t token_len = 0;
+  uint16_t asked_len = 0;
 };
 
 namespace {
@@ -134,6 +163,25 @@ namespace {
 HttpExchange* new_exchange() {
   void* mem = mem::alloc(sizeof(HttpExchange));
   return mem ? new (mem) HttpExchange() : nullptr;
+}
+
+// A charged copy of a token (nullptr when out of memory); freed with free_token.
+char* copy_token(std::string_view token) {
+  char* p = static_cast<char*>(mem::alloc(token.size()));
+  if (p) std::memcpy(p, token.data(), token.size());
+  return p;
+}
+
+void free_token(char** p, uint16_t* len) {
+  mem::free(*p, *len);
+  *p = nullptr;
+  *len = 0;
+}
+
+// The detail a dropped body is answered with (HttpExchange::reason).
+std::string_view discard_reason(const HttpExchange& ex) {
+  if (ex.reason) return ex.reason;
+  return std::string_view(reinterpret_cast<const char*>(ex.body), ex.body_len);
 }
 
 // An error decided from the head: answered `status` once the request's body (if any) was read and dropped, on a
@@ -213,15 +261,152 @@ bool decode_param(std::string_view raw, std::string* out, size_t cap) {
   return true;
 }
 
+// The token a request carries: "Authorization: Bearer <token>" (the scheme case-insensitive), or a token=
+// parameter (percent-encoded, as /sse and the WebSocket URL take it; empty: none). Both may be sent if they
+// carry the same token. Returns null with *out the token (empty: none), or why the request is malformed.
+const char* request_token(const HttpRequest& req, std::string* out) {
+  out->clear();
+  std::string param;
+  int params = 0;
+  std::string_view rest = req.query, name, value;
+  while (next_query_param(&rest, &name, &value)) {
+    if (name != "token") continue;
+    if (++params > 1) return "at most one token= parameter";
+    if (!decode_param(value, &param, kMaxRequestHead))
+      return "the token= parameter must be percent-encoded printable ASCII without spaces (encodeURIComponent)";
+  }
+  if (req.authorization.empty()) {
+    *out = std::move(param);
+    return nullptr;
+  }
+  const std::string_view auth = req.authorization;  // (trimmed by the parser)
+  const size_t space = auth.find(' ');
+  if (!iequals(auth.substr(0, space), "Bearer"))
+    return "Authorization: only the Bearer scheme is read (Authorization: Bearer <token>)";
+  const std::string_view token = space == std::string_view::npos ? std::string_view() : trim_ows(auth.substr(space));
+  if (token.empty()) return "Authorization: Bearer needs a token";
+  for (char c : token)
+    if (c <= ' ' || c > '~') return "Authorization: Bearer <token>: the token is one word of printable ASCII";
+  if (!param.empty() && param != token)
+    return "the Authorization header and the token= parameter carry different tokens: send one";
+  out->assign(token.data(), token.size());
+  return nullptr;
+}
+
 }  // namespace
 
 void WsEngine::free_exchange(WsSession* s) const {
   HttpExchange* ex = s->http;
   if (!ex) return;
   if (ex->body) mem::free(ex->body, ex->body_cap);
+  free_token(&ex->token, &ex->token_len);
+  free_token(&ex->asked, &ex->asked_len);
   ex->~HttpExchange();
   mem::free(ex, sizeof(HttpExchange));
   s->http = nullptr;
+}
+
+void WsEngine::finish_exchange(WsSession* s) const {
+  HttpExchange* ex = s->http;
+  if (!ex || !ex->token) return free_exchange(s);
+  char* token = ex->token;
+  const uint16_t token_len = ex->token_len;
+  ex->token = nullptr;
+  ex->token_len = 0;
+  if (ex->body) mem::free(ex->body, ex->body_cap);
+  free_token(&ex->asked, &ex->asked_len);
+  ex->~HttpExchange();
+  new (ex) HttpExchange();
+  ex->token = token;
+  ex->token_len = token_len;
+}
+
+bool WsEngine::http_ready(const WsSession* s) const {
+  return !s->websocket() && s->ws_state == WsState::kHttpWait && s->http && s->http->step == TokenStep::kAuthed;
+}
+
+void WsEngine::forget_identity(WsSession* s, SessionHost& host) const {
+  HttpExchange* ex = s->websocket() ? nullptr : s->http;
+  if (!ex || !ex->token) return;
+  free_token(&ex->token, &ex->token_len);
+  host.on_identity(s, {}, false);
+}
+
+WsEngine::Identity WsEngine::identify(WsSession* s, SessionHost& host, std::string_view token, bool* paused) const {
+  HttpExchange* ex = s->http;
+  if (!opt_.tokens) return Identity::kGo;
+  if (token.empty()) {  // anonymous: at once, nothing to decide
+    forget_identity(s, host);
+    return Identity::kGo;
+  }
+  const bool in_force = ex->token && std::string_view(ex->token, ex->token_len) == token;
+  if (!in_force) {
+    ex->asked = copy_token(token);
+    if (!ex->asked) {
+      host.on_nomem(s);
+      abort(s, host, 0);
+      return Identity::kAnswered;
+    }
+    ex->asked_len = static_cast<uint16_t>(token.size());
+  }
+  const WsState state = s->ws_state;
+  s->ws_state = WsState::kHttpWait;
+  ex->step = TokenStep::kAuth;
+  const Verdict v = host.on_identity(s, token, in_force);  // (an answer at once comes through deliver)
+  if (v == Verdict::kPause) *paused = true;
+  if (s->ws_state != WsState::kHttpWait) return Identity::kAnswered;  // refused, or closed
+  if (v == Verdict::kPause) return Identity::kWait;
+  // Accepted at once, or nothing to decide (the token in force, unexpired).
+  ex->step = TokenStep::kNone;
+  free_token(&ex->asked, &ex->asked_len);
+  s->ws_state = state;
+  return Identity::kGo;
+}
+
+void WsEngine::token_decided(WsSession* s, SessionHost& host, Frame* f) const {
+  HttpExchange* ex = s->http;
+  std::string_view rest = reply_text(f);
+  const std::string_view verb = next_token(&rest), what = next_token(&rest);
+  if (verb != "AUTH" || (what != "ok" && what != "invalid")) {  // (AUTH expiring/expired: not about this token)
+    f->unref();
+    return;
+  }
+  if (what == "ok") {
+    f->unref();
+    if (ex->asked) {  // (none when the token in force was decided again, once expired)
+      free_token(&ex->token, &ex->token_len);
+      ex->token = ex->asked;
+      ex->token_len = ex->asked_len;
+      ex->asked = nullptr;
+      ex->asked_len = 0;
+    }
+    ex->step = TokenStep::kAuthed;  // runs when the session is resumed
+    return;
+  }
+  // Refused: the identity in force stays (the broker keeps it, and so does the record), this request is not run.
+  free_token(&ex->asked, &ex->asked_len);
+  ex->step = TokenStep::kNone;
+  const bool too_many = rest.substr(0, kAuthTooMany.size()) == kAuthTooMany;
+  const uint16_t status = too_many ? 429 : 401;
+  const std::string detail = too_many ? too_many_tokens() : std::string(rest);
+  f->unref();  // (rest points into it)
+  if (ex->history) {
+    refuse(s, host, status, detail, ex->keep_alive);
+    return;
+  }
+  // A publish: its body is still to come (or to be read from the input): read and dropped, then answered.
+  if (!ex->chunked) {  // (the head was kept in front of the body: dropped with it)
+    ex->length += ex->head_len;
+    ex->head_len = 0;
+  }
+  const char* reason = nullptr;
+  if (reserve_body(ex, detail.size())) {
+    std::memcpy(ex->body, detail.data(), detail.size());
+    ex->body_len = detail.size();
+  } else {
+    reason = status == 429 ? "too many token changes on this connection" : "the token is refused";
+  }
+  discard_then_refuse(s, status, reason);
 }
 
 // Writes the response head with the CORS headers the exchange calls for; 0 if it does not fit.
@@ -259,7 +444,7 @@ void WsEngine::respond(WsSession* s, SessionHost& host, uint16_t status, std::st
     if (!json.empty()) std::memcpy(f->bytes + hn, json.data(), json.size());
     f->end = static_cast<uint32_t>(hn + json.size());
   }
-  free_exchange(s);
+  finish_exchange(s);
   if (!f || !host.send(s, f)) {
     host.on_nomem(s);
     s->ws_state = WsState::kDone;
@@ -277,7 +462,12 @@ void WsEngine::respond(WsSession* s, SessionHost& host, uint16_t status, std::st
 
 void WsEngine::refuse(WsSession* s, SessionHost& host, uint16_t status, std::string_view detail, bool keep_alive) const {
   host.on_http_error(s);
-  respond(s, host, status, error_json(status_code_name(status), detail), keep_alive);
+  // A 401 names the scheme tokens are taken in (RFC 9110 §11.6.1); a 429 says when to try again (RFC 6585 §4).
+  HeaderField extra[1];
+  size_t n = 0;
+  if (status == 401) extra[n++] = {"WWW-Authenticate", "Bearer"};
+  if (status == 429) extra[n++] = {"Retry-After", kRetryAfter};
+  respond(s, host, status, error_json(status_code_name(status), detail), keep_alive, extra, n);
 }
 
 // The body is in: PUB it. Returns false when parsing must stop (paused for the answer, or closed).
@@ -309,7 +499,7 @@ size_t WsEngine::body(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
       const size_t take = static_cast<size_t>(std::min<uint64_t>(ex->length, len));
       ex->length -= take;
       if (ex->length) return take;
-      refuse(s, host, ex->status, ex->reason, ex->keep_alive);
+      refuse(s, host, ex->status, discard_reason(*ex), ex->keep_alive);
       *go_on = s->ws_state == WsState::kHandshake;
       return take;
     }
@@ -338,7 +528,7 @@ size_t WsEngine::body(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
     discard_then_refuse(s, 413, "the body is larger than MaxMessageSize");
   if (step.status == ChunkedStatus::NeedMore) return step.consumed;
   if (ex->discard) {
-    refuse(s, host, ex->status, ex->reason, ex->keep_alive);
+    refuse(s, host, ex->status, discard_reason(*ex), ex->keep_alive);
     *go_on = s->ws_state == WsState::kHandshake;
     return step.consumed;
   }
@@ -357,9 +547,19 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
       if (!go_on) return pos;
       continue;
     }
-    if (s->ws_state == WsState::kHttpWait) {  // (resumed before its answer)
-      *paused = true;
-      return pos;
+    if (s->ws_state == WsState::kHttpWait) {
+      if (!http_ready(s)) {  // (resumed before its answer)
+        *paused = true;
+        return pos;
+      }
+      s->http->step = TokenStep::kNone;  // its token was accepted: it runs under it now
+      if (!s->http->history) {
+        s->ws_state = WsState::kHttpBody;
+        continue;
+      }
+      history_fetch(s, host, paused);
+      if (s->ws_state != WsState::kHandshake) return s->ws_state == WsState::kHttpWait ? pos : len;
+      continue;
     }
     if (s->ws_state != WsState::kHandshake || pos == len) return pos;
 
@@ -382,7 +582,7 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
       return len;
     }
     s->ws_flags |= kHttpConn;
-    HttpExchange* ex = new_exchange();
+    HttpExchange* ex = s->http ? s->http : new_exchange();  // (kept, reset, while it holds the token in force)
     if (!ex) {
       host.on_nomem(s);
       abort(s, host, 0);
@@ -427,7 +627,12 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
         refuse_after_body(400, "GET /history takes no body");
         continue;
       }
-      history(s, host, req, paused);
+      std::string token;
+      if (const char* bad = opt_.tokens ? request_token(req, &token) : nullptr) {
+        refuse_after_body(400, bad);
+        continue;
+      }
+      history(s, host, req, token, paused);
       if (s->ws_state != WsState::kHandshake) return s->ws_state == WsState::kHttpWait ? pos : len;
       continue;
     }
@@ -439,11 +644,21 @@ size_t WsEngine::http(WsSession* s, SessionHost& host, uint8_t* p, size_t len, s
       refuse_after_body(405, "POST /publish?subject=<subject> with the message as the body");
       continue;
     }
+    std::string token;
+    if (const char* bad = opt_.tokens ? request_token(req, &token) : nullptr) {
+      refuse_after_body(400, bad);
+      continue;
+    }
     publish_head(s, host, req);
     if (s->ws_state == WsState::kClosing || s->ws_state == WsState::kDone) return len;
     if (s->ws_state == WsState::kHttpBody && !ex->chunked && !ex->discard) {
       pos -= req.head_len;  // the head stays in front of the body (the PUB header is written over its end)
       ex->head_len = static_cast<uint32_t>(req.head_len);
+    }
+    if (s->ws_state == WsState::kHttpBody && !ex->discard) {  // (its body is read once its identity is set)
+      const Identity id = identify(s, host, token, paused);
+      if (s->ws_state == WsState::kClosing || s->ws_state == WsState::kDone) return len;
+      if (id == Identity::kWait || *paused) return pos;
     }
   }
 }
@@ -619,6 +834,7 @@ void WsEngine::sse_open(WsSession* s, SessionHost& host, const HttpRequest& req,
     abort(s, host, 0);
     return;
   }
+  forget_identity(s, host);  // (a stream runs under its own token=, or none: never an earlier request's)
   s->ws_state = WsState::kSse;
   host.on_http_request(s);
   const Verdict v = host.on_open(s, token);
@@ -657,6 +873,12 @@ void WsEngine::deliver(WsSession* s, SessionHost& host, Frame* f) const {
     return;
   }
   if (s->ws_state != WsState::kHttpWait) {  // nothing is waiting for it (closing, or an AUTH warning)
+    f->unref();
+    return;
+  }
+  if (s->http->step == TokenStep::kAuth) return token_decided(s, host, f);
+  std::string_view first = reply_text(f);
+  if (s->http->step == TokenStep::kAuthed || next_token(&first) == "AUTH") {  // (not an answer to the request)
     f->unref();
     return;
   }
@@ -715,8 +937,10 @@ void append_json_text(std::string& out, std::string_view s) {
 
 }  // namespace
 
-// GET /history?subject=<subject>&n=<count> | &since=<epoch>:<seq>: handed to the broker as a fetch.
-void WsEngine::history(WsSession* s, SessionHost& host, const HttpRequest& req, bool* paused) const {
+// GET /history?subject=<subject>&n=<count> | &since=<epoch>:<seq>: handed to the broker as a fetch, once the
+// connection has the request's identity (`token`).
+void WsEngine::history(WsSession* s, SessionHost& host, const HttpRequest& req, std::string_view token,
+                       bool* paused) const {
   std::string subject, n, since, value_text;
   int subjects = 0;
   std::string_view rest = req.query, name, value;
@@ -742,7 +966,21 @@ void WsEngine::history(WsSession* s, SessionHost& host, const HttpRequest& req, 
     refuse(s, host, 400, cmd.kind == Cmd::Invalid ? cmd.detail() : std::string_view("bad request"), s->http->keep_alive);
     return;
   }
-  s->http->history = true;
+  HttpExchange* ex = s->http;
+  if (!reserve_body(ex, spec.size())) {  // (kept for history_fetch: the request may wait for its token's decision)
+    host.on_nomem(s);
+    abort(s, host, 0);
+    return;
+  }
+  std::memcpy(ex->body, spec.data(), spec.size());
+  ex->body_len = spec.size();
+  ex->history = true;
+  if (identify(s, host, token, paused) == Identity::kGo) history_fetch(s, host, paused);
+}
+
+void WsEngine::history_fetch(WsSession* s, SessionHost& host, bool* paused) const {
+  // (A copy: the answer may come during the call, and answering frees the exchange's buffers.)
+  const std::string spec(reinterpret_cast<const char*>(s->http->body), s->http->body_len);
   s->ws_state = WsState::kHttpWait;
   host.on_http_request(s);
   const Verdict v = host.on_fetch(s, spec);  // (its answer: deliver)

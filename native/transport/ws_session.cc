@@ -88,7 +88,11 @@ void WsEngine::feed(WsSession* s, SessionHost& host, uint8_t* p, size_t len) con
 
 void WsEngine::resume(WsSession* s, SessionHost& host) const {
   if (s->ws_state == WsState::kSse) return sse_start(s, host);  // its SUB, once its ?token= was decided
-  if (s->rx && parsing(s)) parse(s, host, s->rx->data, s->rx->len, true);
+  if (s->rx && parsing(s)) return parse(s, host, s->rx->data, s->rx->len, true);
+  if (http_ready(s)) {  // an HTTP request whose token was accepted, with no input kept (a GET /history): it runs
+    uint8_t none = 0;
+    parse(s, host, &none, 0, false);
+  }
 }
 
 // Parses p[0..len); `owned` says p is s->rx's buffer. Keeps the unparsed rest in s->rx.
@@ -162,6 +166,7 @@ bool WsEngine::upgrade(WsSession* s, SessionHost& host, const char* p, size_t le
   // the broker sends must go out as frames, not be rendered for HTTP (it would be dropped), and the session's
   // union holds WebSocket fragments, not an exchange (drop_buffers would free one as the other).
   if (!s->websocket()) {
+    forget_identity(s, host);  // (the WebSocket starts anonymous, or with its own ?token=)
     free_exchange(s);
     s->ws_flags &= static_cast<uint8_t>(~kHttpConn);
   }

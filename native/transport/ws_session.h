@@ -61,7 +61,8 @@ struct WsSession {
   WsPartial* rx = nullptr;
   union {
     WsFragments* frag = nullptr;  // WebSocket: a fragmented message being assembled
-    HttpExchange* http;           // HTTP (kHttpConn): the request in progress, or an event stream's SUB
+    HttpExchange* http;           // HTTP (kHttpConn): the request in progress, or an event stream's SUB;
+                                  // between requests, the token in force (if a request's token set one)
   };
 
   bool websocket() const { return !(ws_flags & kHttpConn); }
@@ -87,6 +88,17 @@ class SessionHost {
   // (Broker::fetch; spec is "<subject>#<n>" or "<subject>@<epoch>:<seq>", already checked). The answer comes
   // back through WsEngine::deliver. kPause: the host paused the stream until the answer is in.
   virtual Verdict on_fetch(WsSession* s, std::string_view spec) = 0;
+  // Entitlement (SessionOptions::tokens): the identity the connection's next request runs under. Called for a
+  // POST /publish or GET /history before it runs (`token`: the one it carries, decoded: printable ASCII
+  // without spaces, shorter than a request head, valid during the call; empty: none), and with an empty token when a
+  // connection whose identity came from a request's token upgrades or opens an event stream. `in_force`: the
+  // session's record says the connection's identity came from this very token. The host:
+  //  - token empty: makes the connection anonymous at once (no reply, nothing crosses); kContinue;
+  //  - in_force, and the token has not expired: nothing (no reply); kContinue;
+  //  - otherwise decides it as "AUTH <token>" would: the broker's "AUTH ok <expiry>" or "AUTH invalid <detail>"
+  //    comes through deliver, at once (kContinue), or once the control plane answered (kPause: the host paused
+  //    the stream, and resumes it after the answer).
+  virtual Verdict on_identity(WsSession* s, std::string_view token, bool in_force) = 0;
   // The session left kOpen: `code` is the close code sent (0 when the peer hung up without one). The
   // host drops the connection's subscriptions and counts the code.
   virtual void on_leave(WsSession* s, uint16_t code) = 0;
@@ -111,6 +123,9 @@ struct SessionOptions {
   // MaxSubscriptionsPerConnection: an event stream asking for more distinct subjects is answered 400 (its
   // SUB would be refused whole by the broker, leaving a stream that carries nothing).
   uint32_t max_subscriptions = 1000;
+  // Entitlement is on: the token of each POST /publish and GET /history (Authorization: Bearer, or token=)
+  // decides its identity (SessionHost::on_identity). Off: tokens are not looked at, nothing is checked.
+  bool tokens = false;
 };
 
 class WsEngine {
@@ -155,6 +170,8 @@ class WsEngine {
   static size_t buffered(const WsSession* s);
   // An open session that holds subscriptions and takes commands: a WebSocket or an event stream.
   static bool subscribed(const WsSession* s) { return s->ws_state == WsState::kOpen || s->ws_state == WsState::kSse; }
+  // A session a decision on a token is for: an open one, or an HTTP request waiting for its token's decision.
+  static bool takes_decisions(const WsSession* s) { return subscribed(s) || s->ws_state == WsState::kHttpWait; }
 
  private:
   void parse(WsSession* s, SessionHost& host, uint8_t* p, size_t len, bool owned) const;
@@ -178,9 +195,23 @@ class WsEngine {
   bool publish(WsSession* s, SessionHost& host, uint8_t* body, size_t len, bool* paused) const;
   void preflight(WsSession* s, SessionHost& host, const HttpRequest& req) const;
   void sse_open(WsSession* s, SessionHost& host, const HttpRequest& req, bool* paused) const;
-  void history(WsSession* s, SessionHost& host, const HttpRequest& req, bool* paused) const;
+  void history(WsSession* s, SessionHost& host, const HttpRequest& req, std::string_view token, bool* paused) const;
+  void history_fetch(WsSession* s, SessionHost& host, bool* paused) const;  // the fetch once its identity is set
   void history_answer(WsSession* s, SessionHost& host, const Frame* f) const;
   void sse_start(WsSession* s, SessionHost& host) const;  // runs an event stream's SUB once it may
+  // Entitlement: gives the connection the identity of the request in s->http (its token, or none) before it
+  // runs. kGo: run it now; kWait: the session waits for the token's decision (kHttpWait; *paused when the host
+  // paused the stream); kAnswered: the decision came at once and refused the request (answered, or its body
+  // is being dropped), or the session is closing.
+  enum class Identity : uint8_t { kGo, kWait, kAnswered };
+  Identity identify(WsSession* s, SessionHost& host, std::string_view token, bool* paused) const;
+  // The broker's answer to the token a request waits for ("AUTH ok"/"AUTH invalid", through deliver).
+  void token_decided(WsSession* s, SessionHost& host, Frame* f) const;
+  // The connection's identity goes back to anonymous (before an upgrade or an event stream) if a request's
+  // token gave it one.
+  void forget_identity(WsSession* s, SessionHost& host) const;
+  // A waiting request whose token was accepted while none of its input was left to parse: it runs now.
+  bool http_ready(const WsSession* s) const;
   // The response (its exchange freed); then the next request (keep_alive), or a graceful close.
   void respond(WsSession* s, SessionHost& host, uint16_t status, std::string_view json, bool keep_alive,
                const HeaderField* extra = nullptr, size_t extra_count = 0) const;
@@ -188,6 +219,9 @@ class WsEngine {
   size_t response_head(const WsSession* s, char* out, size_t cap, uint16_t status, const HeaderField* extra,
                        size_t extra_count, uint64_t content_length) const;
   void free_exchange(WsSession* s) const;
+  // After an answer: the request's state is freed; the exchange itself stays (reset) while it holds the
+  // token in force, which the connection's next request is compared with.
+  void finish_exchange(WsSession* s) const;
 
   // Largest message accepted (close 1009 beyond): a PUB of MaxMessageSize bytes, or an AUTH command.
   uint64_t message_limit() const;
