@@ -376,6 +376,8 @@ function webSocketConstructor(given: WebSocketConstructor | undefined): WebSocke
 const MAX_EVENT_CHARS = 16 * 1024 * 1024;
 /** The most of a refused request's body kept for the error (the server's JSON detail is far shorter). */
 const MAX_ANSWER_BYTES = 64 * 1024;
+/** Streams replaced by reopenings kept open at most (each until the current stream has answered every subscription). */
+const MAX_RETIRING = 4;
 /** Longest event-stream URL sent: the server reads request heads up to 8 KiB, and the rest of the head needs room. */
 const MAX_STREAM_URL = 7 * 1024;
 
@@ -679,17 +681,18 @@ export class Client {
   /** Transport sse: the subscriptions the current event stream was opened with. */
   private streamSubs = new Set<Sub>();
   /**
-   * Transport sse: the last POST (the next waits for its answer). One at a time, so that they reuse one kept-alive
-   * connection and reach the server in order: POSTs on several connections may reach different workgroups, and
-   * an answer means "handed to the subject's home", not "numbered", so two in a row could be numbered the other way.
+   * Transport sse: the last POST (the next waits for its answer). One at a time, so that they are numbered in the
+   * order made: the server answers an HTTP publish once its subject's home numbered it, whatever connection the
+   * next one travels on; POSTs in flight together could be numbered in any order.
    */
   private lastPost: Promise<void> = Promise.resolve();
   /**
-   * Transport sse: the stream a reopening replaced, not read any more but kept open until the new one has
+   * Transport sse: the streams reopenings replaced, not read any more but kept open until the current one has
    * answered every subscription, so that the server never sees a subject lose its subscriber in between (a
-   * subject without subscribers or cached messages forgets its epoch, and the new stream would get RESYNC).
+   * subject without subscribers or cached messages forgets its epoch, and the new stream would get RESYNC). At
+   * most MAX_RETIRING: a client changing its subscriptions faster than the server answers closes the oldest.
    */
-  private retiring: WebSocketLike | null = null;
+  private retiring: WebSocketLike[] = [];
   private closing: Promise<void> | null = null;
   private closed: (() => void) | null = null;
 
@@ -1531,17 +1534,20 @@ export class Client {
 
   /** Transport sse: once no subscription waits for its SYNC, the stream a reopening replaced is closed. */
   private answeredAll(): void {
-    if (this.retiring && ![...this.subs.values()].some((s) => s.phase === 'subscribing')) this.retire(null);
+    if (this.retiring.length && ![...this.subs.values()].some((s) => s.phase === 'subscribing')) this.retire(null);
   }
 
-  /** Transport sse: keeps `stream` (detached) until the next one answered every subscription; null closes it now. */
+  /** Transport sse: keeps `stream` (detached) until the current one answered every subscription; null closes them all now. */
   private retire(stream: WebSocketLike | null): void {
-    try {
-      this.retiring?.close();
-    } catch {
-      /* closed already */
+    if (stream) this.retiring.push(stream);
+    const close = stream ? this.retiring.splice(0, Math.max(0, this.retiring.length - MAX_RETIRING)) : this.retiring.splice(0);
+    for (const old of close) {
+      try {
+        old.close();
+      } catch {
+        /* closed already */
+      }
     }
-    this.retiring = stream;
   }
 
   /** Transport sse: a publish as `POST /publish`, once the previous one was answered. */
