@@ -13,7 +13,11 @@
 // W6 (server-sent events; opt-in, --workloads W6): W3, W1 and W2 again with the subscribers on GET /sse event streams
 // (benchsub Transport = sse), Starling only; the ratios SSE / WebSocket of CPU per message (W1, W2) and bytes per
 // idle connection (W3) are against the WebSocket runs of the same server in the same run, which W6 adds when
-// --workloads does not name them.
+// --workloads does not name them. Then HTTP publish throughput (W6-POST): benchpub Transport = http on one
+// kept-alive connection and on 100, offered more than the server takes (each connection keeps 64 requests in
+// flight), to 1,000 subjects nobody subscribes to (each cached at its home, so every publish crosses to it).
+// And the heartbeat cost (W6-HB): idle connections on a server with KeepAlive = 1, WebSocket pings then
+// event-stream heartbeats, server CPU per connection per interval.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -21,7 +25,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { commandLine, describeMachine, type RecoverySummary, type RunSummary } from './report';
 import { startServer, stopChild, type ServerHandle } from './servers';
-import { rssBytes, sleep } from './tools';
+import { cpuSeconds, rssBytes, sleep } from './tools';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
@@ -259,6 +263,91 @@ async function w2(server: ServerHandle, dir: string, clients: number, seconds: n
   return latencyRow(server.name, label, 20 * clients, r);
 }
 
+/** W6-HB: the keep-alive interval the heartbeat runs use (seconds): each connection gets one every this long. */
+const HB_INTERVAL_S = 1;
+
+/**
+ * W6-HB (the heartbeat cost): `clients` idle subscribers (each on its own subject, no message published) on a
+ * server with KeepAlive = HB_INTERVAL_S, for `seconds`: server CPU per connection per interval — a comment line
+ * to an event stream, or a ping (and its pong) to a WebSocket. What a million connections at the default
+ * KeepAlive (30 s) would cost follows from it.
+ */
+async function heartbeats(server: ServerHandle, dir: string, clients: number, seconds: number, label: string, transport: SubTransport): Promise<Row> {
+  const subscriber = tool('benchsub', {
+    ServerAddresses: `127.0.0.1:${server.port}`,
+    Dialect: server.dialect,
+    LocalAddresses: LOCAL_ADDRESSES,
+    Clients: clients,
+    Subjects: `/p/s{1..${clients}}`,
+    OneToOne: true,
+    Transport: transport,
+    Duration: seconds + 4,
+    Output: path.join(dir, `${label}-${server.name}`.replace(/[^A-Za-z0-9_.-]+/g, '_')),
+  });
+  await waitForLine(subscriber, 'stdout', /^connected:/, 180_000);
+  await sleep(2000); // every connection past its first interval
+  const cpu0 = cpuSeconds(server.pid);
+  const t0 = Date.now();
+  await sleep(seconds * 1000);
+  const cpu = cpuSeconds(server.pid) - cpu0;
+  const beats = (clients * (Date.now() - t0)) / 1000 / HB_INTERVAL_S;
+  const code = await subscriber.done;
+  if (code !== 0) throw new Error(`benchsub failed (${code})`);
+  const perBeat = (cpu * 1e6) / beats;
+  return {
+    server: server.name,
+    workload: label,
+    connections: clients,
+    cpuMicrosPerMessage: perBeat,
+    note: `${clients} idle ${transport === 'sse' ? 'event streams' : 'WebSockets'}, KeepAlive ${HB_INTERVAL_S} s: server CPU µs per ${transport === 'sse' ? 'heartbeat' : 'ping and pong'}; at 1,000,000 connections and KeepAlive 30: ${((perBeat * 1e6) / 30 / 1e4).toFixed(1)}% of a core`,
+  };
+}
+
+/** Offered to the HTTP publish runs: more than one server takes, so the rate measured is the server's (or the load tool's). */
+const W6_POST_OFFERED = 2_000_000;
+const BENCHPUB_REPORT_SECONDS = 5;
+
+/**
+ * W6-POST: benchpub Transport = http on `publishers` kept-alive connections for `seconds` (after its first report,
+ * a warm-up): the requests answered 200 per second, and the server's CPU per answered publish.
+ */
+async function w6post(server: ServerHandle, publishers: number, seconds: number): Promise<Row> {
+  const window = Math.max(2, Math.round(seconds / BENCHPUB_REPORT_SECONDS)) * BENCHPUB_REPORT_SECONDS;
+  const pub = tool('benchpub', {
+    ServerAddresses: `127.0.0.1:${server.port}`,
+    Dialect: server.dialect,
+    LocalAddresses: LOCAL_ADDRESSES,
+    Transport: 'http',
+    Publishers: publishers,
+    Frequency: W6_POST_OFFERED,
+    MessageSize: 512,
+    Subjects: '/post/s{1..1000}',
+    Duration: window + BENCHPUB_REPORT_SECONDS,
+  });
+  const reports: { at: number; answered: number; errors: number; cpu: number }[] = [];
+  let log = '';
+  pub.stdout!.on('data', (d: Buffer) => {
+    log += d.toString();
+    for (const m of d.toString().matchAll(/^\[(\d+) s\].*answered 200 (\d+) \| errors (\d+)/gm))
+      reports.push({ at: Number(m[1]), answered: Number(m[2]), errors: Number(m[3]), cpu: cpuSeconds(server.pid) });
+  });
+  pub.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const code = await pub.done;
+  if (code !== 0 || reports.length < 2) throw new Error(`benchpub failed (${code}): ${log.slice(-800)}`);
+  const [first, last] = [reports[0], reports[reports.length - 1]];
+  const answered = last.answered - first.answered;
+  const rate = answered / (last.at - first.at);
+  return {
+    server: server.name,
+    workload: `W6-POST ×${publishers}`,
+    offered: W6_POST_OFFERED,
+    delivered: Math.round(rate),
+    cpuMicrosPerMessage: answered > 0 ? ((last.cpu - first.cpu) * 1e6) / answered : null,
+    connections: publishers,
+    note: `POST /publish answered 200 per second on ${publishers} kept-alive connection${publishers > 1 ? 's' : ''} (64 in flight each); ${last.errors} errors`,
+  };
+}
+
 async function w3(server: ServerHandle, dir: string, clients: number, label = 'W3', transport: SubTransport = 'websocket'): Promise<Row> {
   await sleep(1000);
   const before = rssBytes(server.pid);
@@ -382,11 +471,13 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     const u = rows.find((r) => r.server === 'uws' && r.workload === workload)?.[field] as number | undefined;
     return s && u ? (s / u).toFixed(2) : '–';
   };
-  lines.push('', '## Ratios, Starling / uWebSockets.js (same run)', '');
-  lines.push(`- W1 CPU µs/msg: ${ratio('W1', 'cpuMicrosPerMessage')} (goal ≤ 0.6)`);
-  lines.push(`- W2 CPU µs/msg: ${ratio('W2', 'cpuMicrosPerMessage')}`);
-  lines.push(`- W3 bytes per idle connection: ${ratio('W3', 'bytesPerConnection')}`);
-  for (const server of opts.w1maxServers) {
+  if (opts.servers.includes('uws')) {
+    lines.push('', '## Ratios, Starling / uWebSockets.js (same run)', '');
+    lines.push(`- W1 CPU µs/msg: ${ratio('W1', 'cpuMicrosPerMessage')} (goal ≤ 0.6)`);
+    lines.push(`- W2 CPU µs/msg: ${ratio('W2', 'cpuMicrosPerMessage')}`);
+    lines.push(`- W3 bytes per idle connection: ${ratio('W3', 'bytesPerConnection')}`);
+  }
+  for (const server of opts.workloads.includes('W1max') ? opts.w1maxServers : []) {
     const held = rows.filter((r) => r.server === server && r.workload === 'W1-max' && r.note === 'held').map((r) => r.offered ?? 0);
     lines.push(`- W1-max ${server}: ${held.length ? `${Math.max(...held)} msg/s held` : 'no rate held'} (held = ≥ 99% delivered, p99 ≤ 10 ms)`);
   }
@@ -409,6 +500,10 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     const goal = of === 'W1' ? ' (goal ≤ 1.25)' : of === 'W3' ? ` (${fmt(w6.bytesPerConnection, 0)} B per idle event stream; goal ≤ 400)` : '';
     w6Lines.push(`- ${w6.server}: ${of} over server-sent events / over WebSocket, ${of === 'W3' ? 'bytes per idle connection' : 'CPU µs/msg'}: ${ratio}${goal}`);
   });
+  for (const post of rows.filter((r) => r.workload.startsWith('W6-POST')))
+    w6Lines.push(`- ${post.server}: HTTP publish, ${post.connections} kept-alive connection${post.connections === 1 ? '' : 's'}: ${fmt(post.delivered, 0)} answered/s, ${fmt(post.cpuMicrosPerMessage, 2)} server CPU µs each`);
+  const hb = (t: string) => rows.find((r) => r.workload === `W6-HB ${t}`);
+  if (hb('sse')) w6Lines.push(`- heartbeats: ${hb('sse')!.note}${hb('websocket') ? `; a WebSocket ping and pong: ${fmt(hb('websocket')!.cpuMicrosPerMessage, 2)} µs` : ''}`);
   if (w6Lines.length) lines.push('', '## W6, server-sent events / WebSocket (same run)', '', ...w6Lines);
   lines.push(...renderW5(opts, rows));
   if (errors.length) lines.push('', '## Errors', '', ...errors.map((e) => `- ${e}`));
@@ -470,6 +565,10 @@ async function main(): Promise<void> {
           if (!opts.workloads.includes(of)) await run(name, of, (s) => workload(s, of, 'websocket'));
           await run(name, `W6-${of}`, (s) => workload(s, of, 'sse'));
         }
+        for (const publishers of [1, 100]) await run(name, `W6-POST ×${publishers}`, (s) => w6post(s, publishers, opts.seconds));
+        const hb = `${name}${name.includes(':') ? ',' : ':'}KeepAlive=${HB_INTERVAL_S}`;
+        await run(hb, 'W6-HB websocket', (s) => heartbeats(s, dir, opts.clients, opts.seconds, 'W6-HB websocket', 'websocket'));
+        await run(hb, 'W6-HB sse', (s) => heartbeats(s, dir, opts.clients, opts.seconds, 'W6-HB sse', 'sse'));
       } else {
         log(`${name} W6: skipped, the peers have no HTTP transport`);
       }
