@@ -273,18 +273,7 @@ const HB_INTERVAL_S = 1;
  * KeepAlive (30 s) would cost follows from it.
  */
 async function heartbeats(server: ServerHandle, dir: string, clients: number, seconds: number, label: string, transport: SubTransport): Promise<Row> {
-  const subscriber = tool('benchsub', {
-    ServerAddresses: `127.0.0.1:${server.port}`,
-    Dialect: server.dialect,
-    LocalAddresses: LOCAL_ADDRESSES,
-    Clients: clients,
-    Subjects: `/p/s{1..${clients}}`,
-    OneToOne: true,
-    Transport: transport,
-    Duration: seconds + 4,
-    Output: path.join(dir, `${label}-${server.name}`.replace(/[^A-Za-z0-9_.-]+/g, '_')),
-  });
-  await waitForLine(subscriber, 'stdout', /^connected:/, 180_000);
+  const subscriber = await idleSubscribers(server, dir, clients, label, transport, seconds + 4);
   await sleep(2000); // every connection past its first interval
   const cpu0 = cpuSeconds(server.pid);
   const t0 = Date.now();
@@ -348,9 +337,8 @@ async function w6post(server: ServerHandle, publishers: number, seconds: number)
   };
 }
 
-async function w3(server: ServerHandle, dir: string, clients: number, label = 'W3', transport: SubTransport = 'websocket'): Promise<Row> {
-  await sleep(1000);
-  const before = rssBytes(server.pid);
+/** `clients` subscribers, each on its own subject, that receive nothing and stay `seconds`; resolves once all are connected. */
+async function idleSubscribers(server: ServerHandle, dir: string, clients: number, label: string, transport: SubTransport, seconds: number) {
   const subscriber = tool('benchsub', {
     ServerAddresses: `127.0.0.1:${server.port}`,
     Dialect: server.dialect,
@@ -359,10 +347,17 @@ async function w3(server: ServerHandle, dir: string, clients: number, label = 'W
     Subjects: `/p/s{1..${clients}}`,
     OneToOne: true,
     Transport: transport,
-    Duration: 1,
-    Output: path.join(dir, `${label}-${server.name}`),
+    Duration: seconds,
+    Output: path.join(dir, `${label}-${server.name}`.replace(/[^A-Za-z0-9_.-]+/g, '_')),
   });
   await waitForLine(subscriber, 'stdout', /^connected:/, 180_000);
+  return subscriber;
+}
+
+async function w3(server: ServerHandle, dir: string, clients: number, label = 'W3', transport: SubTransport = 'websocket'): Promise<Row> {
+  await sleep(1000);
+  const before = rssBytes(server.pid);
+  const subscriber = await idleSubscribers(server, dir, clients, label, transport, 1);
   await sleep(2000); // let the subscriptions settle
   const after = rssBytes(server.pid);
   await subscriber.done;

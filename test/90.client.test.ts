@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, StarlingError, type Client, type ConnectOptions } from 'starling/client';
 import { startServer } from './helpers';
-import { Proxy, PublishLoop, Recorder, until, type Seen } from './client-kit';
+import { assertConsecutive, Proxy, PublishLoop, Recorder, until, type Seen } from './client-kit';
 import type { Server } from '../src/index';
 
 const SUITE = { timeout: 120_000 };
@@ -20,15 +20,6 @@ const single = startServer({ Workgroups: 1 });
 function client(s: Server | string, options: Partial<ConnectOptions> = {}): { client: Client; rec: Recorder } {
   const c = connect({ servers: [typeof s === 'string' ? s : s.url], reconnect: FAST, ...options });
   return { client: c, rec: new Recorder(c) };
-}
-
-/** Every message's seq is the previous one's + 1 (one epoch, no conflation): nothing missed, nothing twice. */
-function assertConsecutive(seen: Seen[], what: string): void {
-  for (let i = 1; i < seen.length; i++) {
-    const [a, b] = [seen[i - 1], seen[i]];
-    assert.equal(b.epoch, a.epoch, `${what}: the epoch changed at message ${i}`);
-    assert.equal(b.seq, a.seq + 1, `${what}: ${a.epoch}:${a.seq} is followed by ${b.epoch}:${b.seq}`);
-  }
 }
 
 describe('publishing', SUITE, () => {

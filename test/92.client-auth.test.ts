@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import { connect, StarlingError, type Client, type ClientEvent, type ClientEvents, type ConnectOptions } from 'starling/client';
 import { startServer } from './helpers';
-import { Proxy, Recorder, ScriptedServer, until, type Seen } from './client-kit';
+import { assertConsecutive, Proxy, Recorder, ScriptedServer, until, type Seen } from './client-kit';
 import type { Server } from '../src/index';
 
 const SUITE = { timeout: 120_000 };
@@ -64,15 +64,6 @@ const handshakes = (s: Server): number => s.stats().total.handshakes;
 const counter = (s: Server, name: string): number => s.stats().total[name];
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const texts = (seen: Seen[]): string[] => seen.map((m) => m.text);
-
-/** Every message's seq is the previous one's + 1 (one epoch): nothing missed, nothing twice. */
-function assertConsecutive(seen: Seen[], what: string): void {
-  for (let i = 1; i < seen.length; i++) {
-    const [a, b] = [seen[i - 1], seen[i]];
-    assert.equal(b.epoch, a.epoch, `${what}: the epoch changed at message ${i}`);
-    assert.equal(b.seq, a.seq + 1, `${what}: ${a.epoch}:${a.seq} is followed by ${b.epoch}:${b.seq}`);
-  }
-}
 
 /** Publishes 1, 2, 3 … on `subject`, one every few ms, each after the previous one's ACK, until stopped. */
 class Ticker {

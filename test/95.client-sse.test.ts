@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { connect, StarlingError, type Client, type ConnectOptions } from 'starling/client';
 import { startServer } from './helpers';
 import { ServerChild } from './hostile-kit';
-import { atEnd, Proxy, PublishLoop, Recorder, restartablePort, until, type Seen } from './client-kit';
+import { assertConsecutive, atEnd, Proxy, PublishLoop, Recorder, restartablePort, until, type Seen } from './client-kit';
 
 const SUITE = { timeout: 120_000 };
 const FAST = { min: 5, max: 100, jitter: 0.5 };
@@ -20,15 +20,6 @@ const server = startServer({ MaxMessageSize: 1024 });
 function client(url: string, options: Partial<ConnectOptions> = {}): { client: Client; rec: Recorder } {
   const c = connect({ servers: [url], transport: 'sse', reconnect: FAST, ...options });
   return { client: c, rec: new Recorder(c) };
-}
-
-/** Every message's seq is the previous one's + 1 (one epoch): nothing missed, nothing twice. */
-function assertConsecutive(seen: Seen[], what: string): void {
-  for (let i = 1; i < seen.length; i++) {
-    const [a, b] = [seen[i - 1], seen[i]];
-    assert.equal(b.epoch, a.epoch, `${what}: the epoch changed at message ${i}`);
-    assert.equal(b.seq, a.seq + 1, `${what}: ${a.epoch}:${a.seq} is followed by ${b.epoch}:${b.seq}`);
-  }
 }
 
 /** The events of one kind the recorder holds (not taken yet). */

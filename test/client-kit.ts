@@ -292,6 +292,15 @@ function errorFields(_key: string, value: unknown): unknown {
   return value;
 }
 
+/** Every message's seq is the previous one's + 1 (one epoch, no conflation): nothing missed, nothing twice. */
+export function assertConsecutive(seen: Seen[], what: string): void {
+  for (let i = 1; i < seen.length; i++) {
+    const [a, b] = [seen[i - 1], seen[i]];
+    assert.equal(b.epoch, a.epoch, `${what}: the epoch changed at message ${i}`);
+    assert.equal(b.seq, a.seq + 1, `${what}: ${a.epoch}:${a.seq} is followed by ${b.epoch}:${b.seq}`);
+  }
+}
+
 /** Waits until `probe` is true, checking after every turn of the event loop (10 ms apart). */
 export async function until(what: string, probe: () => boolean): Promise<void> {
   const deadline = Date.now() + TIMEOUT_MS;
