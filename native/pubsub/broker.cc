@@ -86,7 +86,7 @@ void Broker::retry() {
     }
     Subscriber* c = h.conn;
     Subject* s = h.subject;
-    const bool barrier = c && c->ack_numbered && !h.id.empty() && s->home != wg_;
+    const bool barrier = wants_barrier(c, s, h.id);
     if (barrier) s->ref();  // (route moves the held reference; the barrier needs one of its own)
     if (!route(s, h.frame)) {
       if (barrier) s->unref();

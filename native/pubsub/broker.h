@@ -169,6 +169,11 @@ class Broker {
   // it — a barrier request on the publish ring, behind the publish. Takes one reference to s. False: c waits
   // (paused) for it; true: acknowledged at once (no memory for the barrier: the hand-over is acknowledged).
   bool ack_when_numbered(Subscriber* c, Subject* s, std::string_view id);
+  // Whether c's publish `id` to s is acknowledged by ack_when_numbered rather than at hand-over (decided before
+  // routing: route moves the reference the barrier would need).
+  bool wants_barrier(const Subscriber* c, const Subject* s, std::string_view id) const {
+    return c && c->ack_numbered && !id.empty() && s->home != wg_;
+  }
 
   // broker.cc
   bool route(Subject* s, Frame* f);   // to the home; false (references kept) when it cannot take it now

@@ -268,7 +268,7 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
     reply_err(c, ErrCode::kLimit, id, "server out of memory; publish again later");
     return true;
   }
-  const bool barrier = c->ack_numbered && !id.empty() && s->home != wg_;
+  const bool barrier = wants_barrier(c, s, id);
   if (barrier) s->ref();  // (route moves one reference; ack_when_numbered takes another)
   if (!route(s, f)) {
     if (barrier) s->unref();  // (retry takes it again when the publish goes)
