@@ -433,6 +433,14 @@ void Server::read_counters(double* out) const {
   out[k++] = static_cast<double>(registry_.size());
   out[k++] = static_cast<double>(accept_refused_.load(std::memory_order_relaxed));
   out[k++] = static_cast<double>(mem::total(workgroup_count()));
+  // The cluster counters (STARLING_SERVER_COUNTERS): zero until the link exists.
+  for (int i = 0; i < 7; i++) out[k++] = 0;
+}
+
+ClusterStatus Server::cluster_status() const {
+  ClusterStatus st;
+  st.state = options_.cluster.enabled() ? ClusterState::kConnecting : ClusterState::kOff;
+  return st;
 }
 
 }  // namespace starling

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/options.h"
 #include "io/loop.h"
 #include "io/poller.h"
 #include "pubsub/permissions.h"
@@ -68,6 +69,7 @@ struct ServerOptions {
   // address may publish.
   std::vector<std::string> publish_allow;
   IoChoice io = IoChoice::kEpoll;
+  ClusterOptions cluster;            // ClusterEngine = redis (enabled()): the engine is every subject's home
 };
 
 // A token for the control plane to decide on: asked by workgroup `wg` for its connection `id`.
@@ -91,7 +93,14 @@ struct AuthDecision {
 #define STARLING_SERVER_COUNTERS(X)                                                                       \
   X(subjects, gauge, "subjects registered: with a subscriber, or (cache on) with cached messages or a snapshot")                                             \
   X(accept_refused, counter, "connections refused at once (reset): MaxConnections, Memory, fd table or inbox full") \
-  X(memory_bytes, gauge, "bytes clients make the server hold (queues, partial input, connections), against Memory")
+  X(memory_bytes, gauge, "bytes clients make the server hold (queues, partial input, connections), against Memory") \
+  X(cluster_state, gauge, "cluster link to Redis: 0 off, 1 connecting, 2 up, 3 down (why: clusterStatus)")       \
+  X(cluster_rtt_us, gauge, "round-trip time of the last probe of Redis, microseconds")                          \
+  X(cluster_reconnects, counter, "connections to Redis made again after one was lost or refused")              \
+  X(cluster_published, counter, "publishes the engine stored and numbered (Redis answered)")                    \
+  X(cluster_received, counter, "messages received from the engine's fan-out")                                   \
+  X(cluster_refused, counter, "publishes refused with ERR unavailable: the engine could not take them")         \
+  X(cluster_refilled, counter, "messages read back from the engine's streams: gaps, new subscriptions, reconnects")
 
 class Server {
  public:
@@ -143,6 +152,9 @@ class Server {
   const Permissions* anonymous() const { return anonymous_; }
   // Whether a peer may publish (PublishAllowFromAddressList).
   bool may_publish_from(const sockaddr_storage& peer) const;
+
+  // The cluster link's state, the Redis server it uses and why it is not up (state kOff without a cluster).
+  ClusterStatus cluster_status() const;
 
   // Number of doubles read_counters() writes: workgroups * kCounterCount + server counters.
   size_t counter_slots() const;
