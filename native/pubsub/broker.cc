@@ -26,6 +26,17 @@ Frame* publish_frame(std::string_view subject, const void* payload, size_t len, 
   return f;
 }
 
+void frame_message(Frame* f, std::string_view subject, uint64_t epoch, uint64_t seq) {
+  char e[16];
+  const size_t epoch_len = format_epoch(epoch, e);
+  uint8_t* payload = f->bytes + f->begin;
+  const size_t mh = write_msg_header_backwards(reinterpret_cast<char*>(payload), subject, std::string_view(e, epoch_len), seq);
+  const uint64_t total = mh + (f->end - f->begin);
+  const size_t hh = server_head_size(total);
+  write_server_head(payload - mh - hh, f->opcode, total);
+  f->begin -= static_cast<uint32_t>(mh + hh);
+}
+
 Broker::Broker(Registry& registry, unsigned wg, BrokerOptions options, BrokerHost& host, Counters& counters)
     : registry_(registry), wg_(wg), opt_(options), host_(host), counters_(counters),
       cache_(options.cache, registry, counters) {
@@ -56,6 +67,12 @@ Broker::~Broker() {
   }
   for (auto& [key, state] : conflated_)
     if (state.latest) state.latest->unref();
+  for (Subject* s : notices_) s->unref();
+  for (auto& [s, requests] : parked_)
+    for (Request* r : requests) {
+      drop_request(r);
+      s->unref();
+    }
 }
 
 bool Broker::route(Subject* s, Frame* f) {
@@ -76,9 +93,23 @@ void Broker::retry() {
       i++;
     }
   }
+  // Interest notices for the cluster link, in order.
+  size_t sent = 0;
+  while (sent < notices_.size() && host_.post_engine(EngineOp{EngineOp::kInterest, static_cast<uint8_t>(wg_), notices_[sent], nullptr, 0}))
+    sent++;
+  notices_.erase(notices_.begin(), notices_.begin() + static_cast<std::ptrdiff_t>(sent));
   // Held publishes leave in the order they were made; the first that still cannot go stops the rest.
   while (!held_.empty() && accepting()) {
     Held& h = held_.front();
+    if (h.engine) {
+      bool waits = false;
+      if (!hand_to_engine(h.conn, h.subject, h.frame, h.id, &waits)) break;
+      Subscriber* c = h.conn;
+      held_.pop_front();
+      counters_.add(k_messages_in);
+      if (!waits) host_.resume(c);  // (else resumed by the engine's answer)
+      continue;
+    }
     if (h.request) {
       if (!host_.post_request(h.subject->home, h.subject, h.request)) break;
       held_.pop_front();  // c stays paused until the answer
@@ -127,20 +158,15 @@ void Broker::publish_home(Subject* s, Frame* f) {
   // The subject's cache is cold (one message per subject now and then, among thousands): fetch it while the
   // header is written.
   if (s->cache) __builtin_prefetch(s->cache, 1);
-  // Sequence, then write "MSG <subject> <epoch>:<seq>\n" and the WebSocket head in front of the payload.
-  uint64_t seq = ++s->seq;
-  char epoch[16];
-  size_t epoch_len = format_epoch(s->epoch, epoch);
-  uint8_t* payload = f->bytes + f->begin;
-  size_t mh = write_msg_header_backwards(reinterpret_cast<char*>(payload), s->name(),
-                                         std::string_view(epoch, epoch_len), seq);
-  uint64_t total = mh + (f->end - f->begin);
-  size_t hh = server_head_size(total);
-  write_server_head(payload - mh - hh, f->opcode, total);
-  f->begin -= static_cast<uint32_t>(mh + hh);
+  const uint64_t seq = ++s->seq;
+  frame_message(f, s->name(), s->epoch, seq);
+  fan_out(s, f, seq);
+}
+
+void Broker::fan_out(Subject* s, Frame* f, uint64_t seq) {
   // Cached before it is handed on: the cache numbers its entries first_seq + i, so no message may be left out
   // (a delivery below that cannot allocate throws past the rest of this function).
-  if (cache_.enabled()) cache_.append(s, f, f->retained, now_ms_);
+  if (cache_.enabled()) cache_.append(s, f, seq, f->retained, now_ms_);
 
   uint64_t mask = s->interest.load(std::memory_order_acquire);
   for (; mask; mask &= mask - 1) {
@@ -244,12 +270,35 @@ void Broker::release_if_unused(Subject* s) {
   if (s->local(wg_).size) return;
   for (const auto& [token, p] : pending_)
     if (p.subject == s && !p.barrier) return;  // (a barrier does not hold this workgroup's interest)
+  if (!opt_.cluster) return registry_.release(s, wg_);
+  s->ref();  // (release may drop the registry's reference; the notice needs one)
   registry_.release(s, wg_);
+  notify_engine(s);
 }
 
 void Broker::on_request(Subject* s, Request* r) {
+  if (opt_.cluster && !r->barrier && !s->synced.load(std::memory_order_relaxed)) return park(s, r);
+  answer_request(s, r);
+}
+
+void Broker::answer_request(Subject* s, Request* r) {
   cache_.answer(s, *r, now_ms_);
-  if (r->from == wg_) {  // (requests of this workgroup are answered at once; kept for completeness)
+  send_back(s, r);
+}
+
+void Broker::park(Subject* s, Request* r) {
+  try {
+    parked_[s].push_back(r);
+  } catch (const std::bad_alloc&) {
+    counters_.add(k_alloc_failures);
+    r->answer = nullptr;
+    r->failed = true;  // the subscription is refused (ERR limit), not left waiting
+    send_back(s, r);
+  }
+}
+
+void Broker::send_back(Subject* s, Request* r) {
+  if (r->from == wg_) {  // (a request of this workgroup that waited here for the engine's state)
     on_answer(s, r);
     return;
   }
@@ -295,7 +344,8 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
   r->allowance = allowance;
   r->spec = spec;
   r->spec.subject = std::string_view();
-  if (s->home == wg_) {
+  const bool here = s->home == wg_;
+  if (here && (!opt_.cluster || s->synced.load(std::memory_order_relaxed))) {
     cache_.answer(s, *r, now_ms_);
     finish(c, s, *r, conflate_ms, once);
     drop_request(r);
@@ -310,7 +360,8 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
     throw;
   }
   s->ref();
-  if (!host_.post_request(s->home, s, r)) held_.push_back(Held{c, s, nullptr, r, {}});
+  if (here) park(s, r);  // (cluster: waits for the engine's state of s)
+  else if (!host_.post_request(s->home, s, r)) held_.push_back(Held{c, s, nullptr, r, {}});
   return false;
 }
 
@@ -448,6 +499,174 @@ void Broker::on_leave(Subscriber* c) {
     }
     s->unref();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Cluster (ClusterEngine = redis; runtime/cluster_link.h). The engine numbers; the home delivers and caches.
+
+void Broker::notify_engine(Subject* s) {
+  const EngineOp op{EngineOp::kInterest, static_cast<uint8_t>(wg_), s, nullptr, 0};
+  if (notices_.empty() && host_.post_engine(op)) return;
+  try {
+    notices_.push_back(s);
+  } catch (const std::bad_alloc&) {
+    // Lost notice: the link reconciles this subject at its next notice or reconnect. Counted, never silent.
+    counters_.add(k_alloc_failures);
+    s->unref();
+  }
+}
+
+bool Broker::hand_to_engine(Subscriber* c, Subject* s, Frame* f, std::string_view id, bool* waits) {
+  // Acknowledged once stored: Guaranteed, and HTTP publishes (their next POST may come through another
+  // workgroup, whose ring the link may drain first: only Redis's answer orders them).
+  const bool answered = c && !id.empty() && (opt_.guaranteed || c->ack_numbered);
+  uint64_t token = 0;
+  if (answered) {
+    token = ++next_token_;
+    pending_.emplace(token, Pending{c, nullptr, 0, true, std::string(id), true});  // std::bad_alloc: nothing posted
+    try {
+      waits_[c]++;
+    } catch (const std::bad_alloc&) {
+      pending_.erase(token);
+      throw;
+    }
+  }
+  if (!host_.post_engine(EngineOp{EngineOp::kPublish, static_cast<uint8_t>(wg_), s, f, token})) {
+    if (answered) {
+      pending_.erase(token);
+      auto w = waits_.find(c);
+      if (--w->second == 0) waits_.erase(w);
+    }
+    return false;
+  }
+  *waits = answered;
+  if (!answered && c) ack(c, id);
+  return true;
+}
+
+bool Broker::publish_engine(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id,
+                            std::string_view body, bool retained) {
+  if (!host_.engine_up()) {
+    reply_err(c, ErrCode::kUnavailable, id,
+              std::string(subject) + ": the cluster engine (Redis) is unreachable; nothing was published, publish again later");
+    return true;
+  }
+  Subject* s = registry_.find_or_create_ref(subject, wg_);  // (the link drops it once sent: forget_if_idle)
+  Frame* f = publish_frame(subject, body.data(), body.size(), opcode, retained);
+  if (!f) {
+    registry_.forget_if_idle(s);
+    s->unref();
+    counters_.add(k_alloc_failures);
+    reply_err(c, ErrCode::kLimit, id, "server out of memory; publish again later");
+    return true;
+  }
+  bool waits = false;
+  if (!hand_to_engine(c, s, f, id, &waits)) {
+    counters_.add(k_publish_pauses);  // the link's ring is full: hold it, pause c, retry each iteration
+    try {
+      held_.push_back(Held{c, s, f, nullptr, std::string(id), true});
+    } catch (const std::bad_alloc&) {
+      registry_.forget_if_idle(s);
+      s->unref();
+      f->unref();
+      throw;
+    }
+    return false;
+  }
+  counters_.add(k_messages_in);
+  return !waits;
+}
+
+void Broker::on_engine_answer(uint64_t token, EngineAnswer answer) {
+  auto it = pending_.find(token);
+  if (it == pending_.end()) return;
+  Pending p = std::move(it->second);
+  pending_.erase(it);
+  if (!p.conn) return;  // it left meanwhile
+  switch (answer) {
+    case EngineAnswer::kStored:
+      ack(p.conn, p.ack);
+      break;
+    case EngineAnswer::kRefused:
+      reply_err(p.conn, ErrCode::kUnavailable, p.ack,
+                "the cluster engine (Redis) became unreachable before this publish was sent; it was not published");
+      break;
+    case EngineAnswer::kUnknown:
+      reply_err(p.conn, ErrCode::kUnavailable, p.ack,
+                "the link to Redis was lost before it answered: this publish may or may not have been stored; "
+                "publish again if it must arrive (it may then arrive twice)");
+      break;
+    case EngineAnswer::kFailed:
+      reply_err(p.conn, ErrCode::kUnavailable, p.ack, "Redis refused this publish (the server log says why)");
+      break;
+  }
+  resume_if_done(p.conn);
+}
+
+void Broker::on_numbered(Subject* s, Frame* f, uint64_t seq) {
+  // Held like a subject with a cache, so it keeps its state while followed (the link's drop releases it); one
+  // forgotten meanwhile has nobody here to deliver to.
+  if (!s->cache && !registry_.hold(s)) {
+    s->unref();
+    f->unref();
+    return;
+  }
+  if (s->engine_known && seq <= s->seq) {  // already delivered (a sync covered it)
+    s->unref();
+    f->unref();
+    return;
+  }
+  s->seq = seq;
+  fan_out(s, f, seq);
+}
+
+void Broker::on_sync(Subject* s, EngineSync* y) {
+  if (y->drop) {
+    cache_.reset(s);  // (unholds s; the envelope's reference keeps it alive)
+    s->synced.store(false, std::memory_order_release);
+    delete y;
+    s->unref();
+    return;
+  }
+  // Same epoch as what this home delivered: messages after s->seq are new to its subscribers (the node stopped
+  // following the subject for a while, or the link reconnected) and are delivered; older ones only fill the
+  // cache. Another epoch (or the first sync): the engine's state replaces ours, nothing is delivered, and
+  // subscribers see the new epoch with the next message (the client SDK then recovers: RESYNC).
+  const bool continuing = s->engine_known && s->epoch == y->epoch;
+  if (!continuing) {
+    cache_.reset(s);
+    s->epoch = y->epoch;
+  }
+  const bool held = s->cache || registry_.hold(s);
+  const uint64_t first = y->last + 1 - y->entries.size();
+  for (size_t i = 0; i < y->entries.size(); i++) {
+    const uint64_t seq = first + i;
+    Frame* f = y->entries[i];
+    if (continuing && seq > s->seq) {
+      f->ref();
+      s->ref();
+      s->seq = seq;
+      fan_out(s, f, seq);
+      continue;
+    }
+    const Cache* c = s->cache;
+    const bool cached = c && c->count && c->first_seq <= seq && seq <= c->last_seq();
+    if (held && !cached && cache_.enabled()) cache_.append(s, f, seq, f->retained, now_ms_);
+  }
+  if (y->snapshot && held && cache_.enabled() &&
+      !(s->cache && s->cache->snapshot && s->cache->snapshot_seq == y->snapshot_seq))
+    cache_.snapshot(s, y->snapshot, y->snapshot_seq);
+  if (!continuing || y->last > s->seq) s->seq = y->last;
+  s->engine_known = true;
+  s->synced.store(true, std::memory_order_release);
+  delete y;
+  auto it = parked_.find(s);
+  if (it != parked_.end()) {
+    std::vector<Request*> waiting = std::move(it->second);
+    parked_.erase(it);
+    for (Request* r : waiting) answer_request(s, r);  // (each holds its own reference to s)
+  }
+  s->unref();
 }
 
 }  // namespace starling

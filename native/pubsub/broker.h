@@ -47,12 +47,55 @@ struct EntitlementOptions {
   uint32_t renew_before_s = 60;             // "AUTH expiring" this long before the token expires
 };
 
+// ClusterEngine = redis (runtime/cluster_link.h): the engine numbers every subject's messages and fans them out to
+// the nodes; a subject's home here keeps a copy of the engine's state (its epoch, last number, history) and
+// delivers what the engine sends it. What a workgroup hands to the cluster link:
+struct EngineOp {
+  enum Kind : uint8_t {
+    kPublish,   // frame: the payload behind publish_headroom(subject); token != 0: answer it (on_engine_answer)
+    kInterest,  // this workgroup's interest bit of subject changed: the link reconciles what it follows
+  };
+  Kind kind;
+  uint8_t from;        // the workgroup
+  Subject* subject;    // one reference, the link's
+  Frame* frame;        // kPublish: one reference, the link's
+  uint64_t token;      // kPublish: the broker's Pending for a publish acknowledged once stored (0: none)
+};
+
+// What the cluster link tells a subject's home: the engine's state of the subject (read after the link began
+// receiving its messages, so every later message follows), or, with drop, that the node follows it no more.
+struct EngineSync {
+  bool drop = false;
+  uint64_t epoch = 0;
+  uint64_t last = 0;                 // the engine's last number when read
+  std::vector<Frame*> entries;       // live frames of numbers last - entries.size() + 1 .. last (one reference each)
+  Frame* snapshot = nullptr;         // the retained snapshot (one reference), number snapshot_seq
+  uint64_t snapshot_seq = 0;
+  EngineSync() = default;
+  EngineSync(const EngineSync&) = delete;
+  EngineSync& operator=(const EngineSync&) = delete;
+  ~EngineSync() {
+    for (Frame* f : entries) f->unref();
+    if (snapshot) snapshot->unref();
+  }
+};
+
+// How the link answers a publish with a token (on_engine_answer).
+enum class EngineAnswer : uint8_t {
+  kStored,      // Redis stored and numbered it
+  kRefused,     // the engine was unreachable: never sent
+  kUnknown,     // the link was lost after it was sent: it may or may not have been stored
+  kFailed,      // Redis answered with an error (logged by the link)
+};
+
 struct BrokerOptions {
   uint64_t max_message = 65536;      // MaxMessageSize
   uint32_t max_subscriptions = 1000; // MaxSubscriptionsPerConnection
   uint64_t max_backlog = 1 << 20;    // MaxBacklog: what the recovery and history answers of one SUB may hold
   CacheOptions cache;                // this workgroup's share of the history cache (max_bytes 0: off)
   EntitlementOptions entitlement;
+  bool cluster = false;              // ClusterEngine = redis: publishes go to the engine (BrokerHost::post_engine)
+  bool guaranteed = false;           // ClusterDeliveryMode = Guaranteed: a PUB with an id is acknowledged once stored
 };
 
 // How a Broker reaches the rest of its workgroup. Every method runs on the workgroup's thread.
@@ -77,6 +120,10 @@ class BrokerHost {
   // Hands `token` (1..kMaxTokenLen bytes, valid during the call) to the control plane for a decision. The
   // host pauses c until it calls Broker::decided for it (on_command then returns false).
   virtual void authenticate(Subscriber* c, std::string_view token) = 0;
+  // Cluster: hands op to the cluster link (references move on success; false: its ring is full). engine_up:
+  // whether the link can take publishes now (Redis reachable).
+  virtual bool post_engine(const EngineOp& op) = 0;
+  virtual bool engine_up() const = 0;
 };
 
 // Room a publish payload is placed behind, so the home can write "MSG <subject> <epoch>:<seq>\n" and the
@@ -88,6 +135,9 @@ constexpr size_t publish_headroom(size_t subject_len) {
 // nullptr when out of memory.
 Frame* publish_frame(std::string_view subject, const void* payload, size_t len, uint8_t opcode,
                      bool retained = false);
+// Writes "MSG <subject> <epoch>:<seq>\n" and the WebSocket head in front of the payload of a publish_frame:
+// the live frame every subscriber gets (the home's numbering, or the cluster engine's).
+void frame_message(Frame* f, std::string_view subject, uint64_t epoch, uint64_t seq);
 
 class Broker {
  public:
@@ -136,6 +186,13 @@ class Broker {
   void on_request(Subject* s, Request* r);
   void on_deliver(Subject* s, Frame* f) { deliver(s, f); }
   void on_answer(Subject* s, Request* r);
+  // From the cluster link (this workgroup is s's home; consume one reference to s and to what comes with it).
+  // on_numbered: the engine's message number seq of s, framed (live MSG); delivered and cached like a publish
+  // numbered here. on_sync: the engine's state of s (EngineSync); SUBs that waited for it are answered.
+  // on_engine_answer: the outcome of a publish of this workgroup that was handed over with a token.
+  void on_numbered(Subject* s, Frame* f, uint64_t seq);
+  void on_sync(Subject* s, EngineSync* y);
+  void on_engine_answer(uint64_t token, EngineAnswer answer);
 
   // The loop's clock (CLOCK_MONOTONIC ms), set before each iteration's work.
   void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
@@ -152,7 +209,8 @@ class Broker {
   // Each loop iteration, after the inbox: retries deferred deliveries, then held publishes (in order).
   void retry();
 
-  size_t held_publishes() const { return held_.size(); }
+  // Publishes (and cluster notices) waiting for a ring: the loop polls while any is held.
+  size_t held_publishes() const { return held_.size() + notices_.size(); }
 
  private:
   // dispatch.cc
@@ -178,6 +236,19 @@ class Broker {
   // broker.cc
   bool route(Subject* s, Frame* f);   // to the home; false (references kept) when it cannot take it now
   void publish_home(Subject* s, Frame* f);
+  // Caches f (number seq) and hands it to every interested workgroup (consumes one reference to s and f).
+  void fan_out(Subject* s, Frame* f, uint64_t seq);
+  // Cluster. publish_engine: on_pub's path to the engine. hand_to_engine: one publish to the link, with a
+  // token when it is acknowledged once stored (false: the ring is full, references kept). notify_engine: this
+  // workgroup's interest bit of s changed (consumes one reference to s; kept and retried when the ring is full).
+  // park: a request for s waits for the engine's state (consumes the references to s and r).
+  bool publish_engine(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id,
+                      std::string_view body, bool retained);
+  bool hand_to_engine(Subscriber* c, Subject* s, Frame* f, std::string_view id, bool* waits);
+  void notify_engine(Subject* s);
+  void park(Subject* s, Request* r);
+  void answer_request(Subject* s, Request* r);  // at the home: answer r, send it back (consumes both)
+  void send_back(Subject* s, Request* r);       // r answered (or failed): to its workgroup (consumes both)
   void deliver(Subject* s, Frame* f);
   void conflate(Subscriber* who, uint32_t interval_ms, Subject* s, Frame* f);
   int find(Subscriber* c, std::string_view name) const;
@@ -194,12 +265,13 @@ class Broker {
   void finish(Subscriber* c, Subject* s, const Request& r, uint32_t conflate_ms, bool once);
   void resume_if_done(Subscriber* c);
 
-  struct Held {       // a publish (or a request) waiting for its home's ring
+  struct Held {       // a publish (or a request) waiting for its home's ring (or the cluster link's)
     Subscriber* conn; // nullptr: a publish re-routed by a home (its subject was forgotten meanwhile)
     Subject* subject;
     Frame* frame;     // nullptr for a request
     Request* request;
     std::string id;
+    bool engine = false;  // a publish for the cluster link
   };
   struct Deferred {   // a delivery (or an answer) waiting for a workgroup's ring
     unsigned wg;
@@ -257,6 +329,10 @@ class Broker {
   std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due_;
   std::unordered_map<const Subscriber*, NameIndex> index_;
   std::vector<Spec> scratch_;  // on_sub's working list, kept to reuse its memory
+  // Cluster: interest notices the link's ring could not take yet (one subject reference each), and, at the
+  // home, the requests waiting for a subject's engine state (one reference to the subject each).
+  std::vector<Subject*> notices_;
+  std::unordered_map<Subject*, std::vector<Request*>> parked_;
 };
 
 }  // namespace starling

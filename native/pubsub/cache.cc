@@ -285,7 +285,7 @@ bool HomeCache::grow(Cache* c) {
   return true;
 }
 
-void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
+void HomeCache::append(Subject* s, Frame* f, uint64_t seq, bool retained, uint64_t now_ms) {
   Cache* c = s->cache;
   if (!c) {
     c = create(s);
@@ -295,6 +295,12 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
     }
   }
   expire(c, now_ms);  // does not free c: the caller's message is about to be added (and s is held)
+  // Entries are numbered first_seq + i: a message that does not follow the last one (a cluster gap the engine
+  // could not fill) starts the run again rather than leave a hole a recovery would serve.
+  while (c->count && c->last_seq() + 1 != seq) {
+    drop_oldest(c);
+    counters_.add(k_cache_evictions);
+  }
   if (c->count == opt_.max_messages || (c->count == c->cap && (c->cap >= ring_cap_for(opt_.max_messages) || !grow(c)))) {
     if (c->count) {
       drop_oldest(c);
@@ -303,7 +309,7 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
   }
   if (opt_.max_messages && c->count < c->cap) {
     if (c->count == 0) {
-      c->first_seq = s->seq;
+      c->first_seq = seq;
       c->oldest_ms = now_ms;
     }
     f->ref();
@@ -326,7 +332,7 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
     f->ref();
     keep(f);
     c->snapshot = f;
-    c->snapshot_seq = s->seq;
+    c->snapshot_seq = seq;
     charge(c, static_cast<int64_t>(f->cost));
     s->has_snapshot.store(true, std::memory_order_release);
   }
@@ -336,6 +342,27 @@ void HomeCache::append(Subject* s, Frame* f, bool retained, uint64_t now_ms) {
     free_cache(c);
     return;
   }
+  enforce_bound();
+}
+
+void HomeCache::reset(Subject* s) {
+  if (s->cache) free_cache(s->cache);
+}
+
+void HomeCache::snapshot(Subject* s, Frame* f, uint64_t seq) {
+  Cache* c = s->cache;
+  if (!c && !(c = create(s))) {
+    counters_.add(k_alloc_failures);
+    return;
+  }
+  if (c->snapshot) drop_snapshot(c);
+  f->ref();
+  keep(f);
+  c->snapshot = f;
+  c->snapshot_seq = seq;
+  charge(c, static_cast<int64_t>(f->cost));
+  s->has_snapshot.store(true, std::memory_order_release);
+  touch(c);
   enforce_bound();
 }
 

@@ -92,7 +92,14 @@ class HomeCache {
   // snapshot. s must be held (Registry::hold) before the first message; the caller holds a reference to s.
   // Never fails: a cache that cannot grow drops its oldest messages instead (a recovery from before them
   // is answered RESYNC), one that cannot be created caches nothing.
-  void append(Subject* s, Frame* f, bool retained, uint64_t now_ms);
+  // seq: f's number (the home's own, or the cluster engine's); one that does not follow the cached run drops the
+  // run first (entries stay consecutive).
+  void append(Subject* s, Frame* f, uint64_t seq, bool retained, uint64_t now_ms);
+  // Cluster (the engine's state of s replaces ours, runtime/cluster_link.h): reset drops everything kept for s
+  // (and unholds it: the caller holds a reference to s); snapshot makes f (live frame, number seq) the
+  // retained snapshot, outside the history run (s held, as for append).
+  void reset(Subject* s);
+  void snapshot(Subject* s, Frame* f, uint64_t seq);
 
   // Builds the answer to r for s (the caller holds a reference to s): PROTOCOL.md v2 for each form.
   // Sets r.answer (nullptr when there is nothing to send) or r.failed.

@@ -21,6 +21,7 @@ Counter err_counter(ErrCode code) {
     case ErrCode::kTooLarge: return k_err_too_large;
     case ErrCode::kLimit: return k_err_limit;
     case ErrCode::kForbidden: return k_err_forbidden;
+    case ErrCode::kUnavailable: return k_err_unavailable;
     default: return k_err_bad_command;
   }
 }
@@ -185,9 +186,16 @@ bool Broker::on_sub(Subscriber* c, const Command& cmd) {
   for (const Spec& spec : fresh) {
     Subject* s = nullptr;
     try {
-      s = registry_.acquire(spec.subject, wg_);
-      // A plain SUB needs the home only for a snapshot; the others always (their answer is the home's).
-      if (spec.mode == SpecMode::kLive && !s->has_snapshot.load(std::memory_order_acquire)) {
+      bool first = false;
+      s = registry_.acquire(spec.subject, wg_, &first);
+      if (first && opt_.cluster) {
+        s->ref();
+        notify_engine(s);
+      }
+      // A plain SUB needs the home only for a snapshot (or, in a cluster, until the home has the engine's state
+      // of the subject); the others always (their answer is the home's).
+      if (spec.mode == SpecMode::kLive && !s->has_snapshot.load(std::memory_order_acquire) &&
+          (!opt_.cluster || s->synced.load(std::memory_order_acquire))) {
         subscribe(c, s, cmd.conflate_ms);
       } else if (!ask_home(c, s, spec, cmd.conflate_ms, allowance)) {
         done = false;
@@ -214,7 +222,12 @@ bool Broker::fetch(Subscriber* c, const Spec& spec) {
   }
   Subject* s = nullptr;
   try {
-    s = registry_.acquire(spec.subject, wg_);
+    bool first = false;
+    s = registry_.acquire(spec.subject, wg_, &first);
+    if (first && opt_.cluster) {
+      s->ref();
+      notify_engine(s);
+    }
     return ask_home(c, s, spec, 0, opt_.max_backlog, true);
   } catch (const std::bad_alloc&) {
     counters_.add(k_alloc_failures);
@@ -252,6 +265,7 @@ bool Broker::on_pub(Subscriber* c, uint8_t opcode, std::string_view subject, std
     reply_err(c, ErrCode::kForbidden, id, std::string(subject) + ": " + std::string(why));
     return true;
   }
+  if (opt_.cluster) return publish_engine(c, opcode, subject, id, body, retained);
   // With the cache on, a subject exists from its first publish (its home caches it for later history and
   // recovery); without, a publish to a subject nobody subscribes to goes nowhere (PROTOCOL.md v1).
   Subject* s = cache_.enabled() ? registry_.find_or_create_ref(subject, wg_) : registry_.find_ref(subject);

@@ -318,6 +318,7 @@ const char* err_name(ErrCode code) {
     case ErrCode::kTooLarge: return "too-large";
     case ErrCode::kLimit: return "limit";
     case ErrCode::kForbidden: return "forbidden";
+    case ErrCode::kUnavailable: return "unavailable";
   }
   return "";
 }

@@ -59,7 +59,9 @@ struct Spec {
 enum class Cmd : uint8_t { Sub, Unsub, Pub, Ping, Auth, Invalid };
 
 // The `ERR <code>` codes of PROTOCOL.md. kNone: no error.
-enum class ErrCode : uint8_t { kNone, kBadCommand, kBadSubject, kTooLarge, kLimit, kForbidden };
+// kUnavailable: ClusterEngine = redis and the engine cannot take a publish now (Redis unreachable, or the link
+// lost before Redis answered: the outcome is then unknown).
+enum class ErrCode : uint8_t { kNone, kBadCommand, kBadSubject, kTooLarge, kLimit, kForbidden, kUnavailable };
 // The code as written on the wire ("bad-command", ...); "" for kNone.
 const char* err_name(ErrCode code);
 

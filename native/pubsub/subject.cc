@@ -168,6 +168,8 @@ Subject* Registry::create(std::string_view name, uint64_t hash, unsigned home) {
   s->seq = 0;
   s->cache = nullptr;
   s->has_snapshot.store(false, std::memory_order_relaxed);
+  s->synced.store(false, std::memory_order_relaxed);
+  s->engine_known = false;
   s->held = false;
   s->erased = false;
   s->epoch = next_epoch_.fetch_add(1, std::memory_order_relaxed);
@@ -194,12 +196,13 @@ Subject* Registry::find_or_create(Shard& sh, uint64_t hash, std::string_view nam
   return *slot;
 }
 
-Subject* Registry::acquire(std::string_view name, unsigned wg) {
+Subject* Registry::acquire(std::string_view name, unsigned wg, bool* first) {
   uint64_t hash = hash_subject(name);
   Shard& sh = shard_of(hash);
   std::lock_guard<std::mutex> guard(sh.lock);
   Subject* s = find_or_create(sh, hash, name, wg);
-  s->interest.fetch_or(uint64_t{1} << wg, std::memory_order_release);
+  const uint64_t was = s->interest.fetch_or(uint64_t{1} << wg, std::memory_order_release);
+  if (first) *first = !(was & (uint64_t{1} << wg));
   return s;
 }
 

@@ -93,6 +93,10 @@ struct Subject {
   uint8_t nworkgroups;
   uint8_t name_len;                // subjects are at most 255 bytes
   std::atomic<bool> has_snapshot;  // set by the home: a plain SUB must ask the home for the snapshot
+  // Cluster (ClusterEngine = redis): the home holds the engine's state of the subject (its epoch, last number,
+  // history) and gets its messages; until then a SUB waits at the home. Set and cleared by the home.
+  std::atomic<bool> synced;
+  bool engine_known;               // home thread only: epoch and seq came from the engine at least once
   bool held;                       // shard lock: the home keeps state for it (see above)
   bool erased;                     // shard lock: no longer in the registry (a later SUB/PUB makes a new one)
 
@@ -130,7 +134,8 @@ class Registry {
   // Returns the subject, creating it (with home wg) if needed, and marks workgroup wg as interested. Called by
   // workgroup wg's thread when it adds the first local subscriber. Does not add a reference for the
   // caller: the subject stays registered while wg's interest bit is set.
-  Subject* acquire(std::string_view name, unsigned wg);
+  // *first (if given) says whether wg's interest bit was clear before.
+  Subject* acquire(std::string_view name, unsigned wg, bool* first = nullptr);
 
   // Clears wg's interest bit (wg's local list is empty); unregisters and unrefs the subject when no
   // workgroup is interested any more. Called by workgroup wg's thread only.

@@ -31,6 +31,7 @@ namespace starling {
   X(err_too_large, counter, "ERR too-large replies")                                                       \
   X(err_limit, counter, "ERR limit replies")                                                               \
   X(err_forbidden, counter, "ERR forbidden replies (a subject the connection's entitlement does not grant, or server-only)") \
+  X(err_unavailable, counter, "ERR unavailable replies (ClusterEngine = redis: the engine could not take a publish)") \
   X(publish_pauses, counter, "publishes held (their connection paused) because the home could not take them") \
   X(deliveries_deferred, counter, "deliveries held back because a workgroup's inbox was full")             \
   X(alloc_failures, counter, "allocations refused (out of memory); the client that asked was shed")        \

@@ -1,5 +1,7 @@
 #include "runtime/server.h"
 
+#include "runtime/cluster_link.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -122,6 +124,7 @@ Server::Server(ServerOptions options) : options_(std::move(options)), registry_(
       if (!anonymous_) throw std::bad_alloc();
     }
     for (unsigned i = 0; i < options_.workgroups; i++) workgroups_.emplace_back(new Workgroup(*this, i));
+    if (options_.cluster.enabled()) cluster_ = std::make_unique<ClusterLink>(*this);
     acceptor_wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (acceptor_wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -259,6 +262,7 @@ void Server::decide(std::vector<AuthDecision>& batch) {
 void Server::start() {
   if (started_) return;
   started_ = true;
+  if (cluster_) cluster_->start();
   for (unsigned i = 0; i < workgroups_.size(); i++) {
     int cpu = options_.cpus.empty() ? -1 : options_.cpus[i % options_.cpus.size()];
     workgroups_[i]->start(cpu);
@@ -281,6 +285,7 @@ void Server::stop() {
   listen_fds_.clear();
   for (auto& wg : workgroups_) wg->request_stop();
   for (auto& wg : workgroups_) wg->join();
+  if (cluster_) cluster_->stop();
 }
 
 void Server::accept_loop() {
@@ -433,14 +438,11 @@ void Server::read_counters(double* out) const {
   out[k++] = static_cast<double>(registry_.size());
   out[k++] = static_cast<double>(accept_refused_.load(std::memory_order_relaxed));
   out[k++] = static_cast<double>(mem::total(workgroup_count()));
-  // The cluster counters (STARLING_SERVER_COUNTERS): zero until the link exists.
-  for (int i = 0; i < 7; i++) out[k++] = 0;
+  // The cluster counters (STARLING_SERVER_COUNTERS, the link's order): zero without a cluster.
+  if (cluster_) cluster_->read_counters(out + k);
+  else for (int i = 0; i < 7; i++) out[k + i] = 0;
 }
 
-ClusterStatus Server::cluster_status() const {
-  ClusterStatus st;
-  st.state = options_.cluster.enabled() ? ClusterState::kConnecting : ClusterState::kOff;
-  return st;
-}
+ClusterStatus Server::cluster_status() const { return cluster_ ? cluster_->status() : ClusterStatus{}; }
 
 }  // namespace starling

@@ -22,6 +22,8 @@
 
 namespace starling {
 
+class ClusterLink;
+
 struct ListenAddress {
   std::string host;   // numeric IPv4/IPv6 or a name (resolved once, first address used)
   uint16_t port;      // 0: ephemeral (see Server::ports)
@@ -167,6 +169,8 @@ class Server {
   unsigned workgroup_count() const { return options_.workgroups; }
   // Producer id of the control thread's publish ring into each workgroup (0..N-1 are the workgroups).
   unsigned producer_control() const { return workgroup_count(); }
+  // The cluster link (ClusterEngine = redis), nullptr without a cluster.
+  ClusterLink* cluster() { return cluster_.get(); }
 
   // How long stop() waits for clients to answer the 1001 close frame.
   static constexpr int kShutdownGraceMs = 1000;
@@ -184,6 +188,7 @@ class Server {
   ServerOptions options_;
   Registry registry_;
   std::vector<std::unique_ptr<Workgroup>> workgroups_;
+  std::unique_ptr<ClusterLink> cluster_;   // (destroyed before the workgroups: it pushes into their rings)
   std::vector<int> listen_fds_;
   std::vector<uint16_t> ports_;
   int acceptor_wake_fd_ = -1;

@@ -1,5 +1,7 @@
 #include "runtime/workgroup.h"
 
+#include "runtime/cluster_link.h"
+
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
@@ -97,11 +99,14 @@ Workgroup::Workgroup(Server& server, unsigned index)
   CacheOptions cache{o.max_cached_messages, o.cache_expire_ms, o.cache_size / server.workgroup_count()};
   EntitlementOptions entitlement{o.entitlement != EntitlementMode::kNone, server.anonymous(), o.renew_before_s};
   broker_ = std::make_unique<Broker>(server.registry(), index,
-                                     BrokerOptions{o.max_message, o.max_subscriptions, o.max_backlog, cache, entitlement},
+                                     BrokerOptions{o.max_message, o.max_subscriptions, o.max_backlog, cache, entitlement,
+                                                   o.cluster.enabled(), o.cluster.guaranteed},
                                      *this, counters_);
   unsigned n = server.workgroup_count();
   for (unsigned p = 0; p <= n; p++)  // n: the control thread (Server::publish)
     publish_.emplace_back(p == index ? nullptr : new SpscRing<Envelope>(kPublishRing));
+  if (o.cluster.enabled())  // n + 1: the cluster link (Server::producer_cluster)
+    publish_.emplace_back(new SpscRing<Envelope>(kPublishRing));
   for (unsigned p = 0; p < n; p++) deliver_.emplace_back(p == index ? nullptr : new SpscRing<Envelope>(kDeliverRing));
 }
 
@@ -113,12 +118,13 @@ Workgroup::~Workgroup() {
   for (auto* rings : {&publish_, &deliver_})
     for (auto& ring : *rings)
       while (ring && ring->pop(&e)) {
-        e.subject->unref();
+        if (e.subject) e.subject->unref();
         if (e.frame) e.frame->unref();
         if (e.request) {
           if (e.request->answer) e.request->answer->unref();
           delete e.request;
         }
+        delete e.sync;
       }
   for (AuthDecision& d : decisions_)
     if (d.perms) d.perms->unref();
@@ -226,6 +232,8 @@ void Workgroup::run() {
 void Workgroup::wake_peers() {
   for (uint64_t mask = wake_mask_; mask; mask &= mask - 1) server_.workgroup(__builtin_ctzll(mask)).wake();
   wake_mask_ = 0;
+  if (wake_engine_) server_.cluster()->wake();
+  wake_engine_ = false;
 }
 
 void Workgroup::on_wake() { wake_pending_.store(false, std::memory_order_seq_cst); }
@@ -270,8 +278,15 @@ void Workgroup::drain_inbox() {
   for (auto& ring : publish_) {
     if (!ring) continue;
     while (broker_->accepting() && ring->pop(&e)) {
-      if (e.request) broker_->on_request(e.subject, e.request);
-      else broker_->on_publish(e.subject, e.frame);
+      switch (e.kind) {
+        case Envelope::kNumbered: broker_->on_numbered(e.subject, e.frame, e.seq); break;
+        case Envelope::kSync: broker_->on_sync(e.subject, e.sync); break;
+        case Envelope::kAnswer: broker_->on_engine_answer(e.seq, static_cast<EngineAnswer>(e.code)); break;
+        case Envelope::kPlain:
+          if (e.request) broker_->on_request(e.subject, e.request);
+          else broker_->on_publish(e.subject, e.frame);
+          break;
+      }
     }
   }
 }
@@ -623,6 +638,14 @@ bool Workgroup::post_request(unsigned home, Subject* s, Request* r) {
   wake_mask_ |= uint64_t{1} << home;
   return true;
 }
+
+bool Workgroup::post_engine(const EngineOp& op) {
+  if (!server_.cluster()->push(index_, op)) return false;
+  wake_engine_ = true;
+  return true;
+}
+
+bool Workgroup::engine_up() const { return server_.cluster()->up(); }
 
 bool Workgroup::post_answer(unsigned w, Subject* s, Request* r) {
   if (!server_.workgroup(w).push_deliver(index_, s, nullptr, r)) return false;

@@ -29,12 +29,23 @@ struct AuthRequest;
 // What crosses from one thread to a workgroup. Subject and Frame pointers carry one reference each,
 // which the receiving workgroup drops.
 struct Envelope {
+  // What the cluster link sends (on the publish ring of producer Server::producer_cluster()).
+  enum Kind : uint8_t {
+    kPlain,     // everything else: a connection, a publish, a delivery, a request or its answer
+    kNumbered,  // frame: the engine's message number seq of subject, framed (Broker::on_numbered)
+    kSync,      // sync: the engine's state of subject (Broker::on_sync)
+    kAnswer,    // seq: a publish's token, code: its EngineAnswer (Broker::on_engine_answer); no subject
+  };
   int fd = -1;               // new connection: an accepted, non-blocking socket the workgroup now owns
   bool may_not_publish = false;  // ... whose address is not in PublishAllowFromAddressList
+  Kind kind = kPlain;
+  uint8_t code = 0;
   Subject* subject = nullptr;
   Frame* frame = nullptr;    // publish: the payload behind publish_headroom(); delivery: the framed MSG
   Request* request = nullptr;  // instead of a frame: a SUB spec for the home (publish ring), its answer
                                // (delivery ring); owned by the envelope
+  EngineSync* sync = nullptr;  // kSync: owned by the envelope
+  uint64_t seq = 0;
 };
 
 struct Conn;
@@ -53,14 +64,27 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   // Rings into this workgroup, each with one producer thread (THREADS.md). False when full: the
   // envelope's references stay with the caller, who pushes back (never drops).
   bool push_conn(int fd, bool may_not_publish) {
-    return accept_ring_.push(Envelope{fd, may_not_publish, nullptr, nullptr, nullptr});
+    Envelope e;
+    e.fd = fd;
+    e.may_not_publish = may_not_publish;
+    return accept_ring_.push(e);
   }
   bool push_publish(unsigned producer, Subject* s, Frame* f, Request* r = nullptr) {
-    return publish_[producer]->push(Envelope{-1, false, s, f, r});
+    Envelope e;
+    e.subject = s;
+    e.frame = f;
+    e.request = r;
+    return publish_[producer]->push(e);
   }
   bool push_deliver(unsigned producer, Subject* s, Frame* f, Request* r = nullptr) {
-    return deliver_[producer]->push(Envelope{-1, false, s, f, r});
+    Envelope e;
+    e.subject = s;
+    e.frame = f;
+    e.request = r;
+    return deliver_[producer]->push(e);
   }
+  // The cluster link's ring (only with ClusterEngine = redis).
+  bool push_engine(const Envelope& e) { return publish_.back()->push(e); }
   // The control thread's decisions on tokens this workgroup asked about (the vector is emptied); wakes it.
   void push_decisions(std::vector<AuthDecision>& batch);
   // Any thread: makes the workgroup drain its inbox soon. Costs one eventfd write only when the
@@ -114,6 +138,8 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   bool post_deliver(unsigned w, Subject* s, Frame* f) override;
   bool post_request(unsigned home, Subject* s, Request* r) override;
   bool post_answer(unsigned w, Subject* s, Request* r) override;
+  bool post_engine(const EngineOp& op) override;
+  bool engine_up() const override;
   void send(Subscriber* c, Frame* f) override;
   void resume(Subscriber* c) override;
   void authenticate(Subscriber* c, std::string_view token) override;
@@ -143,6 +169,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   // command — one read may carry many commands, each answered with up to MaxBacklog (a recovery).
   std::vector<Conn*> backlogged_;
   uint64_t wake_mask_ = 0;           // workgroups to wake at the end of this iteration
+  bool wake_engine_ = false;         // ... and the cluster link
   // Entitlement decisions (THREADS.md "Decisions"): this iteration's requests, handed to the Server at its
   // end; the connections waiting for a decision, by request id (Conn::auth_id), with when they asked; the
   // decisions the control thread handed back.

@@ -83,6 +83,8 @@ class Host : public BrokerHost {
   void send(Subscriber* c, Frame* f) override;
   void resume(Subscriber* c) override;
   void authenticate(Subscriber* c, std::string_view) override { asked.push_back(c); }
+  bool post_engine(const EngineOp&) override { return false; }  // (no cluster in this target)
+  bool engine_up() const override { return false; }
   std::vector<Subscriber*> asked;   // connections waiting for a decision on their token
 
  private:

@@ -37,6 +37,7 @@ class FakeBrokerHost : public BrokerHost {
   int refused_publishes = 0, refused_deliveries = 0, null_frames = 0;
 
   ~FakeBrokerHost() override {
+    drop_engine_ops();
     for (Post& p : publishes) drop(p);
     for (Post& p : deliveries) drop(p);
   }
@@ -101,6 +102,22 @@ class FakeBrokerHost : public BrokerHost {
   void resume(Subscriber* c) override { resumed.push_back(c); }
   std::vector<std::string> tokens;  // asked of the control plane (authenticate), in order
   void authenticate(Subscriber*, std::string_view token) override { tokens.emplace_back(token); }
+  // Cluster: what was handed to the link (references held here), and whether it is up.
+  std::vector<EngineOp> engine_ops;
+  bool engine_is_up = true, engine_takes = true;
+  bool post_engine(const EngineOp& op) override {
+    if (!engine_takes) return false;
+    engine_ops.push_back(op);
+    return true;
+  }
+  bool engine_up() const override { return engine_is_up; }
+  void drop_engine_ops() {
+    for (EngineOp& op : engine_ops) {
+      op.subject->unref();
+      if (op.frame) op.frame->unref();
+    }
+    engine_ops.clear();
+  }
 
   const std::vector<std::string>& to(const Subscriber& c) { return sent[&c]; }
 };
