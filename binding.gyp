@@ -9,6 +9,7 @@
         "native/runtime/workgroup.cc",
         "native/runtime/cluster_link.cc",
         "native/cluster/resp.cc",
+        "native/cluster/engine_format.cc",
         "native/io/tcp_client.cc",
         "native/pubsub/subject.cc",
         "native/pubsub/broker.cc",

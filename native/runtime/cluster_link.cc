@@ -12,6 +12,8 @@
 
 #include "runtime/server.h"
 
+#include "cluster/engine_format.h"
+
 namespace starling {
 
 namespace {
@@ -116,48 +118,6 @@ uint64_t now_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-// A decimal number of a reply (bulk or integer); false if it is not one.
-bool number_of(const resp::Value& v, uint64_t* out) {
-  if (v.type == resp::Type::kInteger) {
-    if (v.integer < 0) return false;
-    *out = static_cast<uint64_t>(v.integer);
-    return true;
-  }
-  if (v.type != resp::Type::kBulk && v.type != resp::Type::kSimple) return false;
-  if (v.str.empty() || v.str.size() > 20) return false;
-  uint64_t n = 0;
-  for (char ch : v.str) {
-    if (ch < '0' || ch > '9') return false;
-    const uint64_t d = static_cast<uint64_t>(ch - '0');
-    if (n > (UINT64_MAX - d) / 10) return false;
-    n = n * 10 + d;
-  }
-  *out = n;
-  return true;
-}
-
-// "<n>-0", a stream id as the publish script writes them: n.
-bool id_number(std::string_view id, uint64_t* out) {
-  const size_t dash = id.find('-');
-  if (dash == std::string_view::npos || id.substr(dash) != "-0") return false;
-  resp::Value v;
-  v.type = resp::Type::kBulk;
-  v.str = id.substr(0, dash);
-  return number_of(v, out);
-}
-
-// Flags as the scripts keep them: the frame type, then "r" for a retained message.
-struct Flags {
-  uint8_t opcode = kOpText;
-  bool retained = false;
-};
-bool parse_flags(std::string_view f, Flags* out) {
-  if (f.empty() || (f[0] != 't' && f[0] != 'b') || f.size() > 2 || (f.size() == 2 && f[1] != 'r')) return false;
-  out->opcode = f[0] == 'b' ? kOpBinary : kOpText;
-  out->retained = f.size() == 2;
-  return true;
 }
 
 }  // namespace
@@ -495,61 +455,27 @@ void ClusterLink::on_fill(const Await& a, const resp::Value& v) {
   if (it == tracks_.end() || it->second.gen != a.gen || it->second.phase != Track::kFilling) return;
   Track& t = it->second;
   const std::string& name = it->first;
-  auto bad = [&](const char* what) { fail("unexpected fill answer for " + name + ": " + what); };
   if (v.type == resp::Type::kError) return fail("fill of " + name + " refused by Redis: " + std::string(v.str));
-  if (v.type != resp::Type::kArray || v.integer != 6) return bad("not a list of 6");
-  resp::Parser& p = *cmd_.in;
-  uint64_t epoch = 0, last = 0;
-  const resp::Value& ev = p.child(v, 0);
-  if (ev.type != resp::Type::kBulk || !parse_epoch(ev.str, &epoch)) return bad("epoch");
-  if (!number_of(p.child(v, 1), &last)) return bad("last number");
-  if (a.from && epoch != t.epoch) {  // the subject started again (a new epoch): read it from its newest history
+  engine::Fill fill;
+  const char* why = nullptr;
+  if (!engine::parse_fill(*cmd_.in, v, a.from == 0, &fill, &why))
+    return fail("unexpected fill answer for " + name + ": " + why);
+  if (a.from && fill.epoch != t.epoch) {  // the subject started again (a new epoch): read its newest history
     t.known = false;
     return start_fill(name, t);
   }
   std::unique_ptr<EngineSync> y(new EngineSync());
-  y->epoch = epoch;
-  y->last = last;
-  // Entries: the newest run that ends at `last` (a stream that lost its older part, or has none, gives less).
-  const resp::Value& list = p.child(v, 5);
-  if (list.type != resp::Type::kArray) return bad("entries");
-  const uint32_t n = static_cast<uint32_t>(list.integer);
-  std::vector<std::pair<uint64_t, const resp::Value*>> entries;
-  entries.reserve(n);
-  for (uint32_t i = 0; i < n; i++) {
-    const resp::Value& e = p.child(list, a.from ? i : n - 1 - i);  // ascending
-    uint64_t seq = 0;
-    if (e.type != resp::Type::kArray || e.integer != 2 || !id_number(p.child(e, 0).str, &seq)) return bad("entry");
-    if (!entries.empty() && seq != entries.back().first + 1) entries.clear();  // keep the run that ends last
-    entries.emplace_back(seq, &p.child(e, 1));
-  }
-  if (!entries.empty() && entries.back().first != last) entries.clear();
-  auto frame_of = [&](uint64_t seq, std::string_view flags, std::string_view data) -> Frame* {
-    Flags fl;
-    if (!parse_flags(flags, &fl)) return nullptr;
-    Frame* f = publish_frame(name, data.data(), data.size(), fl.opcode, fl.retained);
-    if (f) frame_message(f, name, epoch, seq);
-    return f;
-  };
-  for (auto& [seq, fields] : entries) {
-    std::string_view flags, data;
-    if (fields->type != resp::Type::kArray) return bad("entry fields");
-    for (uint32_t k = 0; k + 1 < static_cast<uint32_t>(fields->integer); k += 2) {
-      const std::string_view key = p.child(*fields, k).str;
-      if (key == "f") flags = p.child(*fields, k + 1).str;
-      else if (key == "d") data = p.child(*fields, k + 1).str;
-    }
-    Frame* f = frame_of(seq, flags, data);
-    if (!f) return bad("entry flags, or out of memory");
+  y->epoch = fill.epoch;
+  y->last = fill.last;
+  for (const engine::Entry& e : fill.entries) {
+    Frame* f = live_frame(name, fill.epoch, e);
+    if (!f) return start_fill(name, t);  // out of memory now: read again
     y->entries.push_back(f);
   }
   refilled_.fetch_add(y->entries.size(), std::memory_order_relaxed);
-  uint64_t snapshot_seq = 0;
-  if (number_of(p.child(v, 2), &snapshot_seq) && snapshot_seq) {
-    Frame* f = frame_of(snapshot_seq, p.child(v, 3).str, p.child(v, 4).str);
-    if (!f) return bad("snapshot flags, or out of memory");
-    y->snapshot = f;
-    y->snapshot_seq = snapshot_seq;
+  if (fill.has_snapshot) {
+    if (!(y->snapshot = live_frame(name, fill.epoch, fill.snapshot))) return start_fill(name, t);
+    y->snapshot_seq = fill.snapshot.seq;
   }
   Envelope e;
   e.kind = Envelope::kSync;
@@ -558,8 +484,8 @@ void ClusterLink::on_fill(const Await& a, const resp::Value& v) {
   e.sync = y.release();
   send_to(t.subject->home, e);
   t.known = true;
-  t.epoch = epoch;
-  t.last = last;
+  t.epoch = fill.epoch;
+  t.last = fill.last;
   t.phase = Track::kLive;
   if (t.refill) return start_fill(name, t);
   std::vector<Held> held;
@@ -573,6 +499,12 @@ void ClusterLink::on_fill(const Await& a, const resp::Value& v) {
     }
     deliver_live(name, t, held[i].epoch, held[i].seq, held[i].frame);
   }
+}
+
+Frame* ClusterLink::live_frame(std::string_view name, uint64_t epoch, const engine::Entry& e) {
+  Frame* f = publish_frame(name, e.data.data(), e.data.size(), e.flags.binary ? kOpBinary : kOpText, e.flags.retained);
+  if (f) frame_message(f, name, epoch, e.seq);
+  return f;
 }
 
 void ClusterLink::deliver_live(const std::string& name, Track& t, uint64_t epoch, uint64_t seq, Frame* f) {
@@ -615,24 +547,13 @@ void ClusterLink::on_message(std::string_view name, std::string_view payload) {
   if (it == tracks_.end()) return;  // no longer followed
   Track& t = it->second;
   if (t.phase != Track::kFilling && t.phase != Track::kLive) return;  // (the fill to come covers it)
-  // "<epoch> <seq> <flags>\n<payload>"
-  const size_t nl = payload.find('\n');
-  const std::string_view head = payload.substr(0, nl == std::string_view::npos ? 0 : nl);
-  const size_t a = head.find(' '), b = a == std::string_view::npos ? a : head.find(' ', a + 1);
-  uint64_t epoch = 0, seq = 0;
-  Flags fl;
-  resp::Value num;
-  num.type = resp::Type::kBulk;
-  if (b != std::string_view::npos) num.str = head.substr(a + 1, b - a - 1);
-  if (nl == std::string_view::npos || b == std::string_view::npos || !parse_epoch(head.substr(0, a), &epoch) ||
-      !number_of(num, &seq) || !parse_flags(head.substr(b + 1), &fl))
+  engine::Message m;
+  if (!engine::parse_message(payload, &m))
     return fail("a message of " + std::string(name) + " that Starling did not write (channel " + channel(name) + ")");
   received_.fetch_add(1, std::memory_order_relaxed);
-  const std::string_view data = payload.substr(nl + 1);
-  Frame* f = publish_frame(name, data.data(), data.size(), fl.opcode, fl.retained);
+  Frame* f = live_frame(name, m.epoch, engine::Entry{m.seq, m.flags, m.data});
   if (!f) return start_fill(it->first, t);  // fetched again from the stream (out of memory now)
-  frame_message(f, name, epoch, seq);
-  deliver_live(it->first, t, epoch, seq, f);
+  deliver_live(it->first, t, m.epoch, m.seq, f);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cluster/engine_format.h"
 #include "cluster/options.h"
 #include "cluster/resp.h"
 #include "io/poller.h"
@@ -121,6 +122,8 @@ class ClusterLink {
   void on_fill(const Await& a, const resp::Value& v);
   void on_message(std::string_view name, std::string_view payload);
   void deliver_live(const std::string& name, Track& t, uint64_t epoch, uint64_t seq, Frame* f);
+  // The live frame of message e of subject name (nullptr when out of memory).
+  static Frame* live_frame(std::string_view name, uint64_t epoch, const engine::Entry& e);
 
   // Connections.
   void connect();
