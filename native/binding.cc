@@ -73,6 +73,7 @@ Napi::Array to_array(Napi::Env env, const std::vector<std::string>& names) {
 
 std::vector<ListenAddress> read_addresses(const Napi::Array& list);
 std::vector<std::string> read_strings(const Napi::Array& list);
+ClusterOptions read_cluster(const Napi::Object& o);
 
 ServerOptions read_options(const Napi::Object& o) {
   ServerOptions opts;
@@ -100,7 +101,43 @@ ServerOptions read_options(const Napi::Object& o) {
   opts.renew_before_s = o.Get("renewBefore").As<Napi::Number>().Uint32Value();
   opts.publish_allow = read_strings(o.Get("publishAllow").As<Napi::Array>());
   opts.io = static_cast<IoChoice>(o.Get("ioBackend").As<Napi::Number>().Uint32Value());
+  opts.cluster = read_cluster(o.Get("cluster").As<Napi::Object>());
   return opts;
+}
+
+// NativeOptions.cluster: { redis: [{ host, port, user, password, db }], guaranteed, node }; redis empty without a
+// cluster (ClusterEngine = none).
+ClusterOptions read_cluster(const Napi::Object& o) {
+  ClusterOptions cluster;
+  Napi::Array redis = o.Get("redis").As<Napi::Array>();
+  for (uint32_t i = 0; i < redis.Length(); i++) {
+    Napi::Object a = redis.Get(i).As<Napi::Object>();
+    RedisAddress r;
+    r.host = a.Get("host").As<Napi::String>().Utf8Value();
+    r.port = static_cast<uint16_t>(a.Get("port").As<Napi::Number>().Uint32Value());
+    r.user = a.Get("user").As<Napi::String>().Utf8Value();
+    r.password = a.Get("password").As<Napi::String>().Utf8Value();
+    r.db = a.Get("db").As<Napi::Number>().Uint32Value();
+    cluster.redis.push_back(std::move(r));
+  }
+  cluster.guaranteed = o.Get("guaranteed").As<Napi::Boolean>().Value();
+  cluster.node = o.Get("node").As<Napi::String>().Utf8Value();
+  return cluster;
+}
+
+// ClusterState as NativeServer.clusterStatus() names it (src/native.ts ClusterStatus.state).
+const char* cluster_state_name(ClusterState state) {
+  switch (state) {
+    case ClusterState::kOff:
+      return "off";
+    case ClusterState::kConnecting:
+      return "connecting";
+    case ClusterState::kUp:
+      return "up";
+    case ClusterState::kDown:
+      return "down";
+  }
+  return "down";  // not reached: every state is named above
 }
 
 std::vector<std::string> client_counter_names() {
@@ -220,6 +257,7 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
                         InstanceMethod<&JsServer::JS_onAuthRequests>("onAuthRequests"),
                         InstanceMethod<&JsServer::JS_takeAuthRequests>("takeAuthRequests"),
                         InstanceMethod<&JsServer::JS_decide>("decide"),
+                        InstanceMethod<&JsServer::JS_clusterStatus>("clusterStatus"),
                         InstanceMethod<&JsServer::JS_stop>("stop")});
   }
 
@@ -273,6 +311,16 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
       // Out of memory is an error for the caller, never an abort of the process.
       throw Napi::Error::New(info.Env(), "publish: out of memory");
     }
+  }
+
+  // clusterStatus() → { state: 'off' | 'connecting' | 'up' | 'down', redis: host:port or "", detail: why not up }
+  Napi::Value JS_clusterStatus(const Napi::CallbackInfo& info) {
+    ClusterStatus st = server_->cluster_status();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("state", cluster_state_name(st.state));
+    o.Set("redis", st.redis);
+    o.Set("detail", st.detail);
+    return o;
   }
 
   Napi::Value JS_counterSlots(const Napi::CallbackInfo& info) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `starling` command: `serve` runs a server; `config --print` shows the effective configuration;
 // `doctor` and `tune` check and tune the kernel for a number of connections (src/doctor.ts, src/tune.ts).
-import { ConfigError, formatEffectiveConfig, loadConfig, repeatedDefines, SCHEMA, strayArgument, type Loaded } from './config/config';
+import { ConfigError, formatEffectiveConfig, loadConfig, repeatedDefines, SCHEMA, showDefine, strayArgument, type Loaded } from './config/config';
+import { clusterNodeName } from './config/schema';
+import { formatRedisAddress } from './config/types';
 import { doctor, DoctorUsageError } from './doctor';
 import { Logger } from './log';
 import { AddonError } from './native';
@@ -56,8 +58,9 @@ Examples:
 Prints every key with its effective value and, above it, where the value came from (default, file:line,
 environment variable or -D argument). The output is itself a valid config file, except for the secrets
 (${SECRET_KEYS}):
-a set one is printed as a comment with its length, never its value; put the values back before using the
-output as a config file.
+a set one is printed as a comment with its length, never its value. Nor are passwords in ClusterRedis URLs:
+a value with one is printed as a comment in which each password is an ellipsis (…). Put the values back
+before using the output as a config file.
 
   --print                  print the effective configuration (required)
 ${CONFIG_OPTIONS.slice('Options:\n'.length)}
@@ -160,7 +163,7 @@ function load(args: Args): Loaded {
   // The server's documented rule is that the last -D of a key wins; say so when it happens, as it is usually
   // the shell splitting or expanding an unquoted value.
   for (const r of repeatedDefines(args.defines)) {
-    process.stderr.write(`starling: warning: ${r.key} is given ${r.defines.length} times on the command line; the last one (${r.defines[r.defines.length - 1]}) wins. Quote values with spaces or {a..b} ranges.\n`);
+    process.stderr.write(`starling: warning: ${r.key} is given ${r.defines.length} times on the command line; the last one (${showDefine(r.defines[r.defines.length - 1])}) wins. Quote values with spaces or {a..b} ranges.\n`);
   }
   return loadConfig({ file: args.file, defines: args.defines, env: process.env });
 }
@@ -177,6 +180,12 @@ function serve(args: Args): void {
     `starling listening on ${where} (path ${loaded.config.Path}) with ${n} workgroup${n === 1 ? '' : 's'} on ${io.backend}, ` +
       `at most ${io.maxConnections} connections`,
   );
+  const c = loaded.config;
+  if (c.ClusterEngine === 'redis')
+    log.info(
+      `cluster: node ${clusterNodeName(c)}, Redis ${c.ClusterRedis.map((a) => formatRedisAddress(a, true)).join(', ')} ` +
+        `(tried in this order), ClusterDeliveryMode = ${c.ClusterDeliveryMode}`,
+    );
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -4,6 +4,7 @@ export {
   Server,
   type AuthorizeClient,
   type AuthorizeHook,
+  type ClusterStatus,
   type Counters,
   type Grant,
   type ServerHooks,
@@ -21,6 +22,7 @@ export {
   type Indicators,
   type ProcessIndicators,
   type Snapshot,
+  type SnapshotCluster,
 } from './monitor/indicators';
 export { type CounterInfo } from './native';
 export { rateName } from './stats';

@@ -39,6 +39,26 @@ export interface NativeOptions {
   publishAllow: string[];
   /** IoChoice of native/runtime/server.h: 0 auto, 1 epoll, 2 io_uring (IoBackend). */
   ioBackend: number;
+  /** ClusterOptions of native/cluster/options.h. */
+  cluster: {
+    /** ClusterRedis (RedisAddress: user and password percent-decoded), tried in order; empty: ClusterEngine = none. */
+    redis: { host: string; port: number; user: string; password: string; db: number }[];
+    /** ClusterDeliveryMode = Guaranteed. */
+    guaranteed: boolean;
+    /** ClusterNodeName in effect (never empty with a cluster: see clusterNodeName in src/config/schema.ts). */
+    node: string;
+  };
+}
+
+/** The cluster link as the monitor shows it (ClusterStatus of native/cluster/options.h). */
+export interface ClusterStatus {
+  /** `off`: ClusterEngine = none; `connecting`: no connection made yet; `up`: publishes are taken; `down`: lost or
+   * refused, publishes are refused with ERR unavailable until it is back. */
+  state: 'off' | 'connecting' | 'up' | 'down';
+  /** The Redis server in use (host:port), or the one last tried; '' when off. */
+  redis: string;
+  /** Why it is not up, in words for an operator; '' when up or off. */
+  detail: string;
 }
 
 /** The I/O backend a server runs (NativeServer.io). */
@@ -85,6 +105,8 @@ export interface NativeServer {
   takeAuthRequests(): (number | string)[];
   /** The answers: [wg, id, set (a compilePermissions result) | null, expiry (unix s, 0: never), detail] × n. */
   decide(flat: unknown[]): void;
+  /** The cluster link's state now (state `off` without a cluster); cheap enough for once a second. */
+  clusterStatus(): ClusterStatus;
   stop(): Promise<void>;
 }
 

@@ -2,20 +2,21 @@
 // samples their counters once a second (and hands each sample to the monitor), publishes on behalf of the
 // application, and shuts down cleanly. Published messages from clients never pass through here (DESIGN.md,
 // the one rule).
-import { type Config, ConfigError, type Loaded, resolveConfig } from './config/config';
+import { type Config, ConfigError, configWarnings, type Loaded, resolveConfig } from './config/config';
 import { Logger } from './log';
 import { Monitor } from './monitor/monitor';
-import { addon, Entitlement, type IoInfo, type NativeServer, Published } from './native';
+import { addon, type ClusterStatus, Entitlement, type IoInfo, type NativeServer, Published } from './native';
 import { type AuthorizeHook, Authorizer, type AuthorizerOptions, DEFAULT_AUTHORIZE_TIMEOUT_MS } from './entitlement/authorizer';
 import { jwtOptionsFromConfig } from './entitlement/config';
 import { createJwtVerifier } from './entitlement/jwt';
-import { CACHE_SHARE_OF_MEMORY, memoryCeiling, RUNTIME_RESERVE_BYTES } from './config/schema';
+import { CACHE_SHARE_OF_MEMORY, clusterNodeName, memoryCeiling, RUNTIME_RESERVE_BYTES } from './config/schema';
 import { CounterLayout, type ServerStats } from './stats';
 
 /** IoBackend as the addon's IoChoice (native/runtime/server.h). */
 const IO_CHOICE = { auto: 0, epoll: 1, io_uring: 2 } as const;
 
 export type { Counters, ServerStats, WorkgroupStats } from './stats';
+export type { ClusterStatus } from './native';
 export type { AuthorizeClient, AuthorizeHook, Grant } from './entitlement/authorizer';
 
 /** What a program gives createServer besides configuration keys. */
@@ -56,6 +57,7 @@ export class Server {
     this.log = log;
     const c = this.config;
     const decisions = authorizerOptions(c, hooks);
+    for (const warning of configWarnings(loaded)) log.warn(warning);
     const ceiling = memoryCeiling();
     if (c.Memory + RUNTIME_RESERVE_BYTES > ceiling.bytes)
       log.warn(
@@ -87,6 +89,10 @@ export class Server {
       renewBefore: c['Entitlement.RenewBefore'],
       publishAllow: c.PublishAllowFromAddressList,
       ioBackend: IO_CHOICE[c.IoBackend],
+      cluster:
+        c.ClusterEngine === 'redis'
+          ? { redis: c.ClusterRedis.map((a) => ({ ...a })), guaranteed: c.ClusterDeliveryMode === 'Guaranteed', node: clusterNodeName(c) }
+          : { redis: [], guaranteed: false, node: '' },
     });
     const native = this.native;
     const io = native.io();
@@ -133,6 +139,14 @@ export class Server {
   /** The I/O backend in effect, and the connection cap that follows from it. */
   get io(): IoInfo {
     return this.native.io();
+  }
+
+  /**
+   * The cluster link now: its state (`off` with ClusterEngine = none), the Redis server it uses (host:port) and,
+   * when it is not up, why. The monitor shows it at /stats (`cluster`) and on the dashboard.
+   */
+  get cluster(): ClusterStatus {
+    return this.native.clusterStatus();
   }
 
   /** The listen addresses with their bound ports (port 0 in the config is resolved here). */

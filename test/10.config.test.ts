@@ -9,6 +9,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import {
   ConfigError,
   SCHEMA,
+  configWarnings,
+  showDefine,
   formatEffectiveConfig,
   loadConfig,
   renderConfigDocs,
@@ -16,8 +18,8 @@ import {
   strayArgument,
   type Config,
 } from '../src/config/config';
-import { memoryCeiling } from '../src/config/schema';
-import { TYPES } from '../src/config/types';
+import { clusterNodeName, memoryCeiling } from '../src/config/schema';
+import { TYPES, type RedisAddress } from '../src/config/types';
 import { jwtOptionsFromConfig, matchesAddressList, mayPublishFrom } from '../src/entitlement/config';
 import { createJwtVerifier } from '../src/entitlement/jwt';
 
@@ -85,6 +87,10 @@ const DEFAULTS: Config = {
   PublishAllowFromAddressList: [],
   'HTTP.AllowOrigins': [],
   'HTTP.SseRetry': 2000,
+  ClusterEngine: 'none',
+  ClusterRedis: [{ host: '127.0.0.1', port: 6379, user: '', password: '', db: 0 }],
+  ClusterDeliveryMode: 'Standard',
+  ClusterNodeName: '',
   LogLevel: 'info',
   Monitor: ['HTTP', 'PROMETHEUS'],
   'MonitorHTTP.Listen': [{ host: '127.0.0.1', port: 8900 }],
@@ -1190,5 +1196,248 @@ describe('HTTP.SseRetry', () => {
     assert.equal(parsed('HTTP.SseRetry', '5000'), 5000);
     assert.match(rejected('HTTP.SseRetry', '50'), /100/);
     assert.match(rejected('HTTP.SseRetry', '600001'), /600000/);
+  });
+});
+
+// ---- cluster ----
+
+/** A Redis address with the defaults of a URL that gives only the host. */
+const redis = (host: string, more: Partial<RedisAddress> = {}): RedisAddress => ({ host, port: 6379, user: '', password: '', db: 0, ...more });
+/** What ClusterRedis's error line says about `text`: the part in parentheses after the quoted value. */
+function redisProblem(text: string): string {
+  const line = rejected('ClusterRedis', text);
+  const m = /, got ".*" \((.*)\)$/.exec(line);
+  assert.ok(m, line);
+  return m[1];
+}
+const TLS = 'TLS to Redis is not supported yet; use redis:// on a private network or a TLS tunnel (stunnel)';
+const SENTINEL = 'Sentinel is not supported; list the primary and its replicas: the node uses the first that answers as primary';
+
+describe('ClusterEngine, ClusterDeliveryMode, ClusterNodeName', () => {
+  it('ClusterEngine is none or redis, in any case; none by default', () => {
+    assert.equal(parsed('ClusterEngine', 'REDIS'), 'redis');
+    assert.equal(parsed('ClusterEngine', 'None'), 'none');
+    assert.equal(rejected('ClusterEngine', 'nats'), '-DClusterEngine=nats: ClusterEngine: expected one of none, redis, got "nats"');
+  });
+
+  it('ClusterDeliveryMode is Standard or Guaranteed (MigratoryData\'s names); Standard by default', () => {
+    assert.equal(parsed('ClusterDeliveryMode', 'guaranteed'), 'Guaranteed');
+    assert.equal(parsed('ClusterDeliveryMode', 'standard'), 'Standard');
+    assert.match(rejected('ClusterDeliveryMode', 'AtLeastOnce'), /expected one of Standard, Guaranteed, got "AtLeastOnce"$/);
+  });
+
+  it('ClusterNodeName is 1 to 64 printable ASCII characters without spaces, or empty for the derived name', () => {
+    assert.equal(parsed('ClusterNodeName', 'eu-west-1a:8800'), 'eu-west-1a:8800');
+    assert.equal(parsed('ClusterNodeName', 'n'.repeat(64)), 'n'.repeat(64));
+    assert.equal(parsed('ClusterNodeName', ''), '');
+    const expected = 'expected 1 to 64 printable ASCII characters without spaces, or nothing';
+    assert.equal(rejected('ClusterNodeName', 'node 1'), `-DClusterNodeName=node 1: ClusterNodeName: ${expected}, got "node 1" (a space at character 5)`);
+    assert.match(rejected('ClusterNodeName', 'n'.repeat(65)), /\(65 characters, more than 64\)$/);
+    assert.match(rejected('ClusterNodeName', 'nœud'), /\(a non-ASCII character at character 2\)$/);
+  });
+
+  it('derives the node name from the host name and the first Listen port, or the process id with port 0', () => {
+    const listen = (port: number) => [{ port }, { port: 9000 }];
+    assert.equal(clusterNodeName({ ClusterNodeName: 'given', Listen: listen(8800) }, 'host', 42), 'given');
+    assert.equal(clusterNodeName({ ClusterNodeName: '', Listen: listen(8800) }, 'ws-1.example.com', 42), 'ws-1.example.com:8800');
+    assert.equal(clusterNodeName({ ClusterNodeName: '', Listen: listen(0) }, 'ws-1', 4242), 'ws-1:pid4242');
+    // Cut to 64 characters, the port kept; characters a name may not have become '-'.
+    const long = clusterNodeName({ ClusterNodeName: '', Listen: listen(65535) }, 'h'.repeat(80), 1);
+    assert.equal(long, `${'h'.repeat(58)}:65535`);
+    assert.equal(long.length, 64);
+    assert.equal(clusterNodeName({ ClusterNodeName: '', Listen: listen(1) }, 'my host\u00e9', 1), 'my-host-:1');
+    assert.equal(clusterNodeName({ ClusterNodeName: '', Listen: listen(1) }, '', 1), 'starling:1');
+    // Whatever the machine's name, the derived one is a valid ClusterNodeName.
+    const here = clusterNodeName({ ClusterNodeName: '', Listen: [{ port: 0 }] });
+    assert.equal(parsed('ClusterNodeName', here), here);
+    assert.equal(here, `${os.hostname().replace(/[^\x21-\x7e]/g, '-').slice(0, 64 - `:pid${process.pid}`.length)}:pid${process.pid}`);
+  });
+
+  it('ClusterEngine = redis needs the history cache: CacheSize = 0 is refused, naming both keys and where they were set', () => {
+    assert.deepEqual(fileErrors('ClusterEngine = redis', 'CacheSize = 0'), [
+      'F:2: CacheSize: is 0 but ClusterEngine is redis (from F:1), whose history and recovery are replicated into the ' +
+        'cache: set CacheSize above 0 (or remove it: the default is an eighth of Memory), or set ClusterEngine = none',
+    ]);
+    assert.throws(() => resolveConfig({ ClusterEngine: 'redis', CacheSize: 0 }), ConfigError);
+    assert.equal(resolveConfig({ ClusterEngine: 'redis' }).config.CacheSize > 0, true, 'the default cache is on');
+    assert.equal(resolveConfig({ ClusterEngine: 'redis', CacheSize: '64M' }).config.ClusterEngine, 'redis');
+    assert.equal(resolveConfig({ CacheSize: 0 }).config.CacheSize, 0, 'without a cluster, no cache is fine');
+  });
+
+  it('warns (does not refuse) when cluster keys are set while ClusterEngine = none, naming where', () => {
+    const loaded = loadConfig({
+      env: { STARLING_CLUSTERREDIS: 'redis://:pw@10.0.0.5' },
+      defines: ['-DClusterDeliveryMode=Guaranteed', '-DClusterNodeName=n1'],
+    });
+    assert.deepEqual(configWarnings(loaded), [
+      'environment STARLING_CLUSTERREDIS: ClusterRedis: is set but ClusterEngine is none (default), so it is ignored: set ' +
+        'ClusterEngine = redis to run this server as a node of a cluster, or remove ClusterRedis',
+      '-DClusterDeliveryMode=Guaranteed: ClusterDeliveryMode: is set but ClusterEngine is none (default), so it is ignored: ' +
+        'set ClusterEngine = redis to run this server as a node of a cluster, or remove ClusterDeliveryMode',
+      '-DClusterNodeName=n1: ClusterNodeName: is set but ClusterEngine is none (default), so it is ignored: set ' +
+        'ClusterEngine = redis to run this server as a node of a cluster, or remove ClusterNodeName',
+    ]);
+    // Set to its default, or with the engine on: nothing to say.
+    assert.deepEqual(configWarnings(loadConfig({ defines: ['-DClusterRedis=redis://127.0.0.1:6379', '-DClusterDeliveryMode=Standard'] })), []);
+    assert.deepEqual(configWarnings(loadConfig({ defines: ['-DClusterEngine=redis', '-DClusterRedis=redis://10.0.0.5', '-DClusterNodeName=n1'] })), []);
+    assert.deepEqual(configWarnings(loadConfig({})), []);
+  });
+});
+
+describe('ClusterRedis', () => {
+  it('takes redis:// URLs, in order: port 6379 and database 0 unless given, IPv6 in brackets', () => {
+    assert.deepEqual(parsed('ClusterRedis', 'redis://10.0.0.5'), [redis('10.0.0.5')]);
+    assert.deepEqual(parsed('ClusterRedis', 'redis://10.0.0.5:7000/3'), [redis('10.0.0.5', { port: 7000, db: 3 })]);
+    assert.deepEqual(parsed('ClusterRedis', 'redis://[fd00::5]:7001/'), [redis('fd00::5', { port: 7001 })]);
+    assert.deepEqual(parsed('ClusterRedis', 'REDIS://Cache-1.Example.com/2147483647'), [redis('Cache-1.Example.com', { db: 2147483647 })]);
+    assert.deepEqual(parsed('ClusterRedis', 'redis://a:1, redis://b:2  redis://c:3,,redis://d'), [
+      redis('a', { port: 1 }),
+      redis('b', { port: 2 }),
+      redis('c', { port: 3 }),
+      redis('d'),
+    ]);
+  });
+
+  it('takes a user and a password, percent-decoded as in any URL; :password alone is the default user', () => {
+    assert.deepEqual(parsed('ClusterRedis', 'redis://:s3cret@h'), [redis('h', { password: 's3cret' })]);
+    assert.deepEqual(parsed('ClusterRedis', 'redis://alice:p%40ss%2Cw%20rd%3A%25%2F@h:7000/1'), [
+      redis('h', { port: 7000, db: 1, user: 'alice', password: 'p@ss,w rd:%/' }),
+    ]);
+    assert.deepEqual(parsed('ClusterRedis', "redis://al%C3%A9:a:b!$&'()*+;=~@h"), [redis('h', { user: 'alé', password: "a:b!$&'()*+;=~" })]);
+    assert.deepEqual(parsed('ClusterRedis', 'redis://@h'), [redis('h')], 'empty user info: no AUTH');
+  });
+
+  it('refuses TLS and Sentinel, saying what to do instead', () => {
+    assert.equal(redisProblem('rediss://cache:6380'), `rediss://cache:6380: ${TLS}`);
+    assert.equal(redisProblem('redis+sentinel://s1:26379/mymaster'), `redis+sentinel://s1:26379/mymaster: ${SENTINEL}`);
+    assert.equal(redisProblem('sentinel://s1:26379'), `sentinel://s1:26379: ${SENTINEL}`);
+    assert.equal(redisProblem('redis://h sentinel'), `sentinel: ${SENTINEL}`);
+    assert.equal(
+      rejected('ClusterRedis', 'rediss://cache:6380'),
+      '-DClusterRedis=rediss://cache:6380: ClusterRedis: expected redis://[user[:password]@]host[:port][/db] URLs separated by ' +
+        `commas or spaces (e.g. redis://10.0.0.5:6379), got "rediss://cache:6380" (rediss://cache:6380: ${TLS})`,
+    );
+  });
+
+  it('refuses bad ports, databases, query strings, fragments, schemes and hosts, naming each bad URL', () => {
+    const cases: [string, string][] = [
+      ['redis://h:0', 'the port must be a number from 1 to 65535'],
+      ['redis://h:65536', 'the port must be a number from 1 to 65535'],
+      ['redis://h:', 'the port must be a number from 1 to 65535'],
+      ['redis://h:63x', 'the port must be a number from 1 to 65535'],
+      ['redis://h/2147483648', 'the path is the database number, /0 to /2147483647'],
+      ['redis://h/-1', 'the path is the database number, /0 to /2147483647'],
+      ['redis://h/one', 'the path is the database number, /0 to /2147483647'],
+      ['redis://h/1/2', 'the path is the database number, /0 to /2147483647'],
+      ['redis://h/1.5', 'the path is the database number, /0 to /2147483647'],
+      ['redis://h:6379?db=2', 'query strings (?…) are not supported: give the database as the path, redis://host:6379/2'],
+      ['redis://h/2?timeout=5', 'query strings (?…) are not supported: give the database as the path, redis://host:6379/2'],
+      ['redis://h/2#x', 'a fragment (#…) is not part of a Redis address'],
+      ['http://h:6379', 'an unknown scheme http://; write redis://host[:port][/db]'],
+      ['unix:///run/redis.sock', 'Unix sockets are not supported; give Redis\'s TCP address: redis://127.0.0.1:6379'],
+      ['redis://', 'no host: write redis://host[:port][/db]'],
+      ['redis://:6379', 'no host: write redis://host[:port][/db]'],
+      ['redis://::1:6379', 'an IPv6 address must be in brackets: redis://[fd00::5]:6379'],
+      ['redis://[::1%lo]:6379', 'not an IPv6 address in brackets (without a zone), e.g. redis://[fd00::5]:6379'],
+      ['redis://[10.0.0.1]', 'not an IPv6 address in brackets (without a zone), e.g. redis://[fd00::5]:6379'],
+      ['redis://a_b:6379', 'a_b is not a host name or an IPv4 address'],
+      ['redis://1.2.3:6379', '1.2.3 is not a host name or an IPv4 address'],
+    ];
+    for (const [bad, problem] of cases) assert.equal(redisProblem(bad), `${bad}: ${problem}`, bad);
+    assert.equal(redisProblem('10.0.0.5:6379'), '10.0.0.5:6379: not a redis:// URL; write redis://10.0.0.5:6379');
+    assert.equal(redisProblem('redis://h, redis://H:6379'), 'redis://H:6379: H:6379 is listed twice');
+    assert.equal(redisProblem('redis://a:0, redis://b, http://c'), 'redis://a:0: the port must be a number from 1 to 65535; http://c: an unknown scheme http://; write redis://host[:port][/db]');
+    assert.equal(rejected('ClusterRedis', ''), '-DClusterRedis=: ClusterRedis: expected redis://[user[:password]@]host[:port][/db] URLs separated by commas or spaces (e.g. redis://10.0.0.5:6379), got "" (no URL: list at least one Redis server)');
+  });
+
+  it('refuses user info that is not percent-encoded where it must be, and a user without a password', () => {
+    assert.equal(redisProblem('redis://alice@h'), 'redis://alice@h: a user name without a password: write redis://user:password@host, or redis://:password@host for the default user');
+    assert.equal(redisProblem('redis://alice:@h'), 'redis://alice:…@h: a user name without a password: write redis://user:password@host, or redis://:password@host for the default user');
+    assert.equal(redisProblem('redis://:p@ss@h'), 'redis://:…@h: an @ in the user name or password must be percent-encoded (%40)');
+    assert.equal(redisProblem('redis://:a/b@h'), 'redis://:…@h: a /, ? or # in the user name or password must be percent-encoded (%2F, %3F, %23)');
+    assert.equal(redisProblem('redis://:a"b@h'), 'redis://:…@h: a character in the user name or password that must be percent-encoded (a space is %20, a comma %2C)');
+    assert.equal(redisProblem('redis://:100%@h'), 'redis://:…@h: a % in the user name or password that is not a %XX escape of UTF-8 (write % itself as %25)');
+    assert.equal(redisProblem('redis://:%FF@h'), 'redis://:…@h: a % in the user name or password that is not a %XX escape of UTF-8 (write % itself as %25)');
+    assert.equal(redisProblem('redis://:a%0Ab@h'), 'redis://:…@h: a control character in the user name or password');
+    assert.equal(
+      redisProblem('redis://:two words@h'),
+      'redis://:…@h: a space or comma inside a URL; separate URLs with commas or spaces, and percent-encode a space (%20) or comma (%2C) in a user name or password',
+    );
+  });
+
+  it('takes typed values from the API: URL strings and address objects', () => {
+    assert.deepEqual(resolveConfig({ ClusterRedis: 'redis://a, redis://b' }).config.ClusterRedis, [redis('a'), redis('b')]);
+    assert.deepEqual(
+      resolveConfig({ ClusterRedis: ['redis://a:7000', { host: 'fd00::5', password: 'p w@/', db: 2 }, { host: 'c', port: 7002, user: 'u', password: 'x' }] }).config.ClusterRedis,
+      [redis('a', { port: 7000 }), redis('fd00::5', { password: 'p w@/', db: 2 }), redis('c', { port: 7002, user: 'u', password: 'x' })],
+    );
+    for (const bad of [[], [1], [{ host: 'h', port: 0 }], [{ host: 'h', port: '6379' }], [{ host: 'h', user: 'u' }], { host: 'h', db: -1 }]) {
+      assert.throws(() => resolveConfig({ ClusterRedis: bad }), ConfigError, JSON.stringify(bad));
+    }
+  });
+
+  it('formats addresses as URLs that parse back to them', () => {
+    const list = [
+      redis('a'),
+      redis('fd00::5', { port: 7000, db: 9 }),
+      redis('h', { user: 'al:é', password: "p@ss w,rd/%:?#'" }),
+      redis('h2', { password: 'x' }),
+    ];
+    const text = TYPES.redislist.format(list);
+    assert.equal(text.split(', ')[0], 'redis://a:6379');
+    assert.equal(text.split(', ')[1], 'redis://[fd00::5]:7000/9');
+    assert.equal(text.split(', ')[3], 'redis://:x@h2:6379');
+    assert.deepEqual(parsed('ClusterRedis', text), list);
+  });
+
+  it('never shows a password: not in errors, sources, config --print or the hint for a stray argument', () => {
+    const PW = 'Top5ecretPw';
+    // An error elsewhere in the value: the line quotes the value with the password hidden, from every source.
+    const bad = `redis://app:${PW}@cache-1:6379, redis://:${PW}@cache-2:0`;
+    const lines = [
+      rejected('ClusterRedis', bad),
+      ...configError(() => loadConfig({ env: { STARLING_CLUSTERREDIS: bad } })).errors,
+      ...fileErrors(`ClusterRedis = ${bad}`),
+      ...configError(() => resolveConfig({ ClusterRedis: [{ host: 'h', port: 99999, password: PW }] })).errors,
+    ];
+    for (const line of lines) assert.ok(!line.includes(PW), line);
+    assert.equal(
+      lines[0],
+      '-DClusterRedis=redis://app:…@cache-1:6379, redis://:…@cache-2:0: ClusterRedis: expected redis://[user[:password]@]host[:port][/db] ' +
+        'URLs separated by commas or spaces (e.g. redis://10.0.0.5:6379), got "redis://app:…@cache-1:6379, redis://:…@cache-2:0" ' +
+        '(redis://:…@cache-2:0: the port must be a number from 1 to 65535)',
+    );
+    assert.match(lines[3], /^createServer\(\): ClusterRedis: expected .*, got "redis:\/\/:…@h:99999" \(redis:\/\/:…@h:99999: the port must be a number from 1 to 65535\)$/);
+
+    // A valid value: the source names the argument without the password, and config --print comments the line out.
+    const loaded = loadConfig({ defines: ['-DClusterEngine=redis', `-DClusterRedis=redis://app:${PW}@cache-1, redis://cache-2:7000`] });
+    assert.deepEqual(loaded.sources.ClusterRedis, { kind: 'command line', where: '-DClusterRedis=redis://app:…@cache-1, redis://cache-2:7000' });
+    const text = formatEffectiveConfig(loaded);
+    assert.ok(!text.includes(PW));
+    assert.match(
+      text,
+      /^# from command line -DClusterRedis=redis:\/\/app:…@cache-1, redis:\/\/cache-2:7000\n# ClusterRedis = redis:\/\/app:…@cache-1:6379, redis:\/\/cache-2:7000 {3}\(passwords not printed\)$/m,
+    );
+    assert.match(text, /^# Nor are the passwords in ClusterRedis URLs: a value with one is a comment, each password shown as …$/m);
+    // Without a password, the line is printed as usual (and loads back: see formatEffectiveConfig's round trips).
+    assert.match(formatEffectiveConfig(loadConfig({ defines: ['-DClusterRedis=redis://cache-2:7000/1'] })), /^ClusterRedis +=  ?redis:\/\/cache-2:7000\/1$/m);
+
+    assert.equal(
+      strayArgument(`word@h`, `-DClusterRedis=redis://:two`),
+      'unexpected argument after -DClusterRedis=…: if it belongs to the value of ClusterRedis, the shell split the value at a ' +
+        'space; quote the whole value so that it is one argument (or give STARLING_CLUSTERREDIS in the environment)',
+    );
+    const out = execFileSync(process.execPath, [CLI_FOR_MEMORY, 'config', '--print', `-DClusterRedis=redis://:${PW}@cache-1`], { encoding: 'utf8' });
+    assert.ok(!out.includes(PW));
+    assert.match(out, /^# ClusterRedis = redis:\/\/:…@cache-1:6379 {3}\(passwords not printed\)$/m);
+
+    // Nor in the CLI's warning about a key given twice (secrets neither).
+    assert.equal(showDefine(`-DClusterRedis=redis://:${PW}@h`), '-DClusterRedis=redis://:…@h');
+    assert.equal(showDefine(`MonitorPassword=${PW}`), 'MonitorPassword=…');
+    assert.equal(showDefine('-DWorkgroups=2'), '-DWorkgroups=2');
+    const twice = spawnSync(process.execPath, [CLI_FOR_MEMORY, 'config', '--print', '-DClusterRedis=redis://h', `-DClusterRedis=redis://:${PW}@h`], { encoding: 'utf8' });
+    assert.equal(twice.status, 0);
+    assert.ok(!twice.stderr.includes(PW) && !twice.stdout.includes(PW));
+    assert.match(twice.stderr, /the last one \(-DClusterRedis=redis:\/\/:…@h\) wins/);
   });
 });

@@ -12,7 +12,8 @@ import { INDICATORS, IndicatorSet, Logger, STATS_SUBJECT, metricName, rateName, 
 import { PrometheusExporter } from '../src/monitor/prometheus';
 import { DEFAULT_INDICATORS, renderIndicatorDocs, statsLineFields } from '../src/monitor/indicators';
 import { CounterLayout } from '../src/stats';
-import { Client, TIMEOUT_MS, assertServes, parseErr, parseMsg, startServer, within } from './helpers';
+import { clusterNodeName } from '../src/config/schema';
+import { Client, TIMEOUT_MS, assertServes, freePort, parseErr, parseMsg, startServer, within } from './helpers';
 
 // The module object itself (an `import * as` namespace would be a copy): the monitor looks the function up on it.
 const perfHooks: typeof import('node:perf_hooks') = require('node:perf_hooks');
@@ -111,6 +112,8 @@ function sample(p: PromText, name: string, labels: Record<string, string> = {}):
   return found[0].value;
 }
 
+/** The cluster link's counters (native/runtime/server.h), in every server's /stats and /metrics. */
+const CLUSTER_COUNTERS = ['cluster_state', 'cluster_rtt_us', 'cluster_reconnects', 'cluster_published', 'cluster_received', 'cluster_refused', 'cluster_refilled'];
 const WORKGROUP_KEYS = INDICATORS.filter((d) => d.scope === 'workgroup').map((d) => d.name);
 const NATIVE_WORKGROUP_KEYS = INDICATORS.filter((d) => d.scope === 'workgroup' && d.source === 'native').map((d) => d.name);
 /** The protocol-error counters, as the addon names them. */
@@ -146,6 +149,10 @@ describe('indicators over HTTP', SUITE, () => {
     assert.ok(PROTOCOL_ERROR_KEYS.length >= 1 && PROTOCOL_ERROR_KEYS.every((k) => k in total), PROTOCOL_ERROR_KEYS.join());
     assert.equal(s.server.protocol_errors, PROTOCOL_ERROR_KEYS.reduce((a, k) => a + s.server[k], 0));
     assert.equal(s.server.workgroups, 2);
+    // The cluster block: the link's status (off: ClusterEngine = none); its numbers are server indicators.
+    assert.deepEqual(s.cluster, { node: '', state: 'off', redis: '', detail: '' });
+    for (const key of CLUSTER_COUNTERS) assert.ok(key in s.server, `server.${key}`);
+    assert.equal(s.server.cluster_state, 0, 'cluster_state 0: off');
     assert.equal(s.process.cpus >= 1, true);
     assert.equal(s.process.rss_bytes > 0 && s.process.heap_used_bytes > 0, true);
   });
@@ -264,6 +271,9 @@ describe('indicators over HTTP', SUITE, () => {
     assert.equal(sample(prom, 'starling_messages_out_total', { workgroup: '1' }), idle.workgroups[1].messages_out);
     assert.equal(sample(prom, 'starling_subjects'), idle.server.subjects);
     assert.equal(sample(prom, 'starling_workgroups'), 2);
+    assert.equal(sample(prom, 'starling_cluster_state'), 0);
+    assert.equal(sample(prom, 'starling_cluster_refused_total'), 0);
+    assert.equal(prom.types.get('starling_cluster_published_total'), 'counter');
     assert.equal(sample(prom, 'starling_info', { version: require(path.join(ROOT, 'package.json')).version }), 1);
     assert.ok(sample(prom, 'starling_process_rss_bytes') > 0);
   });
@@ -420,6 +430,45 @@ describe('the Monitor setting', SUITE, () => {
   });
 });
 
+describe('cluster status', SUITE, () => {
+  it('shows a node of a cluster at /stats: its name, the link\'s state, the Redis server and why it is not up', async () => {
+    // Nothing listens on this port: the link cannot be up, whatever the cluster link does about it.
+    const port = await freePort();
+    const server = startServer({ ...MONITORED, ClusterEngine: 'redis', ClusterRedis: `redis://:pw@127.0.0.1:${port}`, ClusterNodeName: 'mon-node' });
+    await server.monitor!.ready;
+    const s = await stats(server);
+    assert.deepEqual(Object.keys(s.cluster), ['node', 'state', 'redis', 'detail']);
+    assert.equal(s.cluster.node, 'mon-node');
+    assert.ok(['connecting', 'down'].includes(s.cluster.state), s.cluster.state);
+    assert.ok(['', `127.0.0.1:${port}`].includes(s.cluster.redis), s.cluster.redis);
+    assert.equal(typeof s.cluster.detail, 'string');
+    assert.ok(!JSON.stringify(s).includes(':pw@'), 'no password in /stats');
+    assert.ok(['connecting', 'down'].includes(server.cluster.state), 'server.cluster reads the same link');
+  });
+
+  it('names a node without ClusterNodeName after the host and, with port 0, the process', async () => {
+    const port = await freePort();
+    const server = startServer({ ...MONITORED, ClusterEngine: 'redis', ClusterRedis: `redis://127.0.0.1:${port}` });
+    await server.monitor!.ready;
+    assert.equal((await stats(server)).cluster.node, clusterNodeName({ ClusterNodeName: '', Listen: [{ port: 0 }] }));
+    assert.match((await stats(server)).cluster.node, new RegExp(`:pid${process.pid}$`));
+  });
+
+  it('warns at start about cluster keys set while ClusterEngine = none, and runs without a cluster', async () => {
+    const { log, lines } = capturingLogger('warn');
+    const server = startServer({ ...MONITORED, ClusterRedis: 'redis://:secret-pw@10.0.0.5', ClusterDeliveryMode: 'Guaranteed' }, log);
+    assert.deepEqual(lines.map((l) => l.replace(/^\S+ /, '')), [
+      'WARN  createServer(): ClusterRedis: is set but ClusterEngine is none (default), so it is ignored: set ClusterEngine = redis ' +
+        'to run this server as a node of a cluster, or remove ClusterRedis',
+      'WARN  createServer(): ClusterDeliveryMode: is set but ClusterEngine is none (default), so it is ignored: set ClusterEngine = ' +
+        'redis to run this server as a node of a cluster, or remove ClusterDeliveryMode',
+    ]);
+    assert.deepEqual(server.cluster, { state: 'off', redis: '', detail: '' });
+    await server.monitor!.ready;
+    assert.equal((await stats(server)).cluster.state, 'off');
+  });
+});
+
 describe('stats log and PUSH stats', SUITE, () => {
   const INTERVAL = 5;
   const { log, lines } = capturingLogger();
@@ -521,7 +570,8 @@ describe('counters the addon adds', () => {
 
     const process = { cpu_percent: 1, cpu_seconds: 2, cpus: 2, rss_bytes: 3, heap_used_bytes: 4, heap_total_bytes: 5,
       event_loop_delay_seconds: 0, event_loop_delay_p99_seconds: 0, event_loop_delay_max_seconds: 0 };
-    const snapshot: Snapshot = { seq: 1, time: new Date().toISOString(), intervalSeconds: 1, ...set.indicators(stats), process };
+    const cluster = { node: '', state: 'off' as const, redis: '', detail: '' };
+    const snapshot: Snapshot = { seq: 1, time: new Date().toISOString(), intervalSeconds: 1, ...set.indicators(stats), process, cluster };
     assert.equal(snapshot.server.publish_pauses, 15 + 25);
     assert.equal(snapshot.workgroups[0].memory_cuts, 13 + 4);
     assert.equal(snapshot.server.protocol_errors, stats.total.close_1002 + stats.total.err_memory);

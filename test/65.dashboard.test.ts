@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { INDICATORS, type Snapshot } from '../src/index';
-import { Client, TIMEOUT_MS, describeWith, startServer } from './helpers';
+import { Client, TIMEOUT_MS, describeWith, freePort, startServer } from './helpers';
 
 /** Debian's chromium package; STARLING_CHROMIUM names another build. Nothing here downloads a browser. */
 const CHROMIUM = process.env.STARLING_CHROMIUM || '/usr/bin/chromium';
@@ -233,6 +233,47 @@ describeWith(NEEDS, 'live dashboard in headless Chromium', SUITE, () => {
       assert.equal(sessions[sessions.length - 1].value, s.workgroups[w].connections);
     }
     await setScope(page, 'server');
+  });
+
+  it('hides the Cluster section without a cluster, and shows the link of a node of one', async () => {
+    assert.equal(await page.evaluate(`document.getElementById('cluster').hidden`), true);
+    assert.equal(await page.evaluate('document.body.dataset.cluster'), 'off');
+    // A node whose Redis cannot be reached (nothing listens on the port): connecting or down, never up.
+    const port = await freePort();
+    const node = startServer({
+      Monitor: 'HTTP',
+      'MonitorHTTP.Listen': '127.0.0.1:0',
+      ClusterEngine: 'redis',
+      ClusterRedis: `redis://127.0.0.1:${port}`,
+      ClusterNodeName: 'dash-node',
+    });
+    await node.monitor!.ready;
+    const other = await browser!.context.newPage();
+    const errors: string[] = [];
+    other.on('pageerror', (e) => errors.push(e.message));
+    try {
+      await other.goto(node.monitor!.url!, { timeout: TIMEOUT_MS });
+      await pageWait(other, `['connecting', 'up', 'down'].includes(document.body.dataset.cluster)`, 'the cluster section');
+      const view = (await other.evaluate(`(() => ({
+        hidden: document.getElementById('cluster').hidden,
+        node: document.getElementById('cluster-node').textContent,
+        state: document.getElementById('cluster-state').textContent,
+        redis: document.getElementById('cluster-redis').textContent,
+        tiles: [...document.querySelectorAll('[data-cluster-indicator]')].map((el) => [el.dataset.clusterIndicator, Number(el.dataset.value)]),
+      }))()`)) as { hidden: boolean; node: string; state: string; redis: string; tiles: [string, number][] };
+      assert.equal(view.hidden, false);
+      assert.equal(view.node, 'node dash-node');
+      assert.ok(['connecting', 'down'].includes(view.state), view.state);
+      assert.ok(['–', `127.0.0.1:${port}`].includes(view.redis), view.redis);
+      assert.deepEqual(view.tiles.map(([name]) => name), [
+        'cluster_rtt_us', 'cluster_published_per_second', 'cluster_received_per_second', 'cluster_refused', 'cluster_reconnects', 'cluster_refilled',
+      ]);
+      for (const [name, value] of view.tiles) assert.ok(Number.isFinite(value), name);
+      assert.deepEqual(errors, []);
+    } finally {
+      await other.close();
+      await node.close();
+    }
   });
 
   it('made no request outside the monitor’s origin and logged no error', () => {

@@ -20,7 +20,7 @@ export const TIMEOUT_MS = 15_000;
 export const IN_CI = process.env.CI === 'true';
 
 /**
- * Programs to report missing although installed: HIDE_TEST_PROGRAMS=chromium,nats-server. test/fresh-clone.sh sets
+ * Programs to report missing although installed: HIDE_TEST_PROGRAMS=chromium,nats-server,redis-server. test/fresh-clone.sh sets
  * it to run `npm test` as on a machine that has only the build tools.
  */
 export const HIDDEN_PROGRAMS = new Set((process.env.HIDE_TEST_PROGRAMS ?? '').split(',').map((p) => p.trim()).filter(Boolean));
@@ -84,6 +84,19 @@ export function startServer(overrides: Record<string, unknown> = {}, log?: Logge
   const server = createServer({ ...TEST_CONFIG, ...overrides }, log);
   servers.add(server);
   return server;
+}
+
+/** A loopback port no process listens on now (the kernel's pick for 127.0.0.1:0, released at once): for a server
+ * a test starts itself, or an address where nothing answers. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 /** Fails with `what` unless `promise` settles within `ms`. */

@@ -5,9 +5,9 @@ import * as fs from 'node:fs';
 import * as util from 'node:util';
 import { checkJwtConfig } from '../entitlement/config';
 import { SCHEMA, envName, type SchemaConfig } from './schema';
-import { M, TYPES, typeOf, type KeyBase, type KeyDef, type ListenAddress, type SomeValueType, type TypeTable } from './types';
+import { M, TYPES, typeOf, type KeyBase, type KeyDef, type ListenAddress, type RedisAddress, type SomeValueType, type TypeTable } from './types';
 
-export type { KeyBase, KeyDef, ListenAddress, TypeTable, ValueType } from './types';
+export type { KeyBase, KeyDef, ListenAddress, RedisAddress, TypeTable, ValueType } from './types';
 export { SCHEMA, envName } from './schema';
 
 export interface Config {
@@ -56,6 +56,13 @@ export interface Config {
   'HTTP.AllowOrigins': string[];
   /** Milliseconds. */
   'HTTP.SseRetry': number;
+  /** none: a server of its own; redis: a node of a cluster whose engine is ClusterRedis. */
+  ClusterEngine: 'none' | 'redis';
+  /** At least one, in the order they are tried; user and password percent-decoded (a password is a secret). */
+  ClusterRedis: RedisAddress[];
+  ClusterDeliveryMode: 'Standard' | 'Guaranteed';
+  /** '' (derived at start: clusterNodeName in schema.ts) or 1 to 64 printable ASCII characters without spaces. */
+  ClusterNodeName: string;
   LogLevel: 'error' | 'warn' | 'info' | 'debug';
   Monitor: ('HTTP' | 'PROMETHEUS')[];
   /** Exactly one address. */
@@ -183,6 +190,47 @@ const cacheWithinMemory: CrossCheck = (values) => {
   ];
 };
 
+/** ClusterEngine = redis replicates every subject's history into the cache (recovery and history are served from
+ * it): without a cache, a node could neither recover a client nor fill a gap. */
+const clusterNeedsCache: CrossCheck = (values) => {
+  const engine = values.get('ClusterEngine')!;
+  const cache = values.get('CacheSize')!;
+  if (engine.value !== 'redis' || cache.value !== 0) return [];
+  return [
+    `${sourceLabel(cache.source)}: CacheSize: is 0 but ClusterEngine is redis (${describeSource(engine.source)}), whose ` +
+      'history and recovery are replicated into the cache: set CacheSize above 0 (or remove it: the default is an ' +
+      'eighth of Memory), or set ClusterEngine = none',
+  ];
+};
+
+/** The keys only ClusterEngine = redis uses (the compiler checks that every Cluster* key but the engine is listed). */
+const CLUSTER_KEYS: { readonly [K in Exclude<Extract<Key, `Cluster${string}`>, 'ClusterEngine'>]: true } = {
+  ClusterRedis: true,
+  ClusterDeliveryMode: true,
+  ClusterNodeName: true,
+};
+
+/**
+ * What deserves a warning but not a refusal to start, one line each in the format of errors: a cluster key set to
+ * other than its default while ClusterEngine = none (ignored: a config shared between a cluster and a single
+ * server may well have them). The server logs them at start (log.warn).
+ */
+export function configWarnings(loaded: Loaded): string[] {
+  const engine = loaded.config.ClusterEngine;
+  if (engine !== 'none') return [];
+  const warnings: string[] = [];
+  for (const key of Object.keys(CLUSTER_KEYS) as (keyof typeof CLUSTER_KEYS)[]) {
+    const def = SERVER_KEYS.byName.get(key)!;
+    const defaultText = typeof def.default === 'function' ? def.default() : def.default;
+    if (util.isDeepStrictEqual(loaded.config[key], typeOf(def).parse(defaultText, def))) continue;
+    warnings.push(
+      `${sourceLabel(loaded.sources[key])}: ${key}: is set but ClusterEngine is none (${describeSource(loaded.sources.ClusterEngine)}), ` +
+        `so it is ignored: set ClusterEngine = redis to run this server as a node of a cluster, or remove ${key}`,
+    );
+  }
+  return warnings;
+}
+
 type EntitlementMode = Config['Entitlement'];
 
 /** The Entitlement modes that use each Entitlement.* key (the compiler checks that every such key is listed). */
@@ -245,6 +293,7 @@ const SERVER_KEYS = new KeySet(SCHEMA, 'STARLING_', [
   entitlementKeysOfOtherModes,
   basicToken,
   jwtKey,
+  clusterNeedsCache,
 ]);
 
 /** Collects the values of one load, later sources overriding earlier ones, and every error on the way. */
@@ -266,14 +315,15 @@ class Loader<D extends AnyKeyDef> {
     const type = this.keys.typeOf(def);
     const value = typeof raw === 'string' ? type.parse(raw.trim(), def) : type.accept(raw, def);
     if (value === undefined) {
-      const text = typeof raw === 'string' ? raw.trim() : undefined;
-      // A secret is described, never quoted (nor is the argument that gave it: see loadKeys).
+      const text = typeof raw === 'string' ? raw.trim() : type.asText?.(raw);
+      // A secret is described, never quoted (nor is the argument that gave it: see loadKeys); a value with a secret
+      // part (a password in a URL) is quoted without it.
       const got = def.secret
         ? text !== undefined
           ? `a secret of ${[...text].length} characters`
           : `a secret that is ${kindOf(raw)}`
         : text !== undefined
-          ? JSON.stringify(text)
+          ? JSON.stringify(type.hide ? type.hide(text) : text)
           : util.inspect(raw, { breakLength: Infinity });
       const problem = text !== undefined ? type.problem?.(text, def) : undefined;
       this.errors.push(`${label}: ${def.name}: expected ${type.expected(def)}, got ${got}${problem ? ` (${problem})` : ''}`);
@@ -335,7 +385,7 @@ export function loadKeys<D extends AnyKeyDef>(
     // A secret's argument is named without its value, here and wherever its source is shown; so is an unknown
     // key's whose nearest key is a secret (a misspelt secret key).
     const near = def ?? keys.byName.get(suggest(key, keys.byName.keys()) ?? '');
-    const label = near?.secret ? hideValue(define) : define;
+    const label = near?.secret ? hideValue(define) : near ? hidePart(define, keys.typeOf(near)) : define;
     if (eq < 0 || key === '') loader.errors.push(`${define}: expected -DKey=value, got ${JSON.stringify(define)}`);
     else if (!def) loader.unknown(label, 'key', key, keys.byName.keys());
     else loader.set(def, text.slice(eq + 1), { kind: 'command line', where: label }, label);
@@ -448,6 +498,22 @@ function hideValue(define: string): string {
   return eq < 0 ? define : `${define.slice(0, eq + 1)}…`;
 }
 
+/**
+ * A server key's `-DKey=value` argument as it may be shown (in a warning, say): a secret's value as `…`, the
+ * passwords in a value that may hold some (ClusterRedis) as `…`, any other argument as given.
+ */
+export function showDefine(define: string): string {
+  const text = define.startsWith('-D') ? define.slice(2) : define;
+  const def = SERVER_KEYS.byName.get(text.slice(0, text.indexOf('=')).trim()) as KeyDef | undefined;
+  return !def ? define : def.secret ? hideValue(define) : hidePart(define, typeOf(def));
+}
+
+/** "-DKey=value" with the secret parts of the value hidden, for a key whose type has them (ValueType.hide). */
+function hidePart(define: string, type: SomeValueType): string {
+  const eq = define.indexOf('=');
+  return eq < 0 || !type.hide ? define : define.slice(0, eq + 1) + type.hide(define.slice(eq + 1));
+}
+
 /** The label error lines use for a source: "starling.conf:12", "environment STARLING_X", "-DKey=v", "createServer()". */
 function sourceLabel(source: Source): string {
   return source.kind === 'environment' ? `environment ${source.where}` : source.where;
@@ -477,16 +543,22 @@ function describeSource(source: Source): string {
 export function formatEffectiveConfig(loaded: Loaded): string {
   const width = Math.max(...SCHEMA.map((d) => d.name.length));
   const secrets = SCHEMA.filter((d) => 'secret' in d && d.secret).map((d) => d.name);
+  const withPasswords = SCHEMA.filter((d) => typeOf(d).hide).map((d) => d.name);
   const lines = [
     '# Starling effective configuration: every key, its value, and where the value came from.',
     "# (Comments stand on their own line: a '#' after a value would be part of the value.)",
     `# Secrets (${secrets.join(', ')}) are not printed: a set one is a comment with its length.`,
+    `# Nor are the passwords in ${withPasswords.join(', ')} URLs: a value with one is a comment, each password shown as …`,
   ];
   for (const def of SCHEMA) {
-    const value = typeOf(def).format(loaded.config[def.name]);
+    const type = typeOf(def);
+    const value = type.format(loaded.config[def.name]);
+    const hidden = type.hide?.(value) ?? value;
     lines.push('', `# ${describeSource(loaded.sources[def.name]).replace(/[\r\n]+/g, ' ')}`);
     if ('secret' in def && def.secret && value !== '') {
       lines.push(`# ${def.name} = (set, ${[...value].length} characters; a secret, not printed)`);
+    } else if (hidden !== value) {
+      lines.push(`# ${def.name} = ${hidden}   (passwords not printed)`);
     } else {
       lines.push(`${def.name.padEnd(width)} = ${value}`.trimEnd());
     }
@@ -626,8 +698,9 @@ export function strayArgument(arg: string, previousDefine?: string): string {
   if (previousDefine === undefined || arg.startsWith('-')) return `unknown argument ${JSON.stringify(arg)}`;
   const text = previousDefine.slice(2);
   const key = text.slice(0, text.indexOf('=')).trim();
-  if ((SERVER_KEYS.byName.get(key) as KeyDef | undefined)?.secret) {
-    // Most likely the rest of a secret: neither part is shown.
+  const def = SERVER_KEYS.byName.get(key) as KeyDef | undefined;
+  if (def && (def.secret || typeOf(def).hide)) {
+    // Most likely the rest of a secret, or of a URL with a password in it: neither part is shown.
     return (
       `unexpected argument after ${hideValue(previousDefine)}: if it belongs to the value of ${key}, the shell split the ` +
       `value at a space; quote the whole value so that it is one argument (or give ${envName(key)} in the environment)`

@@ -47,6 +47,28 @@ export const CACHE_SHARE_OF_MEMORY = 8;
 const MIN_ALLOW_TOKEN = 16;
 const MAX_ALLOW_TOKEN = 8192;
 
+/** ClusterNodeName: at most Linux's HOST_NAME_MAX, so that a host name alone fits; short enough for a monitor
+ * column, a log line and Redis's CLIENT LIST. */
+export const MAX_NODE_NAME = 64;
+
+/**
+ * The node name in effect: ClusterNodeName, or when it is empty `<host name>:<port>` of the first Listen address
+ * (`<host name>:pid<pid>` when that port is 0, so that servers on one machine differ). Characters a name may not
+ * have (outside printable ASCII, spaces) become '-'; the host name is cut so that the whole is MAX_NODE_NAME
+ * characters at most.
+ */
+export function clusterNodeName(
+  c: { ClusterNodeName: string; Listen: readonly { port: number }[] },
+  host = os.hostname(),
+  pid = process.pid,
+): string {
+  if (c.ClusterNodeName !== '') return c.ClusterNodeName;
+  const port = c.Listen[0]?.port ?? 0;
+  const suffix = port !== 0 ? `:${port}` : `:pid${pid}`;
+  const name = host.replace(/[^\x21-\x7e]/g, '-') || 'starling';
+  return name.slice(0, MAX_NODE_NAME - suffix.length) + suffix;
+}
+
 /** Default Memory: half of what the ceiling leaves after the runtime's own share, in whole M, at least 64M. */
 function defaultMemory(): string {
   const { bytes } = memoryCeiling();
@@ -414,6 +436,58 @@ export const SCHEMA = [
     doc:
       'Milliseconds an `EventSource` waits before it reconnects after its stream ends (the `retry:` field every ' +
       'event stream starts with). Raise it to spread the reconnections of many clients after a restart.',
+  },
+  {
+    name: 'ClusterEngine',
+    type: 'enum',
+    choices: ['none', 'redis'],
+    default: 'none',
+    example: 'redis',
+    doc:
+      'Runs this server as one node of an active/active cluster. `none`: a server of its own. `redis`: Redis ' +
+      '(`ClusterRedis`) is every subject\'s home: each publish goes through it and reaches the subscribers of every ' +
+      'node, and the history and recovery of every subject are replicated into each node\'s cache, so it needs ' +
+      '`CacheSize` above 0. Clients may connect to any node. While no Redis server answers, publishes are refused ' +
+      'with `ERR unavailable` (the monitor shows why). See docs/cluster.md.',
+  },
+  {
+    name: 'ClusterRedis',
+    type: 'redislist',
+    default: 'redis://127.0.0.1:6379',
+    example: 'redis://10.0.0.5:6379, redis://10.0.0.6:6379',
+    doc:
+      'For `ClusterEngine = redis`: the Redis servers, as `redis://[user[:password]@]host[:port][/db]` URLs, tried in ' +
+      'the order listed: the node uses the first that answers as a primary. List the primary and its replicas, so ' +
+      'that the replica promoted after a failover is found. Not supported: TLS (`rediss://`; use a private network ' +
+      'or a TLS tunnel such as stunnel) and Sentinel (list the servers instead). Every node of a cluster must list ' +
+      'the same servers and database. With a password, keep the config file readable by the server\'s user only, ' +
+      'or give the URLs in the environment; errors and `starling config --print` never show it.',
+  },
+  {
+    name: 'ClusterDeliveryMode',
+    type: 'enum',
+    choices: ['Standard', 'Guaranteed'],
+    default: 'Standard',
+    example: 'Guaranteed',
+    doc:
+      'For `ClusterEngine = redis`: when a PUB with an id is acknowledged (`ACK <id>`). `Standard`: once this node ' +
+      'accepted it. `Guaranteed`: once Redis stored it, at the cost of a round trip to Redis before the ACK. See ' +
+      'docs/cluster.md for what each one keeps through which failure.',
+  },
+  {
+    name: 'ClusterNodeName',
+    type: 'token',
+    min: 1,
+    max: MAX_NODE_NAME,
+    default: '',
+    defaultDoc:
+      'empty: `<host name>:<port>`, the machine\'s host name and the port of the first `Listen` address (with port 0, ' +
+      '`<host name>:pid<process id>`), cut to 64 characters',
+    example: 'eu-west-1a',
+    doc:
+      'For `ClusterEngine = redis`: this node\'s name, as Redis lists its connection (`CLIENT LIST`) and as the ' +
+      'monitor shows it: printable ASCII without spaces, at most 64 characters. Give every node a name of its own, ' +
+      'so that an operator can tell them apart; the default differs between two servers on one machine too.',
   },
   {
     name: 'LogLevel',

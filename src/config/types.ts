@@ -47,7 +47,16 @@ export type KeyDef = KeyBase &
     | { type: 'addresslist' }
     /** Web origins (`scheme://host[:port]`), or `*`. */
     | { type: 'originlist' }
+    /** One or more `redis://[user[:password]@]host[:port][/db]` URLs. */
+    | { type: 'redislist' }
   );
+
+/**
+ * One Redis server of ClusterRedis, as `redis://[user[:password]@]host[:port][/db]` gives it (the fields of
+ * RedisAddress in native/cluster/options.h). `user` and `password` are percent-decoded; `user` is '' for the
+ * default user, `password` '' for no AUTH (a user never comes without a password).
+ */
+export type RedisAddress = { host: string; port: number; user: string; password: string; db: number };
 
 /** A listening address. `host` as written: "0.0.0.0" for "*", IPv6 without brackets, host names unresolved. */
 export type ListenAddress = { host: string; port: number };
@@ -70,6 +79,8 @@ export interface TypeValues {
   addresslist: string[];
   /** Origins as browsers send them (lower-case scheme and host), or ['*']. */
   originlist: string[];
+  /** At least one; in the order written (the order they are tried in). */
+  redislist: RedisAddress[];
 }
 export type TypeName = keyof TypeValues;
 
@@ -100,6 +111,17 @@ export interface ValueType<V, D extends KeyBase> {
    * "expected ..., got ..."), when more can be said than expected() does. Must not quote a secret key's value.
    */
   problem?(text: string, def: D): string | undefined;
+  /**
+   * Optional, for types whose values may hold a secret part (a password in a URL): `text` in config syntax, valid
+   * or not, with each such part replaced by `…`. Error messages, sources (a `-DKey=value` argument) and
+   * `config --print` show this instead of the text; it returns `text` itself when there is nothing to hide.
+   */
+  hide?(text: string): string;
+  /**
+   * Optional: an already-typed value given through the API as config-file text, so that an invalid one is quoted
+   * (through hide()) and explained (through problem()) like text; undefined when it has no such form.
+   */
+  asText?(value: unknown): string | undefined;
 }
 /** Any value type, as the loader uses it (it pairs each key with its own type, which TypeScript cannot follow). */
 export type SomeValueType = ValueType<unknown, KeyBase>;
@@ -340,7 +362,222 @@ export const TYPES: { [N in TypeName]: ValueType<TypeValues[N], Extract<KeyDef, 
     range: () => '',
     problem: (text) => parseOriginList(text).problems.join('; ') || undefined,
   },
+  redislist: {
+    expected: () => 'redis://[user[:password]@]host[:port][/db] URLs separated by commas or spaces (e.g. redis://10.0.0.5:6379)',
+    parse: (text) => {
+      const { list, problems } = parseRedisList(text);
+      return problems.length === 0 && list.length > 0 ? list : undefined;
+    },
+    accept: (value) => {
+      const text = redisListText(value);
+      if (text === undefined) return undefined;
+      const { list, problems } = parseRedisList(text);
+      return problems.length === 0 && list.length > 0 ? list : undefined;
+    },
+    format: (list) => list.map((a) => formatRedisAddress(a)).join(', '),
+    syntax:
+      'One or more `redis://[user[:password]@]host[:port][/db]` URLs, separated by commas and/or spaces: ' +
+      '`redis://10.0.0.5:6379, redis://:s3cret@10.0.0.6/2`. The port defaults to 6379 and the database to 0; the host ' +
+      'is a name, an IPv4 address or an IPv6 address in brackets. In the user name and the password, characters ' +
+      'other than letters, digits and `-._~!$&\'()*+;=` are percent-encoded as in any URL (`@` is `%40`, `/` `%2F`, ' +
+      'a space `%20`, a comma `%2C`, `%` itself `%25`); `redis://:password@host` authenticates as the default user. ' +
+      'Passwords are never shown: errors, sources and `config --print` write `…` for them.',
+    range: () => 'at least one URL',
+    problem: (text) => {
+      const { list, problems } = parseRedisList(text);
+      if (problems.length > 0) return problems.join('; ');
+      return list.length === 0 ? 'no URL: list at least one Redis server' : undefined;
+    },
+    hide: hideRedisPasswords,
+    asText: redisListText,
+  },
 };
+
+// ---- Redis URLs (redislist) ----
+
+/** Redis's registered port, the port of a URL that names none. */
+export const DEFAULT_REDIS_PORT = 6379;
+/** Redis keeps its database count in an int: no index reaches 2^31. (The server's own `databases`, 16 by default,
+ * is the real bound; the cluster link reports a SELECT it refuses.) */
+const MAX_REDIS_DB = 2 ** 31 - 1;
+/** The longest DNS name (RFC 1035). */
+const MAX_HOST_NAME = 253;
+/** `scheme://` where a URL starts: at the start of the text or after a separator. */
+const URL_START = /(^|[\s,])([A-Za-z][A-Za-z0-9+.-]*:\/\/)/g;
+const HAS_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
+/** What RFC 3986 allows unescaped in a user name (unreserved, sub-delims, %-escapes); a password may add ':'. */
+const URL_USER = /^[A-Za-z0-9\-._~!$&'()*+;=%]*$/;
+const URL_PASSWORD = /^[A-Za-z0-9\-._~!$&'()*+;=%:]*$/;
+
+/** The messages for what Starling does not do (yet), saying what to do instead. */
+export const REDIS_TLS_UNSUPPORTED =
+  'TLS to Redis is not supported yet; use redis:// on a private network or a TLS tunnel (stunnel)';
+export const REDIS_SENTINEL_UNSUPPORTED =
+  'Sentinel is not supported; list the primary and its replicas: the node uses the first that answers as primary';
+
+/**
+ * `text` cut where each URL starts (a scheme at the start or after a separator); the pieces, joined, are `text`.
+ * The first piece is what comes before the first URL ('' when the text starts with one).
+ */
+function splitUrls(text: string): string[] {
+  const starts = [...text.matchAll(URL_START)].map((m) => m.index! + m[1].length);
+  const pieces = [text.slice(0, starts[0] ?? text.length)];
+  starts.forEach((start, i) => pieces.push(text.slice(start, starts[i + 1] ?? text.length)));
+  return pieces;
+}
+
+/** One piece of splitUrls with what stands between `:` and the last `@` of its user info replaced by `…`. */
+function hideUrlPassword(piece: string): string {
+  const scheme = piece.indexOf('://');
+  const start = scheme < 0 ? 0 : scheme + 3;
+  const at = piece.lastIndexOf('@');
+  const colon = piece.indexOf(':', start);
+  return at < start || colon < 0 || colon > at ? piece : `${piece.slice(0, colon + 1)}…${piece.slice(at)}`;
+}
+
+/** `text` (Redis URLs in config syntax, valid or not) with every password replaced by `…`; hosts and users stay. */
+export function hideRedisPasswords(text: string): string {
+  return splitUrls(text).map(hideUrlPassword).join('');
+}
+
+/** A Redis address as a URL, the port always written (a password as `…` with `hidePassword`); parses back to it. */
+export function formatRedisAddress(a: RedisAddress, hidePassword = false): string {
+  const auth = a.password === '' ? '' : `${encodeURIComponent(a.user)}:${hidePassword ? '…' : encodeURIComponent(a.password)}@`;
+  return `redis://${auth}${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}${a.db === 0 ? '' : `/${a.db}`}`;
+}
+
+/** An API value of ClusterRedis (a URL string, RedisAddress-like objects, or an array of them) as config text. */
+function redisListText(value: unknown): string | undefined {
+  const parts: string[] = [];
+  for (const v of Array.isArray(value) ? value : [value]) {
+    if (typeof v === 'string') parts.push(v.trim());
+    else if (typeof v === 'object' && v !== null && typeof v.host === 'string') {
+      const { host, port = DEFAULT_REDIS_PORT, user = '', password = '', db = 0 } = v as Partial<RedisAddress>;
+      if (typeof port !== 'number' || typeof user !== 'string' || typeof password !== 'string' || typeof db !== 'number') return undefined;
+      // A user without a password stays in the text, so that the parser refuses it with its reason.
+      const auth = user !== '' || password !== '' ? `${encodeURIComponent(user)}${password === '' ? '' : `:${encodeURIComponent(password)}`}@` : '';
+      parts.push(`redis://${auth}${host!.includes(':') ? `[${host}]` : host}:${port}${db === 0 ? '' : `/${db}`}`);
+    } else return undefined;
+  }
+  return parts.join(', ');
+}
+
+/** Percent-decoded UTF-8, or undefined for a `%` that is not a %XX escape or escapes that are not UTF-8. */
+function percentDecode(text: string): string | undefined {
+  if (/%(?![0-9A-Fa-f]{2})/.test(text)) return undefined;
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** One `redis://[user[:password]@]host[:port][/db]` URL (no separators in it): the address, or what is wrong. */
+export function parseRedisUrl(url: string): { address: RedisAddress } | { problem: string } {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/(.*)$/s.exec(url);
+  if (!m) return { problem: 'not a redis:// URL; write redis://host[:port][/db]' };
+  const scheme = m[1].toLowerCase();
+  if (scheme === 'rediss') return { problem: REDIS_TLS_UNSUPPORTED };
+  if (scheme.includes('sentinel')) return { problem: REDIS_SENTINEL_UNSUPPORTED };
+  if (scheme === 'unix' || scheme === 'redis+unix' || scheme === 'redis+socket')
+    return { problem: 'Unix sockets are not supported; give Redis\'s TCP address: redis://127.0.0.1:6379' };
+  if (scheme !== 'redis') return { problem: `an unknown scheme ${m[1]}://; write redis://host[:port][/db]` };
+
+  // RFC 3986: the authority ends at the first '/', '?' or '#'; the user info ends at its last '@'.
+  const rest = m[2];
+  const end = rest.search(/[/?#]/);
+  const authority = end < 0 ? rest : rest.slice(0, end);
+  const tail = end < 0 ? '' : rest.slice(end);
+  if (tail.includes('@')) return { problem: 'a /, ? or # in the user name or password must be percent-encoded (%2F, %3F, %23)' };
+  const at = authority.lastIndexOf('@');
+  let user = '';
+  let password = '';
+  if (at >= 0) {
+    const info = authority.slice(0, at);
+    if (info.includes('@')) return { problem: 'an @ in the user name or password must be percent-encoded (%40)' };
+    const colon = info.indexOf(':');
+    const rawUser = colon < 0 ? info : info.slice(0, colon);
+    const rawPassword = colon < 0 ? '' : info.slice(colon + 1);
+    if (!URL_USER.test(rawUser) || !URL_PASSWORD.test(rawPassword))
+      return { problem: 'a character in the user name or password that must be percent-encoded (a space is %20, a comma %2C)' };
+    const u = percentDecode(rawUser);
+    const p = percentDecode(rawPassword);
+    if (u === undefined || p === undefined)
+      return { problem: 'a % in the user name or password that is not a %XX escape of UTF-8 (write % itself as %25)' };
+    if (/[\x00-\x1f\x7f]/.test(u + p)) return { problem: 'a control character in the user name or password' };
+    if (u !== '' && p === '')
+      return { problem: 'a user name without a password: write redis://user:password@host, or redis://:password@host for the default user' };
+    [user, password] = [u, p];
+  }
+
+  const hostPort = authority.slice(at + 1);
+  let host: string;
+  let portText: string | undefined;
+  if (hostPort.startsWith('[')) {
+    const b = /^\[([^\]]*)\](?::(.*))?$/.exec(hostPort);
+    if (!b || !net.isIPv6(b[1]) || b[1].includes('%'))
+      return { problem: 'not an IPv6 address in brackets (without a zone), e.g. redis://[fd00::5]:6379' };
+    [host, portText] = [b[1], b[2]];
+  } else {
+    if (hostPort.split(':').length > 2) return { problem: 'an IPv6 address must be in brackets: redis://[fd00::5]:6379' };
+    const c = hostPort.indexOf(':');
+    [host, portText] = c < 0 ? [hostPort, undefined] : [hostPort.slice(0, c), hostPort.slice(c + 1)];
+    if (host === '') return { problem: 'no host: write redis://host[:port][/db]' };
+    const name = HOSTNAME.test(host) && !/^[\d.]+$/.test(host) && host.length <= MAX_HOST_NAME;
+    if (!net.isIPv4(host) && !name) return { problem: `${host} is not a host name or an IPv4 address` };
+  }
+  let port = DEFAULT_REDIS_PORT;
+  if (portText !== undefined) {
+    port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+    if (!(port >= 1 && port <= 65535)) return { problem: 'the port must be a number from 1 to 65535' };
+  }
+
+  let db = 0;
+  if (tail.includes('?')) return { problem: 'query strings (?…) are not supported: give the database as the path, redis://host:6379/2' };
+  if (tail.includes('#')) return { problem: 'a fragment (#…) is not part of a Redis address' };
+  if (tail !== '' && tail !== '/') {
+    const d = /^\/(\d{1,10})$/.exec(tail);
+    db = d ? Number(d[1]) : NaN;
+    if (!(db <= MAX_REDIS_DB)) return { problem: `the path is the database number, /0 to /${MAX_REDIS_DB}` };
+  }
+  return { address: { host, port, user, password, db } };
+}
+
+/**
+ * A ClusterRedis value in config syntax: URLs separated by commas and/or spaces -> the addresses, in order, and one
+ * problem per bad entry (each quoted with its password hidden).
+ */
+export function parseRedisList(text: string): { list: RedisAddress[]; problems: string[] } {
+  const list: RedisAddress[] = [];
+  const problems: string[] = [];
+  const add = (url: string) => {
+    const r = parseRedisUrl(url);
+    const shown = hideUrlPassword(url);
+    if ('problem' in r) problems.push(`${shown}: ${r.problem}`);
+    else if (list.some((a) => a.host.toLowerCase() === r.address.host.toLowerCase() && a.port === r.address.port))
+      problems.push(`${shown}: ${r.address.host}:${r.address.port} is listed twice`);
+    else list.push(r.address);
+  };
+  for (const piece of splitUrls(text)) {
+    const entry = piece.replace(/^[\s,]+|[\s,]+$/g, '');
+    if (entry === '') continue;
+    const tokens = entry.split(/[\s,]+/);
+    if (HAS_SCHEME.test(entry) && tokens.length > 1 && entry.includes('@')) {
+      // Most likely a password with a space or comma in it: it must not be shown, even in parts.
+      problems.push(
+        `${hideUrlPassword(entry)}: a space or comma inside a URL; separate URLs with commas or spaces, and percent-encode ` +
+          'a space (%20) or comma (%2C) in a user name or password',
+      );
+      continue;
+    }
+    tokens.forEach((token, i) => {
+      if (i === 0 && HAS_SCHEME.test(entry)) add(token);
+      else if (/sentinel/i.test(token)) problems.push(`${hideUrlPassword(token)}: ${REDIS_SENTINEL_UNSUPPORTED}`);
+      else problems.push(`${hideUrlPassword(token)}: not a redis:// URL; write redis://${hideUrlPassword(token)}`);
+    });
+  }
+  return { list, problems };
+}
 
 /** The longest origin accepted: a host name is at most 253 characters; the native response head has room for this. */
 const MAX_ORIGIN = 300;

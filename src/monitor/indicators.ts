@@ -6,7 +6,7 @@
 // indicator reference in docs/monitoring.md.
 import * as os from 'node:os';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { addon, type CounterInfo } from '../native';
+import { addon, type ClusterStatus, type CounterInfo } from '../native';
 import { rateName, type Counters, type ServerStats } from '../stats';
 
 /** Indicator values by name: a native counter's name, `<counter>_per_second`, or a derived or control-plane name. */
@@ -37,6 +37,15 @@ export interface Snapshot {
   /** Per workgroup: `workgroup` (its number) and the workgroup indicators. */
   workgroups: Indicators[];
   process: ProcessIndicators;
+  /** The cluster link (ClusterEngine = redis) when the sample was taken: state `off` and '' elsewhere without a
+   * cluster. Its numbers are the `cluster_*` indicators of `server`. */
+  cluster: SnapshotCluster;
+}
+
+/** The `cluster` of a Snapshot: this node's name and the link's status. */
+export interface SnapshotCluster extends ClusterStatus {
+  /** ClusterNodeName in effect ('' with ClusterEngine = none). */
+  node: string;
 }
 
 export type Scope = 'workgroup' | 'server' | 'process';

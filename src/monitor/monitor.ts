@@ -6,7 +6,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Config } from '../config/config';
+import { clusterNodeName } from '../config/schema';
 import type { Logger } from '../log';
+import type { ClusterStatus } from '../native';
 import type { ServerStats } from '../stats';
 import { HistoryRing } from './history';
 import { MonitorHttp, type Route } from './http';
@@ -23,6 +25,8 @@ export const STATS_SUBJECT = '/__starling__/stats';
 export interface Monitored {
   readonly config: Config;
   readonly log: Logger;
+  /** The cluster link now (read once per sample). */
+  readonly cluster: ClusterStatus;
   publish(subject: string, payload: string): boolean;
 }
 
@@ -58,6 +62,8 @@ export class Monitor {
   private pushTooLarge = false;
   private closed = false;
   private lastDropLog = -Infinity;
+  /** ClusterNodeName in effect, for the snapshots' `cluster` ('' with ClusterEngine = none). */
+  private readonly node: string;
 
   constructor(
     private readonly server: Monitored,
@@ -65,8 +71,16 @@ export class Monitor {
     private readonly indicators: IndicatorSet = DEFAULT_INDICATORS,
   ) {
     const c = server.config;
+    this.node = c.ClusterEngine === 'redis' ? clusterNodeName(c) : '';
     const now = Date.now();
-    this.latest = { seq: 0, time: new Date(now).toISOString(), intervalSeconds: 0, ...indicators.indicators(first), process: this.process.sample() };
+    this.latest = {
+      seq: 0,
+      time: new Date(now).toISOString(),
+      intervalSeconds: 0,
+      ...indicators.indicators(first),
+      process: this.process.sample(),
+      cluster: { node: this.node, ...server.cluster },
+    };
     this.interval = this.intervalStart(now);
     this.history = new HistoryRing(c.Workgroups);
 
@@ -171,6 +185,7 @@ export class Monitor {
         intervalSeconds,
         ...this.indicators.indicators(stats),
         process: this.process.sample(),
+        cluster: { node: this.node, ...this.server.cluster },
       };
       this.latestJson = null;
       this.history.add(this.latest, now);
