@@ -90,6 +90,8 @@ export const enum Published {
   /** Never returned: a subject that breaks the protocol's rule (checked natively, one definition of it) makes
    * publish() throw a TypeError with the reason a client's PUB would get. */
   BadSubject = 3,
+  /** ClusterEngine = redis and the engine is unreachable: not published. */
+  Unavailable = 4,
 }
 
 export interface NativeServer {

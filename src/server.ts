@@ -166,7 +166,9 @@ export class Server {
    * Publishes a message to every subscriber of `subject`, exactly as a client's PUB would: a string is
    * sent as a text frame, bytes as a binary frame. Crosses into native code once, whatever the number of
    * subscribers. Returns false when nobody subscribes to the subject (with the history cache on, the
-   * message is still kept for later `SUB <subject>#<n>` and recovery, as a client's would be).
+   * message is still kept for later `SUB <subject>#<n>` and recovery, as a client's would be). In a cluster
+   * (`ClusterEngine = redis`) the message goes to the engine, as a client's does, and true means it was handed to
+   * it (other nodes may have subscribers); it throws while the engine is unreachable.
    */
   publish(subject: string, payload: string | Uint8Array): boolean {
     if (typeof subject !== 'string') throw new TypeError(`publish: subject must be a string, got ${typeof subject}`);
@@ -177,6 +179,10 @@ export class Server {
       throw new RangeError(`publish: payload of ${bytes.length} bytes is over MaxMessageSize (${this.config.MaxMessageSize})`);
     if (this.closing) throw new Error('publish: the server is closed');
     const r = this.native.publish(subject, bytes, binary);
+    if (r === Published.Unavailable) {
+      const st = this.native.clusterStatus();
+      throw new Error(`publish: the cluster engine (Redis ${st.redis}) is unreachable${st.detail ? ` (${st.detail})` : ''}; message not published`);
+    }
     if (r === Published.Overflow) {
       this.publishOverflows++;
       throw new Error(`publish: the home workgroup of ${subject} is overloaded; message dropped`);

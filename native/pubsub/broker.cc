@@ -270,14 +270,14 @@ void Broker::release_if_unused(Subject* s) {
   if (s->local(wg_).size) return;
   for (const auto& [token, p] : pending_)
     if (p.subject == s && !p.barrier) return;  // (a barrier does not hold this workgroup's interest)
-  if (!opt_.cluster) return registry_.release(s, wg_);
+  if (!clustered(s)) return registry_.release(s, wg_);
   s->ref();  // (release may drop the registry's reference; the notice needs one)
   registry_.release(s, wg_);
   notify_engine(s);
 }
 
 void Broker::on_request(Subject* s, Request* r) {
-  if (opt_.cluster && !r->barrier && !s->synced.load(std::memory_order_relaxed)) return park(s, r);
+  if (clustered(s) && !r->barrier && !s->synced.load(std::memory_order_relaxed)) return park(s, r);
   answer_request(s, r);
 }
 
@@ -345,7 +345,7 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
   r->spec = spec;
   r->spec.subject = std::string_view();
   const bool here = s->home == wg_;
-  if (here && (!opt_.cluster || s->synced.load(std::memory_order_relaxed))) {
+  if (here && (!clustered(s) || s->synced.load(std::memory_order_relaxed))) {
     cache_.answer(s, *r, now_ms_);
     finish(c, s, *r, conflate_ms, once);
     drop_request(r);

@@ -126,6 +126,10 @@ class BrokerHost {
   virtual bool engine_up() const = 0;
 };
 
+// Subjects the server itself publishes on (PUSH monitoring, /__starling__/stats); clients may subscribe to them
+// but not publish, so nobody can spoof the server's indicators. Each node has its own: they are never clustered.
+constexpr std::string_view kReservedPrefix = "/__starling__/";
+
 // Room a publish payload is placed behind, so the home can write "MSG <subject> <epoch>:<seq>\n" and the
 // WebSocket head in front of it without copying the payload again.
 constexpr size_t publish_headroom(size_t subject_len) {
@@ -247,6 +251,10 @@ class Broker {
   bool hand_to_engine(Subscriber* c, Subject* s, Frame* f, std::string_view id, bool* waits);
   void notify_engine(Subject* s);
   void park(Subject* s, Request* r);
+  // Whether s is the cluster engine's (ClusterEngine = redis, and not one of this node's reserved subjects).
+  bool clustered(const Subject* s) const {
+    return opt_.cluster && s->name().compare(0, kReservedPrefix.size(), kReservedPrefix) != 0;
+  }
   void answer_request(Subject* s, Request* r);  // at the home: answer r, send it back (consumes both)
   void send_back(Subject* s, Request* r);       // r answered (or failed): to its workgroup (consumes both)
   void deliver(Subject* s, Frame* f);

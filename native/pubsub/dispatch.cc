@@ -11,9 +11,6 @@ namespace starling {
 
 namespace {
 
-// Subjects the server itself publishes on (PUSH monitoring, /__starling__/stats); clients may subscribe
-// to them but not publish, so nobody can spoof the server's indicators.
-constexpr std::string_view kReservedPrefix = "/__starling__/";
 
 Counter err_counter(ErrCode code) {
   switch (code) {
@@ -188,14 +185,14 @@ bool Broker::on_sub(Subscriber* c, const Command& cmd) {
     try {
       bool first = false;
       s = registry_.acquire(spec.subject, wg_, &first);
-      if (first && opt_.cluster) {
+      if (first && clustered(s)) {
         s->ref();
         notify_engine(s);
       }
       // A plain SUB needs the home only for a snapshot (or, in a cluster, until the home has the engine's state
       // of the subject); the others always (their answer is the home's).
       if (spec.mode == SpecMode::kLive && !s->has_snapshot.load(std::memory_order_acquire) &&
-          (!opt_.cluster || s->synced.load(std::memory_order_acquire))) {
+          (!clustered(s) || s->synced.load(std::memory_order_acquire))) {
         subscribe(c, s, cmd.conflate_ms);
       } else if (!ask_home(c, s, spec, cmd.conflate_ms, allowance)) {
         done = false;
@@ -224,7 +221,7 @@ bool Broker::fetch(Subscriber* c, const Spec& spec) {
   try {
     bool first = false;
     s = registry_.acquire(spec.subject, wg_, &first);
-    if (first && opt_.cluster) {
+    if (first && clustered(s)) {
       s->ref();
       notify_engine(s);
     }

@@ -18,6 +18,8 @@ namespace starling {
 
 namespace {
 
+// Each producer's ring into the link (envelopes): like a workgroup's publish ring, about a second of the W1 rate.
+constexpr uint32_t kInboxRing = 64 * 1024;
 // Commands sent to Redis and not answered yet, at most: past it the link takes no more publishes from the
 // workgroups (their rings fill, they hold publishes and pause the publishers). 64 Ki is over a second of the
 // W1 publish rate in flight; Redis answers in order, so a longer pipeline only adds latency.
@@ -130,7 +132,7 @@ ClusterLink::ClusterLink(Server& server)
       workgroups_(server.workgroup_count()),
       backlog_(server.workgroup_count()),
       random_(std::random_device{}()) {
-  for (unsigned w = 0; w < workgroups_; w++) inbox_.emplace_back(new SpscRing<EngineOp>(64 * 1024));
+  for (unsigned w = 0; w <= workgroups_; w++) inbox_.emplace_back(new SpscRing<EngineOp>(kInboxRing));
   poller_ = Poller::create();
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0 || !poller_->watch_readable(wake_fd_, &wake_fd_)) throw std::runtime_error("cluster link: eventfd");
@@ -304,7 +306,7 @@ bool ClusterLink::taking_publishes() const {
 
 void ClusterLink::drain_inbox() {
   EngineOp op;
-  for (unsigned w = 0; w < workgroups_; w++) {
+  for (unsigned w = 0; w <= workgroups_; w++) {  // (workgroups_: the control thread's)
     SpscRing<EngineOp>& ring = *inbox_[w];
     while (taking_publishes() && ring.pop(&op)) {
       if (op.kind == EngineOp::kInterest) {

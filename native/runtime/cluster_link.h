@@ -60,7 +60,8 @@ class ClusterLink {
   // Joins the thread. Call after the workgroups stopped (nothing is pushed any more).
   void stop();
 
-  // Workgroup wg's thread: hands op over (false: the ring is full, references stay with the caller).
+  // Workgroup wg's thread (wg = the workgroup count: the control thread, under Server::control_lock_, with no
+  // token): hands op over (false: the ring is full, references stay with the caller).
   bool push(unsigned wg, const EngineOp& op) { return inbox_[wg]->push(op); }
   // Any thread: the link drains its rings soon (one eventfd write while it may be asleep).
   void wake();

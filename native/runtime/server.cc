@@ -394,6 +394,7 @@ unsigned Server::pick_workgroup(const sockaddr_storage& peer) {
 
 Server::Published Server::publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary) {
   if (!valid_subject(subject)) return Published::kBadSubject;
+  if (cluster_ && subject.compare(0, kReservedPrefix.size(), kReservedPrefix) != 0) return publish_engine(subject, payload, len, binary);
   // With the cache on the message is kept for later subscribers (a subject created here gets a home by its
   // name's hash); without, nobody subscribing means nowhere to go.
   Subject* s;
@@ -441,6 +442,33 @@ void Server::read_counters(double* out) const {
   // The cluster counters (STARLING_SERVER_COUNTERS, the link's order): zero without a cluster.
   if (cluster_) cluster_->read_counters(out + k);
   else for (int i = 0; i < 7; i++) out[k + i] = 0;
+}
+
+// A cluster subject's message goes to the engine, like a client's (the link's ring of the control thread); the
+// nodes that follow the subject deliver it.
+Server::Published Server::publish_engine(std::string_view subject, const uint8_t* payload, size_t len, bool binary) {
+  if (!cluster_->up()) return Published::kUnavailable;
+  Subject* s;
+  try {
+    s = registry_.find_or_create_ref(subject, hash_subject(subject) % workgroup_count());
+  } catch (const std::bad_alloc&) {
+    return Published::kOverflow;
+  }
+  Frame* f = publish_frame(subject, payload, len, binary ? kOpBinary : kOpText);
+  if (!f) {
+    registry_.forget_if_idle(s);
+    s->unref();
+    return Published::kOverflow;
+  }
+  std::lock_guard<std::mutex> guard(control_lock_);
+  if (!cluster_->push(workgroup_count(), EngineOp{EngineOp::kPublish, static_cast<uint8_t>(workgroup_count()), s, f, 0})) {
+    registry_.forget_if_idle(s);
+    s->unref();
+    f->unref();
+    return Published::kOverflow;
+  }
+  cluster_->wake();
+  return Published::kRouted;
 }
 
 ClusterStatus Server::cluster_status() const { return cluster_ ? cluster_->status() : ClusterStatus{}; }

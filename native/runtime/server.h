@@ -135,7 +135,9 @@ class Server {
   // home workgroup's control ring is full (counted as a ring overflow by nobody: the caller reports it).
   // kBadSubject: the subject breaks the protocol's subject rule (pubsub/protocol.h valid_subject), the one
   // definition of it that TypeScript relies on too.
-  enum class Published { kRouted, kNoSubscribers, kOverflow, kBadSubject };
+  // kUnavailable: ClusterEngine = redis and the engine cannot take it now (Redis unreachable). In a cluster the
+  // answer is kRouted once handed to the engine (other nodes may have subscribers).
+  enum class Published { kRouted, kNoSubscribers, kOverflow, kBadSubject, kUnavailable };
   Published publish(std::string_view subject, const uint8_t* payload, size_t len, bool binary);
 
   // Entitlement (THREADS.md "Decisions"). set_auth_notify: from the control thread; `notify` is called from
@@ -176,6 +178,7 @@ class Server {
   static constexpr int kShutdownGraceMs = 1000;
 
  private:
+  Published publish_engine(std::string_view subject, const uint8_t* payload, size_t len, bool binary);
   void accept_loop();
   void accept_ready(int listen_fd, uint64_t* wake_mask, Poller& poller);
   void refuse(int fd);
