@@ -151,6 +151,7 @@ export type ErrorCode =
   | 'too-large'
   | 'limit'
   | 'forbidden'
+  | 'unavailable' // a cluster node could not hand the publish to its engine (docs/cluster.md)
   // the client's
   | 'connection-lost' // a publish was sent, and the connection dropped before its ACK or ERR
   | 'queue-full' // a publish while disconnected, with maxQueuedPublishes already waiting
