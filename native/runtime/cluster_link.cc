@@ -87,10 +87,13 @@ redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. n .. ' ' .. ARGV[3] .. '\n' .. AR
 return {epoch, n}
 )LUA";
 
-// The fill script. KEYS: meta, stream. ARGV: first number wanted (0: the newest ARGV[2]), count, a new epoch
-// (a subject without one gets it now, at number 0, so that its epoch holds from its first subscriber on), meta
-// ttl ms. Returns {epoch, last, snapshot seq | nil, snapshot flags | nil, snapshot payload | nil, entries} with
-// entries as XRANGE gives them (newest first when ARGV[1] is 0).
+// The fill script. KEYS: meta, stream. ARGV: first number wanted (0: the newest ARGV[2]), count, a new epoch, meta
+// ttl ms. A subject without an epoch gets the new one now, at number 0, so that its epoch holds from its first
+// subscriber on. A subject whose last number is below what this node already delivered (ARGV[1] - 1) went back in
+// time — a failover to a replica that had not received the newest messages, whose numbers it would give again —
+// and gets the new epoch too, with its stream emptied: every node and client then sees the change (RESYNC)
+// instead of taking new messages for ones it has. Returns {epoch, last, snapshot seq | nil, snapshot flags | nil,
+// snapshot payload | nil, entries} with entries as XRANGE gives them (newest first when ARGV[1] is 0).
 constexpr const char* kFillScript = R"LUA(
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'sseq', 'sflags', 'sdata')
 local epoch = m[1]
@@ -99,6 +102,10 @@ if not epoch then
   epoch = ARGV[3]
   last = '0'
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+elseif ARGV[1] ~= '0' and tonumber(last) < tonumber(ARGV[1]) - 1 then
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local entries
@@ -762,9 +769,14 @@ void ClusterLink::on_reply(const resp::Value& v) {
     }
     case Await::kPublish:
       if (error) {
-        if (v.str.substr(0, 8) == "NOSCRIPT") {
+        if (v.str.substr(0, 8) == "NOSCRIPT") {  // (not run)
           if (a.token) answer(a.wg, a.token, EngineAnswer::kRefused);
           return fail("Redis lost the publish script (NOSCRIPT); loading it again");
+        }
+        if (v.str.substr(0, 8) == "READONLY") {  // (not run) a failover made it a replica: find the primary
+          if (a.token) answer(a.wg, a.token, EngineAnswer::kRefused);
+          refused_.fetch_add(1, std::memory_order_relaxed);
+          return fail("no longer a primary (READONLY); trying the next ClusterRedis");
         }
         refused_.fetch_add(1, std::memory_order_relaxed);
         if (a.token) answer(a.wg, a.token, EngineAnswer::kFailed);
