@@ -11,9 +11,11 @@ namespace starling::resp {
 namespace {
 
 constexpr std::string_view kCrlf = "\r\n";
-// Longest content of a length, boolean or null line: 20 digits hold any uint64 (and "-1" and "t" fit).
-// Bounding these lines apart from max_line refuses a runaway length as soon as its 21st byte arrives.
-constexpr size_t kShortLine = 20;
+// Decimal digits of UINT64_MAX.
+constexpr size_t kMaxDigits = 20;
+// Longest content of a length, boolean or null line: any uint64 fits (and "-1" and "t" do). Bounding these
+// lines apart from max_line refuses a runaway length as soon as its 21st byte arrives.
+constexpr size_t kShortLine = kMaxDigits;
 // Bytes in front of a verbatim string's text: a 3-byte format and ':' ("txt:").
 constexpr size_t kVerbatimPrefix = 4;
 constexpr size_t kVerbatimColon = 3;
@@ -31,14 +33,14 @@ constexpr uint32_t kMaxValuesCap = UINT32_MAX - 1;
 
 const Value kNullValue{};
 
-// Digits of n in decimal, written at out (which holds 20 bytes); returns how many.
+// Digits of n in decimal, written at out (which holds kMaxDigits bytes); returns how many.
 size_t decimal(char* out, uint64_t n) {
-  const std::to_chars_result r = std::to_chars(out, out + 20, n);
+  const std::to_chars_result r = std::to_chars(out, out + kMaxDigits, n);
   return static_cast<size_t>(r.ptr - out);
 }
 
 void put_header(std::string& out, char type, uint64_t n) {
-  char digits[20];
+  char digits[kMaxDigits];
   out += type;
   out.append(digits, decimal(digits, n));
   out += kCrlf;
@@ -65,7 +67,7 @@ std::string quote(std::string_view s) {
 }
 
 std::string number(uint64_t n) {
-  char digits[20];
+  char digits[kMaxDigits];
   return std::string(digits, decimal(digits, n));
 }
 
@@ -119,7 +121,7 @@ const char* parse_integer(std::string_view s, int64_t* out) {
   return nullptr;
 }
 
-// Skips an optional sign and one or more digits from s[*i]. False if there is no digit.
+// Skips the digits at s[*i]. False if there is none.
 bool skip_digits(std::string_view s, size_t* i) {
   const size_t from = *i;
   while (*i < s.size() && is_digit(static_cast<uint8_t>(s[*i]))) ++*i;
@@ -190,8 +192,8 @@ void command(std::string& out, std::initializer_list<std::string_view> args) {
 }
 
 void command(std::string& out, const std::string_view* args, size_t n) {
-  // Per header: the type byte, up to 20 digits, CRLF; per argument also its bytes and CRLF.
-  constexpr size_t kHeaderMax = 1 + 20 + 2;
+  // Per header: the type byte, its digits, CRLF; per argument also its bytes and CRLF.
+  constexpr size_t kHeaderMax = 1 + kMaxDigits + kCrlf.size();
   size_t total = kHeaderMax;
   for (size_t i = 0; i < n; i++) total += kHeaderMax + args[i].size() + kCrlf.size();
   out.reserve(out.size() + total);
@@ -217,9 +219,10 @@ uint8_t* Parser::space(size_t min) {
   const bool oversized = cap_ > kRetainBuffer && need <= cap_ / 4;
   if (!oversized) {
     if (cap_ - end_ >= min) return buf_.get() + end_;
-    // Move the held bytes to the front when the consumed ones are at least as many (so the copy is paid for
-    // by bytes already parsed) and that makes room; otherwise grow, which copies them anyway.
-    if (reply_ >= live && cap_ >= need) {
+    // Move the held bytes to the front. They are (when the caller drains next() between reads) the start of
+    // one reply, which is moved at most once: from then on it starts at 0 and, being at most max_buffer
+    // bytes, fits a buffer grown as below. So moves cost at most the bytes fed.
+    if (cap_ >= need) {
       std::memmove(buf_.get(), buf_.get() + reply_, live);
       stream_base_ += reply_;
       pos_ -= reply_;
@@ -232,15 +235,20 @@ uint8_t* Parser::space(size_t min) {
   if (oversized) {
     new_cap = std::max(kRetainBuffer, 2 * need);
   } else {
-    // Double, but not past max_buffer (unless one request needs more): the parser refuses a reply over
-    // max_buffer, so a larger buffer would only hold bytes of replies not parsed yet.
+    // Double. While the bytes held are under max_buffer (always, for a caller that drains next() between
+    // reads) no more than max_buffer + min is ever needed, so no more is taken; a caller that lets more pile
+    // up gets plain doubling.
     size_t grow = std::max(kInitialBuffer, cap_ <= SIZE_MAX / 2 ? cap_ * 2 : SIZE_MAX);
-    if (grow > limits_.max_buffer) grow = static_cast<size_t>(limits_.max_buffer);
+    if (live < limits_.max_buffer) {
+      const auto most = static_cast<size_t>(
+          std::min<uint64_t>(limits_.max_buffer, SIZE_MAX - min) + min);  // saturates, never wraps
+      grow = std::min(grow, most);
+    }
     new_cap = std::max(need, grow);
   }
-  std::unique_ptr<uint8_t[]> bigger(new uint8_t[new_cap]);
-  if (live > 0) std::memcpy(bigger.get(), buf_.get() + reply_, live);
-  buf_ = std::move(bigger);
+  std::unique_ptr<uint8_t[]> fresh(new uint8_t[new_cap]);
+  if (live > 0) std::memcpy(fresh.get(), buf_.get() + reply_, live);
+  buf_ = std::move(fresh);
   cap_ = new_cap;
   stream_base_ += reply_;
   pos_ -= reply_;

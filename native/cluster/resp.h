@@ -70,13 +70,16 @@ struct Value {
 struct Limits {
   uint64_t max_bulk = 512ull << 20;  // longest blob ($ ! =) accepted: Redis's own proto-max-bulk-len default
   uint32_t max_elements = 1u << 20;  // most children of one aggregate (a map of n pairs counts 2n)
-  uint32_t max_depth = 8;            // deepest nesting of aggregates (attributes included); 1 = no nesting
+  uint32_t max_depth = 8;            // deepest nesting of aggregates, attributes included (1: no nesting,
+                                     // 0: no aggregates at all; a null array is no aggregate)
   uint32_t max_line = 64 * 1024;     // longest content of a + - : , ( line, CRLF not counted
   uint64_t max_buffer = 1ull << 30;  // largest reply, in bytes; also bounds the buffer (see space())
-  // Most values in one reply, all levels (deviation from the brief's Limits: the value list is indexed with
-  // uint32_t, and without a total a reply of small nested aggregates costs ~70 bytes of value list per 3-4
-  // bytes of input). Above UINT32_MAX - 1 it counts as UINT32_MAX - 1.
-  uint32_t max_values = 1u << 22;
+  // Most values in one reply, all levels, attributes included; room for an aggregate of max_elements
+  // scalars, or of as many small pairs. A reply's values cost 72 bytes each (a 32-byte node while parsing,
+  // then a 40-byte Value) against as few as 3 bytes of input ("_\r\n"), so this bounds that memory apart from
+  // max_buffer: ~150 MiB at the default (vector slack aside). It also keeps the uint32_t indexes of the
+  // value list in range (above UINT32_MAX - 1 it counts as that).
+  uint32_t max_values = 1u << 21;
 };
 
 // Parses a stream of replies. Feed bytes with space() + commit() (or append()), then call next() until it
@@ -94,15 +97,17 @@ class Parser {
   };
 
   explicit Parser(Limits limits = {});
+  // Neither copied nor moved (views into its buffer are handed out); hold one by unique_ptr to move it.
   Parser(const Parser&) = delete;
   Parser& operator=(const Parser&) = delete;
 
   // Room to receive into: at least `min` writable bytes at the returned pointer; then commit(n) the n bytes
-  // written there. Ends the life of the last reply's values. Reclaims consumed bytes lazily (when they are
-  // at least as many as the bytes still held, or to avoid growing) and gives back a large buffer when the
-  // bytes held have become small. Throws std::bad_alloc if the buffer cannot grow. Memory: a caller that
-  // runs next() to kNeedMore between reads holds at most max_buffer + its largest read (twice that while
-  // growing); after kError the buffer is emptied and committed bytes are dropped.
+  // written there. Ends the life of the last reply's values. Reclaims consumed bytes lazily: only when the
+  // room is short, by moving the bytes still held to the front (or while growing); gives back a buffer over
+  // 1 MiB once the bytes held fit in a quarter of it. Throws std::bad_alloc if the buffer cannot grow.
+  // Memory: a caller that runs next() to kNeedMore between reads has a buffer of at most
+  // max(max_buffer + its largest read, 16 KiB), and the old one too while it grows; after kError the
+  // buffer is freed and committed bytes are dropped. Copying is amortized O(1) per byte fed.
   uint8_t* space(size_t min);
   // Adds n bytes written at space(); n must not exceed the room space() gave (more is clamped to it).
   void commit(size_t n);
@@ -125,7 +130,8 @@ class Parser {
   const Value& child(const Value& v, uint32_t i) const;
   // The bytes of the reply next() returned, as received (an attribute before it included).
   std::string_view raw() const;
-  // Why the stream broke, with the stream offset of the item at fault: fit for a log line. Empty before.
+  // Why the stream broke, with the stream offset (bytes since the parser's start) of the item at fault, or
+  // of the reply's start for max_buffer: fit for a log line. Empty before kError.
   std::string_view error() const;
   // Bytes held: the current reply's and those not parsed yet (0 after kError).
   size_t buffered() const;
