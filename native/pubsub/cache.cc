@@ -346,7 +346,8 @@ void HomeCache::append(Subject* s, Frame* f, uint64_t seq, bool retained, uint64
 }
 
 void HomeCache::reset(Subject* s) {
-  if (s->cache) free_cache(s->cache);
+  if (s->cache) free_cache(s->cache);  // (unholds s)
+  else registry_.unhold(s);            // held without a cache (Broker::on_sync, on_numbered): nothing else would
 }
 
 void HomeCache::snapshot(Subject* s, Frame* f, uint64_t seq) {

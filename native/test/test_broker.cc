@@ -1181,3 +1181,632 @@ TEST(broker_address_not_in_the_allow_list_may_not_publish_even_without_entitleme
   CHECK_EQ(c.nsubs, 1u);
   w.b0.on_leave(&c);
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Cluster (ClusterEngine = redis): the broker's side of the link (runtime/cluster_link.h). The link is played by
+// hand: its envelopes are Broker::on_sync / on_numbered / on_engine_answer calls at the subject's home, with frames
+// built as the link builds them (publish_frame, then frame_message with the engine's epoch and number).
+
+namespace {
+
+// The last element, or a default one when there is none (a check then fails instead of crashing).
+template <typename T>
+T last(const std::vector<T>& v) {
+  return v.empty() ? T() : v.back();
+}
+
+BrokerOptions clustered(bool guaranteed = false, uint64_t cache_bytes = 1 << 20) {
+  BrokerOptions o = cached(1000, cache_bytes);
+  o.cluster = true;
+  o.guaranteed = guaranteed;
+  return o;
+}
+
+// Epochs the engine picks (not the registry's: those start at 1 in World).
+constexpr uint64_t kEpochA = 0x5eed0001234ull, kEpochB = 0x7a11ce000042ull;
+
+std::string epoch_text(uint64_t epoch) {
+  char e[16];
+  return std::string(e, format_epoch(epoch, e));
+}
+
+// A live frame as the link makes one: the payload behind publish_headroom, then the engine's MSG header.
+Frame* engine_frame(const std::string& name, const std::string& body, uint64_t epoch, uint64_t seq,
+                    bool retained = false) {
+  Frame* f = publish_frame(name, body.data(), body.size(), kOpText, retained);
+  CHECK(f != nullptr);
+  frame_message(f, name, epoch, seq);
+  return f;
+}
+
+// The engine's state of name: epoch, last number, the entries from..last ("m<seq>"; from 0: none).
+EngineSync* engine_sync(const std::string& name, uint64_t epoch, uint64_t last, uint64_t from) {
+  EngineSync* y = new EngineSync();
+  y->epoch = epoch;
+  y->last = last;
+  if (from)
+    for (uint64_t q = from; q <= last; q++) y->entries.push_back(engine_frame(name, "m" + std::to_string(q), epoch, q));
+  return y;
+}
+
+// The link's envelopes to the home of name (each with the link's reference to the subject).
+void sync(World& w, Broker& home, const std::string& name, EngineSync* y) {
+  Subject* s = w.registry.find_ref(name);
+  CHECK(s != nullptr);
+  if (!s) {
+    delete y;
+    return;
+  }
+  CHECK_EQ(&home == &w.b0 ? 0u : 1u, static_cast<unsigned>(s->home));
+  home.on_sync(s, y);
+}
+
+void drop(World& w, Broker& home, const std::string& name) {
+  EngineSync* y = new EngineSync();
+  y->drop = true;
+  sync(w, home, name, y);
+}
+
+void numbered(World& w, Broker& home, const std::string& name, uint64_t epoch, uint64_t seq) {
+  Subject* s = w.registry.find_ref(name);
+  CHECK(s != nullptr);
+  if (!s) return;
+  home.on_numbered(s, engine_frame(name, "m" + std::to_string(seq), epoch, seq), seq);
+}
+
+std::vector<EngineOp> ops(const FakeBrokerHost& h, EngineOp::Kind kind) {
+  std::vector<EngineOp> out;
+  for (const EngineOp& op : h.engine_ops)
+    if (op.kind == kind) out.push_back(op);
+  return out;
+}
+
+std::string payload(const Frame* f) { return std::string(reinterpret_cast<const char*>(f->data()), f->size()); }
+
+// Every reply a fresh connection of workgroup b gets for one SUB, the home's answer pumped through.
+std::vector<std::string> ask(World& w, Broker& b, const std::string& sub) {
+  Subscriber c;
+  command(b, c, sub);
+  pump(w);
+  FakeBrokerHost& h = &b == &w.b0 ? w.host0 : w.host1;
+  std::vector<std::string> got = h.to(c);
+  b.on_leave(&c);
+  pump(w);
+  h.sent.erase(&c);  // (the next Subscriber may live at the same address)
+  return got;
+}
+
+}  // namespace
+
+TEST(cluster_pub_hands_the_payload_to_the_link_and_acks_at_once_in_standard) {
+  World w(clustered());
+  Subscriber pub;
+  const std::string body("\x00\n\xff zz", 6);
+  CHECK(command(w.b0, pub, "PUB /p b1\n" + body, kOpBinary));
+  CHECK(w.host0.to(pub) == std::vector<std::string>{"ACK b1"});  // handed over: acknowledged at once
+  CHECK(command(w.b0, pub, "PUB /p/q +retained\nsnap"));         // no id: no reply
+  CHECK(w.host0.to(pub).size() == 1u);
+  CHECK_EQ(w.host0.engine_ops.size(), 2u);
+  if (w.host0.engine_ops.size() == 2) {
+    const EngineOp& a = w.host0.engine_ops[0];
+    CHECK(a.kind == EngineOp::kPublish);
+    CHECK_EQ(static_cast<unsigned>(a.from), 0u);
+    CHECK_EQ(a.subject->name(), "/p");
+    CHECK_EQ(a.token, 0u);
+    CHECK(a.frame != nullptr);
+    if (a.frame) {
+      CHECK_EQ(payload(a.frame), body);  // the bytes intact, behind the room for the home's header
+      CHECK_EQ(a.frame->begin, static_cast<uint32_t>(publish_headroom(2)));
+      CHECK_EQ(static_cast<unsigned>(a.frame->opcode), static_cast<unsigned>(kOpBinary));
+      CHECK(!a.frame->retained);
+    }
+    const EngineOp& b = w.host0.engine_ops[1];
+    CHECK(b.kind == EngineOp::kPublish);
+    CHECK_EQ(b.subject->name(), "/p/q");
+    CHECK_EQ(b.token, 0u);
+    if (b.frame) {
+      CHECK_EQ(payload(b.frame), "snap");
+      CHECK(b.frame->retained);
+    }
+  }
+  // Nothing numbered or delivered here: the engine is the home.
+  CHECK(w.host0.publishes.empty());
+  CHECK(w.host0.deliveries.empty());
+  CHECK(w.host0.resumed.empty());
+  CHECK_EQ(w.counters0.get(k_messages_in), 2u);
+  CHECK_EQ(w.b0.held_publishes(), 0u);
+}
+
+TEST(cluster_guaranteed_pub_is_acked_or_refused_by_the_engine_answer) {
+  World w(clustered(true));
+  Subscriber pub;
+  CHECK(!command(w.b0, pub, "PUB /g g1\none"));  // waits (paused) for the engine's answer
+  CHECK(w.host0.to(pub).empty());
+  CHECK_EQ(w.host0.engine_ops.size(), 1u);
+  const uint64_t t1 = last(w.host0.engine_ops).token;
+  CHECK(t1 != 0u);
+  w.b0.on_engine_answer(t1 + 1000, EngineAnswer::kStored);  // another token: nobody
+  CHECK(w.host0.to(pub).empty());
+  CHECK(w.host0.resumed.empty());
+  w.b0.on_engine_answer(t1, EngineAnswer::kStored);
+  CHECK(w.host0.to(pub) == std::vector<std::string>{"ACK g1"});
+  CHECK(w.host0.resumed == std::vector<Subscriber*>{&pub});
+  w.b0.on_engine_answer(t1, EngineAnswer::kFailed);  // answered once only
+  CHECK_EQ(w.host0.to(pub).size(), 1u);
+  CHECK_EQ(w.host0.resumed.size(), 1u);
+
+  // Each answer but kStored: ERR unavailable with the id and why, and the connection reads again.
+  const std::pair<EngineAnswer, std::string> refusals[] = {
+      {EngineAnswer::kRefused,
+       "ERR unavailable g2 the cluster engine (Redis) became unreachable before this publish was sent; it was not published"},
+      {EngineAnswer::kUnknown,
+       "ERR unavailable g3 the link to Redis was lost before it answered: this publish may or may not have been stored; "
+       "publish again if it must arrive (it may then arrive twice)"},
+      {EngineAnswer::kFailed, "ERR unavailable g4 Redis refused this publish (the server log says why)"},
+  };
+  int id = 2;
+  for (const auto& [answer, reply] : refusals) {
+    const std::string gid = "g" + std::to_string(id++);
+    CHECK(!command(w.b0, pub, "PUB /g " + gid + "\nx"));
+    const uint64_t t = last(w.host0.engine_ops).token;
+    CHECK(t != 0u);
+    CHECK(last(w.host0.to(pub)).find(gid) == std::string::npos);  // nothing yet
+    w.b0.on_engine_answer(t, answer);
+    CHECK_EQ(last(w.host0.to(pub)), reply);
+    CHECK_EQ(w.host0.resumed.size(), static_cast<size_t>(id - 1));
+    CHECK(last(w.host0.resumed) == &pub);
+  }
+  CHECK_EQ(w.counters0.get(k_err_unavailable), 3u);
+  // Tokens are distinct.
+  std::set<uint64_t> tokens;
+  for (const EngineOp& op : w.host0.engine_ops) tokens.insert(op.token);
+  CHECK_EQ(tokens.size(), 4u);
+
+  // Without an id there is nothing to acknowledge: handed over without a token, nothing waits.
+  CHECK(command(w.b0, pub, "PUB /g\nfire and forget"));
+  CHECK_EQ(last(w.host0.engine_ops).token, 0u);
+  CHECK_EQ(w.host0.to(pub).size(), 4u);
+  CHECK_EQ(w.host0.resumed.size(), 4u);
+
+  // In Standard mode an HTTP publisher (ack_numbered) waits for the answer too; a WebSocket one does not.
+  World s(clustered(false));
+  Subscriber http, ws;
+  http.ack_numbered = true;
+  CHECK(command(s.b1, ws, "PUB /g w1\nx"));
+  CHECK(s.host1.to(ws) == std::vector<std::string>{"ACK w1"});
+  CHECK_EQ(last(s.host1.engine_ops).token, 0u);
+  CHECK(!command(s.b1, http, "PUB /g h1\nx"));
+  CHECK(s.host1.to(http).empty());
+  const uint64_t th = last(s.host1.engine_ops).token;
+  CHECK(th != 0u);
+  CHECK_EQ(static_cast<unsigned>(last(s.host1.engine_ops).from), 1u);
+  s.b1.on_engine_answer(th, EngineAnswer::kStored);
+  CHECK(s.host1.to(http) == std::vector<std::string>{"ACK h1"});
+  CHECK(s.host1.resumed == std::vector<Subscriber*>{&http});
+}
+
+TEST(cluster_pub_while_the_engine_is_down_is_refused_and_nothing_is_handed_over) {
+  for (bool guaranteed : {false, true}) {
+    World w(clustered(guaranteed));
+    Subscriber pub;
+    w.host0.engine_is_up = false;
+    CHECK(command(w.b0, pub, "PUB /d d1\nx"));  // answered at once: not paused
+    CHECK(command(w.b0, pub, "PUB /d\ny"));
+    CHECK(w.host0.to(pub) ==
+          (std::vector<std::string>{
+              "ERR unavailable d1 /d: the cluster engine (Redis) is unreachable; nothing was published, publish again later",
+              "ERR unavailable /d: the cluster engine (Redis) is unreachable; nothing was published, publish again later"}));
+    CHECK(w.host0.engine_ops.empty());
+    CHECK_EQ(w.registry.size(), 0u);  // no subject made for it
+    CHECK_EQ(w.b0.held_publishes(), 0u);
+    CHECK_EQ(w.counters0.get(k_err_unavailable), 2u);
+    CHECK_EQ(w.counters0.get(k_messages_in), 0u);
+    w.host0.engine_is_up = true;
+    CHECK_EQ(command(w.b0, pub, "PUB /d d2\nz"), !guaranteed);
+    CHECK_EQ(w.host0.engine_ops.size(), 1u);
+  }
+}
+
+TEST(cluster_pub_held_while_the_link_ring_is_full_is_retried_in_order_and_acked_then) {
+  World w(clustered());
+  Subscriber p1, p2;
+  w.host0.engine_takes = false;
+  CHECK(!command(w.b0, p1, "PUB /h h1\none"));  // held, p1 paused
+  CHECK(!command(w.b0, p2, "PUB /h h2\ntwo"));
+  CHECK(w.host0.to(p1).empty());
+  CHECK(w.host0.to(p2).empty());
+  CHECK_EQ(w.b0.held_publishes(), 2u);
+  CHECK_EQ(w.counters0.get(k_publish_pauses), 2u);
+  w.b0.retry();  // still full
+  CHECK_EQ(w.b0.held_publishes(), 2u);
+  CHECK(w.host0.engine_ops.empty());
+  CHECK(w.host0.resumed.empty());
+  CHECK(w.host0.to(p1).empty());
+  w.host0.engine_takes = true;
+  w.b0.retry();
+  CHECK_EQ(w.b0.held_publishes(), 0u);
+  CHECK_EQ(w.host0.engine_ops.size(), 2u);
+  if (w.host0.engine_ops.size() == 2) {
+    CHECK_EQ(payload(w.host0.engine_ops[0].frame), "one");
+    CHECK_EQ(payload(w.host0.engine_ops[1].frame), "two");
+    CHECK_EQ(w.host0.engine_ops[0].token, 0u);
+  }
+  CHECK(w.host0.to(p1) == std::vector<std::string>{"ACK h1"});
+  CHECK(w.host0.to(p2) == std::vector<std::string>{"ACK h2"});
+  CHECK(w.host0.resumed == (std::vector<Subscriber*>{&p1, &p2}));
+  CHECK_EQ(w.counters0.get(k_messages_in), 2u);
+
+  // Guaranteed: handed over by retry with a token, acknowledged (and resumed) only by the answer.
+  World g(clustered(true));
+  Subscriber p;
+  g.host0.engine_takes = false;
+  CHECK(!command(g.b0, p, "PUB /h g1\nthree"));
+  g.host0.engine_takes = true;
+  g.b0.retry();
+  CHECK_EQ(g.b0.held_publishes(), 0u);
+  CHECK_EQ(g.host0.engine_ops.size(), 1u);
+  const uint64_t t = g.host0.engine_ops.empty() ? 0 : g.host0.engine_ops[0].token;
+  CHECK(t != 0u);
+  CHECK(g.host0.to(p).empty());
+  CHECK(g.host0.resumed.empty());
+  g.b0.on_engine_answer(t, EngineAnswer::kStored);
+  CHECK(g.host0.to(p) == std::vector<std::string>{"ACK g1"});
+  CHECK(g.host0.resumed == std::vector<Subscriber*>{&p});
+}
+
+TEST(cluster_interest_notices_follow_the_workgroup_interest_bit) {
+  World w(clustered());
+  Subscriber a, b, c;
+  auto notices = [](const FakeBrokerHost& h) { return ops(h, EngineOp::kInterest); };
+  CHECK(!command(w.b0, a, "SUB /i"));  // (waits at its home, here, for the engine's state)
+  CHECK_EQ(notices(w.host0).size(), 1u);
+  if (!notices(w.host0).empty()) {
+    const EngineOp op = notices(w.host0)[0];
+    CHECK_EQ(op.subject->name(), "/i");
+    CHECK_EQ(static_cast<unsigned>(op.from), 0u);
+    CHECK(op.frame == nullptr);
+    CHECK_EQ(op.token, 0u);
+    CHECK_EQ(op.subject->interest.load() & 1u, 1u);  // the bit the link reads is already set
+  }
+  CHECK(!command(w.b0, b, "SUB /i"));  // second subscriber of this workgroup: no notice
+  CHECK_EQ(notices(w.host0).size(), 1u);
+  sync(w, w.b0, "/i", engine_sync("/i", kEpochA, 0, 0));
+  CHECK(w.host0.resumed == (std::vector<Subscriber*>{&a, &b}));
+  CHECK(command(w.b1, c, "SUB /i"));   // the other workgroup's first: its own notice
+  CHECK_EQ(notices(w.host1).size(), 1u);
+  if (!notices(w.host1).empty()) CHECK_EQ(static_cast<unsigned>(notices(w.host1)[0].from), 1u);
+  CHECK_EQ(notices(w.host0).size(), 1u);
+
+  CHECK(command(w.b0, a, "UNSUB /i"));  // b still subscribes
+  CHECK_EQ(notices(w.host0).size(), 1u);
+  CHECK(command(w.b0, b, "UNSUB /i"));  // the last: one notice, the bit already clear
+  CHECK_EQ(notices(w.host0).size(), 2u);
+  CHECK_EQ((w.host0.engine_ops.empty() ? 1u : last(w.host0.engine_ops).subject->interest.load() & 1u), 0u);
+  CHECK(command(w.b0, b, "SUB /i"));    // first again (synced: at once)
+  CHECK_EQ(notices(w.host0).size(), 3u);
+  w.b0.on_leave(&b);                    // the last leaves
+  CHECK_EQ(notices(w.host0).size(), 4u);
+  w.b0.on_leave(&a);                    // (holds nothing)
+  CHECK_EQ(notices(w.host0).size(), 4u);
+  w.b1.on_leave(&c);
+  CHECK_EQ(notices(w.host1).size(), 2u);
+  CHECK_EQ(w.host1.engine_ops.empty() ? 1u : last(w.host1.engine_ops).subject->interest.load(), 0u);
+  CHECK(ops(w.host0, EngineOp::kPublish).empty());
+
+  // A notice the link's ring cannot take waits (counted as held) and leaves in order when it can.
+  Subscriber d, e;
+  w.host0.engine_takes = false;
+  CHECK(!command(w.b0, d, "SUB /j"));
+  CHECK(!command(w.b0, e, "SUB /k"));
+  CHECK_EQ(w.b0.held_publishes(), 2u);
+  CHECK_EQ(notices(w.host0).size(), 4u);
+  w.b0.retry();
+  CHECK_EQ(w.b0.held_publishes(), 2u);
+  w.host0.engine_takes = true;
+  w.b0.retry();
+  CHECK_EQ(w.b0.held_publishes(), 0u);
+  CHECK_EQ(notices(w.host0).size(), 6u);
+  if (notices(w.host0).size() == 6) {
+    CHECK_EQ(notices(w.host0)[4].subject->name(), "/j");
+    CHECK_EQ(notices(w.host0)[5].subject->name(), "/k");
+  }
+  w.b0.on_leave(&d);
+  w.b0.on_leave(&e);
+}
+
+TEST(cluster_plain_sub_waits_at_the_home_until_the_engine_state_arrives) {
+  World w(clustered());
+  Subscriber h, c, later;
+  CHECK(!command(w.b0, h, "SUB /w"));  // home 0 (made here): waits at the home
+  CHECK(!command(w.b1, c, "SUB /w"));  // another workgroup: its request goes to the home
+  CHECK(w.host0.to(h).empty());
+  CHECK(w.host1.to(c).empty());
+  CHECK_EQ(w.host1.publishes.size(), 1u);
+  if (!w.host1.publishes.empty()) CHECK_EQ(w.host1.publishes[0].wg, 0u);
+  pump(w);                              // the home takes it and parks it: nothing is answered yet
+  CHECK(w.host0.deliveries.empty());
+  CHECK(w.host0.resumed.empty());
+  CHECK(w.host1.resumed.empty());
+  CHECK(w.host1.to(c).empty());
+
+  sync(w, w.b0, "/w", engine_sync("/w", kEpochA, 2, 1));
+  CHECK(w.host0.resumed == std::vector<Subscriber*>{&h});
+  CHECK(w.host0.to(h).empty());        // a plain SUB: no history, no snapshot
+  CHECK_EQ(w.host0.deliveries.size(), 1u);  // c's answer, to workgroup 1
+  pump(w);
+  CHECK(w.host1.resumed == std::vector<Subscriber*>{&c});
+  CHECK(w.host1.to(c).empty());
+  CHECK_EQ(h.nsubs, 1u);
+  CHECK_EQ(c.nsubs, 1u);
+
+  // PONG after the resume: the subscription is live, the next message arrives.
+  CHECK(command(w.b1, c, "PING 1"));
+  CHECK(command(w.b0, h, "PING 2"));
+  numbered(w, w.b0, "/w", kEpochA, 3);
+  pump(w);
+  const std::string live3 = "MSG /w " + epoch_text(kEpochA) + ":3\nm3";
+  CHECK(w.host1.to(c) == (std::vector<std::string>{"PONG 1", live3}));
+  CHECK(w.host0.to(h) == (std::vector<std::string>{"PONG 2", live3}));
+
+  // Synced now: a plain SUB elsewhere is linked at once, without asking the home.
+  CHECK(command(w.b1, later, "SUB /w"));
+  CHECK(w.host1.publishes.empty());
+  numbered(w, w.b0, "/w", kEpochA, 4);
+  pump(w);
+  CHECK(briefs(w.host1.to(later)) == std::vector<std::string>{"live 4 m4"});
+  for (Subscriber* s : {&c, &later}) w.b1.on_leave(s);
+  w.b0.on_leave(&h);
+}
+
+TEST(cluster_first_sync_delivers_nothing_and_answers_history_and_recovery_in_the_engine_epoch) {
+  World w(clustered());
+  Subscriber h, c;
+  CHECK(!command(w.b0, h, "SUB /f"));
+  CHECK(!command(w.b1, c, "SUB /f"));
+  pump(w);
+  std::string old_epoch;
+  {
+    Subject* s = w.registry.find_ref("/f");
+    old_epoch = epoch_text(s->epoch);  // the registry's, before the engine's replaces it
+    s->unref();
+  }
+  CHECK(old_epoch != epoch_text(kEpochA));
+  sync(w, w.b0, "/f", engine_sync("/f", kEpochA, 5, 2));  // the engine has 2..5
+  pump(w);
+  CHECK(w.host0.to(h).empty());  // not delivered: they are history
+  CHECK(w.host1.to(c).empty());
+  CHECK_EQ(w.counters0.get(k_messages_out), 0u);
+  CHECK_EQ(w.counters0.get(k_cached_messages), 4u);
+
+  const std::string e = epoch_text(kEpochA);
+  CHECK(ask(w, w.b1, "SUB /f#3") == (std::vector<std::string>{"MSG /f " + e + ":3 history\nm3", "MSG /f " + e + ":4 history\nm4",
+                                                               "MSG /f " + e + ":5 history\nm5", "SYNC /f " + e + ":5"}));
+  CHECK(ask(w, w.b0, "SUB /f#9") ==
+        (std::vector<std::string>{"MSG /f " + e + ":2 history\nm2", "MSG /f " + e + ":3 history\nm3",
+                                  "MSG /f " + e + ":4 history\nm4", "MSG /f " + e + ":5 history\nm5", "SYNC /f " + e + ":5"}));
+  CHECK(ask(w, w.b1, "SUB /f@" + e + ":3") ==
+        (std::vector<std::string>{"MSG /f " + e + ":4 recovered\nm4", "MSG /f " + e + ":5 recovered\nm5", "SYNC /f " + e + ":5"}));
+  CHECK(ask(w, w.b1, "SUB /f@" + e + ":1") == (std::vector<std::string>{"MSG /f " + e + ":2 recovered\nm2",
+                                                                        "MSG /f " + e + ":3 recovered\nm3",
+                                                                        "MSG /f " + e + ":4 recovered\nm4",
+                                                                        "MSG /f " + e + ":5 recovered\nm5", "SYNC /f " + e + ":5"}));
+  CHECK(ask(w, w.b1, "SUB /f@" + e + ":5") == std::vector<std::string>{"SYNC /f " + e + ":5"});
+  CHECK(ask(w, w.b1, "SUB /f@" + e + ":0") == std::vector<std::string>{"RESYNC /f " + e + ":5"});  // 1: not cached
+  CHECK(ask(w, w.b1, "SUB /f@" + old_epoch + ":3") == std::vector<std::string>{"RESYNC /f " + e + ":5"});
+
+  // The next message continues the engine's numbering, to everyone.
+  numbered(w, w.b0, "/f", kEpochA, 6);
+  pump(w);
+  CHECK(w.host0.to(h) == std::vector<std::string>{"MSG /f " + e + ":6\nm6"});
+  CHECK(w.host1.to(c) == std::vector<std::string>{"MSG /f " + e + ":6\nm6"});
+  w.b0.on_leave(&h);
+  w.b1.on_leave(&c);
+}
+
+TEST(cluster_continuing_sync_delivers_what_follows_the_last_delivered_once_in_order) {
+  World w(clustered());
+  Subscriber h, r, n;
+  CHECK(!command(w.b0, h, "SUB /c"));
+  CHECK(!command(w.b1, r, "SUB /c"));
+  pump(w);
+  sync(w, w.b0, "/c", engine_sync("/c", kEpochA, 3, 1));
+  pump(w);
+  numbered(w, w.b0, "/c", kEpochA, 4);
+  pump(w);
+  CHECK(briefs(w.host0.to(h)) == std::vector<std::string>{"live 4 m4"});
+  CHECK(briefs(w.host1.to(r)) == std::vector<std::string>{"live 4 m4"});
+
+  // The link stopped following it (its cache goes) while r and h still subscribe; a recovery asked meanwhile
+  // waits for the engine's state again.
+  drop(w, w.b0, "/c");
+  const std::string e = epoch_text(kEpochA);
+  CHECK(!command(w.b1, n, "SUB /c@" + e + ":4"));
+  pump(w);
+  CHECK(w.host1.to(n).empty());
+  // Followed again: the engine's state in the same epoch, past what the home delivered (4). 2..4 only fill the
+  // cache; 5..7 go to the subscribers, in order, before n's answer (n is linked after it: none twice).
+  sync(w, w.b0, "/c", engine_sync("/c", kEpochA, 7, 2));
+  pump(w);
+  CHECK(briefs(w.host0.to(h)) == (std::vector<std::string>{"live 4 m4", "live 5 m5", "live 6 m6", "live 7 m7"}));
+  CHECK(briefs(w.host1.to(r)) == (std::vector<std::string>{"live 4 m4", "live 5 m5", "live 6 m6", "live 7 m7"}));
+  CHECK(briefs(w.host1.to(n)) ==
+        (std::vector<std::string>{"recovered 5 m5", "recovered 6 m6", "recovered 7 m7", "SYNC /c E:7"}));
+  CHECK(last(w.host1.to(n)) == "SYNC /c " + e + ":7");
+  // A message the sync covered is not delivered again; the next one is, to all three.
+  numbered(w, w.b0, "/c", kEpochA, 7);
+  numbered(w, w.b0, "/c", kEpochA, 8);
+  pump(w);
+  CHECK_EQ(brief(last(w.host0.to(h))), "live 8 m8");
+  CHECK_EQ(w.host0.to(h).size(), 5u);
+  CHECK_EQ(brief(last(w.host1.to(r))), "live 8 m8");
+  CHECK_EQ(w.host1.to(r).size(), 5u);
+  CHECK_EQ(brief(last(w.host1.to(n))), "live 8 m8");
+  CHECK_EQ(w.host1.to(n).size(), 5u);
+  // The cache holds the whole run: 2..4 from the sync, 5..8 as delivered.
+  CHECK(briefs(ask(w, w.b1, "SUB /c#10")) ==
+        (std::vector<std::string>{"history 2 m2", "history 3 m3", "history 4 m4", "history 5 m5", "history 6 m6",
+                                  "history 7 m7", "history 8 m8", "SYNC /c E:8"}));
+  // A continuing sync that brings nothing new delivers nothing.
+  sync(w, w.b0, "/c", engine_sync("/c", kEpochA, 8, 6));
+  pump(w);
+  CHECK_EQ(w.host0.to(h).size(), 5u);
+  CHECK_EQ(w.host1.to(r).size(), 5u);
+  w.b0.on_leave(&h);
+  w.b1.on_leave(&r);
+  w.b1.on_leave(&n);
+}
+
+TEST(cluster_epoch_change_replaces_the_cache_and_delivers_nothing) {
+  World w(clustered());
+  Subscriber h, r;
+  CHECK(!command(w.b0, h, "SUB /e"));
+  CHECK(!command(w.b1, r, "SUB /e"));
+  pump(w);
+  sync(w, w.b0, "/e", engine_sync("/e", kEpochA, 5, 1));
+  numbered(w, w.b0, "/e", kEpochA, 6);
+  pump(w);
+  CHECK(briefs(w.host1.to(r)) == std::vector<std::string>{"live 6 m6"});
+  // The subject started again in the engine (another epoch): its numbers 7..9 are not after our 6.
+  sync(w, w.b0, "/e", engine_sync("/e", kEpochB, 9, 7));
+  pump(w);
+  CHECK_EQ(w.host0.to(h).size(), 1u);
+  CHECK_EQ(w.host1.to(r).size(), 1u);
+  const std::string a = epoch_text(kEpochA), b = epoch_text(kEpochB);
+  CHECK(ask(w, w.b1, "SUB /e@" + a + ":6") == std::vector<std::string>{"RESYNC /e " + b + ":9"});
+  CHECK(ask(w, w.b1, "SUB /e@" + a + ":3") == std::vector<std::string>{"RESYNC /e " + b + ":9"});
+  CHECK(ask(w, w.b0, "SUB /e@" + b + ":7") ==
+        (std::vector<std::string>{"MSG /e " + b + ":8 recovered\nm8", "MSG /e " + b + ":9 recovered\nm9", "SYNC /e " + b + ":9"}));
+  CHECK(briefs(ask(w, w.b1, "SUB /e#20")) ==
+        (std::vector<std::string>{"history 7 m7", "history 8 m8", "history 9 m9", "SYNC /e E:9"}));
+  numbered(w, w.b0, "/e", kEpochB, 10);
+  pump(w);
+  CHECK_EQ(last(w.host1.to(r)), "MSG /e " + b + ":10\nm10");
+  CHECK_EQ(last(w.host0.to(h)), "MSG /e " + b + ":10\nm10");
+  w.b0.on_leave(&h);
+  w.b1.on_leave(&r);
+}
+
+TEST(cluster_numbered_gap_is_delivered_and_the_cache_restarts_its_run) {
+  World w(clustered());
+  Subscriber r;
+  CHECK(!command(w.b1, r, "SUB /g"));  // home 1 this time; workgroup 0 asks across
+  sync(w, w.b1, "/g", engine_sync("/g", kEpochA, 3, 1));
+  numbered(w, w.b1, "/g", kEpochA, 4);
+  numbered(w, w.b1, "/g", kEpochA, 7);  // 5 and 6 are lost (the engine no longer had them)
+  pump(w);
+  CHECK(briefs(w.host1.to(r)) == (std::vector<std::string>{"live 4 m4", "live 7 m7"}));
+  const std::string e = epoch_text(kEpochA);
+  CHECK(ask(w, w.b1, "SUB /g@" + e + ":3") == std::vector<std::string>{"RESYNC /g " + e + ":7"});
+  CHECK(ask(w, w.b0, "SUB /g@" + e + ":4") == std::vector<std::string>{"RESYNC /g " + e + ":7"});
+  CHECK(ask(w, w.b1, "SUB /g@" + e + ":5") == std::vector<std::string>{"RESYNC /g " + e + ":7"});
+  CHECK(ask(w, w.b1, "SUB /g@" + e + ":6") == (std::vector<std::string>{"MSG /g " + e + ":7 recovered\nm7", "SYNC /g " + e + ":7"}));
+  CHECK(briefs(ask(w, w.b0, "SUB /g#10")) == (std::vector<std::string>{"history 7 m7", "SYNC /g E:7"}));
+  numbered(w, w.b1, "/g", kEpochA, 8);
+  pump(w);
+  CHECK(briefs(ask(w, w.b0, "SUB /g@" + e + ":6")) == (std::vector<std::string>{"recovered 7 m7", "recovered 8 m8", "SYNC /g E:8"}));
+  CHECK(briefs(w.host1.to(r)) == (std::vector<std::string>{"live 4 m4", "live 7 m7", "live 8 m8"}));
+  w.b1.on_leave(&r);
+}
+
+TEST(cluster_sync_snapshot_goes_first_to_a_plain_sub) {
+  World w(clustered());
+  Subscriber h, waiting, later;
+  CHECK(!command(w.b0, h, "SUB /n"));
+  CHECK(!command(w.b1, waiting, "SUB /n"));
+  pump(w);
+  EngineSync* y = engine_sync("/n", kEpochA, 5, 4);
+  y->snapshot = engine_frame("/n", "snap", kEpochA, 2, true);
+  y->snapshot_seq = 2;
+  sync(w, w.b0, "/n", y);
+  pump(w);
+  const std::string e = epoch_text(kEpochA), snapshot = "MSG /n " + e + ":2 snapshot\nsnap";
+  CHECK(w.host0.to(h) == std::vector<std::string>{snapshot});        // the SUBs that waited for the sync
+  CHECK(w.host1.to(waiting) == std::vector<std::string>{snapshot});
+  CHECK(!command(w.b1, later, "SUB /n"));                             // later: asks the home for it
+  pump(w);
+  CHECK(w.host1.to(later) == std::vector<std::string>{snapshot});
+  CHECK(last(w.host1.resumed) == &later);
+  numbered(w, w.b0, "/n", kEpochA, 6);
+  pump(w);
+  CHECK(w.host1.to(later) == (std::vector<std::string>{snapshot, "MSG /n " + e + ":6\nm6"}));
+  CHECK(ask(w, w.b1, "SUB /n#2") == (std::vector<std::string>{snapshot, "MSG /n " + e + ":5 history\nm5",
+                                                               "MSG /n " + e + ":6 history\nm6", "SYNC /n " + e + ":6"}));
+  CHECK_EQ(w.counters0.get(k_snapshots_sent), 4u);
+  w.b0.on_leave(&h);
+  w.b1.on_leave(&waiting);
+  w.b1.on_leave(&later);
+}
+
+TEST(cluster_answer_for_a_publisher_that_left_finds_nobody) {
+  const int64_t before = mem::total();
+  {
+    World w(clustered(true));
+    Subscriber* gone = new Subscriber();
+    Subscriber* gone2 = new Subscriber();
+    CHECK(!command(w.b0, *gone, "PUB /l g1\nx"));
+    CHECK(!command(w.b0, *gone2, "PUB /l g2\ny"));
+    CHECK_EQ(w.host0.engine_ops.size(), 2u);
+    const uint64_t t1 = w.host0.engine_ops.size() == 2 ? w.host0.engine_ops[0].token : 0, t2 = last(w.host0.engine_ops).token;
+    w.b0.on_leave(gone);
+    w.b0.on_leave(gone2);
+    delete gone;  // ASan: an answer that still reached them would use freed memory
+    delete gone2;
+    w.b0.on_engine_answer(t1, EngineAnswer::kStored);
+    w.b0.on_engine_answer(t2, EngineAnswer::kUnknown);
+    CHECK(w.host0.resumed.empty());
+    CHECK_EQ(w.counters0.get(k_err_unavailable), 0u);
+    size_t replies = 0;
+    for (const auto& [who, got] : w.host0.sent) replies += got.size();
+    CHECK_EQ(replies, 0u);
+
+    // One held by a full ring when it left: never handed over, its frame freed.
+    Subscriber* held = new Subscriber();
+    w.host0.engine_takes = false;
+    CHECK(!command(w.b0, *held, "PUB /l g3\nz"));
+    CHECK_EQ(w.b0.held_publishes(), 1u);
+    w.b0.on_leave(held);
+    delete held;
+    CHECK_EQ(w.b0.held_publishes(), 0u);
+    w.host0.engine_takes = true;
+    w.b0.retry();
+    CHECK_EQ(w.host0.engine_ops.size(), 2u);
+    CHECK(w.host0.resumed.empty());
+    w.host0.drop_engine_ops();  // the link sent them
+    CHECK_EQ(mem::total(), before);
+  }
+  CHECK_EQ(mem::total(), before);
+}
+
+// The link's drop (the node follows the subject no more) leaves nothing held: a subject nobody subscribes to is
+// forgotten, whether its home cached something for it or not.
+TEST(cluster_drop_releases_a_subject_nobody_follows) {
+  for (uint64_t cache_bytes : {uint64_t{1} << 20, uint64_t{0}}) {
+    for (uint64_t top : {uint64_t{0}, uint64_t{2}}) {
+      for (bool message : {false, true}) {
+        World w(clustered(false, cache_bytes));
+        Subscriber c;
+        CHECK(!command(w.b0, c, "SUB /x"));
+        sync(w, w.b0, "/x", engine_sync("/x", kEpochA, top, top ? 1 : 0));
+        if (message) numbered(w, w.b0, "/x", kEpochA, top + 1);
+        CHECK_EQ(w.host0.to(c).size(), message ? 1u : 0u);
+        CHECK(command(w.b0, c, "UNSUB /x"));
+        CHECK_EQ(ops(w.host0, EngineOp::kInterest).size(), 2u);
+        w.host0.drop_engine_ops();
+        drop(w, w.b0, "/x");
+        CHECK_EQ(w.registry.size(), 0u);
+        if (w.registry.size() != 0)
+          std::fprintf(stderr, "  still registered after the drop: cache %s, engine last %llu, %s\n", cache_bytes ? "on" : "off",
+                       static_cast<unsigned long long>(top), message ? "a message after the sync" : "no message");
+        // Subscribed again: it waits for the engine's state again, and starts from it.
+        Subscriber d;
+        CHECK(!command(w.b0, d, "SUB /x"));
+        sync(w, w.b0, "/x", engine_sync("/x", kEpochB, 1, 1));
+        CHECK(last(w.host0.resumed) == &d);
+        CHECK(w.host0.to(d).empty());
+        numbered(w, w.b0, "/x", kEpochB, 2);
+        CHECK(w.host0.to(d) == std::vector<std::string>{"MSG /x " + epoch_text(kEpochB) + ":2\nm2"});
+        w.b0.on_leave(&d);
+      }
+    }
+  }
+}
