@@ -48,6 +48,12 @@ constexpr uint64_t kConnectTimeoutMs = 3000;
 constexpr int kIdleWaitMs = 100;
 // While held back (backlog, unread pub/sub, publishes it cannot take): how soon to look again.
 constexpr int kBusyWaitMs = 1;
+// What a reply may hold beyond its payloads (stream ids, field names, the message head, RESP framing), per
+// message: the parsers' limits follow MaxMessageSize and MaxCachedMessagesPerSubject, so Redis cannot make the
+// link hold more than a full fill (Redis trims streams by whole nodes of about 100 entries: kStreamSlack).
+constexpr uint64_t kPerMessageOverhead = 512;
+constexpr uint64_t kStreamSlack = 200;
+constexpr uint64_t kMinReplyBuffer = 1u << 20;
 // Subjects per SUBSCRIBE after a reconnect: one command per thousand keeps each reply small.
 constexpr size_t kSubscribeBatch = 1000;
 // Bytes read per recv.
@@ -571,8 +577,15 @@ void ClusterLink::on_message(std::string_view name, std::string_view payload) {
 void ClusterLink::connect() {
   const RedisAddress& a = options_.redis[address_ % options_.redis.size()];
   std::string why;
-  cmd_.in.reset(new resp::Parser());
-  sub_.in.reset(new resp::Parser());
+  const uint64_t message = server_.options().max_message + kPerMessageOverhead;
+  resp::Limits commands;  // fills: up to a stream's worth of messages (and the snapshot)
+  commands.max_bulk = message;
+  commands.max_buffer = std::max<uint64_t>(kMinReplyBuffer, (max_messages_ + kStreamSlack + 1) * message);
+  resp::Limits messages;  // one message per reply
+  messages.max_bulk = message;
+  messages.max_buffer = std::max<uint64_t>(kMinReplyBuffer, 2 * message);
+  cmd_.in.reset(new resp::Parser(commands));
+  sub_.in.reset(new resp::Parser(messages));
   cmd_.out.clear();
   sub_.out.clear();
   cmd_.sent = sub_.sent = 0;
