@@ -1,7 +1,9 @@
 // The side-by-side benchmark (BENCHMARKS.md): W3, W1, W2, W1-max and W5 against Starling and each peer, one
 // server at a time, in one run, with the same load tools. Writes bench/results/<date>.md (and .json).
 //
-//   node dist/bench/compare.js [--servers starling,uws,ws,nats] [--workloads W3,W1,W2,W1max,W5,W6,W7]
+//   node dist/bench/compare.js [--servers starling,uws,ws,nats] [--workloads W3,W1,W2,W1max,W5,W6,W7,W1x3,W2x3]
+//   (a variant with ClusterEngine=redis runs on a fresh redis-server of its own; W1x3 / W2x3 run W1 / W2 on
+//   three cluster nodes of each Starling server named: bench/cluster.ts)
 //                              (a Starling variant: --servers starling:Workgroups=1,uws)
 //                              [--clients 15000] [--seconds 20] [--rates 20000,30000,...]
 //                              [--w5-drop 5000] [--w5-mode reset|close]
@@ -24,6 +26,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { commandLine, describeMachine, type RecoverySummary, type RunSummary } from './report';
+import { startBenchRedis, wantsCluster, withRedis, type BenchRedis } from './cluster';
 import { startServer, stopChild, type ServerHandle } from './servers';
 import { cpuSeconds, rssBytes, sleep } from './tools';
 
@@ -92,14 +95,21 @@ function tool(name: 'benchsub' | 'benchpub', defines: Record<string, string | nu
 type SubTransport = 'websocket' | 'sse';
 
 /** Subscribers connect; then publishers start; benchsub measures its window and writes its summary. */
+/** Other processes whose CPU a run reads over its window (a cluster's Redis and nodes): name → pid. */
+type Watched = Record<string, number>;
+/** What a run's window cost the watched processes: name → CPU seconds. */
+type WatchedCpu = Record<string, number>;
+
 async function measure(
   server: ServerHandle,
   out: string,
   sub: Record<string, string | number | boolean>,
   pub: Record<string, string | number | boolean> | null,
   seconds: number,
+  more: { servers?: ServerHandle[]; watch?: Watched; cpu?: WatchedCpu } = {},
 ): Promise<RunSummary> {
-  const common = { ServerAddresses: `127.0.0.1:${server.port}`, Dialect: server.dialect };
+  const all = [server, ...(more.servers ?? [])];
+  const common = { ServerAddresses: all.map((s) => `127.0.0.1:${s.port}`).join(','), Dialect: server.dialect };
   // A server named twice in --servers (to interleave runs) must not overwrite the raw files of its first run.
   for (let n = 2, first = out; fs.existsSync(out + '.json'); n++) out = `${first}-${n}`;
   const subscriber = tool('benchsub', {
@@ -117,7 +127,14 @@ async function measure(
   subscriber.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   await waitForLine(subscriber, 'stdout', /^connected:/, 180_000);
   const publisher = pub ? tool('benchpub', { ...common, Duration: 0, ...pub }) : null;
+  // The watched processes' CPU over about benchsub's window: from the end of its warm-up to its exit.
+  const watch = Object.entries(more.watch ?? {});
+  const window = watch.length
+    ? sleep(WARMUP_SECONDS * 1000).then(() => watch.map(([, pid]) => cpuSeconds(pid)))
+    : Promise.resolve([] as number[]);
   const code = await subscriber.done;
+  const before = await window;
+  watch.forEach(([name, pid], i) => (more.cpu![name] = cpuSeconds(pid) - before[i]));
   if (publisher) await stopChild(publisher);
   fs.writeFileSync(out + '.log', log);
   if (code !== 0) throw new Error(`benchsub failed (${code}): ${log.slice(-800)}`);
@@ -140,18 +157,21 @@ function latencyRow(server: string, workload: string, offered: number, r: RunSum
   };
 }
 
-async function w1(server: ServerHandle, dir: string, clients: number, rate: number, seconds: number, label = 'W1', transport: SubTransport = 'websocket'): Promise<Row> {
+async function w1(server: ServerHandle, dir: string, clients: number, rate: number, seconds: number, label = 'W1', transport: SubTransport = 'websocket', cluster?: ClusterRun): Promise<Row> {
   const subjects = `/p/s{1..${clients}}`;
+  const out = path.join(dir, `${label}-${rate}-${server.name}`.replace(/[^A-Za-z0-9_.=,:{}-]+/g, '_'));
   const r = await measure(
     server,
-    path.join(dir, `${label}-${rate}-${server.name}`),
+    out,
     { Clients: clients, Subjects: subjects, OneToOne: true, Transport: transport },
     { Publishers: 4, Frequency: rate, Subjects: subjects, MessageSize: 512 },
     seconds,
+    cluster ?? {},
   );
   const row = latencyRow(server.name, label, rate, r);
-  const t = label === 'W1' || label === 'W6-W1' ? connectSeconds(path.join(dir, `${label}-${rate}-${server.name}`)) : null;
+  const t = label === 'W1' || label === 'W6-W1' ? connectSeconds(out) : null;
   if (t) row.note = `${clients} clients connected in ${t.toFixed(1)} s (${Math.round(clients / t)}/s)${connectP99(r)}`;
+  if (cluster) clusterRow(row, r, cluster);
   return row;
 }
 
@@ -252,15 +272,44 @@ async function w5(server: ServerHandle, dir: string, clients: number, drop: numb
   return row;
 }
 
-async function w2(server: ServerHandle, dir: string, clients: number, seconds: number, label = 'W2', transport: SubTransport = 'websocket'): Promise<Row> {
+async function w2(server: ServerHandle, dir: string, clients: number, seconds: number, label = 'W2', transport: SubTransport = 'websocket', cluster?: ClusterRun): Promise<Row> {
   const r = await measure(
     server,
-    path.join(dir, `${label}-${server.name}`),
+    path.join(dir, `${label}-${server.name}`.replace(/[^A-Za-z0-9_.=,:{}-]+/g, '_')),
     { Clients: clients, Subjects: '/p/s1', SubjectsPerClient: 1, Transport: transport },
     { Publishers: 1, Frequency: 20, Subjects: '/p/s1', MessageSize: 512 },
     seconds,
+    cluster ?? {},
   );
-  return latencyRow(server.name, label, 20 * clients, r);
+  const row = latencyRow(server.name, label, 20 * clients, r);
+  if (cluster) clusterRow(row, r, cluster);
+  return row;
+}
+
+/**
+ * A run on the cluster engine: its Redis (and, for the three-node workloads, the other nodes) watched over the
+ * window. The row's CPU is every node's together per message delivered; the note has each node's and Redis's.
+ */
+interface ClusterRun {
+  servers?: ServerHandle[];
+  watch: Watched;
+  cpu: WatchedCpu;
+  /** Publishes per second the engine numbered (the offered rate: each is one script run). */
+  published: number;
+}
+
+function clusterRow(row: Row, r: RunSummary, c: ClusterRun): void {
+  const messages = r.totals.messages;
+  const per = (name: string) => (messages > 0 ? (c.cpu[name] * 1e6) / messages : NaN);
+  const nodes = Object.keys(c.watch).filter((n) => n !== 'redis');
+  if (nodes.length > 1) row.cpuMicrosPerMessage = nodes.reduce((sum, n) => sum + per(n), 0);
+  const seconds = r.totals.seconds;
+  const redisPerPublish = seconds > 0 && c.published > 0 ? (c.cpu.redis * 1e6) / (c.published * seconds) : NaN;
+  const parts = [
+    ...(nodes.length > 1 ? nodes.map((n) => `${n} ${per(n).toFixed(2)}`) : []),
+    `Redis ${per('redis').toFixed(2)} µs/msg delivered (${redisPerPublish.toFixed(1)} µs per publish, ${((c.cpu.redis / seconds) * 100).toFixed(0)}% of a core)`,
+  ];
+  row.note = [row.note, `CPU ${parts.join(', ')}`].filter(Boolean).join('; ');
 }
 
 /** W6-HB: the keep-alive interval the heartbeat runs use (seconds): each connection gets one every this long. */
@@ -514,10 +563,18 @@ async function main(): Promise<void> {
   const errors: string[] = [];
   const log = (s: string) => console.log(`[compare] ${s}`);
 
+  // A variant with ClusterEngine=redis runs against a fresh Redis of its own (bench/cluster.ts), watched.
+  let engine: ClusterRun | undefined;
   const run = async (name: string, workload: string, body: (s: ServerHandle) => Promise<Row | Row[]>) => {
     let server: ServerHandle | null = null;
+    let redis: BenchRedis | null = null;
     try {
-      server = await startServer(name, PORT);
+      if (wantsCluster(name)) {
+        redis = await startBenchRedis();
+        engine = { watch: { redis: redis.pid }, cpu: {}, published: 0 };
+      }
+      server = await startServer(redis ? withRedis(name, redis) : name, PORT);
+      server.name = name;
       log(`${name} ${workload} (pid ${server.pid})`);
       const r = await body(server);
       for (const row of Array.isArray(r) ? r : [r]) {
@@ -529,6 +586,38 @@ async function main(): Promise<void> {
       log(`error: ${name} ${workload}: ${(e as Error).message}`);
     } finally {
       if (server) await server.stop();
+      if (redis) await redis.stop();
+      engine = undefined;
+      await sleep(1000);
+    }
+  };
+  // W1x3 / W2x3: three nodes of a cluster on one Redis, benchsub's subscribers and benchpub's publishers spread
+  // over them (round robin).
+  const run3 = async (name: string, of: 'W1' | 'W2') => {
+    const redis = await startBenchRedis().catch((e: Error) => {
+      errors.push(`${name} ${of}x3: ${e.message}`);
+      return null;
+    });
+    if (!redis) return;
+    const nodes: ServerHandle[] = [];
+    try {
+      const base = `${name}${name.includes(':') ? ',' : ':'}ClusterEngine=redis,ClusterRedis=${redis.url}`;
+      for (let i = 0; i < 3; i++) nodes.push(await startServer(`${base},ClusterNodeName=node${i + 1}`, PORT + 1 + i));
+      const label = `${name} ×3 nodes`;
+      nodes[0].name = label;
+      const watch: Watched = { redis: redis.pid };
+      nodes.forEach((n, i) => (watch[`node${i + 1}`] = n.pid));
+      const c: ClusterRun = { servers: nodes.slice(1), watch, cpu: {}, published: of === 'W1' ? 20000 : 20 };
+      log(`${label} ${of}x3 (pids ${nodes.map((n) => n.pid).join(', ')}, redis ${redis.pid})`);
+      const row = of === 'W1' ? await w1(nodes[0], dir, opts.clients, 20000, opts.seconds, 'W1x3', 'websocket', c) : await w2(nodes[0], dir, opts.clients, opts.seconds, 'W2x3', 'websocket', c);
+      rows.push(row);
+      log(JSON.stringify(row));
+    } catch (e) {
+      errors.push(`${name} ${of}x3: ${(e as Error).message.split('\n')[0]}`);
+      log(`error: ${name} ${of}x3: ${(e as Error).message}`);
+    } finally {
+      for (const n of nodes) await n.stop();
+      await redis.stop();
       await sleep(1000);
     }
   };
@@ -542,8 +631,14 @@ async function main(): Promise<void> {
   };
   for (const name of opts.servers) {
     if (opts.workloads.includes('W3')) await run(name, 'W3', (s) => w3(s, dir, opts.clients));
-    if (opts.workloads.includes('W1')) await run(name, 'W1', (s) => w1(s, dir, opts.clients, 20000, opts.seconds));
-    if (opts.workloads.includes('W2')) await run(name, 'W2', (s) => w2(s, dir, opts.clients, opts.seconds));
+    const published = (c: ClusterRun | undefined, rate: number) => c && Object.assign(c, { published: rate });
+    if (opts.workloads.includes('W1')) await run(name, 'W1', (s) => w1(s, dir, opts.clients, 20000, opts.seconds, 'W1', 'websocket', published(engine, 20000)));
+    if (opts.workloads.includes('W2')) await run(name, 'W2', (s) => w2(s, dir, opts.clients, opts.seconds, 'W2', 'websocket', published(engine, 20)));
+    for (const of of ['W1', 'W2'] as const)
+      if (opts.workloads.includes(`${of}x3`)) {
+        if (isStarling(name)) await run3(name, of);
+        else log(`${name} ${of}x3: skipped, the peers have no cluster`);
+      }
     if (opts.workloads.includes('W7')) {
       if (isStarling(name)) {
         const secret = crypto.randomBytes(32);
