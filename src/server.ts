@@ -49,6 +49,8 @@ export class Server {
   private publishOverflows = 0;
   private readonly authorizer: Authorizer | null;
   private sampler: NodeJS.Timeout | null = null;
+  /** The cluster link's state and detail last logged (logClusterChange). */
+  private clusterSeen = '';
   private closing: Promise<void> | null = null;
 
   constructor(loaded: Loaded, log = new Logger(loaded.config.LogLevel), hooks: ServerHooks = {}) {
@@ -235,7 +237,20 @@ export class Server {
       this.lastRates = this.layout.rates(this.previous.values, values, dt);
     }
     this.previous = { at: now, values };
+    if (this.config.ClusterEngine === 'redis') this.logClusterChange();
     this.monitor?.sampled(this.build(values), now, dt);
+  }
+
+  /** Logs the cluster link's changes of state (checked once a second): down with why, and back up. */
+  private logClusterChange(): void {
+    const st = this.native.clusterStatus();
+    const key = `${st.state} ${st.detail}`;
+    if (key === this.clusterSeen) return;
+    const was = this.clusterSeen;
+    this.clusterSeen = key;
+    if (st.state === 'up') this.log.info(`cluster: connected to Redis ${st.redis}${was ? ' again' : ''}`);
+    else if (st.state === 'down' || (st.state === 'connecting' && st.detail))
+      this.log.warn(`cluster: Redis ${st.redis} unreachable: ${st.detail}; publishes are refused (ERR unavailable) until it is back`);
   }
 }
 

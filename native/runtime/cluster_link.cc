@@ -599,8 +599,8 @@ void ClusterLink::connect() {
     c->connecting = true;
     c->readable = false;
   }
-  set_status(ever_up_ ? ClusterState::kDown : ClusterState::kConnecting,
-             ever_up_ ? "reconnecting" : "connecting");
+  // (Reconnecting keeps the reason of the last failure: the monitor and the log show why, not that it retries.)
+  if (!ever_up_ && status().detail.empty()) set_status(ClusterState::kConnecting, "");
 }
 
 void ClusterLink::on_io(Conn& c, uint32_t events) {
