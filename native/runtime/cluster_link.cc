@@ -144,7 +144,10 @@ ClusterLink::ClusterLink(Server& server)
       expire_ms_(server.options().cache_expire_ms),
       workgroups_(server.workgroup_count()),
       backlog_(server.workgroup_count()),
-      random_(std::random_device{}()) {
+      random_(std::random_device{}()),
+      max_messages_text_(std::to_string(max_messages_)),
+      expire_text_(std::to_string(expire_ms_)),
+      meta_ttl_text_(std::to_string(kMetaTtlMs)) {
   for (unsigned w = 0; w <= workgroups_; w++) inbox_.emplace_back(new SpscRing<EngineOp>(kInboxRing));
   poller_ = Poller::create();
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -221,34 +224,24 @@ void ClusterLink::set_status(ClusterState state, const std::string& detail) {
 }
 
 std::string ClusterLink::channel(std::string_view name) const {
-  std::string c(kPrefix);
-  c += std::to_string(options_.redis[address_ % options_.redis.size()].db);
-  c += ':';
+  std::string c = channel_prefix_;
   c += name;
   return c;
 }
 
-std::string ClusterLink::meta_key(std::string_view name) const {
-  std::string k(kPrefix);
-  k += '{';
-  k += name;
-  k += "}:m";
-  return k;
+std::string_view ClusterLink::key(std::string& out, std::string_view name, char kind) {
+  out.assign(kPrefix);
+  out += '{';
+  out += name;
+  out += "}:";
+  out += kind;
+  return out;
 }
 
-std::string ClusterLink::log_key(std::string_view name) const {
-  std::string k(kPrefix);
-  k += '{';
-  k += name;
-  k += "}:l";
-  return k;
-}
-
-std::string ClusterLink::candidate_epoch() {
+std::string_view ClusterLink::candidate_epoch() {
   uint64_t e = 0;
   while (!e) e = random_();
-  char text[16];
-  return std::string(text, format_epoch(e, text));
+  return std::string_view(epoch_text_, format_epoch(e, epoch_text_));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -342,11 +335,10 @@ void ClusterLink::on_publish(const EngineOp& op) {
     const std::string_view name = s->name();
     const std::string_view payload(reinterpret_cast<const char*>(f->data()), f->size());
     const char flags[2] = {f->opcode == kOpBinary ? 'b' : 't', 'r'};
-    const std::string ch = channel(name), meta = meta_key(name), log = log_key(name);
-    const std::string maxlen = std::to_string(max_messages_), ttl = std::to_string(expire_ms_);
-    const std::string epoch = candidate_epoch(), meta_ttl = std::to_string(kMetaTtlMs);
-    command(cmd_, {"EVALSHA", publish_sha_, "2", meta, log, ch, payload,
-                   std::string_view(flags, f->retained ? 2 : 1), maxlen, ttl, epoch, meta_ttl});
+    chan_.assign(channel_prefix_).append(name);
+    command(cmd_, {"EVALSHA", publish_sha_, "2", key(meta_, name, 'm'), key(log_, name, 'l'), chan_, payload,
+                   std::string_view(flags, f->retained ? 2 : 1), max_messages_text_, expire_text_, candidate_epoch(),
+                   meta_ttl_text_});
     Await a;
     a.kind = Await::kPublish;
     a.wg = op.from;
@@ -459,9 +451,9 @@ void ClusterLink::start_fill(const std::string& name, Track& t) {
   a.name = name;
   a.gen = t.gen;
   a.from = t.known ? t.last + 1 : 0;
-  const std::string from = std::to_string(a.from), count = std::to_string(max_messages_);
-  command(cmd_, {"EVALSHA", fill_sha_, "2", meta_key(name), log_key(name), from, count, candidate_epoch(),
-                 std::to_string(kMetaTtlMs)});
+  const std::string from = std::to_string(a.from);
+  command(cmd_, {"EVALSHA", fill_sha_, "2", key(meta_, name, 'm'), key(log_, name, 'l'), from, max_messages_text_,
+                 candidate_epoch(), meta_ttl_text_});
   awaits_.push_back(std::move(a));
 }
 
@@ -576,6 +568,7 @@ void ClusterLink::on_message(std::string_view name, std::string_view payload) {
 
 void ClusterLink::connect() {
   const RedisAddress& a = options_.redis[address_ % options_.redis.size()];
+  channel_prefix_.assign(kPrefix).append(std::to_string(a.db)).append(":");
   std::string why;
   const uint64_t message = server_.options().max_message + kPerMessageOverhead;
   resp::Limits commands;  // fills: up to a stream's worth of messages (and the snapshot)
@@ -826,9 +819,8 @@ void ClusterLink::on_push(const resp::Value& v) {
     return fail("pub/sub connection: an unexpected reply");
   const std::string_view kind = p.child(v, 0).str;
   const std::string_view ch = p.child(v, 1).str;
-  const std::string prefix = channel("");
-  if (ch.substr(0, prefix.size()) != prefix) return;  // not ours
-  const std::string_view name = ch.substr(prefix.size());
+  if (ch.substr(0, channel_prefix_.size()) != channel_prefix_) return;  // not ours
+  const std::string_view name = ch.substr(channel_prefix_.size());
   if (kind == "message") return on_message(name, p.child(v, 2).str);
   if (kind == "subscribe") {
     auto c = subscribing_.find(std::string(name));

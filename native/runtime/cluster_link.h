@@ -146,10 +146,11 @@ class ClusterLink {
   void flush_backlog();
 
   void set_status(ClusterState state, const std::string& detail);
+  // Names at Redis (cluster_link.cc, kPrefix): the channel of a subject; its meta hash ('m') or stream ('l') key,
+  // written into out. A fresh epoch for a subject that has none (valid until the next call).
   std::string channel(std::string_view name) const;
-  std::string meta_key(std::string_view name) const;
-  std::string log_key(std::string_view name) const;
-  std::string candidate_epoch();
+  static std::string_view key(std::string& out, std::string_view name, char kind);
+  std::string_view candidate_epoch();
 
   Server& server_;
   const ClusterOptions options_;
@@ -183,6 +184,12 @@ class ClusterLink {
   size_t backlog_size_ = 0;
   uint64_t wake_mask_ = 0;
   std::mt19937_64 random_;
+  // The publish command's fixed arguments, and scratch space reused by every publish (no allocation per publish
+  // once grown).
+  const std::string max_messages_text_, expire_text_, meta_ttl_text_;
+  std::string channel_prefix_;   // "starling:<db>:" of the server in use
+  std::string meta_, log_, chan_;
+  char epoch_text_[16];
 
   mutable std::mutex status_lock_;   // guards status_ (the control thread reads it)
   ClusterStatus status_;
