@@ -320,6 +320,7 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
     o.Set("state", cluster_state_name(st.state));
     o.Set("redis", st.redis);
     o.Set("detail", st.detail);
+    o.Set("error", st.error);
     return o;
   }
 

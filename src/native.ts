@@ -59,6 +59,8 @@ export interface ClusterStatus {
   redis: string;
   /** Why it is not up, in words for an operator; '' when up or off. */
   detail: string;
+  /** The last error Redis answered to a publish while up (maxmemory reached, ...); '' if none. */
+  error: string;
 }
 
 /** The I/O backend a server runs (NativeServer.io). */

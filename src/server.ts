@@ -51,6 +51,7 @@ export class Server {
   private sampler: NodeJS.Timeout | null = null;
   /** The cluster link's state and detail last logged (logClusterChange). */
   private clusterSeen = '';
+  private clusterError = '';
   private closing: Promise<void> | null = null;
 
   constructor(loaded: Loaded, log = new Logger(loaded.config.LogLevel), hooks: ServerHooks = {}) {
@@ -244,6 +245,8 @@ export class Server {
   /** Logs the cluster link's changes of state (checked once a second): down with why, and back up. */
   private logClusterChange(): void {
     const st = this.native.clusterStatus();
+    if (st.error && st.error !== this.clusterError) this.log.warn(`cluster: Redis ${st.redis} refused a publish: ${st.error}`);
+    this.clusterError = st.error;
     const key = `${st.state} ${st.detail}`;
     if (key === this.clusterSeen) return;
     const was = this.clusterSeen;

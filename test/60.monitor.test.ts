@@ -150,7 +150,7 @@ describe('indicators over HTTP', SUITE, () => {
     assert.equal(s.server.protocol_errors, PROTOCOL_ERROR_KEYS.reduce((a, k) => a + s.server[k], 0));
     assert.equal(s.server.workgroups, 2);
     // The cluster block: the link's status (off: ClusterEngine = none); its numbers are server indicators.
-    assert.deepEqual(s.cluster, { node: '', state: 'off', redis: '', detail: '' });
+    assert.deepEqual(s.cluster, { node: '', state: 'off', redis: '', detail: '', error: '' });
     for (const key of CLUSTER_COUNTERS) assert.ok(key in s.server, `server.${key}`);
     assert.equal(s.server.cluster_state, 0, 'cluster_state 0: off');
     assert.equal(s.process.cpus >= 1, true);
@@ -437,7 +437,7 @@ describe('cluster status', SUITE, () => {
     const server = startServer({ ...MONITORED, ClusterEngine: 'redis', ClusterRedis: `redis://:pw@127.0.0.1:${port}`, ClusterNodeName: 'mon-node' });
     await server.monitor!.ready;
     const s = await stats(server);
-    assert.deepEqual(Object.keys(s.cluster), ['node', 'state', 'redis', 'detail']);
+    assert.deepEqual(Object.keys(s.cluster), ['node', 'state', 'redis', 'detail', 'error']);
     assert.equal(s.cluster.node, 'mon-node');
     assert.ok(['connecting', 'down'].includes(s.cluster.state), s.cluster.state);
     assert.ok(['', `127.0.0.1:${port}`].includes(s.cluster.redis), s.cluster.redis);
@@ -463,7 +463,7 @@ describe('cluster status', SUITE, () => {
       'WARN  createServer(): ClusterDeliveryMode: is set but ClusterEngine is none (default), so it is ignored: set ClusterEngine = ' +
         'redis to run this server as a node of a cluster, or remove ClusterDeliveryMode',
     ]);
-    assert.deepEqual(server.cluster, { state: 'off', redis: '', detail: '' });
+    assert.deepEqual(server.cluster, { state: 'off', redis: '', detail: '', error: '' });
     await server.monitor!.ready;
     assert.equal((await stats(server)).cluster.state, 'off');
   });
@@ -570,7 +570,7 @@ describe('counters the addon adds', () => {
 
     const process = { cpu_percent: 1, cpu_seconds: 2, cpus: 2, rss_bytes: 3, heap_used_bytes: 4, heap_total_bytes: 5,
       event_loop_delay_seconds: 0, event_loop_delay_p99_seconds: 0, event_loop_delay_max_seconds: 0 };
-    const cluster = { node: '', state: 'off' as const, redis: '', detail: '' };
+    const cluster = { node: '', state: 'off' as const, redis: '', detail: '', error: '' };
     const snapshot: Snapshot = { seq: 1, time: new Date().toISOString(), intervalSeconds: 1, ...set.indicators(stats), process, cluster };
     assert.equal(snapshot.server.publish_pauses, 15 + 25);
     assert.equal(snapshot.workgroups[0].memory_cuts, 13 + 4);

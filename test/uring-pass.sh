@@ -25,4 +25,5 @@ TEST_IO_BACKEND=io_uring exec node --test --test-concurrency=1 \
   dist/test/38.http.test.js dist/test/39.http-hostile.test.js dist/test/41.http-auth.test.js \
   dist/test/60.monitor.test.js dist/test/62.monitor-limits.test.js \
   dist/test/90.client.test.js dist/test/90.client-protocol.test.js dist/test/90.client-restart.test.js \
-  dist/test/91.client-fuzz.test.js dist/test/92.client-auth.test.js dist/test/93.entitlement-browser.test.js dist/test/94.sse-browser.test.js
+  dist/test/91.client-fuzz.test.js dist/test/92.client-auth.test.js dist/test/93.entitlement-browser.test.js dist/test/94.sse-browser.test.js \
+  dist/test/98.cluster.test.js dist/test/98.cluster-hostile.test.js

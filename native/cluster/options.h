@@ -38,6 +38,7 @@ struct ClusterStatus {
   ClusterState state = ClusterState::kOff;
   std::string redis;    // the server in use (host:port), or last tried
   std::string detail;   // why it is not up ("" when up or off), in words for an operator
+  std::string error;    // the last error Redis answered to a publish while up (e.g. OOM), "" if none
 };
 
 }  // namespace starling

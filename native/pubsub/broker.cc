@@ -547,6 +547,7 @@ bool Broker::hand_to_engine(Subscriber* c, Subject* s, Frame* f, std::string_vie
 bool Broker::publish_engine(Subscriber* c, uint8_t opcode, std::string_view subject, std::string_view id,
                             std::string_view body, bool retained) {
   if (!host_.engine_up()) {
+    host_.engine_refused();
     reply_err(c, ErrCode::kUnavailable, id,
               std::string(subject) + ": the cluster engine (Redis) is unreachable; nothing was published, publish again later");
     return true;

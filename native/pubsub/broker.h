@@ -122,8 +122,10 @@ class BrokerHost {
   virtual void authenticate(Subscriber* c, std::string_view token) = 0;
   // Cluster: hands op to the cluster link (references move on success; false: its ring is full). engine_up:
   // whether the link can take publishes now (Redis reachable).
+  // engine_refused: a publish was answered ERR unavailable because the link was down (counted with the link's).
   virtual bool post_engine(const EngineOp& op) = 0;
   virtual bool engine_up() const = 0;
+  virtual void engine_refused() = 0;
 };
 
 // Subjects the server itself publishes on (PUSH monitoring, /__starling__/stats); clients may subscribe to them

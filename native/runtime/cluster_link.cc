@@ -54,6 +54,8 @@ constexpr int kBusyWaitMs = 1;
 constexpr uint64_t kPerMessageOverhead = 512;
 constexpr uint64_t kStreamSlack = 200;
 constexpr uint64_t kMinReplyBuffer = 1u << 20;
+// The longest Redis error kept for the monitor (ClusterStatus::error).
+constexpr size_t kMaxErrorText = 300;
 // Subjects per SUBSCRIBE after a reconnect: one command per thousand keeps each reply small.
 constexpr size_t kSubscribeBatch = 1000;
 // Bytes read per recv.
@@ -786,7 +788,10 @@ void ClusterLink::on_reply(const resp::Value& v) {
         }
         refused_.fetch_add(1, std::memory_order_relaxed);
         if (a.token) answer(a.wg, a.token, EngineAnswer::kFailed);
-        set_status(ClusterState::kUp, "last publish refused by Redis: " + std::string(v.str));
+        {
+          std::lock_guard<std::mutex> guard(status_lock_);
+          status_.error = std::string(v.str.substr(0, kMaxErrorText));
+        }
         return;
       }
       published_.fetch_add(1, std::memory_order_relaxed);

@@ -67,6 +67,8 @@ class ClusterLink {
   void wake();
   // Whether publishes are taken now (connected, scripts loaded).
   bool up() const { return up_.load(std::memory_order_acquire); }
+  // Any thread: a publish was refused because the link was down (cluster_refused).
+  void count_refused() { refused_.fetch_add(1, std::memory_order_relaxed); }
 
   ClusterStatus status() const;
   // The cluster_* server counters, in STARLING_SERVER_COUNTERS order (7 values).

@@ -647,6 +647,8 @@ bool Workgroup::post_engine(const EngineOp& op) {
 
 bool Workgroup::engine_up() const { return server_.cluster()->up(); }
 
+void Workgroup::engine_refused() { server_.cluster()->count_refused(); }
+
 bool Workgroup::post_answer(unsigned w, Subject* s, Request* r) {
   if (!server_.workgroup(w).push_deliver(index_, s, nullptr, r)) return false;
   wake_mask_ |= uint64_t{1} << w;

@@ -140,6 +140,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   bool post_answer(unsigned w, Subject* s, Request* r) override;
   bool post_engine(const EngineOp& op) override;
   bool engine_up() const override;
+  void engine_refused() override;
   void send(Subscriber* c, Frame* f) override;
   void resume(Subscriber* c) override;
   void authenticate(Subscriber* c, std::string_view token) override;

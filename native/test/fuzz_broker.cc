@@ -85,6 +85,7 @@ class Host : public BrokerHost {
   void authenticate(Subscriber* c, std::string_view) override { asked.push_back(c); }
   bool post_engine(const EngineOp&) override { return false; }  // (no cluster in this target)
   bool engine_up() const override { return false; }
+  void engine_refused() override {}
   std::vector<Subscriber*> asked;   // connections waiting for a decision on their token
 
  private:

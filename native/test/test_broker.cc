@@ -111,6 +111,8 @@ class FakeBrokerHost : public BrokerHost {
     return true;
   }
   bool engine_up() const override { return engine_is_up; }
+  int engine_refusals = 0;
+  void engine_refused() override { engine_refusals++; }
   void drop_engine_ops() {
     for (EngineOp& op : engine_ops) {
       op.subject->unref();
