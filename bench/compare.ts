@@ -629,15 +629,17 @@ async function main(): Promise<void> {
     if (of === 'W1') return w1(s, dir, opts.clients, 20000, opts.seconds, label, transport);
     return w2(s, dir, opts.clients, opts.seconds, label, transport);
   };
+  const threeNodes = new Set<string>();
   for (const name of opts.servers) {
     if (opts.workloads.includes('W3')) await run(name, 'W3', (s) => w3(s, dir, opts.clients));
     const published = (c: ClusterRun | undefined, rate: number) => c && Object.assign(c, { published: rate });
     if (opts.workloads.includes('W1')) await run(name, 'W1', (s) => w1(s, dir, opts.clients, 20000, opts.seconds, 'W1', 'websocket', published(engine, 20000)));
     if (opts.workloads.includes('W2')) await run(name, 'W2', (s) => w2(s, dir, opts.clients, opts.seconds, 'W2', 'websocket', published(engine, 20)));
     for (const of of ['W1', 'W2'] as const)
-      if (opts.workloads.includes(`${of}x3`)) {
-        if (isStarling(name)) await run3(name, of);
-        else log(`${name} ${of}x3: skipped, the peers have no cluster`);
+      if (opts.workloads.includes(`${of}x3`) && !threeNodes.has(`${name} ${of}`)) {
+        threeNodes.add(`${name} ${of}`);  // (once per server, when it is named twice to interleave)
+        if (isStarling(name) && !wantsCluster(name)) await run3(name, of);
+        else log(`${name} ${of}x3: skipped, ${isStarling(name) ? 'the three nodes are clustered anyway' : 'the peers have no cluster'}`);
       }
     if (opts.workloads.includes('W7')) {
       if (isStarling(name)) {
