@@ -9,5 +9,6 @@ export LD_PRELOAD="$preload"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 node --test --test-concurrency=1 dist/test/20.server.test.js dist/test/30.hostile.test.js dist/test/13.entitlement.test.js \
-  dist/test/14.entitlement-random.test.js dist/test/50.bench-smoke.test.js
+  dist/test/14.entitlement-random.test.js dist/test/50.bench-smoke.test.js \
+  dist/test/98.cluster.test.js dist/test/98.cluster-hostile.test.js
 sh test/uring-pass.sh dist/test/20.server.test.js dist/test/30.hostile.test.js
