@@ -327,15 +327,7 @@ void HomeCache::append(Subject* s, Frame* f, uint64_t seq, bool retained, uint64
       f->unref();
     }
   }
-  if (retained) {
-    if (c->snapshot) drop_snapshot(c);
-    f->ref();
-    keep(f);
-    c->snapshot = f;
-    c->snapshot_seq = seq;
-    charge(c, static_cast<int64_t>(f->cost));
-    s->has_snapshot.store(true, std::memory_order_release);
-  }
+  if (retained) set_snapshot(c, f, seq);
   if (c->snapshot) {
     touch(c);
   } else if (!c->count) {  // kept nothing (MaxCachedMessagesPerSubject 0, or out of memory)
@@ -356,15 +348,19 @@ void HomeCache::snapshot(Subject* s, Frame* f, uint64_t seq) {
     counters_.add(k_alloc_failures);
     return;
   }
+  set_snapshot(c, f, seq);
+  touch(c);
+  enforce_bound();
+}
+
+void HomeCache::set_snapshot(Cache* c, Frame* f, uint64_t seq) {
   if (c->snapshot) drop_snapshot(c);
   f->ref();
   keep(f);
   c->snapshot = f;
   c->snapshot_seq = seq;
   charge(c, static_cast<int64_t>(f->cost));
-  s->has_snapshot.store(true, std::memory_order_release);
-  touch(c);
-  enforce_bound();
+  c->subject->has_snapshot.store(true, std::memory_order_release);
 }
 
 void HomeCache::enforce_bound() {

@@ -118,6 +118,7 @@ class HomeCache {
   void free_cache(Cache* c);         // unholds the subject: do not touch it afterwards
   void drop_oldest(Cache* c);
   void drop_snapshot(Cache* c);
+  void set_snapshot(Cache* c, Frame* f, uint64_t seq);  // f (one more reference) replaces c's snapshot
   bool grow(Cache* c);
   void expire(Cache* c, uint64_t now_ms);   // may free c
   void touch(Cache* c);              // c (holding a snapshot) was just published to: to the back of the list
