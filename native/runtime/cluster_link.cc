@@ -552,7 +552,7 @@ void ClusterLink::deliver_live(const std::string& name, Track& t, uint64_t epoch
 }
 
 void ClusterLink::on_message(std::string_view name, std::string_view payload) {
-  auto it = tracks_.find(std::string(name));
+  auto it = tracks_.find(name_.assign(name));  // (the reused key: no allocation per message)
   if (it == tracks_.end()) return;  // no longer followed
   Track& t = it->second;
   if (t.phase != Track::kFilling && t.phase != Track::kLive) return;  // (the fill to come covers it)
@@ -828,11 +828,11 @@ void ClusterLink::on_push(const resp::Value& v) {
   const std::string_view name = ch.substr(channel_prefix_.size());
   if (kind == "message") return on_message(name, p.child(v, 2).str);
   if (kind == "subscribe") {
-    auto c = subscribing_.find(std::string(name));
+    auto c = subscribing_.find(name_.assign(name));
     if (c == subscribing_.end()) return;
     if (--c->second) return;  // a later SUBSCRIBE of it is still to be confirmed
     subscribing_.erase(c);
-    auto it = tracks_.find(std::string(name));
+    auto it = tracks_.find(name_);
     if (it != tracks_.end() && it->second.phase == Track::kSubscribing) start_fill(it->first, it->second);
   }
   // "unsubscribe": nothing to do (messages of a subject no longer followed are ignored)

@@ -191,6 +191,7 @@ class ClusterLink {
   const std::string max_messages_text_, expire_text_, meta_ttl_text_;
   std::string channel_prefix_;   // "starling:<db>:" of the server in use
   std::string meta_, log_, chan_;
+  std::string name_;             // a subject name as the maps' key, for lookups from a message
   char epoch_text_[16];
 
   mutable std::mutex status_lock_;   // guards status_ (the control thread reads it)
