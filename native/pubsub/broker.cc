@@ -329,6 +329,23 @@ void Broker::on_answer(Subject* s, Request* r) {
   s->unref();
 }
 
+void Broker::await_answer(uint64_t token, Pending p) {
+  Subscriber* c = p.conn;
+  pending_.emplace(token, std::move(p));
+  try {
+    waits_[c]++;
+  } catch (const std::bad_alloc&) {
+    pending_.erase(token);
+    throw;
+  }
+}
+
+void Broker::drop_answer(uint64_t token, Subscriber* c) {
+  pending_.erase(token);
+  auto w = waits_.find(c);
+  if (--w->second == 0) waits_.erase(w);
+}
+
 void Broker::resume_if_done(Subscriber* c) {
   auto w = waits_.find(c);
   if (w == waits_.end() || --w->second) return;
@@ -352,10 +369,8 @@ bool Broker::ask_home(Subscriber* c, Subject* s, const Spec& spec, uint32_t conf
     return true;
   }
   try {
-    pending_.emplace(r->token, Pending{c, s, conflate_ms, once, {}});
-    waits_[c]++;
+    await_answer(r->token, Pending{c, s, conflate_ms, once, {}});
   } catch (const std::bad_alloc&) {
-    pending_.erase(r->token);
     delete r;
     throw;
   }
@@ -371,19 +386,14 @@ bool Broker::ack_when_numbered(Subscriber* c, Subject* s, std::string_view id) {
     r->token = ++next_token_;
     r->from = wg_;
     r->barrier = true;
-    bool counted = false;
+    bool awaited = false;
     try {
-      pending_.emplace(r->token, Pending{c, s, 0, true, std::string(id), true});
-      waits_[c]++;
-      counted = true;
+      await_answer(r->token, Pending{c, s, 0, true, std::string(id), true});
+      awaited = true;
       if (!host_.post_request(s->home, s, r)) held_.push_back(Held{c, s, nullptr, r, {}});
       return false;
     } catch (const std::bad_alloc&) {  // (nothing was posted)
-      pending_.erase(r->token);
-      if (counted) {
-        auto w = waits_.find(c);
-        if (--w->second == 0) waits_.erase(w);
-      }
+      if (awaited) drop_answer(r->token, c);
       delete r;
     }
   }
@@ -523,20 +533,10 @@ bool Broker::hand_to_engine(Subscriber* c, Subject* s, Frame* f, std::string_vie
   uint64_t token = 0;
   if (answered) {
     token = ++next_token_;
-    pending_.emplace(token, Pending{c, nullptr, 0, true, std::string(id), true});  // std::bad_alloc: nothing posted
-    try {
-      waits_[c]++;
-    } catch (const std::bad_alloc&) {
-      pending_.erase(token);
-      throw;
-    }
+    await_answer(token, Pending{c, nullptr, 0, true, std::string(id), true});  // std::bad_alloc: nothing posted
   }
   if (!host_.post_engine(EngineOp{EngineOp::kPublish, static_cast<uint8_t>(wg_), s, f, token})) {
-    if (answered) {
-      pending_.erase(token);
-      auto w = waits_.find(c);
-      if (--w->second == 0) waits_.erase(w);
-    }
+    if (answered) drop_answer(token, c);
     return false;
   }
   *waits = answered;

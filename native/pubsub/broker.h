@@ -297,6 +297,10 @@ class Broker {
     std::string ack;  // a barrier (ack_when_numbered): the publish id its answer acknowledges
     bool barrier = false;
   };
+  // c (p.conn) waits for the answer to token: in pending_ and counted in waits_, both or neither (std::bad_alloc
+  // leaves nothing). drop_answer undoes it for an answer that will not come (nothing was posted).
+  void await_answer(uint64_t token, Pending p);
+  void drop_answer(uint64_t token, Subscriber* c);
   // One conflated subscription's state: when it may send next, and the latest message held until then.
   struct ConflationKey {
     const Subscriber* who;
