@@ -112,8 +112,8 @@ HomeCache::~HomeCache() {
     c->subject->cache = nullptr;
     mem::free(c, sizeof(Cache));
   };
-  for (Cache* c : heap_)
-    if (!c->snapshot) release(c);
+  for (const HeapSlot& h : heap_)
+    if (!h.cache->snapshot) release(h.cache);
   for (Cache* c = lru_; c;) {
     Cache* next = c->next;
     release(c);
@@ -205,13 +205,14 @@ void HomeCache::drop_oldest(Cache* c) {
     heap_remove(c);
   } else {
     c->oldest_ms = c->ring[c->head].at_ms;
+    heap_[c->heap_at].key = c->oldest_ms;
     heap_down(c->heap_at);  // its oldest message is younger now
   }
 }
 
 bool HomeCache::heap_push(Cache* c) {
   try {
-    heap_.push_back(c);  // (never allocates: reserved for every cache at create)
+    heap_.push_back(HeapSlot{c->oldest_ms, c});  // (never allocates: reserved for every cache at create)
   } catch (const std::bad_alloc&) {
     return false;
   }
@@ -223,42 +224,43 @@ bool HomeCache::heap_push(Cache* c) {
 void HomeCache::heap_remove(Cache* c) {
   const uint32_t i = c->heap_at;
   if (i == kNotInHeap) return;
-  const uint32_t last = static_cast<uint32_t>(heap_.size() - 1);
-  if (i != last) heap_swap(i, last);
+  const HeapSlot last = heap_.back();
   heap_.pop_back();
   c->heap_at = kNotInHeap;
-  if (i < heap_.size()) {
+  if (i < heap_.size()) {  // the last slot fills the hole, then finds its place either way
+    heap_put(i, last);
     heap_down(i);
-    heap_up(i);
+    heap_up(last.cache->heap_at);
   }
 }
 
-void HomeCache::heap_swap(uint32_t a, uint32_t b) {
-  std::swap(heap_[a], heap_[b]);
-  heap_[a]->heap_at = a;
-  heap_[b]->heap_at = b;
-}
-
+// Both move a hole, not a slot: each level writes one slot (and its cache's heap_at), the moving one is put once.
 void HomeCache::heap_up(uint32_t i) {
+  const HeapSlot moving = heap_[i];
   while (i > 0) {
-    const uint32_t parent = (i - 1) / 2;
-    if (key(parent) <= key(i)) return;
-    heap_swap(i, parent);
+    const uint32_t parent = (i - 1) / kHeapArity;
+    if (heap_[parent].key <= moving.key) break;
+    heap_put(i, heap_[parent]);
     i = parent;
   }
+  heap_put(i, moving);
 }
 
 void HomeCache::heap_down(uint32_t i) {
   const uint32_t n = static_cast<uint32_t>(heap_.size());
+  const HeapSlot moving = heap_[i];
   for (;;) {
-    uint32_t least = i;
-    const uint32_t l = 2 * i + 1, r = l + 1;
-    if (l < n && key(l) < key(least)) least = l;
-    if (r < n && key(r) < key(least)) least = r;
-    if (least == i) return;
-    heap_swap(i, least);
+    const uint32_t first = kHeapArity * i + 1;
+    if (first >= n) break;
+    const uint32_t end = std::min(first + kHeapArity, n);
+    uint32_t least = first;
+    for (uint32_t j = first + 1; j < end; j++)
+      if (heap_[j].key < heap_[least].key) least = j;
+    if (heap_[least].key >= moving.key) break;
+    heap_put(i, heap_[least]);
     i = least;
   }
+  heap_put(i, moving);
 }
 
 void HomeCache::drop_snapshot(Cache* c) {
@@ -368,7 +370,7 @@ void HomeCache::enforce_bound() {
   while (bytes() > opt_.max_bytes && (!heap_.empty() || lru_)) {
     counters_.add(k_cache_evictions);
     if (!heap_.empty()) {  // the oldest message of all
-      Cache* c = heap_[0];
+      Cache* c = heap_[0].cache;
       drop_oldest(c);
       if (!c->count && !c->snapshot) free_cache(c);
     } else {               // only snapshots left: the least recently published subject's
@@ -387,8 +389,8 @@ void HomeCache::expire(Cache* c, uint64_t now_ms) {
 
 void HomeCache::expire(uint64_t now_ms) {
   if (opt_.expire_ms) {
-    while (!heap_.empty() && heap_[0]->oldest_ms + opt_.expire_ms <= now_ms) {
-      Cache* c = heap_[0];
+    while (!heap_.empty() && heap_[0].key + opt_.expire_ms <= now_ms) {
+      Cache* c = heap_[0].cache;
       drop_oldest(c);
       counters_.add(k_cache_evictions);
       if (!c->count && !c->snapshot) free_cache(c);

@@ -883,6 +883,64 @@ TEST(cache_size_bound_evicts_the_oldest_message_of_any_subject_first) {
   w.b0.on_leave(&h_new);
 }
 
+// Many subjects, publishes at random, CacheSize and CacheExpireTime both biting, and caches removed from the
+// middle of the eviction heap (a SUB's answer drops a subject's expired messages): whatever is kept and not
+// expired is always the newest messages of all, every one of them, in order per subject (eviction takes the
+// oldest of any subject, expiry takes only older ones).
+TEST(cache_size_and_age_eviction_keep_exactly_the_newest_messages_of_many_subjects) {
+  constexpr int kSubjects = 300, kPublishes = 6000;
+  constexpr uint64_t kExpireMs = 3000;
+  World w(cached(1000, 256 << 10, kExpireMs));
+  Rng rng(20261203);
+  Subscriber pub;
+  std::vector<uint64_t> at(kPublishes);  // when message i was published
+  uint64_t now = 1000;
+  auto name = [](size_t k) { return "/s" + std::to_string(k); };
+  for (int i = 0; i < kPublishes; i++) {
+    now += 1 + rng.below(2);
+    at[i] = now;
+    w.b0.set_now(now);
+    std::string body = std::to_string(i);
+    body.resize(200, '.');
+    CHECK(command(w.b0, pub, "PUB " + name(rng.below(kSubjects)) + "\n" + body));
+    if (i % 3 == 0) {  // an answer that expires a subject's messages: its cache leaves the heap wherever it is
+      Subscriber probe;
+      CHECK(command(w.b0, probe, "SUB " + name(rng.below(kSubjects)) + "#1000"));
+      w.b0.on_leave(&probe);
+      w.host0.sent.erase(&probe);  // (the next probe has the same address)
+    }
+    if (i % 500 == 0) w.b0.pass();
+  }
+  CHECK(w.counters0.get(k_cached_bytes) <= (256u << 10));
+  CHECK(w.counters0.get(k_cache_evictions) > 0u);
+  std::vector<bool> served(kPublishes);
+  size_t total = 0;
+  for (size_t k = 0; k < kSubjects; k++) {
+    Subscriber h;
+    CHECK(command(w.b0, h, "SUB " + name(k) + "#1000"));
+    int last = -1;
+    for (const std::string& got : w.host0.to(h)) {
+      const Msg m = parse_msg(got);
+      if (!m.seq) continue;  // SYNC
+      const int i = std::stoi(m.body);
+      CHECK(i > last);
+      last = i;
+      served[i] = true;
+      total++;
+    }
+    w.b0.on_leave(&h);
+    w.host0.sent.erase(&h);
+  }
+  // A suffix: from the oldest message served on, every later one was served; and it reaches the last.
+  int first = 0;
+  while (first < kPublishes && !served[first]) first++;
+  CHECK(first < kPublishes);
+  CHECK_EQ(total, static_cast<size_t>(kPublishes - first));
+  CHECK(at[first] + kExpireMs > now);                   // nothing expired is served
+  CHECK(first == 0 || at[first - 1] + kExpireMs <= now  // the one before expired, or went for the bound
+        || w.counters0.get(k_cached_bytes) + 400 > (256u << 10));
+}
+
 // The SSE renditions of cached messages live as long as they do: counted in the cache's bound (CacheSize), once
 // per frame (a retained message is in the ring and the snapshot), and no longer once the cache lets them go.
 TEST(cache_counts_the_sse_renditions_of_the_messages_it_keeps) {
