@@ -96,7 +96,6 @@ class AnswerWriter {
 HomeCache::~HomeCache() {
   // At shutdown, with the registry still alive: free every cache without touching the registry (it is
   // being destroyed with the server and drops its references itself).
-  // Every cache holds messages (the heap) or a snapshot (the list), or both (freed with the list).
   // (Frames may outlive it, queued to connections: each is let go, so no rendition is charged here later.)
   auto release = [this](Cache* c) {
     for (uint32_t i = 0; i < c->count; i++) {
@@ -112,13 +111,9 @@ HomeCache::~HomeCache() {
     c->subject->cache = nullptr;
     mem::free(c, sizeof(Cache));
   };
-  for (const HeapSlot& h : heap_)
-    if (!h.cache->snapshot) release(h.cache);
-  for (Cache* c = lru_; c;) {
-    Cache* next = c->next;
-    release(c);
-    c = next;
-  }
+  for (Cache* c : by_id_)
+    if (c) release(c);
+  mem::free(order_, order_cap_ * sizeof(Aged));
 }
 
 void HomeCache::charge(Cache* c, int64_t delta) {
@@ -148,16 +143,31 @@ Cache* HomeCache::create(Subject* s) {
     return nullptr;
   }
   try {
-    // Room for every cache, so that heap_push never allocates; grown geometrically, since reserve(n) allocates
-    // exactly n: a reserve per new cache copied the whole heap each time, quadratic in the subjects (at a million
-    // subjects their first messages took both cores in memmove, W4 in bench/c1m.ts).
-    if (heap_.capacity() < caches_ + 1) heap_.reserve(std::max<size_t>(caches_ + 1, heap_.capacity() * 2));
+    // Room for every id, so that freeing a cache never allocates; grown geometrically, since reserve(n) allocates
+    // exactly n: a reserve per new cache copied the whole table each time, quadratic in the subjects (at a
+    // million subjects their first messages took both cores in memmove, W4 in bench/c1m.ts).
+    if (by_id_.capacity() < caches_ + 1) {
+      const size_t n = std::max<size_t>(caches_ + 1, by_id_.capacity() * 2);
+      by_id_.reserve(n);
+      gens_.reserve(n);
+      free_ids_.reserve(n);
+    }
   } catch (const std::bad_alloc&) {
     mem::free(ring, kFirstRing * sizeof(Cache::Entry));
     mem::free(c, sizeof(Cache));
     return nullptr;
   }
-  *c = Cache{s, nullptr, nullptr, kNotInHeap, ring, kFirstRing, 0, 0, 0, 0, nullptr, 0, nullptr, 0};
+  uint32_t id;
+  if (free_ids_.empty()) {  // (every id is in use: by_id_.size() == caches_ < capacity)
+    id = static_cast<uint32_t>(by_id_.size());
+    by_id_.push_back(c);
+    gens_.push_back(0);
+  } else {
+    id = free_ids_.back();
+    free_ids_.pop_back();
+    by_id_[id] = c;
+  }
+  *c = Cache{s, nullptr, nullptr, id, ring, kFirstRing, 0, 0, 0, 0, nullptr, 0, nullptr, 0};
   caches_++;
   s->cache = c;
   charge(c, static_cast<int64_t>(sizeof(Cache) + kFirstRing * sizeof(Cache::Entry)));
@@ -185,6 +195,9 @@ void HomeCache::free_cache(Cache* c) {
   if (c->snapshot) drop_snapshot(c);  // (unlinks it)
   Subject* s = c->subject;
   charge(c, -static_cast<int64_t>(sizeof(Cache) + c->cap * sizeof(Cache::Entry)));
+  by_id_[c->id] = nullptr;
+  gens_[c->id]++;              // its entries in the age queue are stale from now on
+  free_ids_.push_back(c->id);  // (never allocates: reserved for every cache at create)
   mem::free(c->ring, c->cap * sizeof(Cache::Entry));
   mem::free(c, sizeof(Cache));
   caches_--;
@@ -200,67 +213,80 @@ void HomeCache::drop_oldest(Cache* c) {
   c->head = (c->head + 1) & (c->cap - 1);
   c->count--;
   c->first_seq++;
+  messages_--;
   counters_.sub(k_cached_messages);
-  if (!c->count) {
-    heap_remove(c);
-  } else {
-    c->oldest_ms = c->ring[c->head].at_ms;
-    heap_[c->heap_at].key = c->oldest_ms;
-    heap_down(c->heap_at);  // its oldest message is younger now
-  }
+  if (c->count) c->oldest_ms = c->ring[c->head].at_ms;
 }
 
-bool HomeCache::heap_push(Cache* c) {
-  try {
-    heap_.push_back(HeapSlot{c->oldest_ms, c});  // (never allocates: reserved for every cache at create)
-  } catch (const std::bad_alloc&) {
-    return false;
-  }
-  c->heap_at = static_cast<uint32_t>(heap_.size() - 1);
-  heap_up(c->heap_at);
+Cache* HomeCache::holder(const Aged& a) const {
+  if (gens_[a.id] != a.gen) return nullptr;  // its cache was freed (and the id perhaps reused)
+  Cache* c = by_id_[a.id];
+  return c->count && c->first_seq <= a.seq && a.seq <= c->last_seq() ? c : nullptr;
+}
+
+bool HomeCache::order_resize(size_t cap) {
+  Aged* ring = static_cast<Aged*>(mem::alloc(cap * sizeof(Aged)));
+  if (!ring) return false;
+  for (size_t i = 0; i < order_size_; i++) ring[i] = aged(i);
+  mem::free(order_, order_cap_ * sizeof(Aged));
+  order_ = ring;
+  order_cap_ = cap;
+  order_head_ = 0;
   return true;
 }
 
-void HomeCache::heap_remove(Cache* c) {
-  const uint32_t i = c->heap_at;
-  if (i == kNotInHeap) return;
-  const HeapSlot last = heap_.back();
-  heap_.pop_back();
-  c->heap_at = kNotInHeap;
-  if (i < heap_.size()) {  // the last slot fills the hole, then finds its place either way
-    heap_put(i, last);
-    heap_down(i);
-    heap_up(last.cache->heap_at);
+bool HomeCache::order_push(Aged a) {
+  if (order_size_ == order_cap_) {
+    // Stale entries past the live ones (and a little slack, so that a small queue is not compacted on every
+    // push): dropped in one pass rather than grown around.
+    if (order_size_ >= 2 * messages_ + kOrderSlack) order_compact();
+    if (order_size_ == order_cap_ && !order_resize(order_cap_ ? order_cap_ * 2 : kOrderSlack)) return false;
+  }
+  aged(order_size_++) = a;
+  total_ += sizeof(Aged);
+  return true;
+}
+
+void HomeCache::order_pop() {
+  order_head_ = (order_head_ + 1) & (order_cap_ - 1);
+  order_size_--;
+  total_ -= sizeof(Aged);
+  // Gives back what a burst made it grow to (a quarter used: halving leaves it half full).
+  if (order_cap_ > kOrderSlack && order_size_ < order_cap_ / 4) order_resize(order_cap_ / 2);
+}
+
+void HomeCache::order_compact() {
+  size_t kept = 0;
+  for (size_t i = 0; i < order_size_; i++)
+    if (holder(aged(i))) aged(kept++) = aged(i);
+  total_ -= (order_size_ - kept) * sizeof(Aged);
+  order_size_ = kept;
+}
+
+void HomeCache::prefetch_ahead() {
+  // Three stages, each reading only what an earlier one fetched: the cache of the entry kAhead behind the
+  // head, the ring slot of the one half as far, the frame of the next.
+  if (order_size_ > kAhead) __builtin_prefetch(by_id_[aged(kAhead).id]);
+  if (order_size_ > kAhead / 2) {
+    const Aged& a = aged(kAhead / 2);
+    if (const Cache* c = holder(a)) __builtin_prefetch(&c->at(static_cast<uint32_t>(a.seq - c->first_seq)));
+  }
+  if (order_size_ > 1) {
+    const Aged& a = aged(1);
+    if (const Cache* c = holder(a)) __builtin_prefetch(c->at(static_cast<uint32_t>(a.seq - c->first_seq)).frame, 1);
   }
 }
 
-// Both move a hole, not a slot: each level writes one slot (and its cache's heap_at), the moving one is put once.
-void HomeCache::heap_up(uint32_t i) {
-  const HeapSlot moving = heap_[i];
-  while (i > 0) {
-    const uint32_t parent = (i - 1) / kHeapArity;
-    if (heap_[parent].key <= moving.key) break;
-    heap_put(i, heap_[parent]);
-    i = parent;
-  }
-  heap_put(i, moving);
-}
-
-void HomeCache::heap_down(uint32_t i) {
-  const uint32_t n = static_cast<uint32_t>(heap_.size());
-  const HeapSlot moving = heap_[i];
-  for (;;) {
-    const uint32_t first = kHeapArity * i + 1;
-    if (first >= n) break;
-    const uint32_t end = std::min(first + kHeapArity, n);
-    uint32_t least = first;
-    for (uint32_t j = first + 1; j < end; j++)
-      if (heap_[j].key < heap_[least].key) least = j;
-    if (heap_[least].key >= moving.key) break;
-    heap_put(i, heap_[least]);
-    i = least;
-  }
-  heap_put(i, moving);
+void HomeCache::evict_head() {
+  const Aged a = aged(0);
+  order_pop();
+  prefetch_ahead();
+  Cache* c = holder(a);
+  if (!c) return;  // stale: its cache dropped it already
+  // The oldest entry of c in the queue is c's oldest message: every older one was popped or had been dropped.
+  drop_oldest(c);
+  counters_.add(k_cache_evictions);
+  if (!c->count && !c->snapshot) free_cache(c);
 }
 
 void HomeCache::drop_snapshot(Cache* c) {
@@ -320,8 +346,10 @@ void HomeCache::append(Subject* s, Frame* f, uint64_t seq, bool retained, uint64
     c->count++;
     charge(c, static_cast<int64_t>(f->cost));
     counters_.add(k_cached_messages);
-    if (c->count == 1 && !heap_push(c)) {  // not evictable without its heap entry: do not keep it
-      c->count = 0;
+    messages_++;
+    if (!order_push(Aged{seq, c->id, gens_[c->id]})) {  // not evictable without its entry: do not keep it
+      c->count--;
+      messages_--;
       let_go(f);
       charge(c, -static_cast<int64_t>(f->cost));
       counters_.sub(k_cached_messages);
@@ -367,13 +395,11 @@ void HomeCache::set_snapshot(Cache* c, Frame* f, uint64_t seq) {
 
 void HomeCache::enforce_bound() {
   counters_.set(k_cached_bytes, bytes());  // (renditions are added by other threads, without charge)
-  while (bytes() > opt_.max_bytes && (!heap_.empty() || lru_)) {
-    counters_.add(k_cache_evictions);
-    if (!heap_.empty()) {  // the oldest message of all
-      Cache* c = heap_[0].cache;
-      drop_oldest(c);
-      if (!c->count && !c->snapshot) free_cache(c);
-    } else {               // only snapshots left: the least recently published subject's
+  while (bytes() > opt_.max_bytes && (order_size_ || lru_)) {
+    if (order_size_) {  // the oldest message of all
+      evict_head();
+    } else {            // only snapshots left: the least recently published subject's
+      counters_.add(k_cache_evictions);
       free_cache(lru_);
     }
   }
@@ -389,11 +415,10 @@ void HomeCache::expire(Cache* c, uint64_t now_ms) {
 
 void HomeCache::expire(uint64_t now_ms) {
   if (opt_.expire_ms) {
-    while (!heap_.empty() && heap_[0].key + opt_.expire_ms <= now_ms) {
-      Cache* c = heap_[0].cache;
-      drop_oldest(c);
-      counters_.add(k_cache_evictions);
-      if (!c->count && !c->snapshot) free_cache(c);
+    while (order_size_) {
+      const Cache* c = holder(aged(0));
+      if (c && c->oldest_ms + opt_.expire_ms > now_ms) break;
+      evict_head();  // (a stale head goes too)
     }
   }
 }

@@ -941,6 +941,56 @@ TEST(cache_size_and_age_eviction_keep_exactly_the_newest_messages_of_many_subjec
         || w.counters0.get(k_cached_bytes) + 400 > (256u << 10));
 }
 
+// MaxCachedMessagesPerSubject drops a subject's oldest by itself, leaving its entry in the home's age queue
+// behind, stale. Those entries must neither evict anything (a subject flooding past its count must not take
+// another subject's old message, nor a message of its own that is still among its last) nor pile up (a queue
+// of every message ever published, behind one old message that never expires).
+TEST(cache_count_eviction_leaves_nothing_that_evicts_or_grows) {
+  {
+    World w(cached(3, 8 << 20));  // CacheSize far from full, no expiry
+    Subscriber pub;
+    CHECK(command(w.b0, pub, "PUB /old\nfirst"));
+    for (int i = 0; i < 20000; i++) CHECK(command(w.b0, pub, "PUB /busy" + std::to_string(i % 50) + "\nm"));
+    CHECK_EQ(w.counters0.get(k_cached_messages), 151u);
+    CHECK(w.counters0.get(k_cached_bytes) < (64u << 10));  // not 20,000 entries of 16 bytes
+    Subscriber h;
+    CHECK(command(w.b0, h, "SUB /old#10"));
+    CHECK(briefs(w.host0.to(h)) == (std::vector<std::string>{"history 1 first", "SYNC /old E:1"}));
+    w.b0.on_leave(&h);
+  }
+  {
+    constexpr int kSubjects = 50, kPublishes = 5000;
+    World w(cached(3, 48 << 10));  // room for about a hundred of the 150 a count of 3 allows
+    Rng rng(7);
+    Subscriber pub;
+    std::vector<size_t> subject(kPublishes);
+    for (int i = 0; i < kPublishes; i++) {
+      subject[i] = rng.below(kSubjects);
+      std::string body = std::to_string(i);
+      body.resize(200, '.');
+      CHECK(command(w.b0, pub, "PUB /r" + std::to_string(subject[i]) + "\n" + body));
+    }
+    // Which messages are among the last 3 of their subject.
+    std::vector<bool> last3(kPublishes);
+    std::vector<int> seen(kSubjects);
+    for (int i = kPublishes - 1; i >= 0; i--) last3[i] = seen[subject[i]]++ < 3;
+    std::vector<bool> served(kPublishes);
+    for (size_t k = 0; k < kSubjects; k++) {
+      Subscriber h;
+      CHECK(command(w.b0, h, "SUB /r" + std::to_string(k) + "#10"));
+      for (const std::string& got : w.host0.to(h))
+        if (parse_msg(got).seq) served[std::stoi(parse_msg(got).body)] = true;
+      w.b0.on_leave(&h);
+      w.host0.sent.erase(&h);
+    }
+    int first = 0;
+    while (first < kPublishes && !served[first]) first++;
+    CHECK(kPublishes - first > 50);
+    // Kept: from the oldest kept on, exactly the messages still among their subject's last 3.
+    for (int i = first; i < kPublishes; i++) CHECK_EQ(served[i], static_cast<bool>(last3[i]));
+  }
+}
+
 // The SSE renditions of cached messages live as long as they do: counted in the cache's bound (CacheSize), once
 // per frame (a retained message is in the ring and the snapshot), and no longer once the cache lets them go.
 TEST(cache_counts_the_sse_renditions_of_the_messages_it_keeps) {
