@@ -5,7 +5,7 @@
 //   (a variant with ClusterEngine=redis runs on a fresh redis-server of its own; W1x3 / W2x3 run W1 / W2 on
 //   three cluster nodes of each Starling server named: bench/cluster.ts)
 //                              (a Starling variant: --servers starling:Workgroups=1,uws)
-//                              [--clients 15000] [--seconds 20] [--rates 20000,30000,...]
+//                              [--clients 15000] [--seconds 20] [--warmup 3] [--rates 20000,30000,...]
 //                              [--w5-drop 5000] [--w5-mode reset|close]
 //
 // W7 (entitled): W1 again with Entitlement = JWT and a token per client (see w7); run with W1 to get the ratio.
@@ -36,7 +36,9 @@ const PORT = 8810;
 // Subscribers come from 19 source addresses, as the seeds' benchsub did (LocalAddresses), which also keeps
 // every run clear of the ephemeral-port limit of one address.
 const LOCAL_ADDRESSES = '127.0.0.{2..20}';
-const WARMUP_SECONDS = 3;
+// Seconds of traffic before a window opens (--warmup): 3 by default. A longer one measures the steady state of a
+// server whose cache fills first (W1 fills the default CacheSize of 64 MB in about 5 s of traffic).
+let warmupSeconds = 3;
 // BENCHMARKS.md: a workload is held when delivered/s is within 2% of offered (W1-max: ≥ 99% delivered with
 // p99 ≤ 10 ms).
 const W1MAX_DELIVERED = 0.99;
@@ -115,7 +117,7 @@ async function measure(
   const subscriber = tool('benchsub', {
     ...common,
     LocalAddresses: LOCAL_ADDRESSES,
-    Warmup: WARMUP_SECONDS,
+    Warmup: warmupSeconds,
     Duration: seconds,
     ReportInterval: 5,
     ServerPid: server.pid,
@@ -130,7 +132,7 @@ async function measure(
   // The watched processes' CPU over about benchsub's window: from the end of its warm-up to its exit.
   const watch = Object.entries(more.watch ?? {});
   const window = watch.length
-    ? sleep(WARMUP_SECONDS * 1000).then(() => watch.map(([, pid]) => cpuSeconds(pid)))
+    ? sleep(warmupSeconds * 1000).then(() => watch.map(([, pid]) => cpuSeconds(pid)))
     : Promise.resolve([] as number[]);
   const code = await subscriber.done;
   const before = await window;
@@ -432,6 +434,7 @@ function parseArgs(argv: string[]) {
       case '--workloads': opts.workloads = v.split(','); i++; break;
       case '--clients': opts.clients = Number(v); i++; break;
       case '--seconds': opts.seconds = Number(v); i++; break;
+      case '--warmup': warmupSeconds = Number(v); i++; break;
       case '--rates': opts.rates = v.split(',').map(Number); i++; break;
       case '--w1max-servers': opts.w1maxServers = v.split(/,(?![A-Za-z.]+=)/); i++; break;
       case '--w5-drop': opts.w5Drop = Number(v); i++; break;
@@ -497,7 +500,7 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     `- Command: \`${command}\``,
     `- Method: BENCHMARKS.md. Server, publishers and subscribers share this machine; loopback; 512-byte payloads;`,
     `  subscribers from ${LOCAL_ADDRESSES}; benchsub and benchpub are Starling's native client engine, one thread each;`,
-    `  ${WARMUP_SECONDS} s warm-up, then a ${opts.seconds} s window. CPU µs/msg = server utime+stime over the window /`,
+    `  ${warmupSeconds} s warm-up, then a ${opts.seconds} s window. CPU µs/msg = server utime+stime over the window /`,
     `  messages delivered in it. Starling runs with its defaults (Workgroups = CPU count) and BenchmarkMode = true.`,
     '',
     '| server | workload | offered msg/s | delivered msg/s | CPU µs/msg | p50 ms | p99 ms | max ms | bytes/idle conn | notes |',
