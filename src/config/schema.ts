@@ -224,8 +224,9 @@ export const SCHEMA = [
     doc:
       'Bytes of history all subjects together may keep for recovery (`SUB <subject>@<epoch>:<seq>`), history ' +
       '(`SUB <subject>#<n>`) and retained snapshots (`PUB … +retained`): the messages themselves, shared with their ' +
-      'live delivery, and their server-sent-event renditions once an event stream received them. Each workgroup keeps an equal share for the subjects it is home of; over it, the least recently ' +
-      'published subjects lose their oldest messages first, then their snapshot. Part of `Memory`, and at most half ' +
+      'live delivery, and their server-sent-event renditions once an event stream received them. Each workgroup keeps an equal share for the subjects it is home of; over it, the oldest messages go ' +
+      'first, whichever subjects they belong to, then (when no message is left) the least recently published ' +
+      "subjects' snapshots. Part of `Memory`, and at most half " +
       'of it. `0` turns history, recovery and snapshots off (protocol v1 behaviour: a publish to a subject nobody ' +
       'subscribes to goes nowhere, and recovery is answered `RESYNC` unless nothing was missed).',
   },
