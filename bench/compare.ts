@@ -434,7 +434,10 @@ function parseArgs(argv: string[]) {
       case '--workloads': opts.workloads = v.split(','); i++; break;
       case '--clients': opts.clients = Number(v); i++; break;
       case '--seconds': opts.seconds = Number(v); i++; break;
-      case '--warmup': warmupSeconds = Number(v); i++; break;
+      case '--warmup':
+        warmupSeconds = Number(v);
+        if (!Number.isFinite(warmupSeconds) || warmupSeconds < 0) throw new Error(`--warmup takes seconds (0 or more), not ${v}`);
+        i++; break;
       case '--rates': opts.rates = v.split(',').map(Number); i++; break;
       case '--w1max-servers': opts.w1maxServers = v.split(/,(?![A-Za-z.]+=)/); i++; break;
       case '--w5-drop': opts.w5Drop = Number(v); i++; break;
