@@ -505,6 +505,8 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     `  subscribers from ${LOCAL_ADDRESSES}; benchsub and benchpub are Starling's native client engine, one thread each;`,
     `  ${warmupSeconds} s warm-up, then a ${opts.seconds} s window. CPU µs/msg = server utime+stime over the window /`,
     `  messages delivered in it. Starling runs with its defaults (Workgroups = CPU count) and BenchmarkMode = true.`,
+    // (malloc's settings change what a server costs: a run made with them says so)
+    ...(process.env.GLIBC_TUNABLES ? [`- Environment of every process: GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}`] : []),
     '',
     '| server | workload | offered msg/s | delivered msg/s | CPU µs/msg | p50 ms | p99 ms | max ms | bytes/idle conn | notes |',
     '|---|---|---|---|---|---|---|---|---|---|',
@@ -521,6 +523,7 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
     const u = rows.find((r) => r.server === 'uws' && r.workload === workload)?.[field] as number | undefined;
     return s && u ? (s / u).toFixed(2) : '–';
   };
+  lines.push(...renderRepeats(rows));
   if (opts.servers.includes('uws')) {
     lines.push('', '## Ratios, Starling / uWebSockets.js (same run)', '');
     lines.push(`- W1 CPU µs/msg: ${ratio('W1', 'cpuMicrosPerMessage')} (goal ≤ 0.6)`);
@@ -558,6 +561,29 @@ function renderResults(opts: ReturnType<typeof parseArgs>, rows: Row[], command:
   lines.push(...renderW5(opts, rows));
   if (errors.length) lines.push('', '## Errors', '', ...errors.map((e) => `- ${e}`));
   return lines.join('\n') + '\n';
+}
+
+/**
+ * Servers named more than once (interleaved runs, e.g. starling,starling:CacheSize=0,starling:CacheSize=0,starling):
+ * the mean CPU µs/msg of each per workload, and its ratio to the mean of the first server named.
+ */
+function renderRepeats(rows: Row[]): string[] {
+  const lines: string[] = [];
+  for (const workload of [...new Set(rows.map((r) => r.workload))]) {
+    const of = rows.filter((r) => r.workload === workload && r.cpuMicrosPerMessage);
+    const servers = [...new Set(of.map((r) => r.server))];
+    const runs = (server: string) => of.filter((r) => r.server === server).map((r) => r.cpuMicrosPerMessage!);
+    if (!servers.some((s) => runs(s).length > 1)) continue;
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const base = mean(runs(servers[0]));
+    lines.push('', `## ${workload}, interleaved runs: mean CPU µs/msg`, '');
+    for (const server of servers) {
+      const xs = runs(server);
+      const ratio = server === servers[0] ? '' : `; / ${servers[0]}: ${(mean(xs) / base).toFixed(3)}`;
+      lines.push(`- ${server}: ${fmt(mean(xs), 2)} over ${xs.length} run${xs.length === 1 ? '' : 's'} (${xs.map((x) => fmt(x, 2)).join(', ')})${ratio}`);
+    }
+  }
+  return lines;
 }
 
 async function main(): Promise<void> {
