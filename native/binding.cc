@@ -274,7 +274,14 @@ class JsServer : public Napi::ObjectWrap<JsServer> {
   ~JsServer() override { auth_->release(*server_); }
 
  private:
-  void JS_start(const Napi::CallbackInfo& info) { server_->start(); }
+  // start(): the threads; throws with the reason if they cannot be made (the server is then stopped).
+  void JS_start(const Napi::CallbackInfo& info) {
+    try {
+      server_->start();
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
 
   Napi::Value JS_io(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());

@@ -228,6 +228,20 @@ describe('rule 3: memory is bounded by configuration', SUITE, () => {
     child.assertAlive('the server under RLIMIT_DATA');
   });
 
+  it('says which limit keeps it from starting its threads, instead of aborting (RLIMIT_DATA with whole heaps)', async () => {
+    // docs/tuning.md: with glibc's top pad at 64 MiB every thread's heap is writable whole and counts against
+    // RLIMIT_DATA, so at 384 MB the server's own threads cannot get their stacks. An uncaught std::system_error
+    // ended the process with SIGABRT; now start() stops the threads it made and fails with the limit to raise.
+    await assert.rejects(
+      ServerChild.start({}, { limits: ['--data=402653184'], env: { GLIBC_TUNABLES: 'glibc.malloc.top_pad=67108864' } }),
+      (e: Error) => {
+        assert.match(e.message, /"code":1,"signal":null/);
+        assert.match(e.message, /cannot start the server's threads \(\d+ of 3 started\).*ulimit -d.*glibc\.malloc\.top_pad/s);
+        return true;
+      },
+    );
+  });
+
   it('keeps the whole server within Memory=200M by cutting the largest backlogs', async () => {
     // MaxBacklog is set far above the budget (64M per client), so only the server-wide budget can hold 40
     // flooders: past it the largest backlogs are cut, and the healthy subscriber keeps getting every message.

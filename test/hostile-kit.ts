@@ -80,6 +80,8 @@ export interface SpawnOptions {
   limits?: string[];
   /** Log lines of the child go to the test's stderr as well when set (debugging). */
   echo?: boolean;
+  /** Variables added to the child's environment. */
+  env?: Record<string, string>;
 }
 
 /** What the child said when it exited: its code or the signal that ended it. */
@@ -132,7 +134,7 @@ export class ServerChild {
     const full = { ...CHILD_DEFAULTS, ...config };
     const argv = [process.execPath, FIXTURE, JSON.stringify(full)];
     const cmd = o.limits?.length ? ['prlimit', ...o.limits, '--', ...argv] : argv;
-    const proc = spawn(cmd[0], cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = spawn(cmd[0], cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
     let log = '';
     let resolveExit!: (e: Exit) => void;
     const exited = new Promise<Exit>((r) => (resolveExit = r));

@@ -15,9 +15,11 @@
 
 #include <cerrno>
 #include <new>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 #include "io/poller.h"
 #include "io/reset.h"
@@ -259,18 +261,49 @@ void Server::decide(std::vector<AuthDecision>& batch) {
   }
 }
 
+namespace {
+
+// glibc.malloc.top_pad in GLIBC_TUNABLES (docs/tuning.md, huge pages) makes every thread's heap writable whole, so
+// each counts 64 MiB against RLIMIT_DATA: a limit that fits the server without it may not fit it with it.
+std::string top_pad_hint() {
+  const char* t = getenv("GLIBC_TUNABLES");
+  return t && strstr(t, "glibc.malloc.top_pad") ? " GLIBC_TUNABLES sets glibc.malloc.top_pad: each thread's heap "
+                                                  "then counts whole against ulimit -d (docs/tuning.md)."
+                                                : "";
+}
+
+}  // namespace
+
 void Server::start() {
   if (started_) return;
-  started_ = true;
-  if (cluster_) cluster_->start();
-  for (unsigned i = 0; i < workgroups_.size(); i++) {
-    int cpu = options_.cpus.empty() ? -1 : options_.cpus[i % options_.cpus.size()];
-    workgroups_[i]->start(cpu);
+  bool cluster_running = false;
+  unsigned running = 0;  // workgroups whose thread runs
+  try {
+    if (cluster_) {
+      cluster_->start();
+      cluster_running = true;
+    }
+    for (; running < workgroups_.size(); running++) {
+      int cpu = options_.cpus.empty() ? -1 : options_.cpus[running % options_.cpus.size()];
+      workgroups_[running]->start(cpu);
+    }
+    acceptor_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "starling-accept");
+      accept_loop();
+    });
+  } catch (const std::system_error& e) {
+    // A thread could not be made: the process is at a limit on threads or on memory for their stacks. Stop the
+    // ones made (nothing was accepted yet) and say which limit to look at, rather than end the process.
+    for (unsigned i = 0; i < running; i++) workgroups_[i]->request_stop();
+    for (unsigned i = 0; i < running; i++) workgroups_[i]->join();
+    if (cluster_running) cluster_->stop();
+    throw std::runtime_error("cannot start the server's threads (" + std::to_string(running) + " of " +
+                             std::to_string(workgroups_.size() + 1) + " started): " + e.what() +
+                             ". The process is at a limit: threads (ulimit -u, a cgroup's pids.max) or memory for "
+                             "their stacks (ulimit -d and ulimit -s; systemd LimitDATA=, LimitSTACK=). Raise it, or "
+                             "lower Workgroups." + top_pad_hint());
   }
-  acceptor_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "starling-accept");
-    accept_loop();
-  });
+  started_ = true;
 }
 
 void Server::stop() {
