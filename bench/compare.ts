@@ -37,7 +37,8 @@ const PORT = 8810;
 // every run clear of the ephemeral-port limit of one address.
 const LOCAL_ADDRESSES = '127.0.0.{2..20}';
 // Seconds of traffic before a window opens (--warmup): 3 by default. A longer one measures the steady state of a
-// server whose cache fills first (W1 fills the default CacheSize of 64 MB in about 5 s of traffic).
+// server whose cache has filled: W1 keeps about 13.6 MB/s, so the default CacheSize (an eighth of Memory: 1.5 GB
+// on a 24 GiB machine) takes about 115 s (docs/tuning.md, huge pages).
 let warmupSeconds = 3;
 // BENCHMARKS.md: a workload is held when delivered/s is within 2% of offered (W1-max: ≥ 99% delivered with
 // p99 ≤ 10 ms).
