@@ -20,6 +20,7 @@
         "native/transport/http_session.cc",
         "native/transport/http_request.cc",
         "native/io/memory.cc",
+        "native/io/arena.cc",
         "native/io/stream_loop.cc",
         "native/io/loop_epoll.cc",
         "native/io/loop_uring.cc",

@@ -18,7 +18,7 @@ struct Frame {
   std::atomic<uint32_t> refs;
   uint32_t begin;   // offset of the first byte to send
   uint32_t end;     // offset one past the last byte
-  uint32_t cost;    // bytes charged to the memory account (allocation plus malloc's overhead)
+  uint32_t cost;    // bytes charged to the memory account: mem::block_cost of the allocation
   uint8_t opcode;   // kOpText or kOpBinary: the publisher's frame type, kept for the subscribers
   bool retained;    // a publish: "PUB … +retained" (the home keeps it as the subject's snapshot)
   // The same message for server-sent-events subscribers (transport/sse.h): rendered by the first SSE
@@ -40,7 +40,7 @@ struct Frame {
   // (never throws: the caller sheds the client that asked, see DESIGN.md rule 3).
   static Frame* alloc(size_t capacity) {
     size_t n = offsetof(Frame, bytes) + (capacity ? capacity : 1);
-    void* mem = mem::alloc(n);
+    void* mem = mem::block_alloc(n);
     if (!mem) return nullptr;
     Frame* f = static_cast<Frame*>(mem);
     new (&f->refs) std::atomic<uint32_t>(1);
@@ -49,7 +49,7 @@ struct Frame {
     f->cache_holds = 0;
     f->alt_account = nullptr;
     f->begin = f->end = 0;
-    f->cost = static_cast<uint32_t>(n + mem::kMallocOverhead);
+    f->cost = static_cast<uint32_t>(mem::block_cost(n));
     f->opcode = kOpText;
     f->retained = false;
     return f;
@@ -89,8 +89,7 @@ struct Frame {
   void unref() {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       if (Frame* a = alt.load(std::memory_order_acquire)) a->unref();
-      size_t n = cost - mem::kMallocOverhead;
-      mem::free(this, n);
+      mem::block_free(this, cost);
     }
   }
 };

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "io/arena.h"
+
 namespace starling::mem {
 
 // Slots 0..63 belong to workgroup threads; kSharedSlot is used (atomically) by every other thread.
@@ -53,6 +55,37 @@ inline void free(void* p, size_t n) {
   std::free(p);
   release(n + kMallocOverhead);
 }
+
+// Blocks (io/arena.h): what the server keeps many of for long — frames, the history cache's structs and rings —
+// from huge-page chunks, charged as what they occupy (their size class). Past arena::kMaxBlock, and under
+// AddressSanitizer (so that it sees them), they come from malloc and cost n plus malloc's overhead.
+// block_free takes the cost, which the holder keeps anyway (Frame::cost) or computes again with block_cost.
+#if defined(__SANITIZE_ADDRESS__)
+#define STARLING_BLOCKS_FROM_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STARLING_BLOCKS_FROM_MALLOC 1
+#endif
+#endif
+#ifdef STARLING_BLOCKS_FROM_MALLOC
+inline size_t block_cost(size_t n) { return n + kMallocOverhead; }
+inline void* block_alloc(size_t n) { return alloc(n); }
+inline void block_free(void* p, size_t cost) { free(p, cost - kMallocOverhead); }
+#else
+inline size_t block_cost(size_t n) { return n <= arena::kMaxBlock ? arena::class_size(n) : n + kMallocOverhead; }
+inline void* block_alloc(size_t n) {
+  if (n > arena::kMaxBlock) return alloc(n);
+  void* p = arena::alloc(n);
+  if (p) charge(arena::class_size(n));
+  return p;
+}
+inline void block_free(void* p, size_t cost) {
+  if (cost > arena::kMaxBlock) return free(p, cost - kMallocOverhead);
+  if (!p) return;
+  arena::free(p, cost);
+  release(cost);
+}
+#endif
 
 // A standard-library allocator that charges the account (alloc/free above): a container whose nodes and tables
 // clients make the server hold (a map keyed by connection) is counted like the rest. allocate() throws

@@ -31,6 +31,11 @@ std::string_view payload_of(const Frame* f) {
   return std::string_view(reinterpret_cast<const char*>(body), static_cast<size_t>(p + n - body));
 }
 
+// A subject's Cache and its ring are blocks (io/arena.h: with its frames, in huge pages), charged to the cache as
+// what they occupy.
+size_t cache_cost() { return mem::block_cost(sizeof(Cache)); }
+size_t ring_cost(uint32_t cap) { return mem::block_cost(cap * sizeof(Cache::Entry)); }
+
 uint32_t ring_cap_for(uint32_t want) {
   uint32_t cap = kFirstRing;
   while (cap < want) cap <<= 1;
@@ -107,9 +112,9 @@ HomeCache::~HomeCache() {
       let_go(f);
       f->unref();
     }
-    mem::free(c->ring, c->cap * sizeof(Cache::Entry));
+    mem::block_free(c->ring, ring_cost(c->cap));
     c->subject->cache = nullptr;
-    mem::free(c, sizeof(Cache));
+    mem::block_free(c, cache_cost());
   };
   for (Cache* c : by_id_)
     if (c) release(c);
@@ -135,11 +140,11 @@ void HomeCache::let_go(Frame* f) {
 }
 
 Cache* HomeCache::create(Subject* s) {
-  Cache* c = static_cast<Cache*>(mem::alloc(sizeof(Cache)));
+  Cache* c = static_cast<Cache*>(mem::block_alloc(sizeof(Cache)));
   if (!c) return nullptr;
-  Cache::Entry* ring = static_cast<Cache::Entry*>(mem::alloc(kFirstRing * sizeof(Cache::Entry)));
+  Cache::Entry* ring = static_cast<Cache::Entry*>(mem::block_alloc(kFirstRing * sizeof(Cache::Entry)));
   if (!ring) {
-    mem::free(c, sizeof(Cache));
+    mem::block_free(c, cache_cost());
     return nullptr;
   }
   try {
@@ -153,8 +158,8 @@ Cache* HomeCache::create(Subject* s) {
       free_ids_.reserve(n);
     }
   } catch (const std::bad_alloc&) {
-    mem::free(ring, kFirstRing * sizeof(Cache::Entry));
-    mem::free(c, sizeof(Cache));
+    mem::block_free(ring, ring_cost(kFirstRing));
+    mem::block_free(c, cache_cost());
     return nullptr;
   }
   uint32_t id;
@@ -170,7 +175,7 @@ Cache* HomeCache::create(Subject* s) {
   *c = Cache{s, nullptr, nullptr, id, ring, kFirstRing, 0, 0, 0, 0, nullptr, 0, nullptr, 0};
   caches_++;
   s->cache = c;
-  charge(c, static_cast<int64_t>(sizeof(Cache) + kFirstRing * sizeof(Cache::Entry)));
+  charge(c, static_cast<int64_t>(cache_cost() + ring_cost(kFirstRing)));
   return c;
 }
 
@@ -194,12 +199,12 @@ void HomeCache::free_cache(Cache* c) {
   while (c->count) drop_oldest(c);
   if (c->snapshot) drop_snapshot(c);  // (unlinks it)
   Subject* s = c->subject;
-  charge(c, -static_cast<int64_t>(sizeof(Cache) + c->cap * sizeof(Cache::Entry)));
+  charge(c, -static_cast<int64_t>(cache_cost() + ring_cost(c->cap)));
   by_id_[c->id] = nullptr;
   gens_[c->id]++;              // its entries in the age queue are stale from now on
   free_ids_.push_back(c->id);  // (never allocates: reserved for every cache at create)
-  mem::free(c->ring, c->cap * sizeof(Cache::Entry));
-  mem::free(c, sizeof(Cache));
+  mem::block_free(c->ring, ring_cost(c->cap));
+  mem::block_free(c, cache_cost());
   caches_--;
   s->cache = nullptr;
   registry_.unhold(s);  // may free s (the registry's reference was the last)
@@ -302,11 +307,11 @@ void HomeCache::drop_snapshot(Cache* c) {
 
 bool HomeCache::grow(Cache* c) {
   const uint32_t cap = c->cap * 2;
-  Cache::Entry* ring = static_cast<Cache::Entry*>(mem::alloc(cap * sizeof(Cache::Entry)));
+  Cache::Entry* ring = static_cast<Cache::Entry*>(mem::block_alloc(cap * sizeof(Cache::Entry)));
   if (!ring) return false;
   for (uint32_t i = 0; i < c->count; i++) ring[i] = c->at(i);
-  mem::free(c->ring, c->cap * sizeof(Cache::Entry));
-  charge(c, static_cast<int64_t>((cap - c->cap) * sizeof(Cache::Entry)));
+  mem::block_free(c->ring, ring_cost(c->cap));
+  charge(c, static_cast<int64_t>(ring_cost(cap) - ring_cost(c->cap)));
   c->ring = ring;
   c->cap = cap;
   c->head = 0;
