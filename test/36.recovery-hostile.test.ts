@@ -407,3 +407,58 @@ describe('conflation to a client that never reads', SUITE, () => {
     child.assertAlive();
   });
 });
+
+// Frames and the cache's own structs are blocks of the arena (native/io/arena.h): 2 MiB chunks in huge pages, charged
+// to CacheSize as their size class, and unmapped once no block of theirs is in use. A flood that fills the cache well
+// past CacheSize must leave the server's RSS within CacheSize of where it was (class rounding is counted, chunks
+// kept by a few live blocks are not: the slack), and give the memory back when the messages expire.
+describe('the history cache at its bound', SUITE, () => {
+  it('holds a 330 MB flood to CacheSize=160M of RSS, gives it back when it expires, and a subscriber gets every message throughout', async () => {
+    const cacheSize = 160 * MB;
+    const child = await ServerChild.start({ CacheSize: '160M', CacheExpireTime: 3 });
+    await placeNextOn(child, 0);
+    const healthy = await SeqSubscriber.open(child, ['/h']);
+    await placeNextOn(child, 0);
+    const pub = await Publisher.open(child);
+    const ticker = new Ticker(pub, '/h', 200, Buffer.alloc(100, 0x61));
+    const baseline = await total(child, 'memory_bytes');
+    const rssBaseline = child.rss();
+    const sampler = new RssSampler(child, 50);
+
+    // Two publishers, one a workgroup, each 500 subjects of 300 messages of 1 KB (homed where they are published).
+    const payload = Buffer.alloc(1024, 0x62);
+    const floods = [0, 1].map(async (wg) => {
+      await placeNextOn(child, wg);
+      const p = await Publisher.open(child);
+      const ids: string[] = [];
+      for (let s = 0; s < 500; s++) {
+        const subject = `/f${wg}/${s}`;
+        await p.send(pubFrames(subject, 300, payload, `${subject}-`));
+        for (let i = 0; i < 300; i++) ids.push(`${subject}-${i}`);
+      }
+      const unacked = await p.waitAcks(ids, 60_000);
+      p.destroy();
+      return unacked.length;
+    });
+    assert.deepEqual(await Promise.all(floods), [0, 0], 'every flooding publish is acknowledged');
+    const cached = await total(child, 'cached_bytes');
+    const evicted = await total(child, 'cache_evictions');
+    const peak = sampler.stop();
+    const observed = `cached ${(cached / MB).toFixed(0)} MB, ${evicted} evictions, peak RSS +${((peak - rssBaseline) / MB).toFixed(0)} MB`;
+    if (DEBUG) console.log(observed);
+    assert.ok(cached <= cacheSize && cached >= cacheSize * 0.8, `the caches hold about CacheSize, not more: ${observed}`);
+    assert.ok(evicted >= 100_000, `the flood (300,000 messages of 1 KB) was evicted down to CacheSize: ${observed}`);
+    assert.ok(peak - rssBaseline <= cacheSize + 48 * MB, `RSS grows by CacheSize at most (+48 MB): ${observed}`);
+
+    // CacheExpireTime 3 s: the flood's messages go within a pass or two, and with them their chunks.
+    const expired = await poll(async () => ((await total(child, 'cached_bytes')) < 1 * MB ? true : undefined), 10_000, 200);
+    assert.ok(expired, `the flood expired from the caches (cached_bytes ${await total(child, 'cached_bytes')})`);
+    await ticker.stop();
+    assert.deepEqual(await pub.waitAcks(ticker.ids, 10_000), [], 'every PUB of the healthy publisher is acknowledged');
+    await healthy.waitCount('/h', ticker.sent, 10_000);
+    healthy.assertHealthy({ '/h': ticker.sent });
+    await memoryBack(child, baseline, 1 * MB, 'after the flood expired');
+    await child.assertRssBack(rssBaseline, 'after the flood expired');
+    child.assertAlive();
+  });
+});

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Huge pages for Starling's native heap. The seeds ran their JVM heap on large pages; Starling's heap is the
-# addon's C++ allocations (connection structs, subject index, write queues: ~292 B per idle subscribed
-# connection, ~3 GB at 10M connections) made through glibc malloc, which can back them with huge pages:
+# Huge pages for Starling's native heap. The history cache's messages are in huge pages already (2 MiB chunks
+# Starling asks the kernel for: THP mode madvise or always); the rest (connection structs, subject index, write
+# queues: ~292 B per idle connection, ~3 GB at 10M) is glibc malloc's, which can back it with huge pages too:
 #
 #   GLIBC_TUNABLES=glibc.malloc.hugetlb=1   malloc asks for transparent huge pages (madvise) — needs THP mode
 #                                           "madvise" or "always"; nothing to reserve (glibc >= 2.35)
@@ -56,7 +56,7 @@ status() {
   total=$(meminfo HugePages_Total)
   free=$(meminfo HugePages_Free)
   mode=$(sed -n 's/.*\[\(.*\)\].*/\1/p' "$THP" 2>/dev/null || echo unknown)
-  echo "transparent huge pages: $mode   (glibc.malloc.hugetlb=1 needs madvise or always)"
+  echo "transparent huge pages: $mode   (the history cache's chunks and glibc.malloc.hugetlb=1 need madvise or always)"
   echo "hugetlb pages: $total reserved, $free free, $((page_kb / 1024)) MiB each = $((total * page_kb / 1024)) MiB   (for glibc.malloc.hugetlb=2)"
   echo "anonymous memory in transparent huge pages, whole system: $(($(meminfo AnonHugePages) / 1024)) MiB"
   for pid in $(pgrep -f 'dist/src/cli.js serve' 2>/dev/null || true); do

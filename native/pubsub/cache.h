@@ -5,7 +5,8 @@
 //
 // What a cached message costs: a reference to the frame already built for live delivery (no copy) and a
 // 16-byte entry. A subject's Cache is allocated with its first message, so subscribed subjects that never
-// get one cost nothing here. Bounds, all from configuration (DESIGN.md rule 3):
+// get one cost nothing here. Frames, Caches and rings are blocks of the arena (io/arena.h), in huge pages, and
+// counted as their size class: evicting touches all three, and 4 KiB pages made each touch a TLB miss. Bounds, all from configuration (DESIGN.md rule 3):
 // - per subject: the last `max_messages` (MaxCachedMessagesPerSubject);
 // - by age: a message older than `expire_ms` (CacheExpireTime) is dropped (checked on every append and
 //   answer, and once a second by expire());
