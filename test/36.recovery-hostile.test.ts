@@ -68,6 +68,35 @@ async function memoryBack(child: ServerChild, baseline: number, slack: number, w
 }
 
 /**
+ * The well-behaved client every attack runs beside: a subscriber to /h and a publisher of 200 messages a second to
+ * it, both on wg0, with the server's accounted memory and RSS read once they run. end() stops the publisher and
+ * asserts that every message arrived once and in order, and that memory_bytes (within 1 MB) and the RSS came back.
+ */
+async function healthyStream(child: ServerChild) {
+  await placeNextOn(child, 0);
+  const healthy = await SeqSubscriber.open(child, ['/h']);
+  await placeNextOn(child, 0);
+  const pub = await Publisher.open(child);
+  const ticker = new Ticker(pub, '/h', 200, Buffer.alloc(100, 0x61));
+  const baseline = await total(child, 'memory_bytes');
+  const rssBaseline = child.rss();
+  return {
+    baseline,
+    rssBaseline,
+    stop: () => ticker.stop(),
+    async end(what: string): Promise<void> {
+      await ticker.stop();
+      assert.deepEqual(await pub.waitAcks(ticker.ids, 10_000), [], 'every PUB of the healthy publisher is acknowledged');
+      await healthy.waitCount('/h', ticker.sent, 10_000);
+      healthy.assertHealthy({ '/h': ticker.sent });
+      await memoryBack(child, baseline, 1 * MB, what);
+      await child.assertRssBack(rssBaseline, what);
+      child.assertAlive();
+    },
+  };
+}
+
+/**
  * Publishes `n` messages of `size` bytes to each of `subjects` from a publisher on workgroup `wg` (the subjects'
  * home when the publish creates them) and returns each subject's epoch, read with `SUB <subject>#0`.
  */
@@ -110,14 +139,8 @@ describe('recovery answers nobody reads', SUITE, () => {
     const recoverAll = subjects.map((s) => `SUB ${s}@${epochs[s]}:0`);
     const unsubAll = `UNSUB ${subjects.join(' ')}`;
 
-    await placeNextOn(child, 0);
-    const healthy = await SeqSubscriber.open(child, ['/h']);
-    await placeNextOn(child, 0);
-    const pub = await Publisher.open(child);
-    const ticker = new Ticker(pub, '/h', 200, Buffer.alloc(100, 0x61));
-
-    const baseline = await total(child, 'memory_bytes');
-    const rssBaseline = child.rss();
+    const stream = await healthyStream(child);
+    const rssBaseline = stream.rssBaseline;
     const sampler = new RssSampler(child, 50);
     const cutsBefore = (await total(child, 'slow_consumer_closes')) + (await total(child, 'memory_cuts'));
     // 10 attackers on both workgroups: each asks for every subject from seq 0, five times over, and never reads.
@@ -144,13 +167,7 @@ describe('recovery answers nobody reads', SUITE, () => {
     assert.ok(counted, `each attacker is cut as a slow consumer or by the Memory budget (counted ${await cuts()} of ${attackers.length})`);
     assert.ok(ended, `every attacker's connection ended (${attackers.filter((a) => a.isEnded).length} of ${attackers.length})`);
 
-    await ticker.stop();
-    assert.deepEqual(await pub.waitAcks(ticker.ids, 10_000), [], 'every PUB of the healthy publisher is acknowledged');
-    await healthy.waitCount('/h', ticker.sent, 10_000);
-    healthy.assertHealthy({ '/h': ticker.sent });
-    await memoryBack(child, baseline, 1 * MB, 'after the attackers were cut');
-    await child.assertRssBack(rssBaseline, 'after the attackers were cut');
-    child.assertAlive();
+    await stream.end('after the attackers were cut');
   });
 
   // Failed on 5d0dd6d (one SUB of 40 recovery specs): peak RSS +63..78 MB with 10 non-readers (bound 34 MB); with
@@ -205,14 +222,8 @@ describe('recovery answers nobody reads', SUITE, () => {
     const recoverAll = `SUB ${subjects.map((s) => `${s}@${epochs[s]}:0`).join(' ')}`;
     const unsubAll = `UNSUB ${subjects.join(' ')}`;
 
-    await placeNextOn(child, 0);
-    const healthy = await SeqSubscriber.open(child, ['/h']);
-    await placeNextOn(child, 0);
-    const pub = await Publisher.open(child);
-    const ticker = new Ticker(pub, '/h', 200, Buffer.alloc(100, 0x61));
-
-    const baseline = await total(child, 'memory_bytes');
-    const rssBaseline = child.rss();
+    const stream = await healthyStream(child);
+    const { baseline, rssBaseline } = stream;
     const sampler = new RssSampler(child, 20);
     const cutsBefore = await total(child, 'memory_cuts');
     const attackers: RawWs[] = [];
@@ -231,18 +242,13 @@ describe('recovery answers nobody reads', SUITE, () => {
     child.assertAlive();
     const memoryCuts = (await total(child, 'memory_cuts')) - cutsBefore;
     for (const a of attackers) a.destroy();
-    await ticker.stop();
+    await stream.stop();
     const observed = `peak RSS +${((peak - rssBaseline) / MB).toFixed(0)} MB over ${(rssBaseline / MB).toFixed(0)} MB, ${memoryCuts} memory cuts, memory_bytes at start ${(baseline / MB).toFixed(1)} MB`;
     if (DEBUG) console.log(observed);
-    assert.deepEqual(await pub.waitAcks(ticker.ids, 10_000), [], 'every PUB of the healthy publisher is acknowledged');
-    await healthy.waitCount('/h', ticker.sent, 10_000);
-    healthy.assertHealthy({ '/h': ticker.sent });
     assert.ok(memoryCuts > 0, `past the budget the largest backlogs are cut (${observed})`);
     // The same bound test/32.core-defects.test.ts holds ping flooders to under Memory=200M: the budget plus 64 MB.
     assert.ok(peak - rssBaseline <= budget + 64 * MB, `the server stays within Memory=128M plus 64 MB (${observed})`);
-    await memoryBack(child, baseline, 1 * MB, 'after the attackers left');
-    await child.assertRssBack(rssBaseline, 'after the attackers left');
-    child.assertAlive();
+    await stream.end('after the attackers left');
   });
 });
 
@@ -416,13 +422,8 @@ describe('the history cache at its bound', SUITE, () => {
   it('holds a 330 MB flood to CacheSize=160M of RSS, gives it back when it expires, and a subscriber gets every message throughout', async () => {
     const cacheSize = 160 * MB;
     const child = await ServerChild.start({ CacheSize: '160M', CacheExpireTime: 3 });
-    await placeNextOn(child, 0);
-    const healthy = await SeqSubscriber.open(child, ['/h']);
-    await placeNextOn(child, 0);
-    const pub = await Publisher.open(child);
-    const ticker = new Ticker(pub, '/h', 200, Buffer.alloc(100, 0x61));
-    const baseline = await total(child, 'memory_bytes');
-    const rssBaseline = child.rss();
+    const stream = await healthyStream(child);
+    const rssBaseline = stream.rssBaseline;
     const sampler = new RssSampler(child, 50);
 
     // Two publishers, one a workgroup, each 500 subjects of 300 messages of 1 KB (homed where they are published).
@@ -453,12 +454,6 @@ describe('the history cache at its bound', SUITE, () => {
     // CacheExpireTime 3 s: the flood's messages go within a pass or two, and with them their chunks.
     const expired = await poll(async () => ((await total(child, 'cached_bytes')) < 1 * MB ? true : undefined), 10_000, 200);
     assert.ok(expired, `the flood expired from the caches (cached_bytes ${await total(child, 'cached_bytes')})`);
-    await ticker.stop();
-    assert.deepEqual(await pub.waitAcks(ticker.ids, 10_000), [], 'every PUB of the healthy publisher is acknowledged');
-    await healthy.waitCount('/h', ticker.sent, 10_000);
-    healthy.assertHealthy({ '/h': ticker.sent });
-    await memoryBack(child, baseline, 1 * MB, 'after the flood expired');
-    await child.assertRssBack(rssBaseline, 'after the flood expired');
-    child.assertAlive();
+    await stream.end('after the flood expired');
   });
 });

@@ -72,6 +72,8 @@ struct Span {
   uint32_t used;    // blocks handed out
   uint32_t capacity;
   uint16_t cls;     // kNoClass while free
+  bool listed;      // on its class's list (in use: not full, and at most half used since it was last full)
+  bool resident;    // its memory was touched since it was mapped or given back (madvise DONTNEED)
 };
 
 struct Chunk {
@@ -85,6 +87,10 @@ struct Chunk {
 // Span 0's blocks start after the header.
 constexpr size_t kHeader = (sizeof(Chunk) + 63) & ~size_t{63};
 static_assert(kHeader + kMaxBlock <= kSpan);
+constexpr size_t kPage = 4096;
+// Free spans a heap keeps resident before trim() gives their memory back: a steady load reuses the spans it frees
+// within moments (each costs a page fault when touched again), a flood that ended leaves many more.
+constexpr size_t kIdleResident = size_t{8} << 20;
 
 Chunk* chunk_of(const void* p) {
   return reinterpret_cast<Chunk*>(reinterpret_cast<uintptr_t>(p) & ~(uintptr_t{kChunk} - 1));
@@ -117,10 +123,14 @@ struct Heap {
   // Blocks other threads freed, pushed with a compare-and-swap and taken all at once by the owner (no pop of
   // one: no ABA). On its own cache line, since other threads write it.
   alignas(64) std::atomic<Block*> remote{nullptr};
-  alignas(64) Span* classes[kClasses] = {};  // each class's spans with a free block
+  // Each class's spans to allocate from, in the order they were listed: the first is filled until it is full
+  // before the next is touched (a span listed again goes last, so the newest blocks fill one span at a time).
+  alignas(64) Span* classes[kClasses] = {};
+  Span* last[kClasses] = {};
   Chunk* avail = nullptr;   // chunks with a free span
   unsigned empty = 0;       // chunks with no span in use (one is kept, see arena.h)
   unsigned chunks = 0;      // chunks mapped
+  size_t idle_resident = 0; // bytes of free spans still resident
   Heap* next_orphan = nullptr;
 
   void* alloc(unsigned cls) {
@@ -149,12 +159,34 @@ struct Heap {
     b->next = s->free;
     s->free = b;
     poison(reinterpret_cast<char*>(b) + sizeof(Block), size - sizeof(Block));
-    if (s->used-- == s->capacity) list(s);
+    // A span that was full is allocated from again once half of it is free, not at its first free block: refilling
+    // every hole would spread the newest blocks (a cache's, which live longest) over every span, and no span would
+    // ever empty. So a span off the list is more than half used, and those the list refills drain as blocks die.
+    if (--s->used <= s->capacity / 2 && !s->listed) list(s);
     // An empty span goes back to its chunk unless it is its class's last (alloc, free, alloc… of one block
     // would otherwise take and give back a span each time).
     if (s->used == 0 && (s->prev || s->next)) {
       unlist(s);
       release(s);
+    }
+  }
+
+  // Gives back the memory of free spans (of chunks still in use, and of the spare) once there is more than
+  // kIdleResident of it: after a flood, whose chunks are kept by the few blocks still alive in them.
+  void trim() {
+    if (idle_resident < kIdleResident) return;
+    for (Chunk* c = avail; c; c = c->next) {
+      for (Span* s = c->free_spans; s; s = s->next) {
+        if (!s->resident) continue;
+        const size_t index = static_cast<size_t>(s - c->spans);
+        const size_t skip = index ? 0 : (kHeader + kPage - 1) & ~(kPage - 1);  // span 0 shares a page with the header
+        char* base = reinterpret_cast<char*>(c) + index * kSpan + skip;
+        unpoison(base, kSpan - skip);
+        madvise(base, kSpan - skip, MADV_DONTNEED);
+        poison(base, kSpan - skip);
+        s->resident = false;
+        idle_resident -= kSpan;
+      }
     }
   }
 
@@ -178,15 +210,17 @@ struct Heap {
 
  private:
   void list(Span* s) {
-    s->prev = nullptr;
-    s->next = classes[s->cls];
-    if (s->next) s->next->prev = s;
-    classes[s->cls] = s;
+    s->listed = true;
+    s->next = nullptr;
+    s->prev = last[s->cls];
+    (s->prev ? s->prev->next : classes[s->cls]) = s;
+    last[s->cls] = s;
   }
   void unlist(Span* s) {
     (s->prev ? s->prev->next : classes[s->cls]) = s->next;
-    if (s->next) s->next->prev = s->prev;
+    (s->next ? s->next->prev : last[s->cls]) = s->prev;
     s->prev = s->next = nullptr;
+    s->listed = false;
   }
   void avail_push(Chunk* c) {
     c->prev = nullptr;
@@ -210,6 +244,8 @@ struct Heap {
     const size_t index = static_cast<size_t>(s - c->spans);
     char* start = reinterpret_cast<char*>(c) + index * kSpan + (index ? 0 : kHeader);
     char* end = reinterpret_cast<char*>(c) + (index + 1) * kSpan;
+    if (s->resident) idle_resident -= kSpan;
+    s->resident = true;
     s->cls = static_cast<uint16_t>(cls);
     s->free = nullptr;
     s->bump = start;
@@ -226,6 +262,7 @@ struct Heap {
     s->cls = kNoClass;
     s->next = c->free_spans;
     c->free_spans = s;
+    idle_resident += kSpan;  // (a span in use is resident)
     if (c->nfree++ == 0) avail_push(c);
     if (c->nfree < kSpans) return;
     if (empty == 0) {
@@ -233,6 +270,8 @@ struct Heap {
       return;
     }
     avail_remove(c);
+    for (const Span& each : c->spans)
+      if (each.resident) idle_resident -= kSpan;
     unpoison(c, kChunk);
     munmap(c, kChunk);
     chunks--;
@@ -336,7 +375,9 @@ void free(void* p, size_t n) {
 }
 
 void collect() {
-  if (t_heap) t_heap->collect();
+  if (!t_heap) return;
+  t_heap->collect();
+  t_heap->trim();
 }
 
 Stats stats() {

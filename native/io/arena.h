@@ -16,8 +16,12 @@
 // (a frame whose last reference a subscriber's workgroup drops) is pushed on its owner's remote list with
 // one compare-and-swap, and the owner takes the list back when a class runs out, and once a second
 // (collect(), from the workgroup's tick). A span whose blocks are all free goes back to its chunk, and a
-// chunk with no span in use is unmapped, except one per heap kept for the next growth (so a flood's memory
-// is returned, and a steady load does not map and unmap).
+// chunk with no span in use is unmapped, except one per heap kept for the next growth (so a steady load does
+// not map and unmap). A span that was full is allocated from again only once half of it is free, so the blocks
+// that live longest (the cache's newest) are not spread over every span, and spans empty as their blocks die;
+// free spans of chunks still in use are given back to the system page by page once a heap holds more than a
+// few MiB of them (MADV_DONTNEED, in collect()). So a flood's memory is returned but for the spans the
+// messages still cached keep, which are at least half full.
 //
 // Failure. alloc returns nullptr when the kernel refuses a chunk (RLIMIT_AS, RLIMIT_DATA, overcommit): the
 // caller sheds the client that asked (DESIGN.md rule 3), as with malloc.
@@ -44,7 +48,9 @@ size_t class_size(size_t n);
 void* alloc(size_t n);
 // Gives back a block of alloc(n) from any thread; n: the same n, or class_size(n).
 void free(void* p, size_t n);
-// The calling thread's heap takes back what other threads freed into it. Cheap when they freed nothing.
+// The calling thread's heap takes back what other threads freed into it, and gives the memory of its free spans
+// back to the system when there is more than a few MiB of it (after a flood). Cheap when there is nothing to do.
+// Once a second, from each workgroup's pass.
 void collect();
 
 // What the process has mapped for blocks, for /stats and tests (all heaps, slightly stale).

@@ -327,7 +327,7 @@ void Workgroup::pass_slice() {
   // The pass is complete: once a second.
   slice_ = 0;
   broker_->pass();  // expired cache entries
-  mem::arena::collect();  // blocks other workgroups freed into this one's heap, if it allocated nothing since
+  mem::arena::collect();  // blocks other workgroups freed into this one's heap; idle memory back after a flood
   server_.retry_auth_notify();  // (a call to the control plane that could not be queued: out of memory)
   // A client that hung up while its token is being decided is gone: its wait (up to the authorize hook's
   // timeout) would hold a connection slot for nobody. (A reset is seen at once by the loop; a FIN only here,
