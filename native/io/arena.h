@@ -15,7 +15,7 @@
 // exits). Only the owner allocates from a heap and frees into it directly; a block freed on another thread
 // (a frame whose last reference a subscriber's workgroup drops) is pushed on its owner's remote list with
 // one compare-and-swap, and the owner takes the list back when a class runs out, and once a second
-// (collect(), from the workgroup's tick). A span whose blocks are all free goes back to its chunk, and a
+// (collect(), from the workgroup's once-a-second pass). A span whose blocks are all free goes back to its chunk, and a
 // chunk with no span in use is unmapped, except one per heap kept for the next growth (so a steady load does
 // not map and unmap). A span that was full is allocated from again only once half of it is free, so the blocks
 // that live longest (the cache's newest) are not spread over every span, and spans empty as their blocks die;
@@ -33,6 +33,16 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+
+// Defined under AddressSanitizer (gcc's and clang's ways of saying so): the arena poisons free memory, and the
+// server's blocks come from malloc (io/memory.h).
+#if defined(__SANITIZE_ADDRESS__)
+#define STARLING_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STARLING_ASAN 1
+#endif
+#endif
 
 namespace starling::mem::arena {
 
@@ -53,7 +63,7 @@ void free(void* p, size_t n);
 // Once a second, from each workgroup's pass.
 void collect();
 
-// What the process has mapped for blocks, for /stats and tests (all heaps, slightly stale).
+// What the process has mapped for blocks, for tests (all heaps, slightly stale).
 struct Stats {
   uint64_t chunks;      // chunks mapped now (each kChunk bytes)
   uint64_t heaps;       // heaps made (threads that allocated, at most as many at once as threads)

@@ -60,14 +60,7 @@ inline void free(void* p, size_t n) {
 // from huge-page chunks, charged as what they occupy (their size class). Past arena::kMaxBlock, and under
 // AddressSanitizer (so that it sees them), they come from malloc and cost n plus malloc's overhead.
 // block_free takes the cost, which the holder keeps anyway (Frame::cost) or computes again with block_cost.
-#if defined(__SANITIZE_ADDRESS__)
-#define STARLING_BLOCKS_FROM_MALLOC 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define STARLING_BLOCKS_FROM_MALLOC 1
-#endif
-#endif
-#ifdef STARLING_BLOCKS_FROM_MALLOC
+#ifdef STARLING_ASAN
 inline size_t block_cost(size_t n) { return n + kMallocOverhead; }
 inline void* block_alloc(size_t n) { return alloc(n); }
 inline void block_free(void* p, size_t cost) { free(p, cost - kMallocOverhead); }
