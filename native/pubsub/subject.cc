@@ -1,5 +1,6 @@
 #include "pubsub/subject.h"
 
+#include "io/memory.h"
 #include "pubsub/permissions.h"
 
 #include <cstdlib>
@@ -19,16 +20,24 @@ constexpr uint32_t kFirstSubjectListCap = 1;
 // linear probes short.
 constexpr size_t kFirstShardSlots = 16;
 
-void* xrealloc(void* p, size_t bytes) {
-  void* q = std::realloc(p, bytes);
-  if (!q) throw std::bad_alloc();
-  return q;
+// A block of n bytes holding the first `keep` bytes of old (old_n bytes, freed). Throws std::bad_alloc
+// (old untouched).
+void* regrow(void* old, size_t old_n, size_t keep, size_t n) {
+  void* p = mem::state_alloc(n);
+  if (!p) throw std::bad_alloc();
+  if (keep) std::memcpy(p, old, keep);
+  if (old) mem::state_free(old, old_n);
+  return p;
+}
+
+size_t subject_bytes(unsigned nworkgroups, size_t name_len) {
+  return sizeof(Subject) + nworkgroups * sizeof(SubList) + name_len;
 }
 
 }  // namespace
 
 Subscriber::~Subscriber() {
-  if (subs != &one) std::free(subs);
+  if (subs != &one) mem::state_free(subs, capsubs * sizeof(SubSlot));
   if (perms) perms->unref();
 }
 
@@ -40,9 +49,10 @@ int Subscriber::find(const Subject* s) const {
 
 void Subject::unref() {
   if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  for (unsigned w = 0; w < nworkgroups; w++) std::free(local(w).items);
+  for (unsigned w = 0; w < nworkgroups; w++) mem::state_free(local(w).items, local(w).cap * sizeof(SubRef));
+  const size_t bytes = subject_bytes(nworkgroups, name_len);
   this->~Subject();
-  std::free(this);
+  mem::state_free(this, bytes);
 }
 
 size_t format_epoch(uint64_t epoch, char* out) {
@@ -61,15 +71,15 @@ void link(Subscriber* who, Subject* subject, unsigned wg, uint32_t conflate_ms) 
   SubList& list = subject->local(wg);
   if (list.size == list.cap) {
     uint32_t cap = list.cap ? list.cap * 2 : kFirstSubjectListCap;
-    list.items = static_cast<SubRef*>(xrealloc(list.items, cap * sizeof(SubRef)));
+    list.items = static_cast<SubRef*>(regrow(list.items, list.cap * sizeof(SubRef), list.size * sizeof(SubRef), cap * sizeof(SubRef)));
     list.cap = cap;
   }
   if (who->nsubs == who->capsubs) {
     uint32_t cap = who->capsubs < kFirstListCap ? kFirstListCap : who->capsubs * 2;
-    SubSlot* grown = static_cast<SubSlot*>(std::malloc(cap * sizeof(SubSlot)));
+    SubSlot* grown = static_cast<SubSlot*>(mem::state_alloc(cap * sizeof(SubSlot)));
     if (!grown) throw std::bad_alloc();
     std::memcpy(grown, who->subs, who->nsubs * sizeof(SubSlot));
-    if (who->subs != &who->one) std::free(who->subs);
+    if (who->subs != &who->one) mem::state_free(who->subs, who->capsubs * sizeof(SubSlot));
     who->subs = grown;
     who->capsubs = cap;
   }
@@ -103,7 +113,8 @@ Subject* unlink(Subscriber* who, uint32_t k, unsigned wg) {
 }
 
 uint64_t hash_subject(std::string_view name) {
-  // FNV-1a, then a final avalanche so both the low bits (slot) and the top bits (shard) are mixed.
+  // FNV-1a, then a final avalanche so that every bit depends on every byte (the registry keys on the low 32 bits,
+  // the home is the whole hash modulo the workgroups).
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
   h ^= h >> 33;
@@ -122,7 +133,7 @@ Registry::~Registry() {
       if (s) s->unref();
 }
 
-Subject** Registry::probe(Shard& sh, uint64_t hash, std::string_view name) {
+Subject** Registry::probe(Shard& sh, uint32_t hash, std::string_view name) {
   size_t mask = sh.slots.size() - 1;
   for (size_t i = hash & mask;; i = (i + 1) & mask) {
     Subject*& slot = sh.slots[i];
@@ -158,11 +169,10 @@ void Registry::erase(Shard& sh, Subject* s) {
   s->erased = true;
 }
 
-Subject* Registry::create(std::string_view name, uint64_t hash, unsigned home) {
-  size_t bytes = sizeof(Subject) + nworkgroups_ * sizeof(SubList) + name.size();
-  void* mem = std::malloc(bytes);
-  if (!mem) throw std::bad_alloc();
-  Subject* s = new (mem) Subject();
+Subject* Registry::create(std::string_view name, uint32_t hash, unsigned home) {
+  void* block = mem::state_alloc(subject_bytes(nworkgroups_, name.size()));
+  if (!block) throw std::bad_alloc();
+  Subject* s = new (block) Subject();
   s->refs.store(1, std::memory_order_relaxed);  // the registry's reference
   s->interest.store(0, std::memory_order_relaxed);
   s->seq = 0;
@@ -182,7 +192,7 @@ Subject* Registry::create(std::string_view name, uint64_t hash, unsigned home) {
   return s;
 }
 
-Subject* Registry::find_or_create(Shard& sh, uint64_t hash, std::string_view name, unsigned home) {
+Subject* Registry::find_or_create(Shard& sh, uint32_t hash, std::string_view name, unsigned home) {
   Subject** slot = probe(sh, hash, name);
   if (!*slot) {
     if ((sh.used + 1) * 2 > sh.slots.size()) {
@@ -197,7 +207,7 @@ Subject* Registry::find_or_create(Shard& sh, uint64_t hash, std::string_view nam
 }
 
 Subject* Registry::acquire(std::string_view name, unsigned wg, bool* first) {
-  uint64_t hash = hash_subject(name);
+  const uint32_t hash = key_of(name);
   Shard& sh = shard_of(hash);
   std::lock_guard<std::mutex> guard(sh.lock);
   Subject* s = find_or_create(sh, hash, name, wg);
@@ -219,7 +229,7 @@ void Registry::release(Subject* s, unsigned wg) {
 }
 
 Subject* Registry::find_or_create_ref(std::string_view name, unsigned home) {
-  uint64_t hash = hash_subject(name);
+  const uint32_t hash = key_of(name);
   Shard& sh = shard_of(hash);
   std::lock_guard<std::mutex> guard(sh.lock);
   Subject* s = find_or_create(sh, hash, name, home);
@@ -258,7 +268,7 @@ void Registry::forget_if_idle(Subject* s) {
 }
 
 Subject* Registry::find_ref(std::string_view name) {
-  uint64_t hash = hash_subject(name);
+  const uint32_t hash = key_of(name);
   Shard& sh = shard_of(hash);
   std::lock_guard<std::mutex> guard(sh.lock);
   Subject* s = *probe(sh, hash, name);

@@ -84,10 +84,10 @@ struct Subscriber {
 
 struct Subject {
   std::atomic<uint32_t> refs;
+  uint32_t hash;                   // the registry's key (Registry::key_of); beside refs, where padding was
   std::atomic<uint64_t> interest;  // bit w: workgroup w has local subscribers
   uint64_t seq;                    // last sequence number assigned; home thread only
   uint64_t epoch;                  // changes whenever seq restarts (each creation); see Registry
-  uint64_t hash;
   Cache* cache;                    // home thread only: history and snapshot (nullptr until the first message)
   uint8_t home;                    // workgroup that assigns seq (at most 64 workgroups)
   uint8_t nworkgroups;
@@ -108,6 +108,8 @@ struct Subject {
   // Drops a reference; frees the subject (and its lists) when it was the last.
   void unref();
 };
+// 48 bytes: with two workgroups' lists and a 9-byte name (W3's) a subject is a 96-byte block (io/memory.h).
+static_assert(sizeof(Subject) == 48);
 
 // Writes the epoch as a base-36 token into out (at least 13 bytes); returns its length.
 size_t format_epoch(uint64_t epoch, char* out);
@@ -171,13 +173,17 @@ class Registry {
     std::vector<Subject*> slots;   // open addressing, linear probing, power-of-two size
     size_t used = 0;
   };
-  Shard& shard_of(uint64_t hash) { return shards_[(hash >> 58) % kShards]; }
-  static Subject** probe(Shard& sh, uint64_t hash, std::string_view name);
+  // A subject's 32-bit key: its top 6 bits pick the shard, its low bits the slot (a shard's table stays under 2^26
+  // slots). 32 bits, so that the key fits in the Subject's padding: a Subject is 48 bytes before its lists and name.
+  static uint32_t key_of(std::string_view name) { return static_cast<uint32_t>(hash_subject(name)); }
+  static_assert(kShards == 64);
+  Shard& shard_of(uint32_t hash) { return shards_[hash >> 26]; }
+  static Subject** probe(Shard& sh, uint32_t hash, std::string_view name);
   static void erase(Shard& sh, Subject* s);
   static void grow(Shard& sh);
-  Subject* create(std::string_view name, uint64_t hash, unsigned home);
+  Subject* create(std::string_view name, uint32_t hash, unsigned home);
   // The subject registered under name, created (home `home`) if absent. Caller holds sh.lock.
-  Subject* find_or_create(Shard& sh, uint64_t hash, std::string_view name, unsigned home);
+  Subject* find_or_create(Shard& sh, uint32_t hash, std::string_view name, unsigned home);
 
   const unsigned nworkgroups_;
   std::atomic<uint64_t> next_epoch_;

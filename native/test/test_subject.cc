@@ -434,7 +434,7 @@ TEST(acquire_creates_a_subject_once_per_name_and_sets_the_workgroups_interest_bi
   CHECK_EQ(a->seq, 0u);
   CHECK_EQ(a->epoch, 100u);
   CHECK_EQ(a->nworkgroups, 4u);
-  CHECK_EQ(a->hash, hash_subject("/a/b"));
+  CHECK_EQ(a->hash, static_cast<uint32_t>(hash_subject("/a/b")));
   for (unsigned w = 0; w < 4; w++) CHECK_EQ(a->local(w).size, 0u);
   CHECK_EQ(reg.size(), 1u);
   CHECK(reg.acquire("/a/b", 2) == a);
