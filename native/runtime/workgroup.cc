@@ -55,6 +55,11 @@ constexpr uint32_t kAcceptRing = 16 * 1024;
 // kept). The half rule matters when the history cache keeps part of the account resident: a 40 MB flood over
 // an 8 MB cache falls by less than 32 MiB.
 constexpr uint64_t kTrimAfterBytes = 32ull << 20;
+// A SUB storm leaves memory in malloc's free lists too, which the account does not see (MaxConnections and
+// MaxSubscriptionsPerConnection bound it): the lists of connections with many subscriptions, the subject index's
+// tables, the commands' input. Given back once a workgroup's subscriptions fell this far below their high point:
+// 2 × 200,000 subscriptions dropped had left ~33 MB there (test/32.core-defects.test.ts).
+constexpr uint64_t kTrimAfterSubscriptions = 100'000;
 // Connections cut per enforce_memory() call at most: enough to shed a flood in one go (each cut frees its
 // whole backlog), few enough that a workgroup holding none of the excess does not stall on it.
 constexpr int kMaxCutsPerCall = 64;
@@ -197,6 +202,7 @@ void Workgroup::run() {
       broker_->flush_conflated();
       enforce_memory();
       if (index_ == 0) note_memory_peak();
+      subs_high_ = std::max(subs_high_, counters_.get(k_subscriptions));  // a storm shorter than a pass counts too
       if (now_ms_ >= next_tick) {
         loop_->tick(now_ms_);
         next_tick = now_ms_ + kTickMs;
@@ -338,6 +344,12 @@ void Workgroup::pass_slice() {
     for (const auto& [id, w] : awaiting_)
       if (loop_->peer_closed(w.conn)) gone.push_back(w.conn);
     for (Conn* c : gone) engine_.abort(c, *this, 0);
+  }
+  // Give memory back after a SUB storm (any workgroup: malloc_trim covers every arena).
+  const uint64_t subs = counters_.get(k_subscriptions);
+  if (subs_high_ - subs >= kTrimAfterSubscriptions) {
+    malloc_trim(0);
+    subs_high_ = subs;
   }
   // Give memory back after a flood (one workgroup does it for the process: malloc_trim covers every arena).
   if (index_ == 0) {

@@ -159,6 +159,7 @@ class Workgroup final : public StreamEvents, public SessionHost, public BrokerHo
   unsigned slice_ = 0;               // the next slice of the pass (pass_slice)
   uint64_t trimmed_at_ = 0;          // accounted bytes after the last malloc_trim (workgroup 0)
   uint64_t high_water_ = 0;          // most accounted bytes since then (seen by any loop iteration)
+  uint64_t subs_high_ = 0;           // most subscriptions of this workgroup since its last malloc_trim
   std::thread thread_;
 
   SpscRing<Envelope> accept_ring_;
