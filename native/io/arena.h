@@ -1,11 +1,12 @@
 // Blocks: the allocator of what the server keeps many of for long — frames (io/frame.h), the history cache's
-// structs and rings (pubsub/cache.h), and the registry's subjects and subscriber lists (pubsub/subject.cc: one
-// of each per idle connection at W3 and W4, where malloc's size word and 16-byte rounding cost 32 bytes more). With the default CacheSize (an eighth of Memory: 1.5 GB on a 24 GiB
-// machine) the cache keeps millions of frames, and every eviction touches three of them scattered over that
-// span. From glibc's heaps in 4 KiB pages each touch was a TLB miss (a nested page walk on a VM), and every
-// page of a growing heap cost an mprotect and a fault: W1 with the cache on took 1.16–1.23 × the CPU of the
-// cache off (docs/tuning.md). Here the memory comes in 2 MiB chunks the kernel is asked to back with huge
-// pages (all but a thread's first), so 1.5 GB is 750 TLB entries and growing costs one mmap per 2 MiB.
+// structs and rings (pubsub/cache.h), and the registry's subjects and subscriber lists (pubsub/subject.cc: one of
+// each per idle connection at W3 and W4, where malloc's size word and 16-byte rounding cost 32 bytes more). With
+// the default CacheSize (an eighth of Memory: 1.5 GB on a 24 GiB machine) the cache keeps millions of frames, and
+// every eviction touches three of them scattered over that span. From glibc's heaps in 4 KiB pages each touch was a
+// TLB miss (a nested page walk on a VM), and every page of a growing heap cost an mprotect and a fault: W1 with the
+// cache on took 1.16–1.23 × the CPU of the cache off (docs/tuning.md). Here the memory comes in 2 MiB chunks the
+// kernel is asked to back with huge pages (all but a thread's first), so 1.5 GB is 750 TLB entries and growing
+// costs one mmap per 2 MiB.
 //
 // Layout. A chunk is 2 MiB, aligned to 2 MiB, owned by one thread's heap. It is cut into 32 spans of 64 KiB;
 // a span serves one size class (16 bytes to 16 KiB, eight classes per doubling, so a block wastes at most an
