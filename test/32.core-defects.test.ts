@@ -309,7 +309,7 @@ describe('rule 3: memory is bounded by configuration', SUITE, () => {
     }
     // What may stay: the free spans the arena keeps for reuse (up to 8 MiB a heap) and a spare chunk each (2 MiB),
     // the index's grown tables (4 MB), and 12 MB of the rest. Measured: +16-26 MB; without the trim after a SUB
-    // storm, malloc kept ~25 MB more (max +44-53 MB); had each round kept its subjects, +19 MB more a round.
+    // storm, malloc kept ~25 MB more (max +43-55 MB); had each round kept its subjects, +19 MB more a round.
     const bound = 2 * (8 + 2) * MB + 4 * MB + 12 * MB;
     const readings = `RSS above the baseline after each round (MB): ${afterRound.map((r) => ((r - baseline) / MB).toFixed(1)).join(', ')}; peak +${((peak - baseline) / MB).toFixed(1)}`;
     t.diagnostic(readings);
