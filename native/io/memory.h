@@ -56,44 +56,38 @@ inline void free(void* p, size_t n) {
   release(n + kMallocOverhead);
 }
 
-// Blocks (io/arena.h): what the server keeps many of for long — frames, the history cache's structs and rings —
-// from huge-page chunks, charged as what they occupy (their size class). Past arena::kMaxBlock, and under
-// AddressSanitizer (so that it sees them), they come from malloc and cost n plus malloc's overhead.
-// block_free takes the cost, which the holder keeps anyway (Frame::cost) or computes again with block_cost.
+// Blocks (io/arena.h): what the server keeps many of for long, from huge-page chunks. Past arena::kMaxBlock, and
+// under AddressSanitizer (so that it sees them), they come from malloc. The uncharged pair is for the registry's
+// subjects and subscription lists (pubsub/subject.cc), by the million at W4: a subject is its class (96 bytes at
+// W3's names, where malloc's size word and rounding made it 112) and a list of one subscriber 16 bytes (malloc:
+// 32). They are not charged: MaxConnections and MaxSubscriptionsPerConnection bound them, not a client's traffic.
+// uncharged_block_free takes the n given to uncharged_block_alloc, or its block_cost.
 #ifdef STARLING_ASAN
+inline void* uncharged_block_alloc(size_t n) { return std::malloc(n); }
+inline void uncharged_block_free(void* p, size_t) { std::free(p); }
 inline size_t block_cost(size_t n) { return n + kMallocOverhead; }
-inline void* block_alloc(size_t n) { return alloc(n); }
-inline void block_free(void* p, size_t cost) { free(p, cost - kMallocOverhead); }
 #else
-inline size_t block_cost(size_t n) { return n <= arena::kMaxBlock ? arena::class_size(n) : n + kMallocOverhead; }
-inline void* block_alloc(size_t n) {
-  if (n > arena::kMaxBlock) return alloc(n);
-  void* p = arena::alloc(n);
-  if (p) charge(arena::class_size(n));
-  return p;
-}
-inline void block_free(void* p, size_t cost) {
-  if (cost > arena::kMaxBlock) return free(p, cost - kMallocOverhead);
-  if (!p) return;
-  arena::free(p, cost);
-  release(cost);
-}
-#endif
-
-// The registry's subjects and subscription lists (pubsub/subject.cc), by the million at W4: blocks too, so that a
-// subject is its class (96 bytes at W3's names, where malloc's size word and rounding made it 112) and a list of
-// one subscriber 16 bytes (malloc: 32). Not charged: MaxConnections and MaxSubscriptionsPerConnection bound them,
-// not a client's traffic. state_free takes the n given to state_alloc.
-#ifdef STARLING_ASAN
-inline void* state_alloc(size_t n) { return std::malloc(n); }
-inline void state_free(void* p, size_t) { std::free(p); }
-#else
-inline void* state_alloc(size_t n) { return n <= arena::kMaxBlock ? arena::alloc(n) : std::malloc(n); }
-inline void state_free(void* p, size_t n) {
+inline void* uncharged_block_alloc(size_t n) { return n <= arena::kMaxBlock ? arena::alloc(n) : std::malloc(n); }
+inline void uncharged_block_free(void* p, size_t n) {
   if (n <= arena::kMaxBlock) arena::free(p, n);
   else std::free(p);
 }
+inline size_t block_cost(size_t n) { return n <= arena::kMaxBlock ? arena::class_size(n) : n + kMallocOverhead; }
 #endif
+
+// Frames and the history cache's structs and rings: blocks charged as what they occupy (block_cost: their size
+// class, or n plus malloc's overhead). block_free takes the cost, which the holder keeps anyway (Frame::cost) or
+// computes again with block_cost.
+inline void* block_alloc(size_t n) {
+  void* p = uncharged_block_alloc(n);
+  if (p) charge(block_cost(n));
+  return p;
+}
+inline void block_free(void* p, size_t cost) {
+  if (!p) return;
+  uncharged_block_free(p, cost);
+  release(cost);
+}
 
 // A standard-library allocator that charges the account (alloc/free above): a container whose nodes and tables
 // clients make the server hold (a map keyed by connection) is counted like the rest. allocate() throws

@@ -23,10 +23,10 @@ constexpr size_t kFirstShardSlots = 16;
 // A block of n bytes holding the first `keep` bytes of old (old_n bytes, freed). Throws std::bad_alloc
 // (old untouched).
 void* regrow(void* old, size_t old_n, size_t keep, size_t n) {
-  void* p = mem::state_alloc(n);
+  void* p = mem::uncharged_block_alloc(n);
   if (!p) throw std::bad_alloc();
   if (keep) std::memcpy(p, old, keep);
-  if (old) mem::state_free(old, old_n);
+  if (old) mem::uncharged_block_free(old, old_n);
   return p;
 }
 
@@ -37,7 +37,7 @@ size_t subject_bytes(unsigned nworkgroups, size_t name_len) {
 }  // namespace
 
 Subscriber::~Subscriber() {
-  if (subs != &one) mem::state_free(subs, capsubs * sizeof(SubSlot));
+  if (subs != &one) mem::uncharged_block_free(subs, capsubs * sizeof(SubSlot));
   if (perms) perms->unref();
 }
 
@@ -49,10 +49,10 @@ int Subscriber::find(const Subject* s) const {
 
 void Subject::unref() {
   if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  for (unsigned w = 0; w < nworkgroups; w++) mem::state_free(local(w).items, local(w).cap * sizeof(SubRef));
+  for (unsigned w = 0; w < nworkgroups; w++) mem::uncharged_block_free(local(w).items, local(w).cap * sizeof(SubRef));
   const size_t bytes = subject_bytes(nworkgroups, name_len);
   this->~Subject();
-  mem::state_free(this, bytes);
+  mem::uncharged_block_free(this, bytes);
 }
 
 size_t format_epoch(uint64_t epoch, char* out) {
@@ -76,10 +76,10 @@ void link(Subscriber* who, Subject* subject, unsigned wg, uint32_t conflate_ms) 
   }
   if (who->nsubs == who->capsubs) {
     uint32_t cap = who->capsubs < kFirstListCap ? kFirstListCap : who->capsubs * 2;
-    SubSlot* grown = static_cast<SubSlot*>(mem::state_alloc(cap * sizeof(SubSlot)));
+    SubSlot* grown = static_cast<SubSlot*>(mem::uncharged_block_alloc(cap * sizeof(SubSlot)));
     if (!grown) throw std::bad_alloc();
     std::memcpy(grown, who->subs, who->nsubs * sizeof(SubSlot));
-    if (who->subs != &who->one) mem::state_free(who->subs, who->capsubs * sizeof(SubSlot));
+    if (who->subs != &who->one) mem::uncharged_block_free(who->subs, who->capsubs * sizeof(SubSlot));
     who->subs = grown;
     who->capsubs = cap;
   }
@@ -170,7 +170,7 @@ void Registry::erase(Shard& sh, Subject* s) {
 }
 
 Subject* Registry::create(std::string_view name, uint32_t hash, unsigned home) {
-  void* block = mem::state_alloc(subject_bytes(nworkgroups_, name.size()));
+  void* block = mem::uncharged_block_alloc(subject_bytes(nworkgroups_, name.size()));
   if (!block) throw std::bad_alloc();
   Subject* s = new (block) Subject();
   s->refs.store(1, std::memory_order_relaxed);  // the registry's reference
